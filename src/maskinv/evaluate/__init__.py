@@ -1,0 +1,32 @@
+"""Evaluation: verification metrics, masked protocols (uu/mu/mm), reports and plots.
+
+Names are imported lazily so ``import maskinv.evaluate`` stays light (no torch, no matplotlib).
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "verification_metrics": "metrics",
+    "roc_curve": "metrics",
+    "fold_bounds": "metrics",
+    "insightface_cosine_thresholds": "metrics",
+    "embed_images": "protocols",
+    "evaluate_bin": "protocols",
+    "pair_scores": "protocols",
+    "PROTOCOLS": "protocols",
+    "VerificationCallback": "callback",
+    "write_report": "reports",
+    "markdown_table": "reports",
+    "plot_roc_det": "plots",
+    "plot_score_histograms": "plots",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'maskinv.evaluate' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)

@@ -1,0 +1,36 @@
+"""Backbones (InsightFace iResNet, MobileFaceNet) and their checkpoint I/O.
+
+- :func:`get_model` / :func:`list_models` — build a backbone by name.
+- :func:`load_backbone` — InsightFace/ElasticFace/MaskInv ``*backbone.pth``, DDP (``module.``)
+  dicts, our training checkpoints and exported models (with a JSON sidecar).
+- :func:`export_backbone`, :func:`read_model_meta`, :func:`model_fingerprint`.
+"""
+from __future__ import annotations
+
+from .checkpoint import (
+    export_backbone,
+    extract_state_dict,
+    infer_arch,
+    load_backbone,
+    load_state_dict_strict,
+    model_fingerprint,
+    read_model_meta,
+)
+from .iresnet import IResNet
+from .mobilefacenet import MobileFaceNet
+from .registry import canonical_name, get_model, list_models
+
+__all__ = [
+    "IResNet",
+    "MobileFaceNet",
+    "canonical_name",
+    "export_backbone",
+    "extract_state_dict",
+    "get_model",
+    "infer_arch",
+    "list_models",
+    "load_backbone",
+    "load_state_dict_strict",
+    "model_fingerprint",
+    "read_model_meta",
+]

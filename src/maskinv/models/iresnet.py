@@ -1,0 +1,160 @@
+"""iResNet backbones in the InsightFace ``arcface_torch`` layout (REFERENCE §3).
+
+Module names, parameter/buffer order and shapes match the published layout exactly, so
+InsightFace / ElasticFace / MaskInv ``*backbone.pth`` files load with ``strict=True``::
+
+    conv1 (3x3, 64, s1) -> bn1 -> prelu
+    layer1..layer4: IBasicBlock x depth[i], widths 64/128/256/512, block 0 has stride 2
+        block: bn1 -> conv1 3x3 -> bn2 -> prelu -> conv2 3x3 (stride) -> bn3 (+ downsample)
+        downsample (block 0 only): Sequential(conv1x1 stride 2, BatchNorm2d)
+    bn2 (BN2d 512) -> flatten -> dropout -> fc (512*7*7 -> E, bias) -> features (BN1d, weight 1, frozen)
+
+Extensions that keep the names: ``width_mult`` scales every width (tiny CPU models) and
+``input_size`` other than 112 adapts ``fc``'s input to ``C * s * s`` with ``s`` the spatial
+size after the four stride-2 stages (``ceil(n / 16)`` for a side ``n``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+#: Blocks per stage of the published depths.
+IRESNET_DEPTHS: dict[str, tuple[int, int, int, int]] = {
+    "r18": (2, 2, 2, 2),
+    "r34": (3, 4, 6, 3),
+    "r50": (3, 4, 14, 3),
+    "r100": (3, 13, 30, 3),
+    "r200": (6, 26, 60, 6),
+}
+#: Stage widths at width_mult 1 (the stem has 64 channels too).
+IRESNET_WIDTHS = (64, 128, 256, 512)
+BN_EPS = 1e-5
+
+
+def scale_width(channels: int, width_mult: float) -> int:
+    """Channel count ``channels * width_mult`` rounded, at least 1 (identity at 1.0)."""
+    return max(1, int(round(channels * width_mult)))
+
+
+def spatial_after_stride2(size: int, times: int = 4) -> int:
+    """Side length after ``times`` 3x3/stride-2/pad-1 convolutions: ceil(n/2) each time."""
+    for _ in range(times):
+        size = (size + 1) // 2
+    return size
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class IBasicBlock(nn.Module):
+    """Improved residual block (pre-BN, PReLU between the two 3x3 convolutions)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        # Attribute creation order defines the state-dict order: keep it as published.
+        self.bn1 = nn.BatchNorm2d(inplanes, eps=BN_EPS)
+        self.conv1 = _conv3x3(inplanes, planes)
+        self.bn2 = nn.BatchNorm2d(planes, eps=BN_EPS)
+        self.prelu = nn.PReLU(planes)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn3 = nn.BatchNorm2d(planes, eps=BN_EPS)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(x)
+        out = self.conv1(out)
+        out = self.bn2(out)
+        out = self.prelu(out)
+        out = self.conv2(out)
+        out = self.bn3(out)
+        identity = self.downsample(x) if self.downsample is not None else x
+        return out + identity
+
+
+class IResNet(nn.Module):
+    """iResNet backbone; ``forward`` returns the (un-normalised) ``features`` output (B, E)."""
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        *,
+        embedding_size: int = 512,
+        width_mult: float = 1.0,
+        input_size: int = 112,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if len(layers) != 4:
+            raise ValueError(f"iResNet needs 4 stage depths, got {list(layers)}")
+        widths = [scale_width(c, width_mult) for c in IRESNET_WIDTHS]
+        stem = scale_width(64, width_mult)
+        self.embedding_size = int(embedding_size)
+        self.input_size = int(input_size)
+        self.inplanes = stem
+        self.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem, eps=BN_EPS)
+        self.prelu = nn.PReLU(stem)
+        self.layer1 = self._make_layer(widths[0], layers[0], stride=2)
+        self.layer2 = self._make_layer(widths[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(widths[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(widths[3], layers[3], stride=2)
+        self.bn2 = nn.BatchNorm2d(widths[3], eps=BN_EPS)
+        self.dropout = nn.Dropout(p=dropout)
+        side = spatial_after_stride2(self.input_size)
+        self.fc = nn.Linear(widths[3] * side * side, self.embedding_size)
+        self.features = nn.BatchNorm1d(self.embedding_size, eps=BN_EPS)
+        # Published layout: the embedding BN has a fixed unit scale (not trained).
+        self.features.weight.requires_grad = False
+
+    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes, eps=BN_EPS),
+            )
+        mods = [IBasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        mods.extend(IBasicBlock(planes, planes) for _ in range(1, blocks))
+        return nn.Sequential(*mods)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """arcface_torch initialisation: conv N(0, 0.1); BN (1, 0); PReLU 0.25; fc as nn.Linear.
+
+        All draws use ``generator`` (never the global RNG when one is given).
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.normal_(0.0, 0.1, generator=generator)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                m.reset_running_stats()
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+            elif isinstance(m, nn.PReLU):
+                m.weight.fill_(0.25)
+            elif isinstance(m, nn.Linear):
+                # Same distribution as nn.Linear's default (kaiming_uniform a=sqrt(5)).
+                bound = 1.0 / math.sqrt(m.in_features)
+                m.weight.uniform_(-bound, bound, generator=generator)
+                if m.bias is not None:
+                    m.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.prelu(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        x = self.bn2(x)
+        x = torch.flatten(x, 1)
+        x = self.dropout(x)
+        x = self.fc(x)
+        return self.features(x)
