@@ -1,0 +1,389 @@
+"""The practitioner facade: photo in, decision out, offline.
+
+>>> import maskinv
+>>> model = maskinv.load_model("run/backbone.pt")            # or .pth + arch="r100", or .onnx
+>>> r = maskinv.verify("id_photo.jpg", "gate_capture.jpg", model, fmr=1e-3)
+>>> r.verified, r.score, r.threshold, r.threshold_source
+
+Image inputs everywhere: a path, encoded bytes, or a uint8 **RGB** (H, W, 3) NumPy array
+(OpenCV's ``cv2.imread`` gives BGR: convert with ``img[:, :, ::-1]``). Unless
+``aligned=True``, faces are detected and aligned to the ArcFace template
+(:mod:`maskinv.align`, needs the ``detect`` extra); the largest face of each photo is used.
+
+Thresholds are never made up: ``verify`` uses an explicit ``threshold``, or the threshold
+calibrated at ``fmr`` for this model (``maskinv calibrate``), or — with neither — the
+calibrated threshold stored beside the model (smallest FMR of the protocol); otherwise it
+raises :class:`ConfigError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .constants import INPUT_SIZE
+from .errors import CheckpointError, ConfigError, DataFormatError
+
+__all__ = ["FaceModel", "VerifyResult", "load_model", "embed", "embed_faces", "verify", "compare"]
+
+#: ONNX metadata keys written by :mod:`maskinv.export` and read here.
+ONNX_META_PREFIX = "maskinv."
+
+
+# ============================================================================ model
+@dataclass
+class FaceModel:
+    """A loaded embedding network plus what is needed to use it correctly.
+
+    ``fingerprint`` identifies the weights (SHA-256 of the weights file; an ONNX export
+    carries its source's fingerprint) and binds thresholds and galleries to this model.
+    """
+
+    backend: str                       # "torch" | "onnx"
+    path: Path | None
+    fingerprint: str
+    arch: str | None
+    embedding_size: int
+    input_size: int = INPUT_SIZE
+    precision: str = "fp32"            # torch: "fp32" | "bf16" (autocast)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    module: Any = field(default=None, repr=False)    # torch.nn.Module (torch backend)
+    session: Any = field(default=None, repr=False)   # onnxruntime.InferenceSession (onnx backend)
+    device: str = "cpu"
+
+    @property
+    def thresholds_file(self) -> Path | None:
+        from .thresholds import thresholds_path
+
+        return thresholds_path(self.path) if self.path else None
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Raw embeddings (N, D) float32 of aligned uint8 RGB crops (N, S, S, 3)."""
+        from .preprocess import to_tensor
+
+        x = to_tensor(batch)
+        if self.backend == "onnx":
+            name = self.session.get_inputs()[0].name
+            return np.asarray(self.session.run(None, {name: x.numpy()})[0], dtype=np.float32)
+        import torch
+
+        x = x.to(self.device)
+        with torch.inference_mode():
+            if self.precision == "bf16":
+                with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                    out = self.module(x)
+            else:
+                out = self.module(x)
+        return out.float().cpu().numpy()
+
+    def embed_aligned(self, crops: np.ndarray, *, flip: bool = True, batch_size: int = 64) -> np.ndarray:
+        """L2-normalised embeddings of aligned crops; ``flip``: normalize(f(x) + f(mirror x))."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        s = self.input_size
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+            raise DataFormatError(
+                f"aligned crops must be uint8 (N, {s}, {s}, 3) RGB, got {crops.dtype} {crops.shape}")
+        if len(crops) == 0:
+            return np.zeros((0, self.embedding_size), np.float32)
+        outs = []
+        step = max(1, batch_size // 2 if flip else batch_size)
+        for b in range(0, len(crops), step):
+            chunk = crops[b:b + step]
+            if flip:  # one forward over [x; mirror(x)]
+                both = self.forward(np.concatenate([chunk, chunk[:, :, ::-1]]))
+                emb = both[: len(chunk)] + both[len(chunk):]
+            else:
+                emb = self.forward(chunk)
+            outs.append(emb)
+        emb = np.concatenate(outs).astype(np.float32)
+        return _l2n(emb)
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)  # float64: squares of large raw outputs overflow float32
+    if not np.all(np.isfinite(x)):
+        raise DataFormatError("the model produced NaN/infinite embeddings (broken or untrained weights?)")
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+def _module_fingerprint(module) -> str:
+    """SHA-256 over the state dict of an in-memory model (names, shapes, bytes)."""
+    import torch
+
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        if t.dtype == torch.bool:
+            t = t.to(torch.uint8)
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype
+    return h.hexdigest()
+
+
+def _from_module(module, *, precision: str, device: str, path: Path | None = None,
+                 fingerprint: str | None = None, meta: dict | None = None) -> FaceModel:
+    import torch
+
+    module = module.eval().to(device)
+    arch = getattr(module, "arch", None) or {}
+    kw = dict(arch.get("kwargs") or {}) if isinstance(arch, dict) else {}
+    meta = dict(meta or {})
+    input_size = int(meta.get("input_size") or kw.get("input_size") or INPUT_SIZE)
+    emb = meta.get("embedding_size") or kw.get("embedding_size")
+    if emb is None:  # foreign module: ask it
+        with torch.inference_mode():
+            emb = module(torch.zeros(2, 3, input_size, input_size, device=device)).shape[1]
+    return FaceModel(backend="torch", path=path, fingerprint=fingerprint or _module_fingerprint(module),
+                     arch=arch.get("name") if isinstance(arch, dict) else None, embedding_size=int(emb),
+                     input_size=input_size, precision=precision, meta=meta, module=module, device=device)
+
+
+def _load_onnx(path: Path) -> FaceModel:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ConfigError("the ONNX backend needs onnxruntime: pip install 'maskinv[onnx]'") from exc
+    from .thresholds import file_sha256
+
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise CheckpointError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
+    props = dict(sess.get_modelmeta().custom_metadata_map)
+    meta = {k[len(ONNX_META_PREFIX):]: v for k, v in props.items() if k.startswith(ONNX_META_PREFIX)}
+    shape = sess.get_inputs()[0].shape
+    input_size = int(meta.get("input_size") or (shape[-1] if isinstance(shape[-1], int) else INPUT_SIZE))
+    out_shape = sess.get_outputs()[0].shape
+    emb = meta.get("embedding_size") or (out_shape[-1] if isinstance(out_shape[-1], int) else None)
+    if emb is None:
+        emb = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, input_size, input_size), np.float32)})[0].shape[1]
+    if meta.get("channel_order", "RGB") != "RGB" or meta.get("normalization", "(x/255-0.5)/0.5") != "(x/255-0.5)/0.5":
+        raise CheckpointError(f"{path}: unsupported input convention {meta.get('channel_order')} {meta.get('normalization')}")
+    fp = meta.get("source_fingerprint") or file_sha256(path)
+    return FaceModel(backend="onnx", path=path, fingerprint=fp, arch=meta.get("arch"), embedding_size=int(emb),
+                     input_size=input_size, meta=meta, session=sess)
+
+
+def load_model(path, arch: str | None = None, *, backend: str | None = None, precision: str = "fp32",
+               device: str = "cpu", **arch_kwargs: Any) -> FaceModel:
+    """Load an embedding model for inference.
+
+    ``path``: our export (``backbone.pt`` + ``backbone.json`` sidecar), an InsightFace /
+    ElasticFace / MaskInv ``*backbone.pth`` (pass ``arch``, e.g. ``"r100"``, when it cannot be
+    inferred), an ``.onnx`` file from ``maskinv export onnx``, or an in-memory ``nn.Module``.
+    ``backend``: ``"torch"`` or ``"onnx"`` (default: from the file suffix).
+    ``precision`` (torch): ``"fp32"`` or ``"bf16"`` autocast (faster on recent CPUs).
+    """
+    if isinstance(path, FaceModel):
+        return path
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        import torch
+
+        if isinstance(path, torch.nn.Module):
+            return _from_module(path, precision=precision, device=device)
+        raise ConfigError(f"load_model: expected a path or an nn.Module, got {type(path).__name__}")
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: model file not found")
+    if backend is None:
+        backend = "onnx" if p.suffix.lower() == ".onnx" else "torch"
+    if backend == "onnx":
+        return _load_onnx(p)
+    if backend != "torch":
+        raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if p.suffix.lower() == ".onnx":
+        raise ConfigError(f"{p}: an .onnx file runs on backend='onnx'")
+    from .models import load_backbone, model_fingerprint, read_model_meta
+
+    module = load_backbone(p, name=arch, **arch_kwargs)
+    meta = read_model_meta(p) or {}
+    return _from_module(module, precision=precision, device=device, path=p,
+                        fingerprint=model_fingerprint(p), meta=meta)
+
+
+_MODEL_CACHE: dict[tuple, FaceModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _resolve_model(model) -> FaceModel:
+    """A FaceModel, or a path loaded once and cached (keyed by path, size and mtime)."""
+    if isinstance(model, FaceModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        if not p.is_file():
+            raise CheckpointError(f"{p}: model file not found")
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        with _CACHE_LOCK:
+            if key not in _MODEL_CACHE:
+                _MODEL_CACHE[key] = load_model(p)
+            return _MODEL_CACHE[key]
+    return load_model(model)
+
+
+# ============================================================================ embedding
+def _as_list(images) -> list:
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            return list(images)
+        return [images]
+    if isinstance(images, Iterable):
+        return list(images)
+    return [images]
+
+
+@dataclass
+class _Prepared:
+    crops: np.ndarray
+    faces: list[dict | None]
+    timings: dict[str, float]
+
+
+def _prepare(images: list, model: FaceModel, aligned: bool, detector) -> _Prepared:
+    from .align import align_faces, describe_source, read_image
+
+    t0 = time.perf_counter()
+    decoded = [read_image(im, name=describe_source(im, i)) for i, im in enumerate(images)]
+    t1 = time.perf_counter()
+    crops, faces = [], []
+    s = model.input_size
+    for i, (src, img) in enumerate(zip(images, decoded)):
+        if aligned:
+            if img.shape[:2] != (s, s):
+                raise DataFormatError(f"{describe_source(src, i)}: aligned input must be {s}x{s}, got "
+                                      f"{img.shape[1]}x{img.shape[0]} (drop aligned=True to detect and align)")
+            crops.append(img)
+            faces.append(None)
+        else:
+            got = align_faces(img, detector, size=s, max_faces=1, name=describe_source(src, i))
+            crops.append(got[0].crop)
+            faces.append(got[0].face.to_dict())
+    t2 = time.perf_counter()
+    arr = np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8)
+    return _Prepared(arr, faces, {"decode_ms": (t1 - t0) * 1e3, "detect_align_ms": (t2 - t1) * 1e3})
+
+
+def embed(images, model, aligned: bool = False, *, flip: bool = True, detector=None,
+          batch_size: int = 64) -> np.ndarray:
+    """Embeddings (N, D) float32, L2-normalised, one row per input image.
+
+    ``images``: one image or a sequence (paths, bytes, uint8 RGB arrays) or an (N, H, W, 3)
+    array. ``aligned=True`` skips detection (inputs must be aligned crops of the model's
+    input size); otherwise the largest face of each image is used and an image without a
+    face raises :class:`maskinv.errors.NoFaceError` naming it.
+    """
+    return embed_faces(images, model, aligned=aligned, flip=flip, detector=detector, batch_size=batch_size)[0]
+
+
+def embed_faces(images, model, aligned: bool = False, *, flip: bool = True, detector=None,
+                batch_size: int = 64) -> tuple[np.ndarray, list[dict | None], dict[str, float]]:
+    """Like :func:`embed`, also returning the face used per image (box, landmarks, score;
+    ``None`` when aligned) and timings in milliseconds."""
+    m = _resolve_model(model)
+    prep = _prepare(_as_list(images), m, aligned, detector)
+    t0 = time.perf_counter()
+    emb = m.embed_aligned(prep.crops, flip=flip, batch_size=batch_size)
+    prep.timings["embed_ms"] = (time.perf_counter() - t0) * 1e3
+    return emb, prep.faces, prep.timings
+
+
+def compare(emb1, emb2) -> float | np.ndarray:
+    """Cosine similarity of precomputed embeddings (normalised here; any scale accepted).
+
+    Two (D,) vectors -> float; (N, D) and (N, D) -> (N,) row-wise; (D,) vs (N, D) -> (N,).
+    """
+    a = np.asarray(emb1, dtype=np.float64)
+    b = np.asarray(emb2, dtype=np.float64)
+    if a.shape[-1] != b.shape[-1]:
+        raise DataFormatError(f"embedding sizes differ: {a.shape} vs {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise DataFormatError("embeddings contain NaN or infinity")
+    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    if np.any(na == 0) or np.any(nb == 0):
+        raise DataFormatError("an embedding is all zeros")
+    s = (a * b).sum(-1) / (na * nb)
+    return float(s) if np.ndim(s) == 0 else s
+
+
+# ============================================================================ verification
+@dataclass
+class VerifyResult:
+    """Outcome of :func:`verify`. ``verified`` iff ``score >= threshold``."""
+
+    verified: bool
+    score: float
+    threshold: float
+    threshold_source: str                     # "explicit" | "calibrated"
+    provenance: dict[str, Any] | None         # calibrated entry: bench, protocol, fmr, seed, date, ...
+    faces: list[dict | None]                  # per image: box, landmarks, score (None if aligned input)
+    timings: dict[str, float]                 # milliseconds
+    model_fingerprint: str
+
+    def __bool__(self) -> bool:
+        return self.verified
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def resolve_threshold(model: FaceModel, threshold: float | None, fmr: float | None, *,
+                      protocol: str = "mu", flip: bool = True) -> tuple[float, str, dict | None]:
+    """``(threshold, source, provenance)`` following the rules in the module doc."""
+    from .thresholds import lookup
+
+    if threshold is not None and fmr is not None:
+        raise ConfigError("give either threshold or fmr, not both")
+    if threshold is not None:
+        try:
+            t = float(threshold)
+        except (TypeError, ValueError):
+            raise ConfigError(f"threshold must be a number, got {threshold!r}") from None
+        if not -1.0 <= t <= 1.0:
+            raise ConfigError(f"threshold is a cosine similarity in [-1, 1], got {t}")
+        return t, "explicit", None
+    if model.path is None:
+        raise ConfigError("this model was not loaded from a file, so it has no calibrated thresholds; "
+                          "pass threshold=")
+    entry = lookup(model.thresholds_file, model.fingerprint, fmr=fmr, protocol=protocol, flip=flip)
+    return float(entry["threshold"]), "calibrated", entry
+
+
+def verify(img1, img2, model, threshold: float | None = None, fmr: float | None = None, *,
+           protocol: str = "mu", aligned: bool = False, flip: bool = True, detector=None) -> VerifyResult:
+    """One-to-one decision between two face images (see the module doc for thresholds).
+
+    ``protocol`` picks the calibration scenario (``mu``: one masked face vs one unmasked, the
+    gate use case; ``uu``; ``mm``). Raises :class:`NoFaceError` if a photo has no face.
+    """
+    t0 = time.perf_counter()
+    m = _resolve_model(model)
+    t_load = time.perf_counter()
+    thr, source, prov = resolve_threshold(m, threshold, fmr, protocol=protocol, flip=flip)
+    emb, faces, timings = embed_faces([img1, img2], m, aligned=aligned, flip=flip, detector=detector)
+    score = float(np.dot(emb[0].astype(np.float64), emb[1].astype(np.float64)))
+    timings = {"model_ms": (t_load - t0) * 1e3, **timings, "total_ms": (time.perf_counter() - t0) * 1e3}
+    return VerifyResult(verified=bool(score >= thr), score=score, threshold=thr, threshold_source=source,
+                        provenance=prov, faces=faces, timings=timings, model_fingerprint=m.fingerprint)

@@ -1,0 +1,271 @@
+"""Inference commands: ``align``, ``embed``, ``verify``, ``calibrate``, ``gallery``, ``export``.
+
+``maskinv verify`` exit codes: 0 verified, 1 not verified, 2 error (no face, bad file,
+no calibrated threshold, ...). Every other command: 0 success, 2 error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+VERIFY_EPILOG = """exit codes: 0 = verified (same person), 1 = not verified, 2 = error
+(unreadable image, no face found, model/threshold problem).
+threshold: --threshold T (explicit cosine) or --fmr F (calibrated with `maskinv calibrate`
+for this model); with neither, the calibrated threshold beside the model is used
+(smallest FMR of --protocol), else an error."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="backbone.pt (+ .json sidecar), an InsightFace .pth, or an .onnx")
+    p.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=None, help="default: from the file suffix")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="torch backend only")
+
+
+def _add_face_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--aligned", action="store_true", help="inputs are already aligned crops: skip detection")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="no flip test (faster; must match how thresholds were calibrated)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("align", help="detect faces and write ArcFace-aligned crops",
+                              description="Detect faces (dlib HOG + 68 landmarks) and write the aligned crop(s). "
+                                          "Needs the 'detect' extra. No face: error, exit 2.")
+    p.add_argument("image")
+    p.add_argument("out", help="output image (.png/.jpg); with --all: OUT_0.png, OUT_1.png, ... largest first")
+    p.add_argument("--all", action="store_true", help="write every face, not just the largest")
+    p.add_argument("--size", type=int, default=112, help="crop side (template scaled)")
+    p.add_argument("--json", action="store_true", help="print the detections as JSON")
+    p.set_defaults(func=_cmd_align)
+
+    p = subparsers.add_parser("embed", help="face images -> L2-normalised embeddings (.npy)",
+                              description="Embed the largest face of each image (or aligned crops) into an (N, D) "
+                                          "float32 .npy, rows in argument order.")
+    p.add_argument("images", nargs="+")
+    _add_model_args(p)
+    _add_face_args(p)
+    p.add_argument("--out", required=True, help="output .npy")
+    p.set_defaults(func=_cmd_embed)
+
+    p = subparsers.add_parser("verify", help="one-to-one decision between two face images",
+                              description="Decide whether two photos show the same person.",
+                              epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    _add_model_args(p)
+    _add_face_args(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fmr", type=float, default=None, help="use the threshold calibrated at this false-match rate")
+    g.add_argument("--threshold", type=float, default=None, help="explicit cosine threshold")
+    p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu",
+                   help="calibration scenario of the threshold (default mu: masked probe vs unmasked)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=_cmd_verify)
+
+    p = subparsers.add_parser("calibrate", help="store the threshold that gives a false-match rate on a benchmark",
+                              description="Score a verification .bin under a masked protocol and write the threshold "
+                                          "at --fmr, with provenance, to <model stem>.thresholds.json beside the model.")
+    _add_model_args(p)
+    p.add_argument("--bench", required=True, help="verification .bin (pairs)")
+    p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu")
+    p.add_argument("--fmr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0, help="mask seed of the protocol")
+    p.add_argument("--mask-kind", default="random")
+    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = subparsers.add_parser("gallery", help="1:N search: add, search, list, remove identities in a SQLite gallery")
+    gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION")
+    a = gsub.add_parser("add", help="enrol images of one identity")
+    a.add_argument("db")
+    a.add_argument("name")
+    a.add_argument("images", nargs="+")
+    _add_model_args(a)
+    _add_face_args(a)
+    a.set_defaults(func=_cmd_gallery_add)
+    s = gsub.add_parser("search", help="top-k identities for each probe image")
+    s.add_argument("db")
+    s.add_argument("images", nargs="+")
+    s.add_argument("-k", type=int, default=5)
+    _add_model_args(s)
+    _add_face_args(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_gallery_search)
+    ls = gsub.add_parser("list", help="identities and template counts")
+    ls.add_argument("db")
+    ls.set_defaults(func=_cmd_gallery_list)
+    rm = gsub.add_parser("remove", help="delete an identity")
+    rm.add_argument("db")
+    rm.add_argument("name")
+    rm.set_defaults(func=_cmd_gallery_remove)
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(sys.stderr), 2)[1])
+
+    p = subparsers.add_parser("export", help="export a model (onnx)")
+    esub = p.add_subparsers(dest="export_format", metavar="FORMAT")
+    o = esub.add_parser("onnx", help="ONNX with dynamic batch, metadata and a parity check vs PyTorch")
+    o.add_argument("model")
+    o.add_argument("out")
+    o.add_argument("--arch", default=None)
+    o.add_argument("--opset", type=int, default=17)
+    o.add_argument("--tol", type=float, default=1e-4, help="max cosine distance allowed by the parity check")
+    o.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")
+    o.set_defaults(func=_cmd_export_onnx)
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(sys.stderr), 2)[1])
+
+
+# --------------------------------------------------------------------------- helpers
+def _model(args):
+    from maskinv.api import load_model
+
+    return load_model(args.model, args.arch, backend=args.backend, precision=args.precision)
+
+
+def _encode_image(path: Path, rgb) -> bytes:
+    import cv2
+
+    from maskinv.errors import ConfigError
+
+    ext = path.suffix.lower() or ".png"
+    if ext not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
+        raise ConfigError(f"{path}: unsupported output image type {ext!r}")
+    ok, buf = cv2.imencode(ext, rgb[:, :, ::-1])  # RGB -> BGR for OpenCV
+    if not ok:
+        raise ConfigError(f"{path}: OpenCV could not encode the image")
+    return buf.tobytes()
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_align(args) -> int:
+    from maskinv.align import align_faces
+    from maskinv.utils.io import atomic_write_bytes
+
+    faces = align_faces(args.image, size=args.size, name=args.image)
+    if not args.all:
+        faces = faces[:1]
+    out = Path(args.out)
+    written = []
+    for i, f in enumerate(faces):
+        dst = out.with_name(f"{out.stem}_{i}{out.suffix}") if args.all else out
+        atomic_write_bytes(dst, _encode_image(dst, f.crop))
+        written.append({"out": str(dst), **f.to_dict()})
+    if args.json:
+        print(json.dumps(written, indent=2))
+    else:
+        for w in written:
+            print(f"{w['out']}: face box {w['box']} score {w['score']}")
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    import io
+
+    import numpy as np
+
+    from maskinv.api import embed
+    from maskinv.utils.io import atomic_write_bytes
+
+    emb = embed(args.images, _model(args), aligned=args.aligned, flip=args.flip)
+    buf = io.BytesIO()
+    np.save(buf, emb)
+    atomic_write_bytes(args.out, buf.getvalue())
+    print(f"{args.out}: {emb.shape[0]} embeddings of dimension {emb.shape[1]}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from maskinv.api import verify
+
+    r = verify(args.image_a, args.image_b, _model(args), threshold=args.threshold, fmr=args.fmr,
+               protocol=args.protocol, aligned=args.aligned, flip=args.flip)
+    if args.json:
+        print(r.to_json())
+    else:
+        src = r.threshold_source
+        if r.provenance:
+            pv = r.provenance
+            src += f" at FMR {pv['fmr']:g} ({pv['protocol']}, {Path(pv['bench']['path']).name}, {pv['bench']['num_pairs']} pairs)"
+        print(f"{'VERIFIED' if r.verified else 'NOT VERIFIED'}: score {r.score:.4f} "
+              f"{'>=' if r.verified else '<'} threshold {r.threshold:.4f} [{src}] "
+              f"in {r.timings['total_ms']:.0f} ms")
+    return 0 if r.verified else 1
+
+
+def _cmd_calibrate(args) -> int:
+    from maskinv.thresholds import calibrate, thresholds_path
+
+    m = _model(args)
+    e = calibrate(m, args.bench, fmr=args.fmr, protocol=args.protocol, seed=args.seed, flip=args.flip,
+                  mask_kind=args.mask_kind, batch_size=args.batch_size)
+    print(f"{thresholds_path(m.path)}: {args.protocol}@{args.fmr:g} threshold {e['threshold']:.6f} "
+          f"(achieved FMR {e['fmr_achieved']:.3g}, TAR {e['tar']:.4f}, {e['bench']['num_pairs']} pairs)")
+    return 0
+
+
+def _cmd_gallery_add(args) -> int:
+    from maskinv.api import embed
+    from maskinv.gallery import Gallery
+
+    m = _model(args)
+    emb = embed(args.images, m, aligned=args.aligned, flip=args.flip)
+    with Gallery(args.db, fingerprint=m.fingerprint, embedding_size=m.embedding_size) as g:
+        ids = g.add(args.name, emb, sources=[str(p) for p in args.images], fingerprint=m.fingerprint)
+        total = len(g)
+    print(f"{args.db}: added {len(ids)} template(s) for {args.name!r} ({total} templates in the gallery)")
+    return 0
+
+
+def _cmd_gallery_search(args) -> int:
+    from maskinv.api import embed
+    from maskinv.gallery import Gallery
+
+    m = _model(args)
+    with Gallery(args.db, create=False) as g:
+        g.check_model(m.fingerprint, m.embedding_size)  # before paying for detection
+        emb = embed(args.images, m, aligned=args.aligned, flip=args.flip)
+        results = g.search(emb, k=args.k, fingerprint=m.fingerprint)
+    if args.json:
+        print(json.dumps([{"image": str(im), "matches": [h.to_dict() for h in hits]}
+                          for im, hits in zip(args.images, results)], indent=2))
+    else:
+        for im, hits in zip(args.images, results):
+            print(f"{im}:")
+            for rank, h in enumerate(hits, 1):
+                print(f"  {rank}. {h.name}  {h.score:.4f}")
+    return 0
+
+
+def _cmd_gallery_list(args) -> int:
+    from maskinv.gallery import Gallery
+
+    with Gallery(args.db, create=False) as g:
+        rows = g.identities()
+        meta = g.meta()
+    print(f"{args.db}: {len(rows)} identities, model {meta.get('model_fingerprint', '?')[:16]}..., "
+          f"{meta.get('embedding_size', '?')}-d")
+    for name, n in rows:
+        print(f"  {name}\t{n}")
+    return 0
+
+
+def _cmd_gallery_remove(args) -> int:
+    from maskinv.gallery import Gallery
+
+    with Gallery(args.db, create=False) as g:
+        n = g.remove(args.name)
+    print(f"{args.db}: removed {args.name!r} ({n} templates)")
+    return 0
+
+
+def _cmd_export_onnx(args) -> int:
+    from maskinv.export import export_onnx
+
+    r = export_onnx(args.model, args.out, arch=args.arch, opset=args.opset, check=args.check, tol=args.tol)
+    line = f"{r['path']}: ONNX opset {r['opset']} ({r['exporter']} exporter)"
+    if "max_cosine_distance" in r:
+        line += f"; parity vs PyTorch: max cosine distance {r['max_cosine_distance']:.3g}, max abs diff {r['max_abs_diff']:.3g}"
+    print(line)
+    return 0

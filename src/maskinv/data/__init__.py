@@ -1,0 +1,40 @@
+"""Data layer: MXNet-free RecordIO, safe verification ``.bin`` files, image folders, SynthFaces.
+
+Submodules are imported lazily so ``import maskinv.data`` stays cheap:
+
+- :mod:`maskinv.data.recordio` — ``RecordReader``/``RecordWriter``/``RecordIODataset``,
+  ``write_insightface_recordio``.
+- :mod:`maskinv.data.bins` — ``load_bin`` (restricted unpickler), ``save_bin``, ``decode_bin``.
+- :mod:`maskinv.data.folders` — ``ImageFolderDataset``.
+- :mod:`maskinv.data.synth` — SynthFaces: ``generate_dataset``, ``render_faces``.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "IRHeader": "recordio",
+    "pack_record": "recordio",
+    "unpack_record": "recordio",
+    "RecordWriter": "recordio",
+    "RecordReader": "recordio",
+    "RecordIODataset": "recordio",
+    "write_insightface_recordio": "recordio",
+    "decode_image": "recordio",
+    "load_bin": "bins",
+    "save_bin": "bins",
+    "decode_bin": "bins",
+    "ImageFolderDataset": "folders",
+    "generate_dataset": "synth",
+    "render_faces": "synth",
+    "sample_identities": "synth",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'maskinv.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"maskinv.data.{mod}"), name)

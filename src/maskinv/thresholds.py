@@ -1,0 +1,194 @@
+"""Decision thresholds as data: measured at a false-match rate on a benchmark, with provenance.
+
+``calibrate`` scores a verification ``.bin`` under a masked protocol (``uu``/``mu``/``mm``,
+see :mod:`maskinv.evaluate`), takes the smallest threshold whose FMR is at most the target
+(accept iff ``score >= threshold``) and stores it in ``<model stem>.thresholds.json`` beside
+the model, keyed by protocol and FMR, together with where it came from: benchmark path and
+SHA-256, protocol, mask seed and kind, flip test, pair counts, achieved FMR and TAR, date,
+maskinv version and the model fingerprint. ``lookup`` refuses entries of another model.
+
+File layout::
+
+    {"format": "maskinv-thresholds", "format_version": 1, "model_fingerprint": "<sha256>",
+     "entries": {"mu@0.001": {"protocol": "mu", "fmr": 0.001, "threshold": 0.31, ...}}}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, DataFormatError, ModelMismatchError
+
+__all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate",
+           "file_sha256", "PROTOCOLS"]
+
+FORMAT = "maskinv-thresholds"
+FORMAT_VERSION = 1
+PROTOCOLS = ("uu", "mu", "mm")
+
+
+def thresholds_path(model_path: str | Path) -> Path:
+    """``dir/backbone.pt`` -> ``dir/backbone.thresholds.json`` (shared by its ``.onnx`` export
+    in the same folder: both carry the same fingerprint)."""
+    p = Path(model_path)
+    return p.with_name(f"{p.stem}.thresholds.json")
+
+
+def entry_key(protocol: str, fmr: float) -> str:
+    return f"{protocol}@{float(fmr):g}"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_fmr(fmr: float) -> float:
+    try:
+        f = float(fmr)
+    except (TypeError, ValueError):
+        raise ConfigError(f"FMR must be a number in (0, 1), got {fmr!r}") from None
+    if not 0.0 < f < 1.0:
+        raise ConfigError(f"FMR must lie in (0, 1), got {fmr!r}")
+    return f
+
+
+def read_thresholds(path: str | Path) -> dict[str, Any] | None:
+    """The thresholds file, validated; ``None`` if it does not exist."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataFormatError(f"{p}: unreadable thresholds file: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DataFormatError(f"{p}: not a maskinv thresholds file (format {data.get('format') if isinstance(data, dict) else None!r})")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise DataFormatError(f"{p}: unsupported format_version {data.get('format_version')!r}")
+    if not isinstance(data.get("entries"), dict) or not isinstance(data.get("model_fingerprint"), str):
+        raise DataFormatError(f"{p}: thresholds file needs 'model_fingerprint' and 'entries'")
+    for key, e in data["entries"].items():
+        if not isinstance(e, dict) or not isinstance(e.get("threshold"), (int, float)) or not math.isfinite(e["threshold"]):
+            raise DataFormatError(f"{p}: entry {key!r} has no finite 'threshold'")
+    return data
+
+
+def write_entry(path: str | Path, fingerprint: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Add or replace ``entry`` (keyed by its protocol and fmr) in the file at ``path``.
+
+    A file holding another model's thresholds is refused (:class:`ModelMismatchError`).
+    """
+    from .utils.io import atomic_write_json
+
+    p = Path(path)
+    data = read_thresholds(p)
+    if data is None:
+        data = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_fingerprint": fingerprint, "entries": {}}
+    elif data["model_fingerprint"] != fingerprint:
+        raise ModelMismatchError(
+            f"{p}: holds thresholds of model {data['model_fingerprint'][:16]}..., not {fingerprint[:16]}...; "
+            "remove it or calibrate a model in its own folder")
+    data["entries"][entry_key(entry["protocol"], entry["fmr"])] = entry
+    atomic_write_json(p, data)
+    return data
+
+
+def lookup(path: str | Path, fingerprint: str, fmr: float | None = None, protocol: str = "mu",
+           flip: bool | None = None) -> dict[str, Any]:
+    """The calibrated entry for ``protocol`` at ``fmr`` (``fmr=None``: the smallest FMR
+    calibrated for that protocol, the most conservative). Raises :class:`ConfigError` when
+    none exists and :class:`ModelMismatchError` when the file belongs to another model or the
+    entry was measured with a different flip-test setting."""
+    p = Path(path)
+    data = read_thresholds(p)
+    if data is None:
+        raise ConfigError(
+            f"no calibrated thresholds for this model ({p} not found); run `maskinv calibrate --model MODEL "
+            "--bench BENCH.bin --fmr 1e-3` or pass an explicit threshold")
+    if data["model_fingerprint"] != fingerprint:
+        raise ModelMismatchError(
+            f"{p}: thresholds were calibrated for model {data['model_fingerprint'][:16]}..., "
+            f"this model is {fingerprint[:16]}...; recalibrate")
+    cands = [e for e in data["entries"].values() if e.get("protocol") == protocol]
+    if fmr is not None:
+        f = _check_fmr(fmr)
+        cands = [e for e in cands if math.isclose(float(e.get("fmr", -1)), f, rel_tol=1e-9)]
+    if not cands:
+        have = ", ".join(sorted(data["entries"])) or "none"
+        want = entry_key(protocol, fmr) if fmr is not None else f"protocol {protocol}"
+        raise ConfigError(f"{p}: no calibrated threshold for {want} (have: {have}); run `maskinv calibrate`")
+    entry = min(cands, key=lambda e: float(e["fmr"]))
+    if flip is not None and "flip" in entry and bool(entry["flip"]) != bool(flip):
+        raise ModelMismatchError(
+            f"{p}: threshold {entry_key(entry['protocol'], entry['fmr'])} was calibrated with "
+            f"flip={entry['flip']}, but scores are computed with flip={flip}")
+    return dict(entry, file=str(p), model_fingerprint=data["model_fingerprint"])
+
+
+def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = "mu", seed: int = 0,
+              flip: bool = True, mask_kind: str = "random", batch_size: int = 128,
+              write: bool = True) -> dict[str, Any]:
+    """Measure the threshold giving ``fmr`` on ``bench`` and (by default) store it beside the model.
+
+    ``model`` is a :class:`maskinv.api.FaceModel` of the torch backend (thresholds carry over
+    to its ONNX export, which records the same fingerprint). Returns the stored entry.
+    """
+    import numpy as np
+
+    from . import __version__
+    from .evaluate import evaluate_bin, verification_metrics
+
+    f = _check_fmr(fmr)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if getattr(model, "backend", None) != "torch":
+        raise ConfigError("calibrate needs the PyTorch model (its ONNX export shares the thresholds file)")
+    bench = Path(bench)
+    if not bench.is_file():
+        raise DataFormatError(f"{bench}: benchmark file not found")
+    # score with the facade's own numerics (precision, flip) so the threshold means the same in verify
+    results = evaluate_bin(model.module, bench, protocols=(protocol,), seed=seed, flip=flip,
+                           batch_size=batch_size, mask_kind=mask_kind, precision=model.precision,
+                           far_targets=(f,))
+    res = results[protocol]
+    scores = np.asarray(res["scores"], dtype=np.float64)
+    genuine = np.asarray(res["genuine"], dtype=bool)
+    metrics = verification_metrics(scores, genuine, far_targets=(f,))
+    thr = metrics["threshold_at_fmr"].get(f)
+    if thr is None:
+        reason = metrics["undefined"].get(f"threshold_at_fmr[{f:g}]", "undefined")
+        raise ConfigError(f"{bench}: cannot calibrate FMR {f:g}: {reason}")
+    imp = scores[~genuine]
+    entry = {
+        "protocol": protocol,
+        "fmr": f,
+        "threshold": float(thr),
+        "decision": "accept iff cosine score >= threshold",
+        "fmr_achieved": float((imp >= thr).mean()),
+        "tar": float(metrics["tar_at_far"][f]),
+        "eer": float(metrics["eer"]),
+        "bench": {"path": str(bench.resolve()), "sha256": file_sha256(bench),
+                  "num_pairs": int(metrics["num_pairs"]), "num_genuine": int(metrics["num_genuine"]),
+                  "num_impostor": int(metrics["num_impostor"])},
+        "seed": int(seed),
+        "mask_kind": mask_kind if protocol != "uu" else None,
+        "flip": bool(flip),
+        "precision": model.precision,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "maskinv_version": __version__,
+        "model_path": str(model.path) if model.path else None,
+        "model_fingerprint": model.fingerprint,
+    }
+    if write:
+        if model.path is None:
+            raise ConfigError("calibrate(write=True) needs a model loaded from a file")
+        write_entry(thresholds_path(model.path), model.fingerprint, entry)
+    return entry
