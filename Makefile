@@ -4,8 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.maskinv-installed
-# Extras installed by `make test`; the detector extra is added when available.
-EXTRAS ?= dev
+# Extras installed into .venv: test tools, ONNX, and the offline face detector (dlib).
+EXTRAS ?= dev,detect
 
 .PHONY: venv test demo bench clean lint
 

@@ -1,0 +1,124 @@
+"""Run observability: ``metrics.jsonl`` (one JSON object per log step), TensorBoard, progress bar."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from maskinv.utils.io import atomic_write_text
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop lines logged after ``last_step`` (a killed run may have logged past its checkpoint)."""
+    if not path.is_file():
+        return
+    keep = []
+    changed = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            changed = True
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > last_step:
+            changed = True
+            continue
+        keep.append(line)
+    if changed:
+        atomic_write_text(path, "".join(x + "\n" for x in keep))
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """All records of a ``metrics.jsonl`` file."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out
+
+
+class MetricsLogger:
+    """Appends records to ``metrics.jsonl`` (flushed per line) and mirrors scalars to TensorBoard.
+
+    Only rank 0 creates one (``enabled=False`` elsewhere makes every call a no-op).
+    """
+
+    def __init__(self, out_dir: Path, *, enabled: bool = True, tensorboard: bool = False, start_step: int = 0,
+                 progress: bool = False, total_steps: int = 0):
+        self.enabled = enabled
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self._fh = None
+        self.tb = None
+        self.tb_error: str | None = None
+        self.bar = None
+        if not enabled:
+            return
+        self._fh = open(self.path, "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"), purge_step=start_step or None)
+            except Exception as exc:  # tensorboard not installed / broken: keep training
+                self.tb_error = f"{type(exc).__name__}: {exc}"
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                            file=sys.stderr, desc="train")
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        self._fh.write(json.dumps(clean) + "\n")
+        self._fh.flush()
+        if self.tb is not None:
+            step = int(record["step"])
+            for k, v in record.items():
+                if k in ("step", "epoch", "time") or not isinstance(v, (int, float)) or isinstance(v, bool):
+                    continue
+                if isinstance(v, float) and not math.isfinite(v):
+                    continue
+                self.tb.add_scalar(f"train/{k}" if "/" not in k else k, v, step)
+
+    def log_eval(self, step: int, results: dict[str, Any]) -> None:
+        """Flat scalars of an evaluation, prefixed ``eval/``, into metrics.jsonl and TensorBoard."""
+        if not self.enabled:
+            return
+        rec = {"step": int(step), "event": "eval"}
+        rec.update(results)
+        self._fh.write(json.dumps(rec, default=float) + "\n")
+        self._fh.flush()
+        if self.tb is not None:
+            for k, v in results.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
+                    self.tb.add_scalar(f"eval/{k}", v, step)
+
+    def progress(self, n: int, **postfix: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def write_line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        elif self.enabled:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.tb is not None:
+            self.tb.flush()
+            self.tb.close()
+            self.tb = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -1,0 +1,80 @@
+"""The demo end to end in a seconds-scale configuration: files, keys, and the study's structure."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maskinv.demo import DemoSettings, apply_settings_overrides, quick_settings, run_demo, _stages
+from maskinv.errors import ConfigError
+
+METRIC_KEYS = {"accuracy_mean", "accuracy_std", "eer", "fmr100", "fmr1000", "fdr", "auc", "tar_at_far",
+               "threshold_at_fmr", "num_genuine", "num_impostor"}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    doc = run_demo(out, quick_settings(seed=3), log=lambda msg: None)
+    return out, doc
+
+
+def test_demo_writes_report_files(demo_run):
+    out, _ = demo_run
+    for rel in ("results.json", "report.md", "mask_gallery.png", "eval/results.json", "eval/results.md"):
+        assert (out / rel).is_file(), rel
+    assert list((out / "eval").glob("*roc_det.png")) and list((out / "eval").glob("*hist.png"))
+    report = (out / "report.md").read_text()
+    assert "MaskInv-LG" in report and "M-U acc" in report
+
+
+def test_results_json_layout(demo_run):
+    out, doc = demo_run
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["seed"] == 3
+    assert list(saved["models"]) == ["teacher", "elasticface_arc_aug", "maskinv_lg", "maskinv_hg"]
+    n_pairs = quick_settings().val_pairs
+    for name, m in saved["models"].items():
+        for proto in ("uu", "mu", "mm"):
+            assert METRIC_KEYS <= set(m[proto]), (name, proto)
+            assert m[proto]["num_genuine"] + m[proto]["num_impostor"] == n_pairs
+        assert m["run"]["step"] > 0 and m["run"]["backbone"]
+    assert saved["versions"]["torch"]
+    assert saved["timings"]["total_s"] > 0
+
+
+def test_study_uses_the_method(demo_run):
+    """The KD students were trained from the teacher's weights with the configured λ and masks."""
+    _, doc = demo_run
+    runs = {n: m["run"] for n, m in doc["models"].items()}
+    teacher_file = runs["teacher"]["backbone"]
+    assert runs["teacher"]["config"]["masks"]["prob"] == 0 and runs["teacher"]["config"]["kd"]["weight"] == 0
+    assert runs["elasticface_arc_aug"]["config"]["kd"]["weight"] == 0
+    assert runs["elasticface_arc_aug"]["config"]["masks"]["prob"] == 0.5
+    assert runs["maskinv_lg"]["config"]["teacher"]["path"] == teacher_file
+    assert runs["maskinv_lg"]["config"]["kd"]["weight"] == 100
+    assert runs["maskinv_hg"]["config"]["model"]["init"] == runs["maskinv_lg"]["backbone"]
+    assert runs["maskinv_lg"]["kd_loss"] > 0 and not runs["elasticface_arc_aug"]["kd_loss"]
+
+
+def test_masked_protocols_change_scores(demo_run):
+    _, doc = demo_run
+    t = doc["models"]["teacher"]
+    assert t["uu"]["auc"] != t["mu"]["auc"] or t["uu"]["fdr"] != t["mu"]["fdr"]
+
+
+def test_stages_run_independent_models_together():
+    plan = [("teacher", {"teacher": None, "init": None}), ("aug", {"teacher": None, "init": None}),
+            ("lg", {"teacher": "teacher", "init": None}), ("hg", {"teacher": "teacher", "init": "lg"})]
+    assert [[n for n, _ in st] for st in _stages(plan)] == [["teacher", "aug"], ["lg"], ["hg"]]
+
+
+def test_settings_overrides_are_typed():
+    s = apply_settings_overrides(DemoSettings(), ["size=48", "lambda_lg=50", "with_hg=false"])
+    assert (s.size, s.lambda_lg, s.with_hg) == (48, 50.0, False)
+    with pytest.raises(ConfigError, match="nonsense"):
+        apply_settings_overrides(DemoSettings(), ["nonsense=1"])
+    with pytest.raises(ConfigError, match="number"):
+        apply_settings_overrides(DemoSettings(), ["size=big"])
+    with pytest.raises(ConfigError, match="positive"):
+        DemoSettings(minutes=0).scaled()
