@@ -52,7 +52,8 @@ def test_study_uses_the_method(demo_run):
     assert runs["elasticface_arc_aug"]["config"]["kd"]["weight"] == 0
     assert runs["elasticface_arc_aug"]["config"]["masks"]["prob"] == 0.5
     assert runs["maskinv_lg"]["config"]["teacher"]["path"] == teacher_file
-    assert runs["maskinv_lg"]["config"]["kd"]["weight"] == 100
+    assert runs["maskinv_lg"]["config"]["kd"]["weight"] == quick_settings().lambda_lg > 0
+    assert runs["maskinv_hg"]["config"]["head"]["init"].endswith("head.pt")
     assert runs["maskinv_hg"]["config"]["model"]["init"] == runs["maskinv_lg"]["backbone"]
     assert runs["maskinv_lg"]["kd_loss"] > 0 and not runs["elasticface_arc_aug"]["kd_loss"]
 

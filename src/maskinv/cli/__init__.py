@@ -52,7 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from maskinv.errors import MaskinvError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come after options (`maskinv train CFG --out DIR a.b=1`): argparse
+    # leaves those as extras; commands with an `overrides` list take them, others refuse them.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
