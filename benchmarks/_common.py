@@ -6,7 +6,6 @@ and the ratio against a baseline measured in the same run, and writes
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time

@@ -1,7 +1,6 @@
 """PartialFC: sharded class centres over 2 gloo CPU processes == full softmax at sample rate 1."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch

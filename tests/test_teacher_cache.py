@@ -1,7 +1,6 @@
 """Teacher-template cache: exact lookups per (record, flip), invalidation, trainer equivalence."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -18,12 +17,7 @@ from maskinv.train.trainer import run_training
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cache(folder, teacher_fp="t", data_fp="d", n=10, d=4):

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from maskinv.train.checkpoint import latest_checkpoint, load_state
 from maskinv.train.fixtures import make_toy_recordio

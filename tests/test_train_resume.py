@@ -1,7 +1,6 @@
 """Checkpoints and exact resume: straight vs split runs, DataLoader workers, SIGTERM and SIGKILL."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,12 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny-cpu.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny nets on a shared 2-core machine: one thread is several times faster
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

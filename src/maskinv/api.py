@@ -17,7 +17,6 @@ raises :class:`ConfigError`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -117,18 +116,10 @@ def _l2n(x: np.ndarray) -> np.ndarray:
 
 
 def _module_fingerprint(module) -> str:
-    """SHA-256 over the state dict of an in-memory model (names, shapes, bytes)."""
-    import torch
+    """SHA-256 over the state dict of an in-memory model (names, dtypes, shapes, bytes)."""
+    from .utils.hashing import tensors_sha256
 
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        t = v.detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
-        if t.dtype == torch.bool:
-            t = t.to(torch.uint8)
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype
-    return h.hexdigest()
+    return tensors_sha256(module.state_dict().items())
 
 
 def _from_module(module, *, precision: str, device: str, path: Path | None = None,

@@ -233,7 +233,6 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     from maskinv.evaluate.protocols import evaluate_arrays, load_bench, masked_images
     from maskinv.evaluate.reports import file_sha256, new_results, versions, write_report
     from maskinv.models import load_backbone
-    from maskinv.train import run_training
 
     s = (settings or DemoSettings()).scaled()
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -14,7 +14,6 @@ File layout::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
+from .utils.hashing import file_sha256
 
 __all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate",
            "file_sha256", "PROTOCOLS"]
@@ -42,12 +42,6 @@ def entry_key(protocol: str, fmr: float) -> str:
     return f"{protocol}@{float(fmr):g}"
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_fmr(fmr: float) -> float:

@@ -20,7 +20,6 @@ A *results document* (what :func:`write_report` takes) is a dict::
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import platform
@@ -31,21 +30,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from maskinv.utils.hashing import file_sha256  # noqa: F401  (re-exported: reports name data by hash)
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 FORMAT = "maskinv-eval-results"
 FORMAT_VERSION = 1
 _ARRAY_KEYS = ("scores", "genuine")
 _PROTO_LABELS = {"uu": "U-U", "mu": "M-U", "mm": "M-M"}
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

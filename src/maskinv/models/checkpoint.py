@@ -218,11 +218,9 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: model file not found")
-    h = hashlib.sha256()
-    with open(p, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from maskinv.utils.hashing import file_sha256
+
+    return file_sha256(p)
 
 
 def load_backbone(src: str | os.PathLike | Mapping, name: str | None = None, **kwargs: Any) -> nn.Module:

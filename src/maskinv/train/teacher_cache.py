@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from maskinv.errors import DataFormatError
+from maskinv.utils.hashing import update_with_tensors
 
 CACHE_FORMAT = "maskinv-teacher-cache"
 CACHE_VERSION = 1
@@ -36,13 +37,7 @@ def teacher_fingerprint(model: torch.nn.Module, extra: str = "") -> str:
     arch = getattr(model, "arch", None) or getattr(getattr(model, "model", None), "arch", None)
     h.update(json.dumps(arch, sort_keys=True, default=str).encode())
     h.update(extra.encode())
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return update_with_tensors(h, model.state_dict().items()).hexdigest()
 
 
 def data_fingerprint(root: str | os.PathLike) -> str:

@@ -20,7 +20,6 @@ optimizer/scheduler/scaler state, the position within the epoch and the torch RN
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import shutil
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from maskinv.errors import CheckpointError, ConfigError, DataFormatError, MaskinvError
+from maskinv.utils.hashing import tensors_sha256
 
 from . import checkpoint as ckpt_mod
 from . import distributed as D
@@ -245,13 +245,7 @@ def _unwrap(m: nn.Module) -> nn.Module:
 def weights_digest(module: nn.Module) -> str:
     """sha256 of a module's parameters (DDP ranks in sync <=> equal digests; BN running statistics
     are per-rank between forwards and are not included)."""
-    h = hashlib.sha256()
-    for k, v in module.named_parameters():
-        h.update(k.encode())
-        t = v.detach().cpu().contiguous().reshape(-1)
-        if t.numel():
-            h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return tensors_sha256(module.named_parameters(), with_meta=False)
 
 
 def _resolve_bin(path: str, data_root: Path) -> Path:
