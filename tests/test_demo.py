@@ -79,3 +79,13 @@ def test_settings_overrides_are_typed():
         apply_settings_overrides(DemoSettings(), ["size=big"])
     with pytest.raises(ConfigError, match="positive"):
         DemoSettings(minutes=0).scaled()
+
+
+def test_rerun_reuses_finished_runs_and_refuses_other_settings(demo_run):
+    out, doc = demo_run
+    sha = {n: m["run"]["weights_sha256"] for n, m in doc["models"].items()}
+    again = run_demo(out, quick_settings(seed=3), log=lambda msg: None)
+    assert {n: m["run"]["weights_sha256"] for n, m in again["models"].items()} == sha
+    assert again["models"]["maskinv_lg"]["mu"]["eer"] == doc["models"]["maskinv_lg"]["mu"]["eer"]
+    with pytest.raises(ConfigError, match="seed"):
+        run_demo(out, quick_settings(seed=4), log=lambda msg: None)

@@ -190,11 +190,21 @@ def _train_parallel(jobs: list, *, threads: int | None, parallel: bool):
     from maskinv.train import run_training
 
     cores = os.cpu_count() or 1
+    todo = []
+    for name, cfg, run_dir in jobs:
+        done = _finished_summary(run_dir)
+        if done is not None:
+            yield name, cfg, done
+        else:
+            todo.append((name, cfg, run_dir))
+    jobs = todo
+    if not jobs:
+        return
     if not parallel or len(jobs) == 1:
         for name, cfg, run_dir in jobs:
             cfg = copy.deepcopy(cfg)
             cfg["runtime"]["threads"] = threads or min(cores, 4)
-            yield name, cfg, run_training(cfg, run_dir)
+            yield name, cfg, run_training(cfg, run_dir, resume=True)
         return
     per_job = threads or max(1, cores // len(jobs))
     procs = []
@@ -207,7 +217,7 @@ def _train_parallel(jobs: list, *, threads: int | None, parallel: bool):
         atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
         env = dict(os.environ, OMP_NUM_THREADS=str(per_job))
         log = open(run_dir / "train.log", "w")
-        cmd = [sys.executable, "-m", "maskinv", "train", str(cfg_path), "--out", str(run_dir)]
+        cmd = [sys.executable, "-m", "maskinv", "train", str(cfg_path), "--resume", str(run_dir)]
         procs.append((name, cfg, run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     failed = None
     for name, cfg, run_dir, proc, log in procs:
@@ -220,6 +230,17 @@ def _train_parallel(jobs: list, *, threads: int | None, parallel: bool):
         raise MaskinvError(failed)
     for name, cfg, run_dir, _, _ in procs:
         yield name, cfg, json.loads((run_dir / "summary.json").read_text())
+
+
+def _finished_summary(run_dir: Path) -> dict | None:
+    """The summary of a run that already completed in ``run_dir`` (a re-run of the demo reuses it)."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") == "completed" and summary.get("backbone") and Path(summary["backbone"]).is_file():
+        return summary
+    return None
 
 
 def _summary_view(summary: dict) -> dict:
@@ -241,16 +262,31 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
+    # A re-run into the same folder with the same settings reuses what is done (finished runs
+    # are kept, interrupted ones resume); other settings need another folder.
+    settings_file = out / "demo_settings.json"
+    current = json.loads(json.dumps(dataclasses.asdict(s)))
+    if settings_file.exists():
+        previous = json.loads(settings_file.read_text())
+        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        if changed:
+            raise ConfigError(f"{out} holds a demo run with other settings ({', '.join(changed)}); "
+                              "use another --out or delete that folder")
+    atomic_write_json(settings_file, current)
+
     # 1. data ---------------------------------------------------------------------------------
     data_dir = out / "data"
     t0 = time.perf_counter()
-    meta_file = data_dir / "synth_meta.json"
-    data_args = dict(identities=s.identities, images_per_identity=s.images_per_identity, seed=s.seed, size=s.size,
-                     val_identities=s.val_identities, val_pairs=s.val_pairs, difficulty=s.difficulty)
-    if not (meta_file.exists() and _same_data(meta_file, data_args)):
+    if not (data_dir / "synth_meta.json").exists():
         say(f"[demo] SynthFaces: {s.identities} identities x {s.images_per_identity} images at {s.size}px, "
             f"{s.val_pairs} held-out pairs of {s.val_identities} other identities")
-        generate_dataset(data_dir, workers=1, progress=sys.stderr.isatty(), **data_args)
+        if data_dir.exists():
+            import shutil
+
+            shutil.rmtree(data_dir)  # an interrupted generation: start the data over
+        generate_dataset(data_dir, identities=s.identities, images_per_identity=s.images_per_identity, seed=s.seed,
+                         size=s.size, val_identities=s.val_identities, val_pairs=s.val_pairs, difficulty=s.difficulty,
+                         workers=1, progress=sys.stderr.isatty())
     timings["data_s"] = time.perf_counter() - t0
     val_bin = data_dir / "synth_val.bin"
 
@@ -282,9 +318,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
         for name, cfg, summary in _train_parallel(jobs, threads=s.threads, parallel=s.parallel):
             runs[name] = {**_summary_view(summary), "config": cfg, "run_dir": str(out / "runs" / name)}
             timings[f"train_{name}_s"] = summary.get("elapsed_s") or 0.0
-            say(f"[demo]   {name} done in {summary.get('elapsed_s', 0):.0f} s: loss {summary.get('loss'):.3f} "
-                f"(head {summary.get('head_loss'):.3f}, kd {summary.get('kd_loss') or 0:.4f}), "
-                f"{summary.get('images_per_s'):.0f} img/s")
+            say(f"[demo]   {name} done in {_num(summary.get('elapsed_s'), '.0f')} s: loss {_num(summary.get('loss'))} "
+                f"(head {_num(summary.get('head_loss'))}, kd {_num(summary.get('kd_loss'))}), "
+                f"{_num(summary.get('images_per_s'), '.0f')} img/s")
         timings["stage_" + "+".join(n for n, _ in stage) + "_s"] = time.perf_counter() - t0
 
     # 4. evaluation ---------------------------------------------------------------------------
@@ -333,15 +369,6 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     return doc
 
 
-def _same_data(meta_file: Path, args: dict) -> bool:
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, ValueError):
-        return False
-    recorded = meta.get("args", meta)
-    return all(recorded.get(k) == v for k, v in args.items())
-
-
 def _mask_gallery(val_bin: Path, path: Path, seed: int) -> Path | None:
     """A grid of a few held-out faces with several random masks each."""
     import cv2
@@ -371,6 +398,10 @@ def _mask_gallery(val_bin: Path, path: Path, seed: int) -> Path | None:
 def model_title(name: str, settings: dict) -> str:
     """Table label of a model of the study, with the λ actually used."""
     return MODEL_TITLES.get(name, name).format(**settings)
+
+
+def _num(v: Any, fmt: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
 
 
 def _pct(v: Any) -> str:
@@ -409,8 +440,8 @@ def _report_markdown(doc: dict, table: str) -> str:
     ]
     for name, m in doc["models"].items():
         r = m["run"]
-        lines.append(f"| {model_title(name, s)} | {r['step']} | {r['loss']:.3f} | {r['head_loss']:.3f} | "
-                     f"{(r['kd_loss'] or 0):.4f} | {r['images_per_s']:.0f} | {r['elapsed_s']:.0f} |")
+        lines.append(f"| {model_title(name, s)} | {r['step']} | {_num(r['loss'])} | {_num(r['head_loss'])} | "
+                     f"{_num(r['kd_loss'], '.4f')} | {_num(r['images_per_s'], '.0f')} | {_num(r['elapsed_s'], '.0f')} |")
     lines += ["", "## Timings (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k[:-2]} | {v:.1f} |" for k, v in t.items()]
     lines += ["", "## Configs", "", "Each run folder holds its resolved `config.yaml`; the configs as given:", ""]

@@ -248,6 +248,18 @@ def weights_digest(module: nn.Module) -> str:
     return tensors_sha256(module.named_parameters(), with_meta=False)
 
 
+def _last_logged_losses(path: Path) -> dict[str, float]:
+    from .metrics import read_metrics
+
+    try:
+        records = [r for r in read_metrics(path) if "event" not in r and "loss" in r]
+    except (OSError, ValueError):
+        return {}
+    if not records:
+        return {}
+    return {k: records[-1][k] for k in ("loss", "head_loss", "kd_loss") if records[-1].get(k) is not None}
+
+
 def _resolve_bin(path: str, data_root: Path) -> Path:
     p = Path(path)
     if p.exists() or p.is_absolute():
@@ -594,6 +606,9 @@ class _Trainer:
             self.logger.write_line(f"resumed from {state['_path']} at step {step}")
         status = "completed" if stop == sched_total else "max_steps"
         last = {"loss": float("nan"), "head_loss": float("nan"), "kd_loss": float("nan")}
+        if state is not None and info.is_main:
+            # a resumed run that has no step left reports the losses logged before it stopped
+            last.update(_last_logged_losses(out / "metrics.jsonl"))
         window = {"n": 0, "loss": 0.0, "head": 0.0, "kd": 0.0, "masked": 0.0, "t": time.perf_counter(), "imgs": 0}
         ips_all = {"imgs": 0, "t0": time.perf_counter()}
         B = cfg.runtime.batch_size * info.world_size
