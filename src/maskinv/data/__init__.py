@@ -10,7 +10,7 @@ Submodules are imported lazily so ``import maskinv.data`` stays cheap:
 """
 from __future__ import annotations
 
-import importlib
+from maskinv.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "IRHeader": "recordio",
@@ -32,9 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'maskinv.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"maskinv.data.{mod}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

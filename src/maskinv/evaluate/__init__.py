@@ -4,7 +4,7 @@ Names are imported lazily so ``import maskinv.evaluate`` stays light (no torch, 
 """
 from __future__ import annotations
 
-import importlib
+from maskinv.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "verification_metrics": "metrics",
@@ -24,9 +24,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'maskinv.evaluate' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

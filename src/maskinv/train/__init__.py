@@ -8,7 +8,7 @@ Public API (imported lazily, so ``import maskinv.train`` does not import torch):
 """
 from __future__ import annotations
 
-import importlib
+from maskinv.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "TrainConfig": "config",
@@ -27,9 +27,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'maskinv.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"maskinv.train.{mod}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
