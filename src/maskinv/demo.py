@@ -392,11 +392,10 @@ def _mask_gallery(val_bin: Path, path: Path, seed: int) -> Path | None:
     scale = max(1, -(-112 // faces.shape[1]))  # show small crops at 112 px or more per face
     if scale > 1:
         grid = cv2.resize(grid, (grid.shape[1] * scale, grid.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
-    from maskinv.utils.io import atomic_path
+    from maskinv.utils.images import encode_image
+    from maskinv.utils.io import atomic_write_bytes
 
-    with atomic_path(path) as tmp:
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        tmp.write_bytes(buf.tobytes())
+    atomic_write_bytes(path, encode_image(grid, "png"))
     return path
 
 

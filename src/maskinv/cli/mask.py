@@ -61,13 +61,13 @@ def _list_images(root: Path) -> list[Path]:
 
 
 def _read(path: Path):
-    from maskinv.masks.bins import decode_image
+    from maskinv.utils.images import decode_image
 
     return decode_image(path.read_bytes(), str(path))
 
 
 def _write(path: Path, image, quality: int) -> None:
-    from maskinv.masks.bins import encode_image
+    from maskinv.utils.images import encode_image
     from maskinv.utils.io import atomic_write_bytes
 
     ext = path.suffix.lower()
@@ -150,7 +150,7 @@ def make_preview(faces, landmarks, kind: str, seed: int, n_masks: int):
 def cmd_mask(args: argparse.Namespace) -> int:
     from maskinv.errors import ConfigError
     from maskinv.masks import apply_mask, image_rng
-    from maskinv.masks.bins import encode_image
+    from maskinv.utils.images import encode_image
     from maskinv.masks.geometry import as_landmarks
     from maskinv.utils.io import atomic_write_bytes
 

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 
 from maskinv.errors import DataFormatError
+from maskinv.utils.images import decode_image  # noqa: F401  (public name of this module)
 from maskinv.utils.io import atomic_path, atomic_write_text
 
 __all__ = [
@@ -436,17 +437,6 @@ class RecordReader:
                         break
                 offsets.append(start)
         return offsets
-
-
-def decode_image(data: bytes, where: str = "image") -> np.ndarray:
-    """Decode encoded image bytes to uint8 RGB (H, W, 3); grey/alpha are converted."""
-    import cv2
-
-    buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        raise DataFormatError(f"{where}: undecodable image ({len(data)} bytes)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def find_recordio(root: str | os.PathLike) -> tuple[Path, Path | None]:

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from maskinv.constants import ARCFACE_TEMPLATE_112
+from maskinv.utils.images import decode_image, encode_image
 
 __all__ = [
     "DIFFICULTIES",
@@ -697,7 +698,6 @@ def render_faces(
     ``jpeg=True`` passes each image through JPEG at its per-image quality, as stored
     datasets are.  Use :func:`five_points` for the 5 ArcFace points.
     """
-    import cv2
 
     ids = np.asarray(identities, dtype=np.int64).reshape(-1)
     idx = np.arange(ids.size) if image_indices is None else np.asarray(image_indices, np.int64).reshape(-1)
@@ -712,7 +712,7 @@ def render_faces(
             ident = cache[i] = sample_identity(seed, i)
         img, lm, info = render_face(ident, _image_rng(seed, i, j), size=size, difficulty=difficulty, clean=clean)
         if jpeg:
-            img = cv2.cvtColor(cv2.imdecode(np.frombuffer(encode_jpeg(img, info["jpeg_quality"]), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            img = decode_image(encode_jpeg(img, info["jpeg_quality"]))
         imgs[n] = img
         lms[n] = lm
     return imgs, lms
@@ -720,12 +720,7 @@ def render_faces(
 
 def encode_jpeg(img_rgb: np.ndarray, quality: int = 95) -> bytes:
     """Encode uint8 RGB as JPEG (OpenCV writes BGR, as the reference RecordIO files do)."""
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:  # pragma: no cover
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
+    return encode_image(img_rgb, "jpg", quality)
 
 
 # ----------------------------------------------------------------------------------

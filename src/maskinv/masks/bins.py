@@ -10,40 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import ConfigError, DataFormatError
+from ..utils.images import decode_image, encode_image  # noqa: F401  (encode_image: used by the mask CLI)
 from .render import apply_mask, image_rng
 
 #: JPEG quality of re-encoded masked images (InsightFace bins were written at 95-100).
 JPEG_QUALITY = 95
-
-
-def decode_image(data: bytes, source: str) -> np.ndarray:
-    """Encoded bytes -> uint8 RGB (H, W, 3); DataFormatError naming ``source`` if undecodable."""
-    import cv2
-
-    buf = np.frombuffer(bytes(data), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        raise DataFormatError(f"{source}: not a decodable image ({len(data)} bytes)")
-    return np.ascontiguousarray(img[:, :, ::-1])  # BGR -> RGB
-
-
-def encode_image(image: np.ndarray, image_format: str = "jpg", quality: int = JPEG_QUALITY) -> bytes:
-    """uint8 RGB -> JPEG (``quality``) or PNG bytes."""
-    import cv2
-
-    bgr = np.ascontiguousarray(image[:, :, ::-1])
-    if image_format in ("jpg", "jpeg"):
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    elif image_format == "png":
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    else:
-        raise ConfigError(f"image format must be 'jpg' or 'png', got {image_format!r}")
-    if not ok:  # pragma: no cover - OpenCV failure
-        raise DataFormatError(f"could not encode a {image.shape} image as {image_format}")
-    return buf.tobytes()
 
 
 def masked_indices(n_images: int, protocol: str) -> range:
