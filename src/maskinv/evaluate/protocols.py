@@ -76,28 +76,12 @@ def _check_images(images: Any, name: str = "images") -> np.ndarray:
     return arr
 
 
-def _bf16_ok(device) -> bool:
-    import torch
-
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        try:  # native bf16 (AVX512-BF16 / AMX); emulated bf16 is slower than fp32
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
 def resolve_precision(precision: str, device: Any = None) -> str:
-    """``"auto"`` -> ``"bf16"`` or ``"fp32"`` for ``device`` (default CPU); others unchanged."""
-    import torch
+    """``"auto"`` -> ``"bf16"`` or ``"fp32"`` for ``device`` (default CPU), as
+    :mod:`maskinv.utils.precision` defines it for inference; others unchanged."""
+    from maskinv.utils.precision import resolve_precision as _resolve
 
-    if precision not in ("auto", "fp32", "bf16"):
-        raise MaskinvError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if precision != "auto":
-        return precision
-    return "bf16" if _bf16_ok(torch.device(device if device is not None else "cpu")) else "fp32"
+    return _resolve(precision, device, training=False)
 
 
 def embed_images(

@@ -221,14 +221,10 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def resolve_precision(mode: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CPU; bf16 on CUDA when supported, else fp16. fp16 needs CUDA."""
-    if mode == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16"
-    if mode == "fp16" and device.type != "cuda":
-        raise ConfigError("precision.mode: fp16 (GradScaler) needs a CUDA device; use bf16 or fp32 on CPU")
-    return mode
+    """The one meaning of ``auto`` (:mod:`maskinv.utils.precision`); fp16 needs CUDA."""
+    from maskinv.utils.precision import resolve_precision as _resolve
+
+    return _resolve(mode, device, training=True)
 
 
 def autocast_factory(precision: str, device: torch.device):
@@ -323,7 +319,10 @@ class _Trainer:
         self.teacher_module = teacher_module
         self.info = D.dist_info()
         self.device = resolve_device(cfg.runtime.device)
-        self.precision = resolve_precision(cfg.precision.mode, self.device)
+        from maskinv.utils.precision import choose_precision
+
+        choice = choose_precision(cfg.precision.mode, self.device, training=True)
+        self.precision, self.precision_reason = choice.precision, choice.reason
         if max_steps is not None and max_steps < 0:
             raise ConfigError(f"max_steps must be >= 0, got {max_steps}")
 
@@ -602,6 +601,7 @@ class _Trainer:
                                     progress=cfg.runtime.progress, total_steps=stop)
         self.eval_cb = self._make_eval(data_root)
         self.last_eval: dict | None = None
+        self.logger.write_line(f"precision {self.precision} ({cfg.precision.mode}: {self.precision_reason})")
         if state is not None:
             self.logger.write_line(f"resumed from {state['_path']} at step {step}")
         status = "completed" if stop == sched_total else "max_steps"
@@ -695,7 +695,7 @@ class _Trainer:
             "elapsed_s": time.perf_counter() - t_start, "eval": self.last_eval,
             "teacher_cache": cache.info() if cache is not None else None,
             "ranks_in_sync": len(set(digests)) == 1, "weights_sha256": digest, "world_size": info.world_size,
-            "precision": self.precision, "num_classes": self.num_classes, "num_images": len(dataset),
+            "precision": self.precision, "precision_reason": self.precision_reason, "num_classes": self.num_classes, "num_images": len(dataset),
             "signal": self.stop_signal,
         }
         if info.is_main:
