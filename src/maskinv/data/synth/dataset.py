@@ -1,0 +1,172 @@
+"""SynthFaces data sets on disk: InsightFace-layout RecordIO, landmarks, a verification bin.
+
+Images are rendered by ``(seed, identity, image_index)`` jobs, optionally in a process
+pool; output bytes depend only on the arguments (never on ``workers``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .identity import _PAIR_TAG, FaceIdentity, _difficulty, sample_identity
+from .render import _image_rng, encode_jpeg, render_face, render_faces
+
+__all__ = ["generate_dataset", "preview_grid"]
+
+
+def _render_job(args: tuple) -> tuple[bytes, np.ndarray]:
+    seed, ident, j, size, difficulty = args
+    face = _ident_cached(seed, ident)
+    img, lm, info = render_face(face, _image_rng(seed, ident, j), size=size, difficulty=difficulty)
+    return encode_jpeg(img, info["jpeg_quality"]), lm
+
+
+_IDENT_CACHE: dict[tuple[int, int], FaceIdentity] = {}
+
+
+def _ident_cached(seed: int, i: int) -> FaceIdentity:
+    key = (seed, i)
+    f = _IDENT_CACHE.get(key)
+    if f is None:
+        if len(_IDENT_CACHE) > 4096:
+            _IDENT_CACHE.clear()
+        f = _IDENT_CACHE[key] = sample_identity(seed, i)
+    return f
+
+
+def _map(jobs: list[tuple], workers: int, progress: bool, desc: str):
+    it: Iterable
+    if workers > 1 and len(jobs) > 64:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        pool = ctx.Pool(workers)
+        it = pool.imap(_render_job, jobs, chunksize=32)
+    else:
+        pool = None
+        it = map(_render_job, jobs)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, total=len(jobs), desc=desc, unit="img", leave=False)
+    try:
+        for r in it:
+            yield r
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    *,
+    identities: int,
+    images_per_identity: int,
+    seed: int,
+    size: int = 112,
+    val_identities: int = 0,
+    val_pairs: int = 0,
+    difficulty: str | float = "default",
+    workers: int = 1,
+    progress: bool = False,
+) -> dict:
+    """Write a SynthFaces training set and (optionally) a held-out verification bin.
+
+    Files in ``out_dir``: ``train.rec``/``train.idx``/``property`` (InsightFace layout,
+    record 0 header, keys ``1..identities*images_per_identity`` images labelled with the
+    identity, then one identity record per class), ``landmarks.npy`` (float32
+    ``(max_key + 1, 68, 2)`` indexed by record key, NaN for non-image records), and when
+    ``val_pairs > 0``: ``synth_val.bin`` (pairs of held-out identities
+    ``identities .. identities+val_identities-1``, alternately genuine and impostor) with
+    ``synth_val_landmarks.npy`` ((2 * val_pairs, 68, 2)), plus ``synth_meta.json``.
+    Output bytes depend only on the arguments (not on ``workers``).  Returns a summary dict.
+    """
+    from maskinv.data.bins import save_bin
+    from maskinv.data.recordio import write_insightface_recordio
+    from maskinv.errors import ConfigError
+    from maskinv.utils.io import atomic_path, atomic_write_json
+
+    for name, v, lo in (("identities", identities, 1), ("images_per_identity", images_per_identity, 1), ("size", size, 16),
+                        ("val_identities", val_identities, 0), ("val_pairs", val_pairs, 0), ("workers", workers, 1)):
+        if int(v) != v or v < lo:
+            raise ConfigError(f"generate_dataset: {name} must be an integer >= {lo}, got {v!r}")
+    if val_pairs and val_identities < 2:
+        raise ConfigError("generate_dataset: val_pairs needs val_identities >= 2 (impostor pairs need two identities)")
+    _difficulty(difficulty)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = identities * images_per_identity
+    jobs = [(seed, i, j, size, difficulty) for i in range(identities) for j in range(images_per_identity)]
+    lms = np.full((n + 1 + identities, 68, 2), np.nan, np.float32)
+
+    def items():
+        for key, (data, lm) in enumerate(_map(jobs, workers, progress, "synth train"), start=1):
+            lms[key] = lm
+            yield (key - 1) // images_per_identity, data
+
+    write_insightface_recordio(out, items(), num_classes=identities, image_size=size)
+    with atomic_path(out / "landmarks.npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, lms)
+    summary: dict[str, Any] = {
+        "out_dir": str(out),
+        "train_rec": str(out / "train.rec"),
+        "landmarks": str(out / "landmarks.npy"),
+        "num_images": n,
+        "num_classes": identities,
+        "image_size": size,
+        "seed": seed,
+        "difficulty": difficulty,
+    }
+    if val_pairs:
+        prng = np.random.default_rng([int(seed), _PAIR_TAG])
+        vjobs = []
+        issame = np.zeros(val_pairs, bool)
+        for p in range(val_pairs):
+            genuine = p % 2 == 0  # alternate: every contiguous fold stays balanced
+            a = int(prng.integers(0, val_identities))
+            b = a if genuine else int((a + prng.integers(1, val_identities)) % val_identities)
+            issame[p] = genuine
+            # image indices of held-out identities are unique per pair slot
+            vjobs.append((seed, identities + a, 2 * p, size, difficulty))
+            vjobs.append((seed, identities + b, 2 * p + 1, size, difficulty))
+        vimgs, vlms = [], np.empty((2 * val_pairs, 68, 2), np.float32)
+        for i, (data, lm) in enumerate(_map(vjobs, workers, progress, "synth val")):
+            vimgs.append(data)
+            vlms[i] = lm
+        save_bin(out / "synth_val.bin", vimgs, issame)
+        with atomic_path(out / "synth_val_landmarks.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, vlms)
+        summary.update(val_bin=str(out / "synth_val.bin"), val_landmarks=str(out / "synth_val_landmarks.npy"),
+                       num_pairs=int(val_pairs), num_genuine=int(issame.sum()), val_identities=int(val_identities))
+    meta = {"generator": "SynthFaces", "version": 1, **{k: v for k, v in summary.items() if k != "out_dir"},
+            "images_per_identity": images_per_identity, "landmarks_convention": "68 iBUG points, output pixel coordinates"}
+    atomic_write_json(out / "synth_meta.json", meta)
+    return summary
+
+
+def preview_grid(path: str | os.PathLike, *, seed: int = 0, identities: int = 8, images_per_identity: int = 8,
+                 size: int = 112, difficulty: str | float = "default", landmarks: bool = False) -> Path:
+    """Write a PNG grid: one row per identity, one column per image (optionally landmarks)."""
+    import cv2
+
+    from maskinv.utils.io import atomic_write_bytes
+
+    ids = np.repeat(np.arange(identities), images_per_identity)
+    idx = np.tile(np.arange(images_per_identity), identities)
+    imgs, lms = render_faces(ids, seed=seed, image_indices=idx, size=size, difficulty=difficulty, jpeg=True)
+    if landmarks:
+        imgs = imgs.copy()
+        for im, lm in zip(imgs, lms):
+            for q in lm:
+                cv2.circle(im, (int(round(q[0] * 4)), int(round(q[1] * 4))), 4, (0, 255, 0), -1, cv2.LINE_AA, 2)
+    grid = imgs.reshape(identities, images_per_identity, size, size, 3).transpose(0, 2, 1, 3, 4).reshape(identities * size, images_per_identity * size, 3)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    path = Path(path)
+    atomic_write_bytes(path, buf.tobytes())
+    return path
