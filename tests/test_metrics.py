@@ -253,3 +253,29 @@ def test_float32_and_int_labels_accepted(rng):
     a = verification_metrics(s.astype(np.float32), g.astype(np.int64))
     b = verification_metrics(s.astype(np.float32).astype(np.float64), g)
     assert a == b
+
+
+# ----------------------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(folds=0), r"folds must be >= 1, got 0"),
+    (dict(far_targets=(0.5, 1.5)), r"FAR targets must lie in \(0, 1\), got 1.5"),
+])
+def test_bad_arguments_are_config_errors(kwargs, match):
+    from maskinv.errors import ConfigError, MaskinvError
+
+    s = np.linspace(-1, 1, 40)
+    g = np.arange(40) % 2 == 0
+    with pytest.raises(ConfigError, match=match) as info:
+        verification_metrics(s, g, **kwargs)
+    assert isinstance(info.value, MaskinvError) and isinstance(info.value, ValueError)  # still a ValueError
+
+
+def test_metrics_cli_folds_zero_is_one_line(tmp_path, capsys):
+    from maskinv.cli import main
+
+    p = tmp_path / "s.csv"
+    p.write_text("score,genuine\n" + "".join(f"{0.1 * i},{i % 2}\n" for i in range(20)))
+    assert main(["metrics", str(p), "--folds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert err == "maskinv metrics: error: folds must be >= 1, got 0\n"

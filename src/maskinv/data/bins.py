@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from maskinv.errors import DataFormatError, UnsafePickleError
+from maskinv.errors import ConfigError, DataFormatError, UnsafePickleError
 from maskinv.utils.io import atomic_write_bytes
 
 __all__ = ["load_bin", "save_bin", "decode_bin", "bin_info"]
@@ -164,7 +164,7 @@ def save_bin(path: str | os.PathLike, images: Sequence[bytes], issame: Sequence[
     imgs = [bytes(b) for b in images]
     flags = [bool(v) for v in np.asarray(issame, dtype=bool).reshape(-1)]
     if len(imgs) != 2 * len(flags):
-        raise ValueError(f"save_bin: {len(imgs)} images for {len(flags)} pairs; expected exactly 2 per pair")
+        raise ConfigError(f"save_bin: {len(imgs)} images for {len(flags)} pairs; expected exactly 2 per pair")
     atomic_write_bytes(path, pickle.dumps((imgs, flags), protocol=4))
 
 

@@ -29,7 +29,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from maskinv.errors import DataFormatError
+from maskinv.errors import ConfigError, DataFormatError
 from maskinv.utils.images import decode_image  # noqa: F401  (public name of this module)
 from maskinv.utils.io import atomic_path, atomic_write_text
 
@@ -71,7 +71,7 @@ def pack_record(header: IRHeader, payload: bytes) -> bytes:
         return head + bytes(payload)
     arr = np.asarray(label, dtype="<f4").reshape(-1)
     if arr.size == 0:
-        raise ValueError("pack_record: an array label needs at least one value")
+        raise ConfigError(f"pack_record: an array label needs at least one value, got {label!r}")
     head = _HEADER.pack(arr.size, 0.0, int(header.id), int(header.id2))
     return head + arr.tobytes() + bytes(payload)
 
@@ -112,7 +112,7 @@ def _split_parts(record: bytes) -> list[bytes]:
 def _frame(record: bytes) -> bytes:
     """Encode one logical record as its on-disk bytes (one or more parts + padding)."""
     if len(record) > _MAX_PART:
-        raise ValueError(f"RecordIO records must be shorter than 2^29 bytes, got {len(record)}")
+        raise ConfigError(f"RecordIO records must be shorter than 2^29 bytes, got {len(record)}")
     parts = _split_parts(record)
     out = bytearray()
     n = len(parts)
@@ -156,12 +156,12 @@ class RecordWriter:
     def write(self, key: int, record: bytes) -> int:
         """Append ``record`` under ``key``; returns its byte offset."""
         if self._closed:
-            raise ValueError(f"{self.rec_path}: writer is closed")
+            raise ConfigError(f"{self.rec_path}: writer is closed; cannot write key {key}")
         key = int(key)
         if key < 0:
-            raise ValueError(f"{self.rec_path}: negative key {key}")
+            raise ConfigError(f"{self.rec_path}: negative key {key}")
         if key in self._keys:
-            raise ValueError(f"{self.rec_path}: duplicate key {key}")
+            raise ConfigError(f"{self.rec_path}: duplicate key {key}")
         self._keys.add(key)
         offset = self._rec.tell()
         self._rec.write(_frame(record))
@@ -173,7 +173,7 @@ class RecordWriter:
         framed = _frame(record)
         end = self._rec.tell()
         if offset < 0 or offset + len(framed) > end:
-            raise ValueError(f"{self.rec_path}: overwrite of {len(framed)} bytes at {offset} runs past the end ({end})")
+            raise ConfigError(f"{self.rec_path}: overwrite of {len(framed)} bytes at {offset} runs past the end ({end})")
         self._rec.seek(offset)
         self._rec.write(framed)
         self._rec.seek(end)

@@ -31,7 +31,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from maskinv.errors import DataFormatError
+from maskinv.errors import ConfigError, DataFormatError
 
 #: FAR targets always reported in ``tar_at_far`` / ``threshold_at_fmr``.
 DEFAULT_FAR_TARGETS = (1e-2, 1e-3, 1e-4)
@@ -256,7 +256,7 @@ def verification_metrics(
 
     folds = int(folds)
     if folds < 1:
-        raise ValueError(f"folds must be >= 1, got {folds}")
+        raise ConfigError(f"folds must be >= 1, got {folds}")
     if n < folds:
         out.update(accuracy_mean=None, accuracy_std=None, accuracy_folds=None, accuracy_thresholds=None)
         undefined["accuracy_mean"] = undefined["accuracy_std"] = f"{n} pairs, fewer than {folds} folds"
@@ -280,7 +280,7 @@ def verification_metrics(
     targets = sorted({float(x) for x in DEFAULT_FAR_TARGETS} | {float(x) for x in far_targets}, reverse=True)
     for far in targets:
         if not 0.0 < far < 1.0:
-            raise ValueError(f"FAR targets must lie in (0, 1), got {far}")
+            raise ConfigError(f"FAR targets must lie in (0, 1), got {far:g}")
     tar_at_far: dict[float, float | None] = {}
     thr_at_fmr: dict[float, float | None] = {}
     fnmr_at: dict[float, float | None] = {}

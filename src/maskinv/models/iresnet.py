@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from maskinv.errors import ConfigError
+
 #: Blocks per stage of the published depths.
 IRESNET_DEPTHS: dict[str, tuple[int, int, int, int]] = {
     "r18": (2, 2, 2, 2),
@@ -90,7 +92,7 @@ class IResNet(nn.Module):
     ):
         super().__init__()
         if len(layers) != 4:
-            raise ValueError(f"iResNet needs 4 stage depths, got {list(layers)}")
+            raise ConfigError(f"iResNet needs 4 stage depths (layers), got {list(layers)}")
         widths = [scale_width(c, width_mult) for c in IRESNET_WIDTHS]
         stem = scale_width(64, width_mult)
         self.embedding_size = int(embedding_size)

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from maskinv.errors import ConfigError
 from maskinv.utils.images import decode_image, encode_image
 
 from .canvas import Canvas, col as _col
@@ -188,7 +189,7 @@ def render_faces(
     ids = np.asarray(identities, dtype=np.int64).reshape(-1)
     idx = np.arange(ids.size) if image_indices is None else np.asarray(image_indices, np.int64).reshape(-1)
     if idx.size != ids.size:
-        raise ValueError(f"render_faces: {ids.size} identities but {idx.size} image indices")
+        raise ConfigError(f"render_faces: {ids.size} identities but {idx.size} image indices")
     cache: dict[int, FaceIdentity] = {}
     imgs = np.empty((ids.size, size, size, 3), np.uint8)
     lms = np.empty((ids.size, 68, 2), np.float32)
