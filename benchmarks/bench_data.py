@@ -34,7 +34,8 @@ from benchmarks._common import report, write_result  # noqa: E402
 
 
 def _throughput(out: Path, n_images: int, size: int) -> dict:
-    from maskinv.data.recordio import RecordIODataset, RecordReader, decode_image
+    from maskinv.data.recordio import RecordIODataset, RecordReader
+    from maskinv.utils.images import decode_image
     from maskinv.data.synth import generate_dataset
 
     ids = max(1, n_images // 10)

@@ -182,11 +182,6 @@ class MarginHead(nn.Module):
         """Mean cross-entropy of :meth:`forward` (labels must all be real classes here)."""
         return F.cross_entropy(self.forward(embeddings, labels, generator), labels.reshape(-1).long())
 
-    @staticmethod
-    def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Pair score used at evaluation: cosine similarity of rows of ``a`` and ``b`` (..., D) -> (...)."""
-        return (F.normalize(a.float(), dim=-1) * F.normalize(b.float(), dim=-1)).sum(-1)
-
     def load_header(self, src: str | os.PathLike | Mapping) -> None:
         """Load the class centres from a header state dict or file.
 

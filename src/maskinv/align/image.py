@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFormatError
+from ..utils.images import decode_image
 
 __all__ = ["read_image", "describe_source"]
 
@@ -26,16 +27,12 @@ def describe_source(src: Any, index: int | None = None) -> str:
 
 
 def _decode(data: bytes, name: str) -> np.ndarray:
-    import cv2
-
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if buf.size == 0:
+    if not data:
         raise DataFormatError(f"{name}: empty image data")
-    # IMREAD_COLOR applies the EXIF orientation and always gives 3-channel BGR.
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataFormatError(f"{name}: not a decodable image (OpenCV could not read it)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])  # BGR -> RGB at the decode site
+    try:
+        return decode_image(data, name)  # the one BGR -> RGB decode site
+    except DataFormatError:
+        raise DataFormatError(f"{name}: not a decodable image (OpenCV could not read it)") from None
 
 
 def read_image(src: Any, *, name: str | None = None) -> np.ndarray:

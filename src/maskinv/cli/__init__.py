@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"maskinv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for group in _GROUPS:
-        try:
-            mod = importlib.import_module(f"maskinv.cli.{group}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"maskinv.cli.{group}":
-                continue  # group not built yet
-            raise
-        mod.register(sub)
+        importlib.import_module(f"maskinv.cli.{group}").register(sub)
     return parser
 
 

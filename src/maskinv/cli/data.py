@@ -87,28 +87,13 @@ def _cmd_synth(args) -> int:
 
 
 def _info(path: Path) -> dict:
-    from maskinv.errors import DataFormatError
-
     if path.is_file() and path.suffix != ".rec":
         from maskinv.data.bins import bin_info
 
         return bin_info(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
-    from maskinv.data.recordio import RecordIODataset
+    from maskinv.data.recordio import recordio_info
 
-    ds = RecordIODataset(path)
-    if len(ds) == 0:
-        raise DataFormatError(f"{path}: no image records")
-    h, w = ds.image_size
-    return {
-        "format": "recordio",
-        "path": str(ds.rec_path),
-        "layout": ds.layout,
-        "num_images": len(ds),
-        "num_classes": int(ds.num_classes),
-        "image_size": [int(h), int(w)],
-    }
+    return recordio_info(path)
 
 
 def _cmd_info(args) -> int:
@@ -121,77 +106,18 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _is_jpeg(data: bytes) -> bool:
-    return data[:3] == b"\xff\xd8\xff"
-
-
 def _cmd_pack(args) -> int:
-    import cv2
-
-    from maskinv.data.folders import ImageFolderDataset
-    from maskinv.data.recordio import decode_image, write_insightface_recordio
-    from maskinv.errors import ConfigError, DataFormatError
+    from maskinv.data.packing import pack_image_folder
+    from maskinv.errors import ConfigError
 
     if not 1 <= args.quality <= 100:
         raise ConfigError(f"--quality must be in 1..100, got {args.quality}")
-    ds = ImageFolderDataset(args.image_folder)
-    size: list[tuple[int, int]] = []
-
-    def items():
-        for i in range(len(ds)):
-            data, label = ds.read_encoded(i)
-            img = decode_image(data, str(ds.paths[i]))  # validates every image and its size
-            if not size:
-                size.append(img.shape[:2])
-            elif img.shape[:2] != size[0]:
-                raise DataFormatError(f"{ds.paths[i]}: {img.shape[1]}x{img.shape[0]} differs from the first image "
-                                      f"({size[0][1]}x{size[0][0]}); a RecordIO set has one image size")
-            if not _is_jpeg(data):
-                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, args.quality])
-                data = buf.tobytes()
-            yield label, data
-
-    # image size is known only after the first decode: peek it
-    first = decode_image(ds.read_encoded(0)[0], str(ds.paths[0]))
-    rec = write_insightface_recordio(args.out_dir, items(), num_classes=ds.num_classes, image_size=first.shape[:2],
-                                     progress=True, total=len(ds))
-    print(json.dumps({"rec": str(rec), "num_images": len(ds), "num_classes": ds.num_classes,
-                      "image_size": [int(first.shape[0]), int(first.shape[1])]}))
+    print(json.dumps(pack_image_folder(args.image_folder, args.out_dir, quality=args.quality, progress=True)))
     return 0
 
 
-_SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"), (b"GIF8", "gif"),
-               (b"II*\x00", "tif"), (b"MM\x00*", "tif"))
-
-
-def _ext(data: bytes) -> str:
-    for sig, ext in _SIGNATURES:
-        if data.startswith(sig):
-            return ext
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return "bin"
-
-
 def _cmd_unpack(args) -> int:
-    from tqdm import tqdm
+    from maskinv.data.packing import unpack_recordio
 
-    import os
-
-    from maskinv.data.recordio import RecordIODataset
-
-    ds = RecordIODataset(args.rec_dir)
-    out = Path(args.out_dir)
-    made: set[int] = set()
-    for i in tqdm(range(len(ds)), desc="unpack", unit="img", leave=False):
-        data, label = ds.read_encoded(i)
-        if label not in made:
-            (out / str(label)).mkdir(parents=True, exist_ok=True)
-            made.add(label)
-        target = out / str(label) / f"{int(ds.keys[i])}.{_ext(data)}"
-        # temp + rename: never a truncated image; no fsync per file (millions of files)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    print(json.dumps({"out_dir": str(out), "num_images": len(ds)}))
+    print(json.dumps(unpack_recordio(args.rec_dir, args.out_dir, progress=True)))
     return 0

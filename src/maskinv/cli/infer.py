@@ -125,17 +125,9 @@ def _model(args):
 
 
 def _encode_image(path: Path, rgb) -> bytes:
-    import cv2
+    from maskinv.utils.images import encode_format_for, encode_image
 
-    from maskinv.errors import ConfigError
-
-    ext = path.suffix.lower() or ".png"
-    if ext not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
-        raise ConfigError(f"{path}: unsupported output image type {ext!r}")
-    ok, buf = cv2.imencode(ext, rgb[:, :, ::-1])  # RGB -> BGR for OpenCV
-    if not ok:
-        raise ConfigError(f"{path}: OpenCV could not encode the image")
-    return buf.tobytes()
+    return encode_image(rgb, encode_format_for(path, default="png"))
 
 
 # --------------------------------------------------------------------------- commands

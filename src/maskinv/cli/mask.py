@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: Output formats of ``maskinv mask`` images and previews.
+_OUTPUT_FORMATS = ("jpg", "jpeg", "png")
 
 
 def register(subparsers) -> None:
@@ -56,103 +57,26 @@ def register(subparsers) -> None:
 
 
 def _list_images(root: Path) -> list[Path]:
-    return sorted((q for q in root.rglob("*") if q.is_file() and q.suffix.lower() in _IMAGE_EXTS),
+    from maskinv.utils.images import IMAGE_EXTENSIONS
+
+    return sorted((q for q in root.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS),
                   key=lambda q: q.relative_to(root).as_posix())
 
 
-def _read(path: Path):
-    from maskinv.utils.images import decode_image
-
-    return decode_image(path.read_bytes(), str(path))
-
-
 def _write(path: Path, image, quality: int) -> None:
-    from maskinv.utils.images import encode_image
+    from maskinv.utils.images import encode_format_for, encode_image
     from maskinv.utils.io import atomic_write_bytes
 
-    ext = path.suffix.lower()
-    if ext not in (".jpg", ".jpeg", ".png"):
-        from maskinv.errors import ConfigError
-
-        raise ConfigError(f"{path}: output must be .jpg, .jpeg or .png")
-    atomic_write_bytes(path, encode_image(image, "png" if ext == ".png" else "jpg", quality))
-
-
-def load_landmarks(path, rel_paths: list[str]):
-    """Landmarks per image (list aligned with ``rel_paths``; None = template) from .npy/.json."""
-    import json
-
-    import numpy as np
-
-    from maskinv.errors import DataFormatError
-
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise DataFormatError(f"{path}: not a plain .npy array ({exc})") from None
-        if arr.ndim == 2:
-            return [arr] * len(rel_paths)
-        if arr.ndim == 3 and arr.shape[0] == len(rel_paths):
-            return list(arr)
-        raise DataFormatError(f"{path}: landmarks of shape {arr.shape} do not fit {len(rel_paths)} image(s); "
-                              "expected (K, 2) or (N, K, 2)")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}: invalid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise DataFormatError(f"{path}: expected an object mapping relative image paths to landmarks")
-        missing = [r for r in rel_paths if r not in data]
-        if missing and len(rel_paths) == 1 and len(data) == 1:
-            return [np.asarray(next(iter(data.values())), dtype=np.float64)]
-        if missing:
-            raise DataFormatError(f"{path}: no landmarks for {missing[0]!r}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
-        return [np.asarray(data[r], dtype=np.float64) for r in rel_paths]
-    raise DataFormatError(f"{path}: landmarks file must be .npy or .json")
-
-
-def make_preview(faces, landmarks, kind: str, seed: int, n_masks: int):
-    """Grid (uint8 RGB): one row per face, ``n_masks`` masks each plus the clean face first.
-
-    With kind "random" the columns cycle through every kind (paper included) so each appears.
-    """
-    import numpy as np
-
-    from maskinv.masks import apply_mask, image_rng
-    from maskinv.masks.kinds import MASK_KINDS
-
-    import cv2
-
-    cell = 112
-    rows = []
-    for r, (face, lm) in enumerate(zip(faces, landmarks)):
-        h, w = face.shape[:2]
-        row = [cv2.resize(face, (cell, cell), interpolation=cv2.INTER_AREA)]
-        for c in range(n_masks):
-            k = MASK_KINDS[c % len(MASK_KINDS)] if kind == "random" else kind
-            # Preview streams sit far from the per-file streams (indices 10^6 + ...).
-            res = apply_mask(face, lm, image_rng(seed, 1_000_000 + r * 1000 + c), k)
-            scale = cell / max(h, w)
-            row.append(cv2.resize(res.image, (cell, cell), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
-        rows.append(np.concatenate(row, 1))
-    grid = np.concatenate(rows, 0)
-    # Header with the column kinds.
-    header = np.full((18, grid.shape[1], 3), 255, np.uint8)
-    labels = ["clean"] + [(MASK_KINDS[c % len(MASK_KINDS)] if kind == "random" else kind) for c in range(n_masks)]
-    for c, text in enumerate(labels):
-        cv2.putText(header, text, (c * cell + 4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([header, grid], 0)
+    atomic_write_bytes(path, encode_image(image, encode_format_for(path, _OUTPUT_FORMATS), quality))
 
 
 def cmd_mask(args: argparse.Namespace) -> int:
     from maskinv.errors import ConfigError
     from maskinv.masks import apply_mask, image_rng
-    from maskinv.utils.images import encode_image
     from maskinv.masks.geometry import as_landmarks
-    from maskinv.utils.io import atomic_write_bytes
+    from maskinv.masks.landmark_files import load_landmarks
+    from maskinv.masks.preview import mask_preview
+    from maskinv.utils.images import IMAGE_EXTENSIONS, decode_image, encode_format_for
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
@@ -162,7 +86,7 @@ def cmd_mask(args: argparse.Namespace) -> int:
     if src.is_dir():
         files = _list_images(src)
         if not files:
-            raise ConfigError(f"{src}: no images ({', '.join(_IMAGE_EXTS)}) found")
+            raise ConfigError(f"{src}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
         rels = [f.relative_to(src).as_posix() for f in files]
         if dst.exists() and not dst.is_dir():
             raise ConfigError(f"{dst}: output must be a folder for a folder input")
@@ -178,22 +102,21 @@ def cmd_mask(args: argparse.Namespace) -> int:
     for f, lm in zip(files, lms):  # validate every landmark set before writing anything
         if lm is not None:
             as_landmarks(lm, (1, 1), source=f"{args.landmarks} ({f.name})")
+    if args.preview:
+        encode_format_for(args.preview, _OUTPUT_FORMATS)  # refuse a bad preview name before any work
     previews = []
     for i, (f, o, lm) in enumerate(zip(files, outs, lms)):
-        img = _read(f)
+        img = decode_image(f.read_bytes(), str(f))
         res = apply_mask(img, lm, image_rng(args.seed, i), args.kind)
         _write(o, res.image, args.quality)
         if len(previews) < args.preview_faces:
             previews.append((img, lm))
     print(f"masked {len(files)} image(s) -> {dst}")
     if args.preview:
-        pv = Path(args.preview)
-        if pv.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            raise ConfigError(f"{pv}: preview must be .png or .jpg")
-        grid = make_preview([p[0] for p in previews], [p[1] for p in previews], args.kind, args.seed,
+        grid = mask_preview([p[0] for p in previews], [p[1] for p in previews], args.kind, args.seed,
                             max(1, args.preview_masks))
-        atomic_write_bytes(pv, encode_image(grid, "png" if pv.suffix.lower() == ".png" else "jpg", 95))
-        print(f"preview grid -> {pv}")
+        _write(Path(args.preview), grid, 95)
+        print(f"preview grid -> {args.preview}")
     return 0
 
 

@@ -3,7 +3,8 @@
 Submodules are imported lazily so ``import maskinv.data`` stays cheap:
 
 - :mod:`maskinv.data.recordio` — ``RecordReader``/``RecordWriter``/``RecordIODataset``,
-  ``write_insightface_recordio``.
+  ``write_insightface_recordio``, ``recordio_info``.
+- :mod:`maskinv.data.packing` — ``pack_image_folder``, ``unpack_recordio``.
 - :mod:`maskinv.data.bins` — ``load_bin`` (restricted unpickler), ``save_bin``, ``decode_bin``.
 - :mod:`maskinv.data.folders` — ``ImageFolderDataset``.
 - :mod:`maskinv.data.synth` — SynthFaces: ``generate_dataset``, ``render_faces``.
@@ -20,7 +21,9 @@ _EXPORTS = {
     "RecordReader": "recordio",
     "RecordIODataset": "recordio",
     "write_insightface_recordio": "recordio",
-    "decode_image": "recordio",
+    "recordio_info": "recordio",
+    "pack_image_folder": "packing",
+    "unpack_recordio": "packing",
     "load_bin": "bins",
     "save_bin": "bins",
     "decode_bin": "bins",

@@ -176,7 +176,7 @@ def decode_bin(path: str | os.PathLike, image_size: int | tuple[int, int] | None
     """
     import cv2
 
-    from maskinv.data.recordio import decode_image
+    from maskinv.utils.images import decode_image
 
     path = Path(path)
     images, issame = load_bin(path)
@@ -205,7 +205,7 @@ def decode_bin(path: str | os.PathLike, image_size: int | tuple[int, int] | None
 
 def bin_info(path: str | os.PathLike) -> dict:
     """Summary for ``maskinv data info``: pairs, genuine pairs, image size (first image)."""
-    from maskinv.data.recordio import decode_image
+    from maskinv.utils.images import decode_image
 
     path = Path(path)
     images, issame = load_bin(path)

@@ -13,11 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from maskinv.errors import DataFormatError
+from maskinv.utils.images import IMAGE_EXTENSIONS, decode_image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "scan_image_folder"]
-
-#: Extensions (lower case) recognised as images.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".ppm", ".pgm")
+__all__ = ["ImageFolderDataset", "scan_image_folder"]
 
 
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[Path], np.ndarray]:
@@ -73,8 +71,6 @@ class ImageFolderDataset:
         return self.paths[i].read_bytes(), int(self.labels[i])
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        from maskinv.data.recordio import decode_image
-
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from ..errors import ConfigError, DataFormatError
-from ..utils.images import decode_image, encode_image  # noqa: F401  (encode_image: used by the mask CLI)
+from ..utils.images import decode_image, encode_image
 from .render import apply_mask, image_rng
 
 #: JPEG quality of re-encoded masked images (InsightFace bins were written at 95-100).

@@ -11,6 +11,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from maskinv.utils.images import encode_image, image_grid
+
 from .identity import _PAIR_TAG, FaceIdentity, _difficulty, sample_identity
 from .render import _image_rng, encode_jpeg, render_face, render_faces
 
@@ -165,8 +167,5 @@ def preview_grid(path: str | os.PathLike, *, seed: int = 0, identities: int = 8,
         for im, lm in zip(imgs, lms):
             for q in lm:
                 cv2.circle(im, (int(round(q[0] * 4)), int(round(q[1] * 4))), 4, (0, 255, 0), -1, cv2.LINE_AA, 2)
-    grid = imgs.reshape(identities, images_per_identity, size, size, 3).transpose(0, 2, 1, 3, 4).reshape(identities * size, images_per_identity * size, 3)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    path = Path(path)
-    atomic_write_bytes(path, buf.tobytes())
-    return path
+    atomic_write_bytes(Path(path), encode_image(image_grid(imgs, images_per_identity), "png"))
+    return Path(path)
