@@ -151,3 +151,11 @@ def test_python2_numpy_bool_array(tmp_path):
     p.write_bytes(data)
     got, issame = load_bin(p)
     assert got == imgs and issame.dtype == bool and issame.tolist() == [True, False, True]
+
+
+def test_save_bin_count_mismatch_names_counts(tmp_path):
+    from maskinv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="save_bin: 3 images for 1 pairs"):
+        save_bin(tmp_path / "x.bin", [b"a", b"b", b"c"], [True])
+    assert not (tmp_path / "x.bin").exists()

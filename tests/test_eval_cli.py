@@ -44,7 +44,7 @@ def test_eval_two_models(assets, tmp_path, capsys):
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     assert [(e["model"], e["protocol"]) for e in doc["results"]] == [("m0", "uu"), ("m0", "mu"), ("m1", "uu"), ("m1", "mu")]
-    from maskinv.evaluate.reports import file_sha256
+    from maskinv.utils.hashing import file_sha256
 
     assert doc["benchmarks"]["tiny"]["sha256"] == file_sha256(d / "tiny.bin")
     assert doc["models"]["m1"]["sha256"] == file_sha256(d / "m1.pt")

@@ -314,3 +314,10 @@ def test_infer_arch_nonround_width():
     name, kw = infer_arch(m.state_dict())
     assert name == "r18" and kw["input_size"] == 48 and kw["embedding_size"] == 8
     assert _layout(get_model(name, **kw)) == _layout(m)
+
+
+def test_iresnet_needs_four_stages():
+    from maskinv.models.iresnet import IResNet
+
+    with pytest.raises(ConfigError, match=r"4 stage depths \(layers\), got \[2, 2, 2\]"):
+        IResNet([2, 2, 2])

@@ -261,3 +261,35 @@ def test_labels_fast_path_and_fallback(tmp_path):
     shuffled = labels[::-1].copy()
     _big_insightface(other, shuffled, ranges)
     assert RecordIODataset(other).labels.tolist() == shuffled.tolist()
+
+
+def test_bad_arguments_are_config_errors(tmp_path):
+    """Caller mistakes raise ConfigError (a MaskinvError and still a ValueError) naming the value."""
+    from maskinv.data.recordio import recordio_info
+    from maskinv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="array label needs at least one value"):
+        pack_record(IRHeader(0, np.zeros(0), 0, 0), b"")
+    with RecordWriter(tmp_path / "a.rec", tmp_path / "a.idx") as w:
+        w.write(3, b"x")
+        with pytest.raises(ConfigError, match="duplicate key 3"):
+            w.write(3, b"y")
+        with pytest.raises(ConfigError, match="negative key -1"):
+            w.write(-1, b"y")
+    with pytest.raises(ConfigError, match="writer is closed; cannot write key 4"):
+        w.write(4, b"z")
+    with pytest.raises(ValueError):  # callers catching ValueError keep working
+        w.write(5, b"z")
+    with pytest.raises(FileNotFoundError):
+        recordio_info(tmp_path / "missing")
+
+
+def test_recordio_info(tmp_path):
+    from maskinv.data.recordio import recordio_info
+    from maskinv.utils.images import encode_image
+
+    img = np.zeros((6, 5, 3), np.uint8)
+    write_insightface_recordio(tmp_path, [(0, encode_image(img)), (1, encode_image(img)), (1, encode_image(img))], 3, (6, 5))
+    info = recordio_info(tmp_path)
+    assert info == {"format": "recordio", "path": str(tmp_path / "train.rec"), "layout": "insightface",
+                    "num_images": 3, "num_classes": 3, "image_size": [6, 5]}

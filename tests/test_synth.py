@@ -117,3 +117,23 @@ def test_identity_independent_of_count():
     c = sample_identity(9, 18)
     np.testing.assert_array_equal(a.shape, b.shape)
     assert not np.array_equal(a.shape, c.shape)
+
+
+def test_render_bytes_pinned():
+    """Rendered pixels and landmarks are pinned: a refactor of the render steps must not
+    change a single byte (hash from commit e458b11, before data/synth.py became a package).
+    An OpenCV upgrade that changes anti-aliased drawing also shows up here."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for size, diff, clean, jpeg in ((40, "default", False, False), (112, "hard", False, True), (64, 1.0, True, False)):
+        imgs, lms = render_faces(np.array([0, 1, 2, 5, 5]), seed=7, image_indices=[0, 1, 2, 3, 9], size=size,
+                                 difficulty=diff, clean=clean, jpeg=jpeg)
+        h.update(imgs.tobytes())
+        h.update(lms.tobytes())
+    assert h.hexdigest() == "8954ace52997599edf27e57d20d80ae398eb39277207bd5f17edc9d69f16377e"
+
+
+def test_render_faces_length_mismatch_is_config_error():
+    with pytest.raises(ConfigError, match="3 identities but 2 image indices"):
+        render_faces([0, 1, 2], image_indices=[0, 1], size=32)

@@ -161,8 +161,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from maskinv.errors import ConfigError
     from maskinv.evaluate.protocols import evaluate_arrays, load_bench, masked_images, parse_protocols, resolve_precision
-    from maskinv.evaluate.reports import file_sha256, new_results, unique_labels, write_report
+    from maskinv.evaluate.reports import new_results, unique_labels, write_report
     from maskinv.models import load_backbone, model_fingerprint
+    from maskinv.utils.hashing import file_sha256
 
     protocols = parse_protocols(args.protocols)
     if args.batch_size < 1:

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from maskinv.utils.hashing import file_sha256  # noqa: F401  (re-exported: reports name data by hash)
+from maskinv.utils.hashing import file_sha256  # noqa: F401  (only for demo.py; import from utils.hashing)
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 FORMAT = "maskinv-eval-results"

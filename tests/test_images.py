@@ -1,0 +1,78 @@
+"""utils.images: the one owner of decode/encode (BGR<->RGB), extensions, sniffing, grids."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maskinv.errors import ConfigError, DataFormatError
+from maskinv.utils.images import (
+    IMAGE_EXTENSIONS,
+    decode_image,
+    encode_format_for,
+    encode_image,
+    image_grid,
+    sniff_image_format,
+)
+
+
+@pytest.fixture
+def img(rng):
+    a = rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+    a[0, 0] = (255, 0, 0)  # pure red: a BGR/RGB swap would show
+    return a
+
+
+@pytest.mark.parametrize("fmt", ["png", "bmp", "tif", "tiff"])
+def test_lossless_round_trip_keeps_rgb(img, fmt):
+    data = encode_image(img, fmt)
+    assert sniff_image_format(data) == ("tif" if fmt == "tiff" else fmt)
+    np.testing.assert_array_equal(decode_image(data), img)
+
+
+def test_jpeg_keeps_channel_order_and_quality_matters(img):
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    out = decode_image(encode_image(red, "jpg", 95))
+    assert out[..., 0].min() > 240 and out[..., 2].max() < 15
+    assert len(encode_image(img, "jpeg", 30)) < len(encode_image(img, "jpg", 100))
+    assert sniff_image_format(encode_image(img, "jpg")) == "jpg"
+
+
+def test_bad_inputs_name_the_value(img):
+    with pytest.raises(ConfigError, match="'gif'"):
+        encode_image(img, "gif")
+    with pytest.raises(DataFormatError, match=r"x.jpg: undecodable image \(5 bytes\)"):
+        decode_image(b"hello", "x.jpg")
+
+
+def test_sniff_unknown_and_webp():
+    assert sniff_image_format(b"RIFF\0\0\0\0WEBPVP8 ") == "webp"
+    assert sniff_image_format(b"GIF89a") == "gif"
+    assert sniff_image_format(b"\0\1\2") == "bin"
+
+
+def test_encode_format_for(tmp_path):
+    assert encode_format_for(tmp_path / "a.JPG") == "jpg"
+    assert encode_format_for(tmp_path / "noext", default="png") == "png"
+    with pytest.raises(ConfigError, match=r"a.bmp: unsupported output image type '.bmp'"):
+        encode_format_for(tmp_path / "a.bmp", ("jpg", "png"))
+    with pytest.raises(ConfigError, match="no extension"):
+        encode_format_for(tmp_path / "noext")
+
+
+def test_extensions_are_lower_case_with_dot():
+    assert all(e.startswith(".") and e == e.lower() for e in IMAGE_EXTENSIONS)
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"} <= set(IMAGE_EXTENSIONS)
+
+
+def test_image_grid_layout():
+    cells = np.stack([np.full((2, 3, 3), i, np.uint8) for i in range(5)])
+    g = image_grid(cells, 2)
+    assert g.shape == (3 * 2, 2 * 3, 3)
+    assert g[0, 0, 0] == 0 and g[0, 3, 0] == 1 and g[2, 0, 0] == 2 and g[4, 0, 0] == 4
+    assert g[4, 3:].max() == 0  # padded cell
+    np.testing.assert_array_equal(image_grid(cells, 5), np.concatenate(list(cells), axis=1))
+    with pytest.raises(ConfigError, match="cols must be >= 1, got 0"):
+        image_grid(cells, 0)
+    with pytest.raises(ConfigError, match="shape"):
+        image_grid(np.zeros((0, 2, 2, 3), np.uint8), 1)
