@@ -2,12 +2,22 @@
 
 A run is described by a :class:`TrainConfig` made of one dataclass per section
 (``data``, ``model``, ``head``, ``teacher``, ``masks``, ``kd``, ``optim``, ``schedule``,
-``precision``, ``runtime``). Unknown keys, wrong types and out-of-range values raise
-:class:`maskinv.errors.ConfigError` naming the key path (``optim.lr``) and the file.
+``precision``, ``runtime``; defined in :mod:`maskinv.train.config_schema`, importable from
+here). Unknown keys, wrong types and out-of-range values raise
+:class:`maskinv.errors.ConfigError` naming the key path (``optim.lr``) and where the value came
+from: the file, or the command-line override (``command-line override 'optim.lr=abc'``).
 
 Build one with :func:`load_config` (YAML + overrides), :func:`config_from_dict` (a plain
 dict, e.g. from Python code), or by constructing the dataclasses directly; call
 :func:`validate_config` after editing fields by hand (``run_training`` validates again).
+
+Numbers: YAML 1.1 reads ``1e-3`` (no dot) as a string; ``float``/``int`` fields convert such
+strings per the dataclass annotation, so the loader itself stays plain ``yaml.safe_load``.
+
+Run folders: :func:`save_config` stores paths that lie inside the folder of the saved file
+relative to it (listed under ``paths_relative_to_this_file``) and :func:`load_config` resolves
+them against that folder, so a moved run folder still finds its data; :func:`config_hash` /
+:func:`config_diff` with ``run_dir`` compare such paths in the same run-relative form.
 """
 from __future__ import annotations
 
@@ -15,282 +25,57 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from maskinv.errors import ConfigError
+
+from .config_schema import (DataConfig, HeadConfig, KDConfig, MaskConfig, ModelConfig, OptimConfig, Origin,
+                            PartialFCConfig, PrecisionConfig, RuntimeConfig, ScheduleConfig, SynthSpec,
+                            TeacherCacheConfig, TeacherConfig, TrainConfig, coerce, dataclass_from_dict, path_keys)
 
 __all__ = [
     "DataConfig", "SynthSpec", "ModelConfig", "HeadConfig", "PartialFCConfig", "TeacherConfig",
     "TeacherCacheConfig", "MaskConfig", "KDConfig", "OptimConfig", "ScheduleConfig",
     "PrecisionConfig", "RuntimeConfig", "TrainConfig",
     "load_config", "config_from_dict", "config_to_dict", "apply_overrides", "validate_config",
-    "config_to_yaml", "save_config", "config_hash",
+    "config_to_yaml", "save_config", "config_hash", "config_diff", "path_keys",
 ]
 
-
-@dataclass
-class SynthSpec:
-    """SynthFaces generation parameters (``data.source: synth``), see ``maskinv data synth``."""
-
-    identities: int = 64
-    images_per_identity: int = 8
-    seed: int = 0
-    size: int = 112
-    val_identities: int = 0
-    val_pairs: int = 0
-    difficulty: str = "default"
+RELATIVE_KEY = "paths_relative_to_this_file"  # top-level list in a saved run config, not a config field
 
 
-@dataclass
-class DataConfig:
-    """Training data and validation bins.
+def _as_origin(origin: str | Origin | None) -> Origin:
+    return origin if isinstance(origin, Origin) else Origin(origin)
 
-    ``source``: ``recordio`` (InsightFace ``train.rec/.idx/property`` folder), ``folder`` (one
-    sub-folder per identity) or ``synth`` (a SynthFaces RecordIO folder; generated into
-    ``path`` from ``synth`` when the folder has no ``train.rec`` yet).
-    ``val_bins``: verification ``.bin`` files; a relative path that does not exist from the
-    working directory is looked up inside ``path`` (so ``synth_val.bin`` works for synth data).
-    ``in_memory``: decode every image once into RAM and batch by indexing (fast on CPU for
-    small sets; needs N*H*W*3 bytes).
+
+def _yaml_problem(exc: Exception, col_offset: int = 0) -> str:
+    """One line: 'at line L, column C: problem (context)'; PyYAML's own text spans several lines."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    context = getattr(exc, "context", None)
+    if context:
+        problem += f" ({' '.join(str(context).split())})"
+    if mark is None:
+        return f": {problem}"
+    col = mark.column + 1 + (col_offset if mark.line == 0 else 0)
+    line = f"line {mark.line + 1}, " if col_offset == 0 or mark.line > 0 else ""
+    return f" at {line}column {col}: {problem}"
+
+
+def config_from_dict(data: dict, *, origin: str | Origin | None = None, validate: bool = True) -> TrainConfig:
+    """Build a validated :class:`TrainConfig` from a nested dict (missing keys take defaults).
+
+    ``origin``: where the dict came from (a file name), used in error messages.
     """
-
-    source: str = "recordio"
-    path: Optional[str] = None
-    synth: Optional[SynthSpec] = None
-    flip: bool = True
-    in_memory: bool = False
-    val_bins: list = field(default_factory=list)
-
-
-@dataclass
-class ModelConfig:
-    """Student backbone: ``maskinv.models.get_model(name, embedding_size=..., **kwargs)``.
-
-    ``init``: optional backbone file to start from (MaskInv-HG starts from a trained student).
-    ``input_size`` defaults to the dataset's image size.
-    """
-
-    name: str = "r100"
-    embedding_size: int = 512
-    kwargs: dict = field(default_factory=dict)
-    init: Optional[str] = None
-
-
-@dataclass
-class PartialFCConfig:
-    """PartialFC: class centres sharded over ranks, ``sample_rate`` of each shard sampled per step."""
-
-    enabled: bool = False
-    sample_rate: float = 1.0
-
-
-@dataclass
-class HeadConfig:
-    """Margin head: ``maskinv.heads.get_head(name, embedding_size, num_classes, **kwargs)``."""
-
-    name: str = "elastic_arc"
-    kwargs: dict = field(default_factory=dict)
-    init: Optional[str] = None
-    partial_fc: PartialFCConfig = field(default_factory=PartialFCConfig)
-
-
-@dataclass
-class TeacherCacheConfig:
-    """Teacher-template cache (opt-in): teacher embeddings per record x flip in a memory-mapped file.
-
-    ``mode``: ``lazy`` (filled as batches arrive) or ``prepass`` (all records and both flips
-    computed before training). ``path`` defaults to ``<out_dir>/teacher_cache``.
-    """
-
-    enabled: bool = False
-    mode: str = "lazy"
-    path: Optional[str] = None
-    dtype: str = "float32"
-
-
-@dataclass
-class TeacherConfig:
-    """Frozen teacher: a backbone file (with sidecar, or ``name`` + ``kwargs``) or none."""
-
-    path: Optional[str] = None
-    name: Optional[str] = None
-    kwargs: dict = field(default_factory=dict)
-    cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
-
-
-@dataclass
-class MaskConfig:
-    """Mask augmentation of the student input: each sample masked with probability ``prob``."""
-
-    prob: float = 0.0
-    kinds: list = field(default_factory=lambda: ["random"])
-
-
-@dataclass
-class KDConfig:
-    """Template-level distillation: loss += ``weight`` * MSE(normalize(student), normalize(teacher))."""
-
-    weight: float = 0.0
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser. ``lr`` is the learning rate for ``lr_reference_batch`` images of global batch;
-    the effective rate is ``lr * global_batch / lr_reference_batch`` (null: no scaling)."""
-
-    name: str = "sgd"
-    lr: float = 0.1
-    lr_reference_batch: Optional[int] = 512
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    clip_grad_norm: Optional[float] = 5.0
-
-
-@dataclass
-class ScheduleConfig:
-    """Learning-rate schedule over ``epochs`` (may be fractional).
-
-    ``kind``: ``step`` (x ``gamma`` at each epoch in ``milestones``), ``poly``
-    (``(1 - t/T) ** power``) or ``constant``; all with a linear warm-up of ``warmup_epochs``.
-    """
-
-    kind: str = "step"
-    epochs: float = 26
-    milestones: list = field(default_factory=lambda: [8, 14, 20, 25])
-    gamma: float = 0.1
-    power: float = 2.0
-    warmup_epochs: float = 0.0
-    min_lr_factor: float = 0.0
-
-
-@dataclass
-class PrecisionConfig:
-    """``mode``: ``auto`` (bf16 autocast on CPU, fp16 + GradScaler on CUDA), ``fp32``, ``bf16``,
-    ``fp16`` (CUDA only). ``channels_last``: NHWC memory format (measure: slower for tiny CPU nets)."""
-
-    mode: str = "auto"
-    channels_last: bool = False
-
-
-@dataclass
-class RuntimeConfig:
-    """Batch per device, loader workers, intervals (0 = never), seed, device and threads."""
-
-    batch_size: int = 128
-    workers: int = 0
-    log_every: int = 50
-    eval_every: int = 0
-    eval_protocols: list = field(default_factory=lambda: ["uu", "mu"])
-    eval_batch_size: int = 256
-    checkpoint_every: int = 2000
-    keep_last: int = 3
-    seed: int = 0
-    device: str = "auto"
-    threads: Optional[int] = None
-    progress: bool = True
-    tensorboard: bool = True
-
-
-@dataclass
-class TrainConfig:
-    """A whole run. ``name`` labels the run (default output folder ``runs/<name>``)."""
-
-    name: str = "run"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    masks: MaskConfig = field(default_factory=MaskConfig)
-    kd: KDConfig = field(default_factory=KDConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-
-
-# ----------------------------------------------------------------------------- dict <-> dataclass
-
-def _where(origin: str | None) -> str:
-    return f" in {origin}" if origin else ""
-
-
-def _coerce(value: Any, tp: Any, key: str, origin: str | None) -> Any:
-    """Check/convert ``value`` against the annotation ``tp``; raise ConfigError naming ``key``."""
-    o = typing.get_origin(tp)
-    if o is Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key, origin)
-    if dataclasses.is_dataclass(tp):
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}{_where(origin)}")
-        return _from_dict(tp, value, key, origin)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}{_where(origin)}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}{_where(origin)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}{_where(origin)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}{_where(origin)}")
-        return value
-    if tp is list or o is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}{_where(origin)}")
-        return copy.deepcopy(value)
-    if tp is dict or o is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}{_where(origin)}")
-        return copy.deepcopy(value)
-    return value
-
-
-def _from_dict(cls, data: dict, prefix: str, origin: str | None):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in names:
-            path = f"{prefix}.{k}" if prefix else str(k)
-            raise ConfigError(
-                f"unknown config key '{path}'{_where(origin)} (known: {', '.join(sorted(names))})"
-            )
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            path = f"{prefix}.{f.name}" if prefix else f.name
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], path, origin)
-    return cls(**kwargs)
-
-
-def config_from_dict(data: dict, *, origin: str | None = None, validate: bool = True) -> TrainConfig:
-    """Build a validated :class:`TrainConfig` from a nested dict (missing keys take defaults)."""
+    origin = _as_origin(origin)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config must be a mapping at top level{_where(origin)}")
-    cfg = _from_dict(TrainConfig, data, "", origin)
+        raise ConfigError(f"config must be a mapping at top level{origin.where('')}")
+    cfg = dataclass_from_dict(TrainConfig, data, "", origin)
     if validate:
         validate_config(cfg, origin=origin)
     return cfg
@@ -307,25 +92,23 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     import yaml
 
     if "=" not in item:
-        raise ConfigError(f"override '{item}' must look like key.sub=value")
+        raise ConfigError(f"command-line override '{item}' must look like key.sub=value")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key or any(not p for p in key.split(".")):
-        raise ConfigError(f"override '{item}': bad key")
+        raise ConfigError(f"command-line override '{item}': bad key")
     try:
         value = yaml.safe_load(raw) if raw.strip() != "" else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from None
+        where = _yaml_problem(exc, col_offset=item.index("=") + 1)
+        raise ConfigError(f"command-line override '{item}': invalid YAML value{where}") from None
     return key.split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict, returning a copy.
-
-    Keys are checked against the dataclasses so a typo fails with the full key path; free-form
-    mappings (``model.kwargs``, ``head.kwargs``, ``teacher.kwargs``) accept new keys.
-    """
+def _apply_overrides(data: dict, overrides: list[str] | None) -> tuple[dict, dict[str, str]]:
+    """:func:`apply_overrides` plus, per key path it set, the override item (for error messages)."""
     out = copy.deepcopy(data) if data else {}
+    set_by: dict[str, str] = {}
     for item in overrides or []:
         parts, value = _parse_override(item)
         cls: Any = TrainConfig
@@ -335,7 +118,7 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             if cls is not None:
                 hints = typing.get_type_hints(cls)
                 if p not in hints:
-                    raise ConfigError(f"unknown config key '{path}' in override '{item}'")
+                    raise ConfigError(f"unknown config key '{path}' in command-line override '{item}'")
                 tp = hints[p]
                 if typing.get_origin(tp) is Union:
                     tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
@@ -348,20 +131,64 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
                     nxt = {}
                     node[p] = nxt
                 node = nxt
-    return out
+        key = ".".join(parts)
+        for k in [k for k in set_by if k.startswith(key + ".")]:
+            del set_by[k]  # replaced wholesale by this override
+        set_by[key] = item
+    return out, set_by
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict, returning a copy.
+
+    Keys are checked against the dataclasses so a typo fails with the full key path; free-form
+    mappings (``model.kwargs``, ``head.kwargs``, ``teacher.kwargs``) accept new keys.
+    """
+    return _apply_overrides(data, overrides)[0]
 
 
 # ----------------------------------------------------------------------------- validation
 
-_HEADS_HINT = ("arcface", "cosface", "combined", "elastic_arc", "elastic_cos", "elastic_arc_plus", "elastic_cos_plus")
+def _check_backbone(section: str, name: str | None, kwargs: dict, owned: dict[str, str], origin: Origin) -> None:
+    """``name``/``kwargs`` must be what :func:`maskinv.models.get_model` accepts (read from its signature).
+
+    ``owned``: get_model parameters the trainer sets itself (kwarg -> what to do instead).
+    Numbers written as text (``1e-1``) are converted per get_model's annotations, in place.
+    """
+    import inspect
+
+    from maskinv.errors import UnknownNameError
+    from maskinv.models import canonical_name, get_model
+
+    if name is not None:
+        try:
+            canonical_name(name)
+        except UnknownNameError as exc:
+            raise ConfigError(f"{section}.name: {exc}{origin.where(f'{section}.name')}") from None
+    params = inspect.signature(get_model).parameters
+    accepted = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in owned)
+    hints = typing.get_type_hints(get_model)
+    for k in list(kwargs):
+        key = f"{section}.kwargs.{k}"
+        if k in owned:
+            raise ConfigError(f"{key}: {owned[k]}{origin.where(key)}")
+        if k not in accepted:
+            raise ConfigError(f"{section}.kwargs: unknown backbone kwarg {k!r} for {name or 'the backbone'} "
+                              f"(accepted: {', '.join(accepted)}){origin.where(key)}")
+        if hints.get(k) in (int, float) and isinstance(kwargs[k], str):
+            kwargs[k] = coerce(kwargs[k], hints[k], key, origin)
 
 
-def validate_config(cfg: TrainConfig, *, origin: str | None = None) -> TrainConfig:
-    """Check value ranges and cross-section consistency; raise ConfigError naming the key."""
-    w = _where(origin)
+def validate_config(cfg: TrainConfig, *, origin: str | Origin | None = None) -> TrainConfig:
+    """Check value ranges and cross-section consistency; raise ConfigError naming the key.
 
-    def bad(key: str, msg: str):
-        raise ConfigError(f"{key}: {msg}{w}")
+    Backbone kwargs (``model.kwargs``, ``teacher.kwargs``) are checked against what
+    :func:`maskinv.models.get_model` accepts; numbers written there as text are converted in place.
+    """
+    origin = _as_origin(origin)
+
+    def bad(key: str, msg: str, *causes: str):
+        raise ConfigError(f"{key}: {msg}{origin.where(key, *causes)}")
 
     d = cfg.data
     if d.source not in ("recordio", "folder", "synth"):
@@ -382,6 +209,11 @@ def validate_config(cfg: TrainConfig, *, origin: str | None = None) -> TrainConf
 
     if cfg.model.embedding_size < 1:
         bad("model.embedding_size", "must be >= 1")
+    _check_backbone("model", cfg.model.name, cfg.model.kwargs, {
+        "embedding_size": "set model.embedding_size instead", "seed": "set runtime.seed instead"}, origin)
+    if cfg.teacher.name is not None or cfg.teacher.kwargs:
+        _check_backbone("teacher", cfg.teacher.name, cfg.teacher.kwargs, {
+            "seed": "not used: the teacher's weights are loaded, not initialised"}, origin)
     if cfg.head.partial_fc.enabled and not (0.0 < cfg.head.partial_fc.sample_rate <= 1.0):
         bad("head.partial_fc.sample_rate", "must be in (0, 1]")
 
@@ -396,7 +228,7 @@ def validate_config(cfg: TrainConfig, *, origin: str | None = None) -> TrainConf
     if cfg.kd.weight < 0:
         bad("kd.weight", "must be >= 0")
     if cfg.kd.weight > 0 and not cfg.teacher.path:
-        bad("teacher.path", f"kd.weight={cfg.kd.weight} needs a teacher checkpoint (teacher.path)")
+        bad("teacher.path", f"kd.weight={cfg.kd.weight} needs a teacher checkpoint (teacher.path)", "kd.weight")
     if cfg.teacher.cache.enabled and not cfg.teacher.path:
         bad("teacher.cache.enabled", "the teacher cache needs teacher.path")
 
@@ -445,7 +277,7 @@ def validate_config(cfg: TrainConfig, *, origin: str | None = None) -> TrainConf
     if r.keep_last < 1:
         bad("runtime.keep_last", "must be >= 1")
     if r.eval_every and not d.val_bins:
-        bad("runtime.eval_every", "is set but data.val_bins is empty")
+        bad("runtime.eval_every", "is set but data.val_bins is empty", "data.val_bins")
     if any(p not in ("uu", "mu", "mm") for p in r.eval_protocols):
         bad("runtime.eval_protocols", "entries must be uu, mu or mm")
     if r.device not in ("auto", "cpu", "cuda") and not r.device.startswith("cuda:"):
@@ -455,45 +287,111 @@ def validate_config(cfg: TrainConfig, *, origin: str | None = None) -> TrainConf
     return cfg
 
 
+# ----------------------------------------------------------------------------- paths and run folders
+
+def _get(d: dict, key: str) -> Any:
+    for p in key.split("."):
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
+
+
+def _set(d: dict, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for p in parents:
+        d = d[p]
+    d[last] = value
+
+
+def _inside(value: str, folder: str | os.PathLike) -> str | None:
+    """``value`` relative to ``folder`` (posix) when it lies inside it, else None (relative = from cwd)."""
+    try:
+        return Path(value).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def _run_relative_dict(cfg: TrainConfig, run_dir: str | os.PathLike | None, mark: str = "") -> tuple[dict, list[str]]:
+    """The config dict with paths inside ``run_dir`` replaced by ``mark + relative path``; the keys replaced."""
+    d = config_to_dict(cfg)
+    keys = []
+    if run_dir is not None:
+        for key in path_keys():
+            v = _get(d, key)
+            rel = _inside(v, run_dir) if isinstance(v, str) and v else None
+            if rel is not None:
+                _set(d, key, mark + rel)
+                keys.append(key)
+    return d, keys
+
+
+def _resolve_relative(data: dict, folder: Path, where: str) -> dict:
+    """Undo :func:`save_config`'s run-relative paths: join the listed keys' values onto ``folder``."""
+    keys = data.pop(RELATIVE_KEY, None) or []
+    known = path_keys()
+    if not isinstance(keys, list) or any(k not in known for k in keys):
+        raise ConfigError(f"{RELATIVE_KEY}: expected a list of path keys ({', '.join(known)}), got {keys!r} in {where}")
+    for key in keys:
+        v = _get(data, key)
+        if isinstance(v, str) and v and not Path(v).is_absolute():
+            _set(data, key, str(folder / v))
+    return data
+
+
 # ----------------------------------------------------------------------------- files
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML run config, apply ``key.sub=value`` overrides and validate it.
 
     ``path`` may be None to start from the defaults. Unknown keys and bad values raise
-    :class:`ConfigError` naming the key path and the file.
+    :class:`ConfigError` naming the key path and the file or override that set it. Keys listed
+    under ``paths_relative_to_this_file`` (written by :func:`save_config`) are resolved
+    against the file's folder.
     """
     import yaml
 
     data: dict = {}
-    origin = None
+    file = None
     if path is not None:
         p = Path(path)
-        origin = str(p)
+        file = str(p)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+            raise ConfigError(f"{p}: invalid YAML{_yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
-    data = apply_overrides(data, overrides)
-    return config_from_dict(data, origin=origin)
+        data = _resolve_relative(data, Path(os.path.abspath(p.parent)), file)
+    data, set_by = _apply_overrides(data, overrides)
+    return config_from_dict(data, origin=Origin(file, set_by))
 
 
-def config_to_yaml(cfg: TrainConfig) -> str:
-    """The resolved config as YAML text (sections in dataclass order)."""
+def config_to_yaml(cfg: TrainConfig, relative_to: str | os.PathLike | None = None) -> str:
+    """The resolved config as YAML text (sections in dataclass order).
+
+    ``relative_to``: write paths inside that folder relative to it, listed first under
+    ``paths_relative_to_this_file`` (what :func:`load_config` resolves against the file's folder).
+    """
     import yaml
 
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    d, rel = _run_relative_dict(cfg, relative_to)
+    head = ""
+    if rel:
+        head = (f"# the paths of the keys under {RELATIVE_KEY} are relative to this file's folder\n"
+                + yaml.safe_dump({RELATIVE_KEY: rel}, default_flow_style=None))
+    return head + yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:
-    """Write the resolved config atomically as YAML."""
+    """Write the resolved config atomically as YAML.
+
+    Paths that lie inside the file's folder (the run folder: ``data.path``,
+    ``teacher.cache.path``, ...) are written relative to it, so the run folder can be moved.
+    """
     from maskinv.utils.io import atomic_write_text
 
-    atomic_write_text(path, "# resolved maskinv training config\n" + config_to_yaml(cfg))
+    atomic_write_text(path, "# resolved maskinv training config\n" + config_to_yaml(cfg, Path(path).parent))
     return Path(path)
 
 
@@ -507,20 +405,29 @@ _HASH_EXCLUDE = {
 }
 
 
-def config_hash(cfg: TrainConfig) -> str:
-    """sha256 of the fields that define the training trajectory (not logging/eval/loader knobs)."""
-    d = config_to_dict(cfg)
+def _identity(cfg: TrainConfig, run_dir: str | os.PathLike | None) -> dict:
+    """The fields that define the training trajectory; paths inside ``run_dir`` as ``<run>/...``."""
+    d, _ = _run_relative_dict(cfg, run_dir, mark="<run>/")
     for path in _HASH_EXCLUDE:
         node = d
         for p in path[:-1]:
             node = node.get(p, {})
         node.pop(path[-1], None)
-    blob = json.dumps(d, sort_keys=True, default=str).encode("utf-8")
+    return d
+
+
+def config_hash(cfg: TrainConfig, run_dir: str | os.PathLike | None = None) -> str:
+    """sha256 of the fields that define the training trajectory (not logging/eval/loader knobs).
+
+    With ``run_dir`` (the run folder), paths inside it are hashed run-relative, so the hash of
+    a run's config does not change when the folder is moved (and is the plain hash otherwise).
+    """
+    blob = json.dumps(_identity(cfg, run_dir), sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
 
 
-def config_diff(a: TrainConfig, b: TrainConfig) -> list[str]:
-    """Key paths whose values differ between two configs (for resume errors)."""
+def config_diff(a: TrainConfig, b: TrainConfig, run_dir: str | os.PathLike | None = None) -> list[str]:
+    """Key paths whose hashed values differ between two configs (for resume errors; see :func:`config_hash`)."""
     out: list[str] = []
 
     def walk(x, y, prefix):
@@ -530,5 +437,5 @@ def config_diff(a: TrainConfig, b: TrainConfig) -> list[str]:
         elif x != y:
             out.append(prefix)
 
-    walk(config_to_dict(a), config_to_dict(b), "")
+    walk(_identity(a, run_dir), _identity(b, run_dir), "")
     return out

@@ -340,8 +340,9 @@ class _Trainer:
             return None
         state = ckpt_mod.load_state(path)
         saved = config_from_dict(state["config"], origin=str(path), validate=False)
-        if state.get("config_hash") != config_hash(self.cfg):
-            diff = [k for k in config_diff(saved, self.cfg)]
+        # run-relative identity: a moved run folder still matches (plain hash: runs saved before that)
+        if state.get("config_hash") not in (config_hash(self.cfg, run_dir=self.out), config_hash(self.cfg)):
+            diff = [k for k in config_diff(saved, self.cfg, run_dir=self.out)]
             raise ConfigError(f"--resume {self.out}: config differs from checkpoint {path.name} in: {', '.join(diff) or '(hash only)'}")
         if int(state.get("world_size", 1)) != self.info.world_size:
             raise CheckpointError(f"{path}: written with {state.get('world_size')} ranks, resuming with {self.info.world_size} "
@@ -439,7 +440,7 @@ class _Trainer:
             "world_size": self.info.world_size,
             "rng": ckpt_mod.rng_state(),
             "config": config_to_dict(self.cfg),
-            "config_hash": config_hash(self.cfg),
+            "config_hash": config_hash(self.cfg, run_dir=self.out),
             "num_classes": int(self.num_classes),
             "precision": self.precision,
         }
