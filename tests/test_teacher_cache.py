@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maskinv.train.config import load_config
-from maskinv.train.fixtures import make_toy_recordio
+from helpers.toy_data import make_toy_recordio
 from maskinv.train.metrics import read_metrics
 from maskinv.train.teacher_cache import TeacherCache, data_fingerprint, teacher_fingerprint
 from maskinv.train.trainer import run_training

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from maskinv.train.checkpoint import latest_checkpoint, load_state
-from maskinv.train.fixtures import make_toy_recordio
+from helpers.toy_data import make_toy_recordio
 from maskinv.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

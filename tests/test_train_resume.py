@@ -13,7 +13,7 @@ import torch
 
 from maskinv.train.checkpoint import latest_checkpoint, list_checkpoints, load_state
 from maskinv.train.config import load_config
-from maskinv.train.fixtures import make_toy_recordio
+from helpers.toy_data import make_toy_recordio
 from maskinv.train.metrics import read_metrics
 from maskinv.train.trainer import run_training
 
