@@ -13,9 +13,10 @@ import torch
 
 from maskinv.train.checkpoint import latest_checkpoint, list_checkpoints, load_state
 from maskinv.train.config import load_config
-from maskinv.train.fixtures import make_toy_recordio
 from maskinv.train.metrics import read_metrics
 from maskinv.train.trainer import run_training
+
+from helpers.toy_data import make_toy_recordio
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny-cpu.yaml"
