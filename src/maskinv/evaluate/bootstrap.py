@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError, UnknownNameError
-from maskinv.evaluate.metrics import insightface_cosine_thresholds
+from maskinv.evaluate.metrics import fold_bounds, insightface_cosine_thresholds
 
 #: Metrics the bootstrap can re-run, all reported in percentage points.
 METRICS = ("accuracy", "eer", "fmr100")
@@ -77,17 +77,18 @@ class Resamples:
     its fold inside the replicate; ``sizes[r]`` the number of pairs of replicate ``r``.
     """
 
-    def __init__(self, rep: np.ndarray, pair: np.ndarray, sizes: np.ndarray, folds: int):
+    def __init__(self, rep: np.ndarray, pair: np.ndarray, sizes: np.ndarray, folds: int,
+                 fold: np.ndarray | None = None):
         if np.any(sizes < folds):
             raise DataFormatError(f"a resample has {int(sizes.min())} pairs, fewer than {folds} folds")
         self.rep, self.pair, self.sizes, self.folds = rep, pair, sizes, folds
-        offsets = np.cumsum(sizes) - sizes
-        pos = np.arange(rep.shape[0], dtype=np.int64) - offsets[rep]  # position inside the replicate
-        n = sizes[rep]
-        q, r = n // folds, n % folds  # KFold(shuffle=False): the first n % folds folds get q + 1
-        big = pos < r * (q + 1)
-        self.fold = np.where(big, pos // (q + 1), r + (pos - r * (q + 1)) // q)
         self.starts = np.concatenate([[0], np.cumsum(sizes)])
+        if fold is None:
+            pos = np.arange(rep.shape[0], dtype=np.int64) - self.starts[:-1][rep]  # position in the replicate
+            n = sizes[rep]
+            q, r = n // folds, n % folds  # KFold(shuffle=False): the first n % folds folds get q + 1
+            fold = np.where(pos < r * (q + 1), pos // (q + 1), r + (pos - r * (q + 1)) // q)
+        self.fold = fold
 
     @property
     def count(self) -> int:
@@ -101,12 +102,15 @@ class Resamples:
     @classmethod
     def stratified(cls, genuine: np.ndarray, n_boot: int, rng: np.random.Generator, folds: int) -> "Resamples":
         gen, imp = np.flatnonzero(genuine), np.flatnonzero(~genuine)
-        draws = np.concatenate([gen[rng.integers(0, gen.size, (n_boot, gen.size))],
-                                imp[rng.integers(0, imp.size, (n_boot, imp.size))]], axis=1)
-        draws.sort(axis=1)  # original list order inside each replicate
         n = genuine.shape[0]
-        return cls(np.repeat(np.arange(n_boot, dtype=np.int64), n), draws.ravel(),
-                   np.full(n_boot, n, np.int64), folds)
+        offset = (np.arange(n_boot, dtype=np.int64) * n)[:, None]
+        # multiplicity of each pair in each replicate, then the pairs in original order: O(B n), no sort
+        counts = np.bincount((gen[rng.integers(0, gen.size, (n_boot, gen.size))] + offset).ravel(), minlength=n_boot * n)
+        counts += np.bincount((imp[rng.integers(0, imp.size, (n_boot, imp.size))] + offset).ravel(), minlength=n_boot * n)
+        pair = np.repeat(np.tile(np.arange(n, dtype=np.int64), n_boot), counts)
+        sizes = np.full(n_boot, n, np.int64)
+        fold_of_pos = np.repeat(np.arange(folds, dtype=np.int64), np.diff(fold_bounds(n, folds)))
+        return cls(np.repeat(np.arange(n_boot, dtype=np.int64), n), pair, sizes, folds, np.tile(fold_of_pos, n_boot))
 
     @classmethod
     def clustered(cls, codes: np.ndarray, n_boot: int, rng: np.random.Generator, folds: int) -> "Resamples":
@@ -152,14 +156,15 @@ def _accuracy(scores: np.ndarray, genuine: np.ndarray, rs: Resamples) -> np.ndar
         p = rs.pair[sl]
         key = (((rs.rep[sl] - r0) * F + rs.fold[sl]) * 2 + genuine[p]) * (C + 1) + code[p]
         h = np.bincount(key, minlength=(r1 - r0) * F * 2 * (C + 1)).reshape(r1 - r0, F, 2, C + 1)
-        tp = np.cumsum(h[:, :, 1, :C], axis=-1)  # genuine with score > thr[cand[j]]
-        n_imp = h[:, :, 0, :].sum(axis=-1, keepdims=True)
-        tn = n_imp - np.cumsum(h[:, :, 0, :C], axis=-1)  # impostors with score <= thr[cand[j]]
-        correct = tp + tn  # (R, F, C)
-        train = correct.sum(axis=1, keepdims=True) - correct if F > 1 else correct
+        # correct(j) = #genuine with score > thr + #impostors with score <= thr
+        #            = cumsum(genuine - impostor)[j] + #impostors: one cumulative sum per fold
+        d = np.cumsum(h[:, :, 1, :C] - h[:, :, 0, :C], axis=-1)  # (R, F, C)
+        n_imp = h[:, :, 0, :].sum(axis=-1)
+        # training folds: the other folds' sum; its constant #impostors does not move the argmax
+        train = d.sum(axis=1, keepdims=True) - d if F > 1 else d
         best = np.argmax(train, axis=-1)[..., None]  # first best in grid order, as np.argmax
-        size = h.sum(axis=(2, 3))
-        out[r0:r1] = (np.take_along_axis(correct, best, axis=-1)[..., 0] / size).mean(axis=1)
+        correct = np.take_along_axis(d, best, axis=-1)[..., 0] + n_imp
+        out[r0:r1] = (correct / (n_imp + h[:, :, 1, :].sum(axis=-1))).mean(axis=1)
     return out
 
 
