@@ -175,9 +175,9 @@ def test_step_schedule_matches_reference_milestones():
     spe = 100
     assert total_steps(s, spe) == 2600
     assert lr_factor(0, s, spe) == 1.0
-    assert lr_factor(799, s, spe) == 1.0
-    assert lr_factor(800, s, spe) == pytest.approx(0.1)
-    assert lr_factor(1400, s, spe) == pytest.approx(0.01)
+    assert lr_factor(699, s, spe) == 1.0  # public rule: milestone 8 drops after 7 finished epochs
+    assert lr_factor(700, s, spe) == pytest.approx(0.1)
+    assert lr_factor(1300, s, spe) == pytest.approx(0.01)
     assert lr_factor(2599, s, spe) == pytest.approx(1e-4)
 
 
