@@ -93,7 +93,7 @@ def test_numbers_written_as_python_does(tmp_path):
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.clip_grad_norm, cfg.masks.prob) == (1e-3, 5e-4, 1000.5, 0.5)
     assert cfg.model.kwargs["width_mult"] == 0.125  # converted per get_model's annotation
     # the schedule's typed milestones keep YAML ints as ints: an old run's config hash does not change
-    assert load_config(TINY).schedule.milestones == [2, 3]
+    assert load_config(TINY).schedule.milestones == [3, 4]
 
 
 @pytest.mark.parametrize("override, expected", [
