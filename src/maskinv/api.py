@@ -373,7 +373,9 @@ def verify(img1, img2, model, threshold: float | None = None, fmr: float | None 
     t_load = time.perf_counter()
     thr, source, prov = resolve_threshold(m, threshold, fmr, protocol=protocol, flip=flip)
     emb, faces, timings = embed_faces([img1, img2], m, aligned=aligned, flip=flip, detector=detector)
-    score = float(np.dot(emb[0].astype(np.float64), emb[1].astype(np.float64)))
+    from .models.embedding import pair_scores
+
+    score = float(pair_scores(emb[:1], emb[1:2])[0])  # the score calibration computes for this pair
     timings = {"model_ms": (t_load - t0) * 1e3, **timings, "total_ms": (time.perf_counter() - t0) * 1e3}
     return VerifyResult(verified=bool(score >= thr), score=score, threshold=thr, threshold_source=source,
                         provenance=prov, faces=faces, timings=timings, model_fingerprint=m.fingerprint)

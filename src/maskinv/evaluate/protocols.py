@@ -24,16 +24,11 @@ from maskinv.errors import DataFormatError, MaskinvError
 from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOLS, parse_protocols
 # the embedding core lives in maskinv.models.embedding; these names stay importable from here
 from maskinv.models.embedding import check_images as _check_images
-from maskinv.models.embedding import embed_images, eval_mode, model_input_size  # noqa: F401
+from maskinv.models.embedding import embed_images, eval_mode, model_input_size, pair_scores  # noqa: F401
 from maskinv.models.embedding import inference_precision as resolve_precision  # noqa: F401
 
 __all__ = ["PROTOCOLS", "parse_protocols", "embed_images", "pair_scores", "load_bench", "masked_images",
            "embed_protocols", "evaluate_bin", "evaluate_arrays", "resolve_precision"]
-
-
-def pair_scores(emb_first: np.ndarray, emb_second: np.ndarray) -> np.ndarray:
-    """Cosine similarity of row-aligned L2-normalised embeddings, float64 (N,)."""
-    return np.einsum("ij,ij->i", emb_first.astype(np.float64), emb_second.astype(np.float64))
 
 
 def load_bench(bench: str | os.PathLike | Sequence) -> tuple[np.ndarray, np.ndarray, str]:

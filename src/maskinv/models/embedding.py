@@ -165,3 +165,9 @@ def embed_images(
                 model.to(memory_format=torch.channels_last if was_cl else torch.contiguous_format)
             if dev != home:
                 model.to(home)
+
+
+def pair_scores(emb_first: np.ndarray, emb_second: np.ndarray) -> np.ndarray:
+    """Cosine similarity of row-aligned L2-normalised embeddings, float64 (N,): the score of a
+    pair wherever one is scored (evaluation, calibration, ``verify``), same summation order."""
+    return np.einsum("ij,ij->i", np.asarray(emb_first, np.float64), np.asarray(emb_second, np.float64))
