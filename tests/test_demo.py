@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from maskinv.demo import DemoSettings, apply_settings_overrides, quick_settings, run_demo, _stages
+from maskinv.study import apply_settings_overrides, default_settings, quick_settings, run_demo, stages, study_plan
 from maskinv.errors import ConfigError
 
 METRIC_KEYS = {"accuracy_mean", "accuracy_std", "eer", "fmr100", "fmr1000", "fdr", "auc", "tar_at_far",
@@ -65,20 +65,20 @@ def test_masked_protocols_change_scores(demo_run):
 
 
 def test_stages_run_independent_models_together():
-    plan = [("teacher", {"teacher": None, "init": None}), ("aug", {"teacher": None, "init": None}),
-            ("lg", {"teacher": "teacher", "init": None}), ("hg", {"teacher": "teacher", "init": "lg"})]
-    assert [[n for n, _ in st] for st in _stages(plan)] == [["teacher", "aug"], ["lg"], ["hg"]]
+    plan = study_plan(quick_settings())
+    assert [[r.name for r in st] for st in stages(plan)] == [["teacher", "elasticface_arc_aug"], ["maskinv_lg"],
+                                                             ["maskinv_hg"]]
 
 
 def test_settings_overrides_are_typed():
-    s = apply_settings_overrides(DemoSettings(), ["size=48", "lambda_lg=50", "with_hg=false"])
+    s = apply_settings_overrides(default_settings(), ["size=48", "lambda_lg=50", "with_hg=false"])
     assert (s.size, s.lambda_lg, s.with_hg) == (48, 50.0, False)
     with pytest.raises(ConfigError, match="nonsense"):
-        apply_settings_overrides(DemoSettings(), ["nonsense=1"])
+        apply_settings_overrides(default_settings(), ["nonsense=1"])
     with pytest.raises(ConfigError, match="number"):
-        apply_settings_overrides(DemoSettings(), ["size=big"])
+        apply_settings_overrides(default_settings(), ["size=big"])
     with pytest.raises(ConfigError, match="positive"):
-        DemoSettings(minutes=0).scaled()
+        apply_settings_overrides(default_settings(), ["minutes=0"]).scaled()
 
 
 def test_rerun_reuses_finished_runs_and_refuses_other_settings(demo_run):
