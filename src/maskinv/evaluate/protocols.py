@@ -15,15 +15,13 @@ side of ``mu``), the masked second images (``mu`` and ``mm``) and the masked fir
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from maskinv.errors import DataFormatError, MaskinvError
+from maskinv.errors import MaskinvError
 from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOLS, parse_protocols
 # the embedding core lives in maskinv.models.embedding; these names stay importable from here
-from maskinv.models.embedding import check_images as _check_images
 from maskinv.models.embedding import embed_images, eval_mode, model_input_size, pair_scores  # noqa: F401
 from maskinv.models.embedding import inference_precision as resolve_precision  # noqa: F401
 
@@ -32,24 +30,12 @@ __all__ = ["PROTOCOLS", "parse_protocols", "embed_images", "pair_scores", "load_
 
 
 def load_bench(bench: str | os.PathLike | Sequence) -> tuple[np.ndarray, np.ndarray, str]:
-    """A ``.bin`` path or an ``(images (2N,H,W,3), issame (N,))`` tuple -> arrays and a name."""
-    if isinstance(bench, (str, os.PathLike)):
-        from maskinv.data.bins import decode_bin
+    """A ``.bin`` path or an ``(images (2N,H,W,3), issame (N,))`` tuple -> arrays and a name
+    (through :func:`maskinv.evaluate.benchmarks.load_benchmark`, the one benchmark loader)."""
+    from .benchmarks import load_benchmark
 
-        path = Path(bench)
-        images, issame = decode_bin(path)
-        name = str(path)
-    else:
-        try:
-            images, issame = bench
-        except (TypeError, ValueError):
-            raise MaskinvError("bench must be a .bin path or an (images, issame) tuple") from None
-        name = "<arrays>"
-    images = _check_images(images, name)
-    issame = np.asarray(issame)
-    if issame.ndim != 1 or images.shape[0] != 2 * issame.shape[0]:
-        raise DataFormatError(f"{name}: {images.shape[0]} images for {issame.shape[0]} pairs (need 2 per pair)")
-    return images, issame.astype(bool), name
+    b = load_benchmark(bench)
+    return b.images, b.issame, b.meta.get("path") or "<arrays>"
 
 
 def masked_images(images: np.ndarray, protocols: Sequence[str], seed: int, kind: str) -> np.ndarray | None:
