@@ -29,6 +29,7 @@ import numpy as np
 
 from .constants import INPUT_SIZE
 from .errors import CheckpointError, ConfigError, DataFormatError
+from .masks.protocols import DEFAULT_PROTOCOL
 
 __all__ = ["FaceModel", "VerifyResult", "load_model", "embed", "embed_faces", "verify", "compare"]
 
@@ -64,26 +65,34 @@ class FaceModel:
         return thresholds_path(self.path) if self.path else None
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Raw embeddings (N, D) float32 of aligned uint8 RGB crops (N, S, S, 3)."""
+        """Raw embeddings (N, D) float32 of aligned uint8 RGB crops (N, S, S, 3): no flip test,
+        not normalised (export checks, benchmarks); templates come from :meth:`embed_aligned`."""
+        import torch
+
         from .preprocess import to_tensor
 
         x = to_tensor(batch)
         if self.backend == "onnx":
-            name = self.session.get_inputs()[0].name
-            return np.asarray(self.session.run(None, {name: x.numpy()})[0], dtype=np.float32)
-        import torch
-
+            return self._onnx_forward(x).numpy()
         x = x.to(self.device)
-        with torch.inference_mode():
-            if self.precision == "bf16":
-                with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-                    out = self.module(x)
-            else:
-                out = self.module(x)
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.module(x)
         return out.float().cpu().numpy()
 
+    def embed_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`maskinv.models.embedding.embed_images` that give this
+        model's numerics; :func:`maskinv.thresholds.calibrate` scores benchmarks with the same
+        ones, so a calibrated threshold means the same score here. ``channels_last=False``:
+        the module may be shared between threads and is never converted."""
+        return {"device": self.device, "precision": self.precision, "channels_last": False}
+
     def embed_aligned(self, crops: np.ndarray, *, flip: bool = True, batch_size: int = 64) -> np.ndarray:
-        """L2-normalised embeddings of aligned crops; ``flip``: normalize(f(x) + f(mirror x))."""
+        """L2-normalised embeddings of aligned crops; ``flip``: normalize(f(x) + f(mirror x)).
+
+        ``batch_size``: crops + mirrors per forward pass. Computed by the one embedding core
+        (:mod:`maskinv.models.embedding`) for both backends."""
+        from .models.embedding import embed_images, embed_with
+
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -93,26 +102,16 @@ class FaceModel:
                 f"aligned crops must be uint8 (N, {s}, {s}, 3) RGB, got {crops.dtype} {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, self.embedding_size), np.float32)
-        outs = []
         step = max(1, batch_size // 2 if flip else batch_size)
-        for b in range(0, len(crops), step):
-            chunk = crops[b:b + step]
-            if flip:  # one forward over [x; mirror(x)]
-                both = self.forward(np.concatenate([chunk, chunk[:, :, ::-1]]))
-                emb = both[: len(chunk)] + both[len(chunk):]
-            else:
-                emb = self.forward(chunk)
-            outs.append(emb)
-        emb = np.concatenate(outs).astype(np.float32)
-        return _l2n(emb)
+        if self.backend == "onnx":
+            return embed_with(self._onnx_forward, crops, batch_size=step, flip=flip)
+        return embed_images(self.module, crops, flip=flip, batch_size=step, **self.embed_options())
 
+    def _onnx_forward(self, x):
+        import torch
 
-def _l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)  # float64: squares of large raw outputs overflow float32
-    if not np.all(np.isfinite(x)):
-        raise DataFormatError("the model produced NaN/infinite embeddings (broken or untrained weights?)")
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+        name = self.session.get_inputs()[0].name
+        return torch.from_numpy(np.asarray(self.session.run(None, {name: x.numpy()})[0], dtype=np.float32))
 
 
 def _module_fingerprint(module) -> str:
@@ -341,7 +340,7 @@ class VerifyResult:
 
 
 def resolve_threshold(model: FaceModel, threshold: float | None, fmr: float | None, *,
-                      protocol: str = "mu", flip: bool = True) -> tuple[float, str, dict | None]:
+                      protocol: str = DEFAULT_PROTOCOL, flip: bool = True) -> tuple[float, str, dict | None]:
     """``(threshold, source, provenance)`` following the rules in the module doc."""
     from .thresholds import lookup
 
@@ -363,7 +362,7 @@ def resolve_threshold(model: FaceModel, threshold: float | None, fmr: float | No
 
 
 def verify(img1, img2, model, threshold: float | None = None, fmr: float | None = None, *,
-           protocol: str = "mu", aligned: bool = False, flip: bool = True, detector=None) -> VerifyResult:
+           protocol: str = DEFAULT_PROTOCOL, aligned: bool = False, flip: bool = True, detector=None) -> VerifyResult:
     """One-to-one decision between two face images (see the module doc for thresholds).
 
     ``protocol`` picks the calibration scenario (``mu``: one masked face vs one unmasked, the
@@ -374,7 +373,9 @@ def verify(img1, img2, model, threshold: float | None = None, fmr: float | None 
     t_load = time.perf_counter()
     thr, source, prov = resolve_threshold(m, threshold, fmr, protocol=protocol, flip=flip)
     emb, faces, timings = embed_faces([img1, img2], m, aligned=aligned, flip=flip, detector=detector)
-    score = float(np.dot(emb[0].astype(np.float64), emb[1].astype(np.float64)))
+    from .models.embedding import pair_scores
+
+    score = float(pair_scores(emb[:1], emb[1:2])[0])  # the score calibration computes for this pair
     timings = {"model_ms": (t_load - t0) * 1e3, **timings, "total_ms": (time.perf_counter() - t0) * 1e3}
     return VerifyResult(verified=bool(score >= thr), score=score, threshold=thr, threshold_source=source,
                         provenance=prov, faces=faces, timings=timings, model_fingerprint=m.fingerprint)

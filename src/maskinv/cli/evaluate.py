@@ -7,15 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from maskinv.masks.protocols import DESCRIPTIONS, PROTOCOLS, TITLES
+
 
 def register(subparsers: Any) -> None:
     """Add the ``eval`` and ``metrics`` commands."""
     p = subparsers.add_parser(
         "eval",
-        help="verification accuracy/EER/FMR100 of models on .bin pair lists under U-U, M-U, M-M",
+        help="verification accuracy/EER/FMR100 of models on .bin pair lists under " + ", ".join(TITLES.values()),
         description=(
-            "Evaluate one or more backbones on verification .bin files under masked protocols "
-            "(uu: none masked, mu: the second image of every pair masked, mm: both). Writes "
+            "Evaluate one or more backbones on verification .bin files under masked protocols ("
+            + "; ".join(f"{p}: {DESCRIPTIONS[p]}" for p in PROTOCOLS) + "). Writes "
             "DIR/results.json, DIR/results.md, ROC/DET and score-histogram PNGs and score CSVs."
         ),
     )
@@ -24,7 +26,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--arch", action="append", default=None, metavar="NAME",
                    help="architecture for raw .pth files without a sidecar (once for all models, or once per --model)")
     p.add_argument("--bench", action="append", required=True, metavar="BIN", help="verification .bin; repeatable")
-    p.add_argument("--protocols", default="uu,mu,mm", help="comma-separated subset of uu,mu,mm (default: all)")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS),
+                   help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
     p.add_argument("--seed", type=int, default=0, help="mask seed; image i's mask depends on (seed, i) only")
     p.add_argument("--mask-kind", default="random", help="mask kind (default: random mix of all kinds)")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (embedding of x only)")
@@ -160,66 +163,19 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
     from maskinv.errors import ConfigError
-    from maskinv.evaluate.protocols import evaluate_arrays, load_bench, masked_images, parse_protocols, resolve_precision
-    from maskinv.evaluate.reports import new_results, unique_labels, write_report
-    from maskinv.models import load_backbone, model_fingerprint
-    from maskinv.utils.hashing import file_sha256
+    from maskinv.evaluate import ModelSpec, evaluate_models
 
-    protocols = parse_protocols(args.protocols)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.folds < 1:
-        raise ConfigError(f"--folds must be >= 1, got {args.folds}")
     archs = args.arch or [None]
     if len(archs) not in (1, len(args.model)):
         raise ConfigError(f"--arch given {len(archs)} times for {len(args.model)} --model; give it once or once per model")
     if len(archs) == 1:
         archs = archs * len(args.model)
-    for b in args.bench:
-        if not Path(b).is_file():
-            raise FileNotFoundError(2, "No such file or directory", str(b))
-
-    settings = {
-        "protocols": list(protocols), "seed": args.seed, "mask_kind": args.mask_kind, "flip": not args.no_flip,
-        "batch_size": args.batch_size, "precision": args.precision,
-        "precision_used": resolve_precision(args.precision, args.device), "device": args.device or "cpu",
-        "folds": args.folds, "accuracy_protocol": "exact-midpoints" if args.exact else "insightface-grid",
-    }
-    results = new_results(settings)
-    models = []
-    for label, path, arch in zip(unique_labels(args.model), args.model, archs):
-        model = load_backbone(path, arch)
-        if args.device:
-            model.to(args.device)
-        models.append((label, model))
-        results["models"][label] = {
-            "path": str(Path(path).resolve()),
-            "sha256": model_fingerprint(path),
-            "arch": getattr(model, "arch", None),
-        }
-        print(f"model {label}: {path} ({(getattr(model, 'arch', None) or {}).get('name', '?')})", file=sys.stderr)
-
-    for blabel, bpath in zip(unique_labels(args.bench), args.bench):
-        images, issame, _ = load_bench(bpath)
-        results["benchmarks"][blabel] = {
-            "path": str(Path(bpath).resolve()),
-            "sha256": file_sha256(bpath),
-            "num_pairs": int(issame.shape[0]),
-            "num_genuine": int(issame.sum()),
-            "image_size": [int(images.shape[1]), int(images.shape[2])],
-        }
-        # decode and mask once per bench; every model sees the same bytes
-        masked = masked_images(images, protocols, args.seed, args.mask_kind)
-        for mlabel, model in models:
-            res = evaluate_arrays(
-                model, images, issame, masked, protocols, flip=not args.no_flip, batch_size=args.batch_size,
-                device=args.device, precision=args.precision, folds=args.folds, exact=args.exact,
-            )
-            for proto, m in res.items():
-                results["results"].append({"model": mlabel, "benchmark": blabel, "protocol": proto, "metrics": m})
-                acc = "n/a" if m["accuracy_mean"] is None else f"{100 * m['accuracy_mean']:.2f}%"
-                print(f"{mlabel} {blabel} {proto}: accuracy {acc}  EER {100 * m['eer']:.2f}%", file=sys.stderr)
-
-    written = write_report(args.out, results, plots=not args.no_plots)
+    doc = evaluate_models(
+        [ModelSpec(path=path, arch=arch) for path, arch in zip(args.model, archs)], args.bench, args.protocols,
+        seed=args.seed, mask_kind=args.mask_kind, flip=not args.no_flip, batch_size=args.batch_size,
+        precision=args.precision, device=args.device, folds=args.folds, exact=args.exact,
+        out_dir=args.out, plots=not args.no_plots, log=lambda msg: print(msg, file=sys.stderr),
+    )
+    written = doc["report"]
     print(f"wrote {written['json']} and {written['markdown']} ({len(written['plots'])} plots)", file=sys.stderr)
     return 0
