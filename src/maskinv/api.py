@@ -175,7 +175,10 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
     if isinstance(path, str) and path == "dlib" and not Path(path).exists():
         from .models.dlib_resnet import DlibRecognizer
 
-        return DlibRecognizer(**arch_kwargs)
+        try:
+            return DlibRecognizer(**arch_kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"load_model('dlib'): {exc} (accepted: detector, num_jitters, models_dir)") from None
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if not isinstance(path, (str, os.PathLike)):
