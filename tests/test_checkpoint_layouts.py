@@ -96,6 +96,13 @@ def test_magface_through_facade_teacher_and_export(tmp_path, ref_net, crops):
     assert meta["channel_order"] == "BGR" and meta["bn_eps"] == 2e-5
     assert meta["normalization"] == {"scale": 255.0, "mean": 0.0, "std": 1.0}
     np.testing.assert_allclose(load_model(out).embed_aligned(crops, flip=False), want, atol=1e-4)
+    # ONNX export traces the conversion: the graph takes the standard input its metadata states
+    pytest.importorskip("onnxruntime")
+    from maskinv.export import export_onnx
+
+    rep = export_onnx(fm, tmp_path / "magface.onnx")  # parity check vs PyTorch inside
+    assert rep["max_cosine_distance"] <= 1e-4
+    np.testing.assert_allclose(load_model(tmp_path / "magface.onnx").embed_aligned(crops, flip=False), want, atol=1e-4)
 
 
 def test_magface_strict_loading(tmp_path, ref_net):

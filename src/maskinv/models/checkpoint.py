@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, MaskinvError
 from ..utils.io import atomic_write_bytes, atomic_write_json
-from .input_convention import LAYOUT_CONVENTIONS, apply_convention, sidecar_fields
+from .input_convention import LAYOUT_CONVENTIONS, apply_convention, same_convention, sidecar_fields
 from .iresnet import IRESNET_DEPTHS, IRESNET_WIDTHS, scale_width
 from .registry import canonical_name, get_model
 
@@ -322,8 +322,12 @@ def load_backbone(src: str | os.PathLike | Mapping, name: str | None = None, *, 
         raise ConfigError(f"load_backbone({source}): {exc}") from exc
     load_state_dict_strict(model, sd, source)
     model.eval()
-    if input_convention is None and meta and ("channel_order" in meta or "normalization" in meta):
-        input_convention = {k: meta[k] for k in ("channel_order", "normalization", "bn_eps") if k in meta}
+    if meta and ("channel_order" in meta or "normalization" in meta):
+        recorded_conv = {k: meta[k] for k in ("channel_order", "normalization", "bn_eps") if k in meta}
+        if input_convention is not None and not same_convention(recorded_conv, input_convention):
+            raise ConfigError(f"{source}: its sidecar records input convention {recorded_conv}, which contradicts "
+                              f"the explicit {dict(input_convention)}; drop one of them")
+        input_convention = recorded_conv
     apply_convention(model, input_convention or LAYOUT_CONVENTIONS[layout], source)
     model.maskinv_source = source
     model.maskinv_layout = layout

@@ -88,6 +88,16 @@ def is_standard(conv: Mapping) -> bool:
             and all(abs(s - 127.5) < 1e-9 for s in pix_std))
 
 
+def same_convention(a: Mapping, b: Mapping) -> bool:
+    """Same map from pixels to model input (compared in pixel units; bn_eps not compared)."""
+    a, b = parse_convention(a), parse_convention(b)
+    na, nb = a["normalization"], b["normalization"]
+    pa = [(m * na["scale"], s * na["scale"]) for m, s in zip(na["mean"], na["std"])]
+    pb = [(m * nb["scale"], s * nb["scale"]) for m, s in zip(nb["mean"], nb["std"])]
+    return a["channel_order"] == b["channel_order"] and all(
+        math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9) for p, q in zip(pa, pb) for x, y in zip(p, q))
+
+
 def affine_from_standard(conv: Mapping) -> tuple[list[float], list[float], bool]:
     """``(a, b, swap)`` with ``model_input[c] = a[c] * standard[src(c)] + b[c]``; ``swap``:
     model channel c reads standard channel 2 - c (BGR)."""
@@ -150,4 +160,4 @@ def sidecar_fields(model: nn.Module) -> dict[str, Any]:
 
 
 __all__ = ["STANDARD", "LAYOUT_CONVENTIONS", "parse_convention", "is_standard", "affine_from_standard",
-           "apply_convention", "sidecar_fields"]
+           "apply_convention", "sidecar_fields", "same_convention"]

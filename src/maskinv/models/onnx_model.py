@@ -6,7 +6,8 @@ InsightFace model zoo (``w600k_r50.onnx``: input ``N x 3 x 112 x 112``, output 5
 graph's own input convention first. The convention comes from, strongest first:
 
 1. a JSON sidecar ``<model>.json`` (``channel_order``, ``normalization`` {scale, mean, std}
-   or ``input_mean``/``input_std`` in pixel units, optional ``input_size``);
+   or ``input_mean``/``input_std`` in pixel units, optional ``input_size``); a
+   ``maskinv-backbone`` sidecar beside our export describes the ``.pt`` weights and is ignored;
 2. the graph's ``maskinv.*`` metadata (our exports);
 3. explicit ``input_mean``/``input_std``/``channel_order`` arguments (``model = (pixel -
    input_mean) / input_std``, pixels 0..255) — they may fill gaps of 1-2 but contradicting
@@ -21,7 +22,6 @@ Where each value came from is recorded in ``meta["input_convention_source"]``.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..constants import INPUT_SIZE
 from ..errors import CheckpointError, ConfigError
-from .input_convention import affine_from_standard, is_standard, parse_convention
+from .input_convention import affine_from_standard, is_standard, parse_convention, same_convention
 
 META_PREFIX = "maskinv."
 ZOO_DEFAULT = {"channel_order": "RGB", "normalization": {"scale": 1.0, "mean": 127.5, "std": 127.5}}
@@ -45,6 +45,8 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{side}: unreadable model sidecar: {exc}") from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{side}: model sidecar must be a JSON object")
+    if data.get("format") == "maskinv-backbone":  # describes the PyTorch weights of the same stem, not this graph
+        return None
     keys = {"channel_order", "normalization", "input_mean", "input_std", "input_size"}
     return data if keys & set(data) else None
 
@@ -65,18 +67,10 @@ def _from_fields(d: dict[str, Any], source: str) -> dict[str, Any] | None:
     return None
 
 
-def _same(a: dict, b: dict) -> bool:
-    """Same map from pixels to model input (compared in pixel units)."""
-    na, nb = a["normalization"], b["normalization"]
-    pa = [(m * na["scale"], s * na["scale"]) for m, s in zip(na["mean"], na["std"])]
-    pb = [(m * nb["scale"], s * nb["scale"]) for m, s in zip(nb["mean"], nb["std"])]
-    return a["channel_order"] == b["channel_order"] and all(
-        math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9) for p, q in zip(pa, pb) for x, y in zip(p, q))
-
-
 def graph_normalizes_itself(proto) -> bool:
-    """InsightFace's test for zoo graphs with the normalisation built in."""
-    ops = [n.op_type for n in proto.graph.node[:8]]
+    """InsightFace's test for zoo graphs with the normalisation built in (Sub and Mul among
+    the first 8 nodes), skipping the Identity/Constant nodes exporters put in front."""
+    ops = [n.op_type for n in proto.graph.node if n.op_type not in ("Identity", "Constant")][:8]
     return "Sub" in ops and "Mul" in ops
 
 
@@ -124,7 +118,7 @@ class OnnxEmbedder:
             if fields and conv is None:
                 conv = _from_fields(fields, f"{src} ({label})")
                 origin = label if conv is not None else None
-        if conv is not None and explicit is not None and not _same(conv, explicit):
+        if conv is not None and explicit is not None and not same_convention(conv, explicit):
             raise ConfigError(f"{src}: the {origin} gives input convention {conv}, which contradicts the "
                               f"explicit input_mean/input_std/channel_order {explicit}; drop one of them")
         if conv is None and explicit is not None:
