@@ -104,3 +104,25 @@ def test_cli_verify_with_dlib(photo, tmp_path, capsys):
     rc = main(["verify", str(a), str(b), "--model", "dlib", "--threshold", "0.9"])
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("VERIFIED"), out
+
+
+def test_calibrate_dlib_on_aligned_crops(photo, model, tmp_path):
+    """On a .bin's crops dlib runs with box = whole crop; no file to store beside: write=False."""
+    import cv2
+
+    from maskinv.data.bins import save_bin
+    from maskinv.thresholds import calibrate
+    from maskinv.utils.images import encode_image
+
+    face = cv2.resize(photo[50:200, 150:290], (112, 112))
+    others = [cv2.resize(im[:150, :150], (112, 112)) for im in (skdata.chelsea(), skdata.coffee(), skdata.rocket())]
+    shifted = cv2.resize(photo[54:204, 146:286], (112, 112))
+    pairs = [(face, shifted, True), (face, others[0], False), (shifted, face, True), (face, others[1], False),
+             (shifted, others[2], False), (face, face, True)]
+    save_bin(tmp_path / "t.bin", [encode_image(x, "png") for a, b, _ in pairs for x in (a, b)], [s for *_, s in pairs])
+    e = calibrate(model, tmp_path / "t.bin", fmr=0.4, protocol="uu", write=False)
+    assert e["model_fingerprint"] == model.fingerprint and e["tar"] == 1.0
+    emb = model.embed_aligned(np.stack([face, shifted, others[0]]))
+    assert emb[0] @ emb[1] >= e["threshold"] > emb[0] @ emb[2]
+    with pytest.raises(maskinv.errors.ConfigError, match="loaded from a file"):
+        calibrate(model, tmp_path / "t.bin", fmr=0.4, protocol="uu")

@@ -132,3 +132,32 @@ def test_cli_flags_are_used(net, ours, crops, tmp_path):
     want = _ref(net, crops[:2])
     assert _close(outs["default"], want) and _close(outs["explicit"], want)
     assert not _close(outs["wrong"], want, tol=1e-3)
+
+
+def test_calibrate_a_zoo_onnx_model(net, ours, tmp_path, rng):
+    """A foreign ONNX model is calibrated with its own runtime; thresholds land beside it."""
+    import maskinv
+    from maskinv.data.bins import save_bin
+    from maskinv.thresholds import calibrate, thresholds_path
+    from maskinv.utils.images import encode_image
+
+    import cv2
+
+    base = [cv2.resize(s, (112, 112), interpolation=cv2.INTER_CUBIC)
+            for s in rng.integers(0, 256, size=(6, 14, 14, 3), dtype=np.uint8)]
+    imgs, same = [], []
+    for i in range(12):  # genuine: an image and its slightly brighter copy; impostor: two bases
+        a = base[i % 6]
+        b = np.clip(a.astype(int) + 6, 0, 255).astype(np.uint8) if i % 2 == 0 else base[(i + 1) % 6]
+        imgs += [encode_image(a, "png"), encode_image(b, "png")]
+        same.append(i % 2 == 0)
+    bench = tmp_path / "tiny.bin"
+    save_bin(bench, imgs, same)
+    bare = _strip_metadata(ours, tmp_path / "zoo.onnx")
+    zoo = load_model(bare)
+    e_zoo = calibrate(zoo, bench, fmr=0.2, protocol="uu", flip=False)
+    e_pt = calibrate(load_model(ours.with_suffix(".pt")), bench, fmr=0.2, protocol="uu", flip=False, write=False)
+    assert abs(e_zoo["threshold"] - e_pt["threshold"]) <= 1e-4
+    assert thresholds_path(bare).is_file()
+    r = maskinv.verify(base[0], base[0], bare, fmr=0.2, protocol="uu", aligned=True, flip=False)
+    assert r.threshold_source == "calibrated" and r.threshold == e_zoo["threshold"] and r.verified
