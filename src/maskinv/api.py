@@ -110,8 +110,8 @@ class FaceModel:
     def _onnx_forward(self, x):
         import torch
 
-        name = self.session.get_inputs()[0].name
-        return torch.from_numpy(np.asarray(self.session.run(None, {name: x.numpy()})[0], dtype=np.float32))
+        # session: models.onnx_model.OnnxEmbedder (applies the graph's input convention)
+        return torch.from_numpy(np.asarray(self.session.run(x.numpy()), dtype=np.float32))
 
 
 def _module_fingerprint(module) -> str:
@@ -139,32 +139,19 @@ def _from_module(module, *, precision: str, device: str, path: Path | None = Non
                      input_size=input_size, precision=precision, meta=meta, module=module, device=device)
 
 
-def _load_onnx(path: Path) -> FaceModel:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ConfigError("the ONNX backend needs onnxruntime: pip install 'maskinv[onnx]'") from exc
+def _load_onnx(path: Path, **convention: Any) -> FaceModel:
+    from .models.onnx_model import OnnxEmbedder
     from .thresholds import file_sha256
 
-    try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise CheckpointError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
-    props = dict(sess.get_modelmeta().custom_metadata_map)
-    meta = {k[len(ONNX_META_PREFIX):]: v for k, v in props.items() if k.startswith(ONNX_META_PREFIX)}
-    shape = sess.get_inputs()[0].shape
-    input_size = int(meta.get("input_size") or (shape[-1] if isinstance(shape[-1], int) else INPUT_SIZE))
-    out_shape = sess.get_outputs()[0].shape
-    emb = meta.get("embedding_size") or (out_shape[-1] if isinstance(out_shape[-1], int) else None)
-    if emb is None:
-        emb = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, input_size, input_size), np.float32)})[0].shape[1]
-    if meta.get("channel_order", "RGB") != "RGB" or meta.get("normalization", "(x/255-0.5)/0.5") != "(x/255-0.5)/0.5":
-        raise CheckpointError(f"{path}: unsupported input convention {meta.get('channel_order')} {meta.get('normalization')}")
-    fp = meta.get("source_fingerprint") or file_sha256(path)
-    return FaceModel(backend="onnx", path=path, fingerprint=fp, arch=meta.get("arch"), embedding_size=int(emb),
-                     input_size=input_size, meta=meta, session=sess)
+    emb = OnnxEmbedder(path, **convention)
+    fp = emb.meta.get("source_fingerprint") or file_sha256(path)
+    return FaceModel(backend="onnx", path=path, fingerprint=fp, arch=emb.meta.get("arch"),
+                     embedding_size=emb.embedding_size, input_size=emb.input_size, meta=emb.meta, session=emb)
+
+
+def _is_model(obj) -> bool:
+    """A FaceModel, or a recogniser with the same interface (e.g. the dlib one)."""
+    return isinstance(obj, FaceModel) or (hasattr(obj, "embed_aligned") and hasattr(obj, "fingerprint"))
 
 
 def load_model(path, arch: str | None = None, *, backend: str | None = None, precision: str = "fp32",
@@ -173,12 +160,25 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
 
     ``path``: our export (``backbone.pt`` + ``backbone.json`` sidecar), an InsightFace /
     ElasticFace / MaskInv ``*backbone.pth`` (pass ``arch``, e.g. ``"r100"``, when it cannot be
-    inferred), an ``.onnx`` file from ``maskinv export onnx``, or an in-memory ``nn.Module``.
+    inferred), a MagFace checkpoint (``layout="magface"`` or auto-detected), an ``.onnx``
+    file (ours or an ArcFace-style zoo model), an in-memory ``nn.Module``, or ``"dlib"``
+    (dlib's ResNet descriptor; embeds from photos, see :mod:`maskinv.models.dlib_resnet`).
+    ``input_mean``/``input_std``/``channel_order``: the weights' input convention when no
+    sidecar or metadata tells it (pixels 0..255: ``(x - input_mean) / input_std``).
     ``backend``: ``"torch"`` or ``"onnx"`` (default: from the file suffix).
     ``precision`` (torch): ``"fp32"`` or ``"bf16"`` autocast (faster on recent CPUs).
     """
-    if isinstance(path, FaceModel):
+    if _is_model(path):
         return path
+    convention = {k: arch_kwargs.pop(k) for k in ("input_mean", "input_std", "channel_order")
+                  if arch_kwargs.get(k) is not None}
+    if isinstance(path, str) and path == "dlib" and not Path(path).exists():
+        from .models.dlib_resnet import DlibRecognizer
+
+        try:
+            return DlibRecognizer(**arch_kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"load_model('dlib'): {exc} (accepted: detector, num_jitters, models_dir)") from None
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if not isinstance(path, (str, os.PathLike)):
@@ -193,13 +193,20 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
     if backend is None:
         backend = "onnx" if p.suffix.lower() == ".onnx" else "torch"
     if backend == "onnx":
-        return _load_onnx(p)
+        return _load_onnx(p, **convention)
     if backend != "torch":
         raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
     if p.suffix.lower() == ".onnx":
         raise ConfigError(f"{p}: an .onnx file runs on backend='onnx'")
     from .models import load_backbone, model_fingerprint, read_model_meta
 
+    if convention:  # explicit input convention of the weights (pixels 0..255: (x - mean) / std)
+        from .models.input_convention import parse_convention
+
+        arch_kwargs["input_convention"] = parse_convention(
+            {"channel_order": convention.get("channel_order", "RGB"),
+             "normalization": {"scale": 1.0, "mean": convention.get("input_mean", 127.5),
+                               "std": convention.get("input_std", 127.5)}}, str(p))
     module = load_backbone(p, name=arch, **arch_kwargs)
     meta = read_model_meta(p) or {}
     return _from_module(module, precision=precision, device=device, path=p,
@@ -212,10 +219,15 @@ _CACHE_LOCK = threading.Lock()
 
 def _resolve_model(model) -> FaceModel:
     """A FaceModel, or a path loaded once and cached (keyed by path, size and mtime)."""
-    if isinstance(model, FaceModel):
+    if _is_model(model):
         return model
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
+        if str(model) == "dlib" and not p.exists():
+            with _CACHE_LOCK:  # loading dlib's two model files takes ~0.5 s: once
+                if ("dlib",) not in _MODEL_CACHE:
+                    _MODEL_CACHE[("dlib",)] = load_model("dlib")
+                return _MODEL_CACHE[("dlib",)]
         if not p.is_file():
             raise CheckpointError(f"{p}: model file not found")
         st = p.stat()
@@ -288,6 +300,8 @@ def embed_faces(images, model, aligned: bool = False, *, flip: bool = True, dete
     """Like :func:`embed`, also returning the face used per image (box, landmarks, score;
     ``None`` when aligned) and timings in milliseconds."""
     m = _resolve_model(model)
+    if getattr(m, "needs_photo", False):  # the recogniser aligns photos itself (dlib)
+        return m.embed_images(_as_list(images), aligned=aligned, detector=detector)
     prep = _prepare(_as_list(images), m, aligned, detector)
     t0 = time.perf_counter()
     emb = m.embed_aligned(prep.crops, flip=flip, batch_size=batch_size)

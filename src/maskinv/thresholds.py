@@ -127,13 +127,29 @@ def lookup(path: str | Path, fingerprint: str, fmr: float | None = None, protoco
     return dict(entry, file=str(p), model_fingerprint=data["model_fingerprint"])
 
 
+def _scores_with_model(model, bench: Path, protocol: str, seed: int, mask_kind: str, flip: bool,
+                       batch_size: int):
+    import numpy as np
+
+    from .evaluate.protocols import load_bench, masked_images, pair_scores
+
+    images, issame, _ = load_bench(bench)
+    masked = masked_images(images, (protocol,), seed, mask_kind)
+    first = masked[0::2] if protocol == "mm" else images[0::2]
+    second = images[1::2] if protocol == "uu" else masked[1::2]
+    a, b = (model.embed_aligned(x, flip=flip, batch_size=batch_size) for x in (first, second))
+    return pair_scores(a, b), np.asarray(issame, dtype=bool)
+
+
 def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DEFAULT_PROTOCOL, seed: int = 0,
               flip: bool = True, mask_kind: str = "random", batch_size: int = 128,
               write: bool = True) -> dict[str, Any]:
     """Measure the threshold giving ``fmr`` on ``bench`` and (by default) store it beside the model.
 
-    ``model`` is a :class:`maskinv.api.FaceModel` of the torch backend (thresholds carry over
-    to its ONNX export, which records the same fingerprint). Returns the stored entry.
+    ``model`` is a :class:`maskinv.api.FaceModel` (thresholds of a torch model carry over to
+    its ONNX export, which records the same fingerprint) or a recogniser with the same
+    interface (dlib: scored on the benchmark's aligned crops, box = whole crop; it has no
+    file to store beside, so use ``write=False``). Returns the stored entry.
     """
     import numpy as np
 
@@ -142,18 +158,18 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
 
     f = _check_fmr(fmr)
     check_protocol(protocol)
-    if getattr(model, "backend", None) != "torch":
-        raise ConfigError("calibrate needs the PyTorch model (its ONNX export shares the thresholds file)")
     bench = Path(bench)
     if not bench.is_file():
         raise DataFormatError(f"{bench}: benchmark file not found")
-    # score with the facade's own embedding options (one core: maskinv.models.embedding) so the
-    # threshold means the same score in verify
-    results = evaluate_bin(model.module, bench, protocols=(protocol,), seed=seed, flip=flip,
-                           batch_size=batch_size, mask_kind=mask_kind, far_targets=(f,), **model.embed_options())
-    res = results[protocol]
-    scores = np.asarray(res["scores"], dtype=np.float64)
-    genuine = np.asarray(res["genuine"], dtype=bool)
+    if getattr(model, "backend", None) == "torch":
+        # score with the facade's own embedding options (one core: maskinv.models.embedding) so the
+        # threshold means the same score in verify
+        results = evaluate_bin(model.module, bench, protocols=(protocol,), seed=seed, flip=flip,
+                               batch_size=batch_size, mask_kind=mask_kind, far_targets=(f,), **model.embed_options())
+        scores = np.asarray(results[protocol]["scores"], dtype=np.float64)
+        genuine = np.asarray(results[protocol]["genuine"], dtype=bool)
+    else:  # ONNX / dlib: the model's own embed_aligned, as verify(aligned=True) uses it
+        scores, genuine = _scores_with_model(model, bench, protocol, seed, mask_kind, flip, batch_size)
     metrics = verification_metrics(scores, genuine, far_targets=(f,))
     thr = metrics["threshold_at_fmr"].get(f)
     if thr is None:

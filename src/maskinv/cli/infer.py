@@ -18,8 +18,17 @@ for this model); with neither, the calibrated threshold beside the model is used
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="backbone.pt (+ .json sidecar), an InsightFace .pth, or an .onnx")
+    p.add_argument("--model", required=True,
+                   help="backbone.pt (+ .json sidecar), an InsightFace/ElasticFace/MagFace .pth, an .onnx "
+                        "(ours or an ArcFace-style zoo model), or 'dlib' (dlib's ResNet descriptor, no training)")
     p.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
+    p.add_argument("--layout", choices=("auto", "insightface", "elasticface", "magface"), default=None,
+                   help=".pth checkpoint layout (default auto: MagFace is detected from its key prefix)")
+    p.add_argument("--input-mean", type=float, default=None,
+                   help="model input = (pixel - MEAN) / STD, pixels 0..255 (e.g. 127.5 for zoo ONNX models); "
+                        "a sidecar JSON or the model's metadata, if any, must agree")
+    p.add_argument("--input-std", type=float, default=None, help="see --input-mean (e.g. 127.5)")
+    p.add_argument("--channel-order", choices=("RGB", "BGR"), default=None, help="channel order the model expects")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None, help="default: from the file suffix")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="torch backend only")
 
@@ -121,7 +130,9 @@ def register(subparsers) -> None:
 def _model(args):
     from maskinv.api import load_model
 
-    return load_model(args.model, args.arch, backend=args.backend, precision=args.precision)
+    extra = {k: getattr(args, k, None) for k in ("layout", "input_mean", "input_std", "channel_order")}
+    return load_model(args.model, args.arch, backend=args.backend, precision=args.precision,
+                      **{k: v for k, v in extra.items() if v is not None})
 
 
 def _encode_image(path: Path, rgb) -> bytes:
