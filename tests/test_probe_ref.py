@@ -92,3 +92,40 @@ def test_evaluate_probe_ref_embeds_each_image_once(tmp_path, one_thread, monkeyp
     e = real(model, imgs, precision="fp32", batch_size=16)
     P, R = np.flatnonzero(probe & valid), np.flatnonzero(~probe)
     np.testing.assert_allclose(res["scores"], (e[P].astype(np.float64) @ e[R].T.astype(np.float64)).ravel(), atol=1e-6)
+
+
+def _folder(root, n_ids=3, per_id=4):
+    import cv2
+
+    from maskinv.data.synth import render_faces
+
+    imgs, _ = render_faces(np.repeat(np.arange(n_ids), per_id), seed=2, image_indices=np.tile(np.arange(per_id), n_ids), size=112)
+    for k in range(n_ids * per_id):
+        p = root / f"P{k // per_id}" / f"P{k // per_id}_{k % per_id + 1:04d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(cv2.imencode(".png", imgs[k][:, :, ::-1])[1].tobytes())
+    return imgs
+
+
+def test_evaluate_folder_bench_pairs_and_probe_ref(tmp_path, one_thread):
+    from maskinv.data.folder_bench import prepare_folder_bench
+    from maskinv.evaluate.probe_ref import evaluate_folder_bench, read_probe_list, report_metrics
+    from maskinv.models import get_model
+
+    root = tmp_path / "bench"
+    _folder(root)
+    (root / "pairs.txt").write_text("P0 1 2\nP1 1 3\nP2 2 4\nP0 1 P1 2\nP1 3 P2 1\nP2 4 P0 3\n")
+    (tmp_path / "masked.txt").write_text("P0_0001\nP0_0002\nP1_0001\nP2/P2_0003.png\n")
+    bench = prepare_folder_bench(root, aligned=True, all_images=True)
+    assert len(bench.keys) == 12  # pair images first, then the rest of the folder
+    probe = read_probe_list(tmp_path / "masked.txt", bench.keys)
+    model = get_model("r18", width_mult=0.125, embedding_size=16, seed=0)
+    res = evaluate_folder_bench(model, bench, protocols=("uu", "mu"), probe=probe, precision="fp32", folds=2, batch_size=16)
+    assert set(res) == {"uu", "mu", "probe_ref"}
+    assert res["uu"]["num_pairs"] == 6 and res["uu"]["num_pairs_dropped"] == 0
+    pr = res["probe_ref"]
+    assert pr["num_probes"] == 4 and pr["num_references"] == 8 and pr["num_pairs"] == 32
+    # genuine: P0 2 probes x 2 refs, P1 1 x 3, P2 1 x 3
+    assert pr["num_genuine"] == 10 and pr["num_impostor"] == 22
+    assert set(pr["tar_at_far"]) >= {1e-2, 1e-3, 5e-4}
+    assert "probe_identity" not in report_metrics(pr) and "scores" in report_metrics(pr)

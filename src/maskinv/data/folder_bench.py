@@ -179,10 +179,15 @@ def prepare_folder_bench(
     keys = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in paths]
     identities = [p.parent.name for p in paths]
     resized = cached = 0
+    fingerprint = hashlib.sha256()  # the benchmark's identity: relative paths + file contents + pair list
+    if plist is not None:
+        fingerprint.update(plist.path.read_bytes())
     for k, path in enumerate(paths):
         if progress is not None and k and k % 200 == 0:
             progress(f"{root.name}: {k}/{n} images ({cached} from cache, {len(missed)} without a face)")
         data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        fingerprint.update(f"{keys[k]}\0{sha}\n".encode())
         if aligned:
             img = decode_image(data, str(path))
             if img.shape[:2] != (size, size):
@@ -192,7 +197,7 @@ def prepare_folder_bench(
             continue
         crop_file = noface_file = None
         if cache is not None:
-            crop_file, noface_file = _cache_paths(cache, tag, hashlib.sha256(data).hexdigest())
+            crop_file, noface_file = _cache_paths(cache, tag, sha)
             if crop_file.is_file():
                 images[k] = decode_image(crop_file.read_bytes(), str(crop_file))
                 cached += 1
@@ -227,6 +232,7 @@ def prepare_folder_bench(
     info: dict[str, Any] = {
         "format": "folder",
         "path": str(root.resolve()),
+        "sha256": fingerprint.hexdigest(),
         "pairs_file": str(Path(pairs).resolve()) if pairs is not None else None,
         "aligned": bool(aligned),
         "detector": None if aligned else tag.rsplit("-", 1)[0],

@@ -26,7 +26,8 @@ import numpy as np
 from maskinv.errors import ConfigError, DataFormatError
 
 __all__ = ["PROBE_REF", "PROBE_REF_FARS", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores",
-           "probe_ref_metrics", "evaluate_probe_ref"]
+           "probe_ref_metrics", "evaluate_probe_ref", "evaluate_folder_bench", "folder_pair_inputs",
+           "report_metrics"]
 
 PROBE_REF = "probe_ref"
 #: FAR targets of the protocol: 1e-2, 1e-3 and the paper's 1:2000.
@@ -195,3 +196,60 @@ def evaluate_probe_ref(
         num_probes_dropped=int((~ok & is_probe).sum()), num_references_dropped=int((~ok & ~is_probe).sum()),
     )
     return m
+
+
+def report_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """``m`` without the per-comparison identity arrays (kept: ``scores``/``genuine``, which
+    reports write as CSV): what goes into a results document."""
+    return {k: v for k, v in m.items() if k not in ("probe_identity", "reference_identity", "identity_names")}
+
+
+def folder_pair_inputs(bench: Any, protocols: Sequence[str], seed: int = 0, mask_kind: str = "random"):
+    """``(images, issame, masked)`` of a folder benchmark's kept pairs for :func:`evaluate_arrays`
+    (masks made once here, so several models are scored on the same bytes)."""
+    from .protocols import masked_images
+
+    images, issame = bench.pair_arrays()
+    return images, issame, masked_images(images, protocols, seed, mask_kind)
+
+
+def evaluate_folder_bench(
+    model: Any,
+    bench: Any,
+    *,
+    protocols: Sequence[str] = ("uu", "mu", "mm"),
+    probe: np.ndarray | None = None,
+    pair_inputs: tuple | None = None,
+    seed: int = 0,
+    mask_kind: str = "random",
+    flip: bool = True,
+    batch_size: int = 256,
+    device: Any = None,
+    precision: str = "auto",
+    folds: int = 10,
+    exact: bool = False,
+    far_targets: Iterable[float] = (1e-2, 1e-3, 1e-4),
+    min_false_matches: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """A prepared :class:`~maskinv.data.folder_bench.FolderBench` under the pair protocols
+    (``uu``/``mu``/``mm`` on its pair list, if it has one and ``protocols`` is not empty) and,
+    with ``probe`` flags, under ``probe_ref``. Returns ``{protocol: metrics}``; pair-protocol
+    metrics carry the benchmark's ``num_pairs_dropped`` and ``num_images_dropped``."""
+    from .protocols import evaluate_arrays
+
+    kw = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact)
+    out: dict[str, dict[str, Any]] = {}
+    if bench.pairs is not None and protocols:
+        images, issame, masked = pair_inputs or folder_pair_inputs(bench, protocols, seed, mask_kind)
+        res = evaluate_arrays(model, images, issame, masked, protocols, far_targets=far_targets, **kw)
+        for m in res.values():
+            m["num_pairs_dropped"] = int(bench.info.get("num_pairs_dropped", 0))
+            m["num_images_dropped"] = int(bench.info.get("num_images_dropped", 0))
+        out.update(res)
+    if probe is not None:
+        fars = tuple(sorted(set(PROBE_REF_FARS) | {float(f) for f in far_targets}, reverse=True))
+        out[PROBE_REF] = evaluate_probe_ref(model, bench.images, bench.identities, probe, bench.valid,
+                                            far_targets=fars, min_false_matches=min_false_matches, **kw)
+    if not out:
+        raise ConfigError(f"{bench.root}: nothing to evaluate: no pair list and no probe list")
+    return out
