@@ -200,3 +200,25 @@ def test_real_photo_through_detector(tmp_path):
     bench = prepare_folder_bench(tmp_path / "f", detector="dlib", on_miss="center")
     assert bench.missed == ["Eileen/Eileen_0002.png"]
     assert bench.images.shape == (2, SIZE, SIZE, 3) and bench.images[0].std() > 20
+
+
+def test_cli_data_bin(tmp_path, faces, capsys):
+    import json
+
+    from maskinv.cli import main
+    from maskinv.data.bins import decode_bin
+    from maskinv.data.folder_bench import prepare_folder_bench
+
+    root = make_folder(tmp_path / "bench", faces)
+    (root / "pairs.txt").write_text(PAIRS)
+    assert main(["data", "bin", str(root), str(tmp_path / "out" / "b.bin"), "--aligned"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_pairs"] == 6 and info["num_missed"] == 0 and info["aligned"] is True
+    images, issame = decode_bin(tmp_path / "out" / "b.bin")
+    exp_images, exp_same = prepare_folder_bench(root, aligned=True).pair_arrays()
+    np.testing.assert_array_equal(images, exp_images)
+    np.testing.assert_array_equal(issame, exp_same)
+    (root / "pairs.txt").write_text("Bob 1 9\n")
+    assert main(["data", "bin", str(root), str(tmp_path / "x.bin"), "--aligned"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "line 1: image not found" in err and "Bob_0009" in err
