@@ -129,3 +129,35 @@ def test_evaluate_folder_bench_pairs_and_probe_ref(tmp_path, one_thread):
     assert pr["num_genuine"] == 10 and pr["num_impostor"] == 22
     assert set(pr["tar_at_far"]) >= {1e-2, 1e-3, 5e-4}
     assert "probe_identity" not in report_metrics(pr) and "scores" in report_metrics(pr)
+
+
+def test_cli_eval_folder_bench_with_probe_list(tmp_path, capsys):
+    import json
+
+    from maskinv.cli import main
+    from maskinv.models import export_backbone, get_model
+
+    root = tmp_path / "MyBench"
+    _folder(root)
+    (root / "pairs.txt").write_text("6\nP0 1 2\nP1 1 3\nP2 2 4\nP0 1 P1 2\nP1 3 P2 1\nP2 4 P0 3\n")
+    (tmp_path / "masked.txt").write_text("P0_0001\nP0_0002\nP1_0001\nP2/P2_0003.png\n")
+    export_backbone(get_model("r18", width_mult=0.125, embedding_size=16, seed=0), tmp_path / "m.pt")
+    out = tmp_path / "out"
+    rc = main(["eval", "--model", str(tmp_path / "m.pt"), "--bench", str(root), "--aligned", "--probe-list",
+               str(tmp_path / "masked.txt"), "--protocols", "uu,mu", "--folds", "2", "--precision", "fp32",
+               "--no-plots", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((out / "results.json").read_text())
+    b = doc["benchmarks"]["MyBench"]
+    assert b["format"] == "folder" and b["num_images"] == 12 and b["num_pairs"] == 6 and b["num_probe_images"] == 4
+    assert len(b["sha256"]) == 64 and b["missed"] == []
+    protos = {e["protocol"]: e["metrics"] for e in doc["results"]}
+    assert set(protos) == {"uu", "mu", "probe_ref"}
+    assert protos["probe_ref"]["num_genuine"] == 10 and protos["probe_ref"]["num_impostor"] == 22
+    assert "0.0005" in protos["probe_ref"]["tar_at_far"] and "probe_identity" not in protos["probe_ref"]
+    assert "MyBench probe_ref" in (out / "results.md").read_text()
+    assert (out / "scores" / "m__MyBench__probe_ref.csv").is_file()
+    # a probe list without a folder benchmark is refused in one line
+    rc = main(["eval", "--model", str(tmp_path / "m.pt"), "--bench", str(tmp_path / "m.pt"), "--probe-list",
+               str(tmp_path / "masked.txt"), "--out", str(out)])
+    assert rc == 2 and "folder" in capsys.readouterr().err
