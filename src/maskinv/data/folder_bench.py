@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,7 +277,3 @@ def save_folder_bin(bench: FolderBench, out_path: str | os.PathLike) -> dict[str
         blobs.append(encoded[i])
     save_bin(out_path, blobs, issame)
     return dict(bench.info, bin=str(Path(out_path)))
-
-
-def _print_progress(line: str) -> None:  # pragma: no cover - CLI helper
-    print(line, file=sys.stderr)

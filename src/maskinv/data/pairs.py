@@ -95,7 +95,7 @@ def read_pairs(pairs_path: str | os.PathLike, root: str | os.PathLike | None = N
     """Parse ``pairs_path`` against the image folder ``root`` (default: the pairs file's folder).
 
     Raises :class:`DataFormatError` naming the file and line for a malformed line (wrong number
-    of fields, a non-integer or non-positive index) or a missing image file.
+    of fields, an index that is not a non-negative integer) or a missing image file.
     """
     path = Path(pairs_path)
     if not path.is_file():
