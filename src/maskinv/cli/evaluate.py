@@ -25,7 +25,8 @@ def register(subparsers: Any) -> None:
                    help="exported backbone (.pt + .json sidecar), training checkpoint or raw .pth; repeat to compare")
     p.add_argument("--arch", action="append", default=None, metavar="NAME",
                    help="architecture for raw .pth files without a sidecar (once for all models, or once per --model)")
-    p.add_argument("--bench", action="append", required=True, metavar="BIN", help="verification .bin; repeatable")
+    p.add_argument("--bench", action="append", required=True, metavar="BIN_OR_DIR",
+                   help="verification .bin, or an image folder (Name/Name_0001.png + pairs.txt); repeatable")
     p.add_argument("--protocols", default=",".join(PROTOCOLS),
                    help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
     p.add_argument("--seed", type=int, default=0, help="mask seed; image i's mask depends on (seed, i) only")
@@ -39,6 +40,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exact", action="store_true", help="accuracy threshold over all score midpoints instead of the InsightFace grid")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    # folder benchmarks (a --bench that is a directory); the logic lives in maskinv.data.folder_bench
+    from maskinv.cli.data import add_folder_bench_options
+
+    add_folder_bench_options(p)
+    p.add_argument("--probe-list", metavar="FILE", default=None,
+                   help="folder benchmarks: images listed here (Name_0001 or Name/Name_0001.png per line) are "
+                        "probes, all others references; adds protocol probe_ref (every probe vs every reference)")
+    p.add_argument("--min-false-matches", type=int, default=1, metavar="K",
+                   help="probe_ref: report TAR at FAR f only with >= K/f impostor comparisons (default 1)")
     p.set_defaults(func=cmd_eval)
 
     m = subparsers.add_parser(
@@ -179,3 +189,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     written = doc["report"]
     print(f"wrote {written['json']} and {written['markdown']} ({len(written['plots'])} plots)", file=sys.stderr)
     return 0
+
+
+def _eval_folder(args: argparse.Namespace, blabel: str, bpath: str, protocols, models, results) -> None:
+    """A folder benchmark: prepare (align/cache/drop) once, then score every model on it."""
+    from maskinv.cli.data import prepare_folder_from_args
+    from maskinv.evaluate.probe_ref import evaluate_folder_bench, folder_pair_inputs, read_probe_list, report_metrics
+
+    bench = prepare_folder_from_args(bpath, args, Path(args.out) / ".maskinv-align-cache", probe_list=bool(args.probe_list))
+    probe = read_probe_list(args.probe_list, bench.keys) if args.probe_list else None
+    entry = dict(bench.info)
+    if probe is not None:
+        entry.update(probe_list=str(Path(args.probe_list).resolve()), num_probe_images=int(probe.sum()),
+                     num_reference_images=int((~probe).sum()))
+    results["benchmarks"][blabel] = entry
+    pair_inputs = folder_pair_inputs(bench, protocols, args.seed, args.mask_kind) if bench.pairs is not None else None
+    for mlabel, model in models:
+        res = evaluate_folder_bench(
+            model, bench, protocols=protocols, probe=probe, pair_inputs=pair_inputs, flip=not args.no_flip,
+            batch_size=args.batch_size, device=args.device, precision=args.precision, folds=args.folds,
+            exact=args.exact, min_false_matches=args.min_false_matches,
+        )
+        for proto, m in res.items():
+            results["results"].append({"model": mlabel, "benchmark": blabel, "protocol": proto, "metrics": report_metrics(m)})
+            tar = (m.get("tar_at_far") or {}).get(5e-4)
+            extra = "" if proto != "probe_ref" else f"  TAR@FAR=1:2000 {'n/a' if tar is None else f'{100 * tar:.2f}%'}"
+            print(f"{mlabel} {blabel} {proto}: EER {100 * m['eer']:.2f}% ({m['num_genuine']} genuine, "
+                  f"{m['num_impostor']} impostor){extra}", file=sys.stderr)
