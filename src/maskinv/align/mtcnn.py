@@ -266,9 +266,15 @@ class MTCNNDetector(FaceDetector):
         h, w = img.shape[:2]
         scale = 12.0 / self.min_face_size
         found = []
+        src = img
         while min(h, w) * scale >= 12:
             sh, sw = int(np.ceil(h * scale)), int(np.ceil(w * scale))
-            lvl = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+            # INTER_AREA at a non-integer ratio costs in proportion to its source: resample from
+            # an exact 2x box-averaged copy when the level is <= half of it (~4x cheaper). Chaining
+            # level from level instead blurs more and lost masked faces in the tests.
+            while sw * 2 <= src.shape[1] and sh * 2 <= src.shape[0]:
+                src = cv2.resize(src, (src.shape[1] // 2, src.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            lvl = cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA)
             x = torch.from_numpy(lvl).permute(2, 0, 1)[None].float().sub_(127.5).mul_(1 / 128)
             prob, reg = self.pnet(x)
             prob, reg = prob[0].numpy(), reg[0].numpy()
