@@ -8,7 +8,9 @@ Measured in one run on the same machine:
     grace_hopper): every mask kind x 5- and 68-point mask geometry x ``--seeds`` seeds. A face
     counts as found when the largest detection's eye centres lie within 0.25 eye distances of
     the unmasked MTCNN detection. "paper" is drawn where worn (shift 0); the paper kind with its
-    training-time shift (up to the eyes) is reported on its own line.
+    training-time shift (up to the eyes) is reported on its own line;
+  * the same on ~160x160 tight crops around each face (box height x 0.9/1.0/1.1/1.3, the
+    MFR2 case): unmasked and surgical/n95/cloth/kn95 masks, two seeds.
 Targets: MTCNN <= 60 ms per 512x512 photo and <= 0.6x dlib HOG measured in the same run.
 
     .venv/bin/python -m benchmarks.bench_detect [--repeat 21] [--seeds 3]
@@ -113,6 +115,24 @@ def main(argv=None) -> dict:
                             if faces and _eye_error(faces[0], ref5) < 0.25:
                                 c[0] += 1
                                 c[2].append(_eye_error(faces[0], ref5))
+    for img_p in photos.values():
+        r = mt.detect(img_p)[0]
+        cx, cy = (r.box[0] + r.box[2]) / 2, (r.box[1] + r.box[3]) / 2
+        for frame in (0.9, 1.0, 1.1, 1.3):
+            s = int(round((r.box[3] - r.box[1]) * frame))
+            x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
+            crop = cv2.resize(img_p[y0:y0 + s, x0:x0 + s], (160, 160), interpolation=cv2.INTER_AREA)
+            ref160 = (r.landmarks - [x0, y0]) * 160 / s
+            for kind in ("none", "surgical", "n95", "cloth", "kn95"):
+                for seed in range(1 if kind == "none" else 2):
+                    c = crop if kind == "none" else _mask_photo(crop, ref160, seed, kind)
+                    for name, det in (("mtcnn", mt), ("dlib", hog)):
+                        cnt = counts.setdefault(f"{name}_tight160", [0, 0, []])
+                        faces = det.detect(c)
+                        cnt[1] += 1
+                        if faces and _eye_error(faces[0], ref160) < 0.25:
+                            cnt[0] += 1
+                            cnt[2].append(_eye_error(faces[0], ref160))
     rates = {k: {"found": v[0], "total": v[1], "rate": v[0] / max(v[1], 1),
                  "median_eye_error_iod": float(np.median(v[2])) if v[2] else None} for k, v in counts.items()}
 

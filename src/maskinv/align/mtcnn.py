@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataFormatError
+from ..errors import ConfigError, DataFormatError
 from .backends import DetectorUnavailableError, Face, FaceDetector
 
 __all__ = ["MTCNNDetector", "mtcnn_weights_dir", "load_mtcnn_nets", "INSTALL_HINT", "nms"]
@@ -208,7 +208,7 @@ class MTCNNDetector(FaceDetector):
         self.max_side = int(max_side)
         self.threads = None if threads is None else max(1, int(threads))
         if not (0.1 < self.factor < 0.95) or self.min_face_size < 12 or len(self.thresholds) != 3:
-            raise DataFormatError(f"mtcnn: bad settings factor={factor} min_face_size={min_face_size} "
+            raise ConfigError(f"mtcnn: bad settings factor={factor} min_face_size={min_face_size} "
                                   f"thresholds={thresholds}")
         self._lock = threading.Lock()  # torch modules are shared; keep one image at a time
 
