@@ -214,6 +214,8 @@ def load_eval_model(spec: ModelSpec, device: Any = None) -> EvalModel:
     path = spec.path
     if obj is None:
         if isinstance(path, str) and path == "dlib" and not Path(path).exists():
+            if spec.load_options() or spec.arch:
+                raise ConfigError("model dlib: arch/layout/input_mean/input_std/channel_order apply to model files")
             obj = load_model("dlib")
         else:
             if not Path(path).exists():
