@@ -112,6 +112,15 @@ def test_onnx_export_scores_like_torch(synth_folder, tiny, tmp_path):
         a, b = metrics_of(doc, "torch", "MyBench", p), metrics_of(doc, "onnx", "MyBench", p)
         np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-4)
         assert abs(a["eer"] - b["eer"]) < 1e-9 and a["num_impostor"] == b["num_impostor"]
+    # the CLI takes it like any model
+    from maskinv.cli import main
+
+    rc = main(["eval", "--model", str(onnx_path), "--bench", str(root), "--aligned", "--protocols", "uu", "--folds", "2",
+               "--no-plots", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["models"]["teacher"]["backend"] == "onnx"
+    assert saved["results"][0]["metrics"]["eer"] == pytest.approx(metrics_of(doc, "onnx", "MyBench", "uu")["eer"])
     # an .onnx where only PyTorch weights work: one clear line
     from maskinv.models import load_backbone
 
@@ -179,6 +188,37 @@ def test_dlib_sees_the_photos_our_model_the_crops(photo_folder, tiny, tmp_path, 
     saved = json.loads((out / "results.json").read_text())
     assert [(e["model"], e["protocol"]) for e in saved["results"]] == [("dlib", "uu")]
     assert saved["results"][0]["metrics"]["eer"] == 0.0
+
+
+def test_dlib_follows_the_folders_drop_decision(photo_folder, tmp_path):
+    """An image without a face: dropped with its pair for every model, or (on_miss=center) its
+    centred square for every model — dlib included."""
+    pytest.importorskip("dlib")
+    import shutil
+
+    from maskinv.evaluate import FolderBenchSpec, evaluate_models, metrics_of
+
+    src, _ = photo_folder
+    root = tmp_path / "People"
+    shutil.copytree(src, root)
+    y, x = np.mgrid[0:240, 0:320]
+    _write(root / "Wall" / "Wall_0001.png", np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8))
+    (root / "pairs.txt").write_text((src / "pairs.txt").read_text() + "Wall 1 Astro 1\n")
+    models = ["dlib", tiny_module()]
+    for on_miss, kept in (("drop", 8), ("center", 9)):
+        doc = evaluate_models(models, [FolderBenchSpec(root, on_miss=on_miss, cache_dir=tmp_path / "cache")], "uu",
+                              folds=2, precision="fp32")
+        b = doc["benchmarks"]["People"]
+        assert b["missed"] == ["Wall/Wall_0001.png"] and b["num_pairs"] == kept
+        assert b["num_pairs_dropped"] == 9 - kept
+        for m in ("dlib", "model"):
+            assert metrics_of(doc, m, "People", "uu")["num_pairs"] == kept
+
+
+def tiny_module():
+    from maskinv.models import get_model
+
+    return get_model("r18", width_mult=0.125, embedding_size=16, seed=3)
 
 
 def spec_detector(doc):
