@@ -184,9 +184,10 @@ class BatchSource:
         if self.images is not None:
             for idx in batch_list:
                 x = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2).contiguous()
-                if self.pin_memory:  # page-locked: the step's non_blocking copy is then asynchronous
-                    x = x.pin_memory()
-                yield x, torch.from_numpy(self.labels[idx]), torch.from_numpy(idx)
+                y = torch.from_numpy(self.labels[idx])
+                if self.pin_memory:  # page-locked: the step's non_blocking copies are then asynchronous
+                    x, y = x.pin_memory(), y.pin_memory()
+                yield x, y, torch.from_numpy(idx)
             return
         from torch.utils.data import DataLoader
 

@@ -169,7 +169,9 @@ class TrainStep:
         idx = indices.cpu().numpy()
         fl = flips.cpu().numpy().astype(np.int64)
         cached, hit = self.cache.lookup(idx, fl)
-        out = cached.to(self.device)
+        if self.device.type == "cuda":  # page-locked: the copy does not wait for the device
+            cached = cached.pin_memory()
+        out = cached.to(self.device, non_blocking=True)
         miss = np.flatnonzero(~hit)
         if miss.size:
             sel = torch.from_numpy(miss).to(clean_u8.device)
