@@ -233,7 +233,11 @@ def main(argv=None) -> dict:
     fig: dict = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if pin else "cpu",
                  "arch": args.arch, "width_mult": args.width_mult, "size": args.size, "batch": args.batch,
                  "steps": args.steps, "warmup": args.warmup, "workers": args.workers, "precision": args.precision,
-                 "channels_last": not args.no_channels_last, "cpus": os.cpu_count(), "machine": machine_info()}
+                 "channels_last": not args.no_channels_last, "cpus": os.cpu_count(), "machine": machine_info(),
+                 "load_avg_1min_at_start": os.getloadavg()[0]}
+    if dev.type == "cpu":
+        fig["note"] = ("CPU: the loader workers share the cores with the step, so 'bound' says little here; "
+                       "the figures prove the script runs. GPU figures: --device cuda")
     rows: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench_gpu_train.") as td:
         tmp = Path(td)
