@@ -190,11 +190,11 @@ def test_bench_gpu_train_tiny_cpu_mode_runs_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     p = _run_script(["benchmarks.bench_gpu_train", "--device", "cpu", "--arch", "r18", "--width-mult", "0.125",
                      "--size", "32", "--images", "240", "--per-identity", "8", "--batch", "16", "--steps", "1",
-                     "--warmup", "1", "--workers", "1", "--loader-workers", "0,1", "--loader-batches", "2",
+                     "--warmup", "1", "--workers", "1", "--prefetch-factor", "1", "--loader-steps", "2", "--loader-workers", "0,1", "--loader-batches", "2",
                      "--gen-workers", "1", "--threads", "1", "--out", str(out)], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     fig = json.loads(out.read_text())
-    assert fig["images"] == 240 and fig["classes"] == 30
+    assert fig["images"] == 240 and fig["classes"] == 30 and fig["loader_fed_steps"] == 2
     assert [x["workers"] for x in fig["loader_alone"]] == [0, 1]
     for v in ("plain", "kd", "kd_cached"):
         for mode in ("loader", "device_data"):
