@@ -214,3 +214,17 @@ def test_gpu_check_on_cpu_reports_skips(tmp_path):
     assert res["cuda"] is False and res["checks"]
     assert all(c["status"] == "SKIP" for c in res["checks"].values())
     assert "SKIP" in p.stdout and "nccl_ddp" in p.stdout
+
+
+@pytest.mark.slow
+def test_nan_check_log_under_torchrun_two_ranks(tmp_path):
+    # the log-step check all-reduces its flag (gloo here): both ranks pass the same checks and finish
+    make_toy_recordio(tmp_path / "data", classes=8, per_class=8, size=32, seed=3)
+    out = tmp_path / "run"
+    p = _run_script(["torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "maskinv", "train",
+                     str(TINY), "data.source=recordio", f"data.path={tmp_path / 'data'}", "runtime.batch_size=8",
+                     "masks.prob=0.5", "runtime.nan_check=log", "runtime.log_every=2", "runtime.checkpoint_every=3",
+                     "--out", str(out), "--max-steps", "3"], tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["world_size"] == 2 and s["step"] == 3 and s["ranks_in_sync"] is True

@@ -265,6 +265,8 @@ class _Trainer:
         if self.step_fn.check_finite:
             return
         bad, first = self.meter.nonfinite_pending(step)
+        if self.info.enabled:  # every rank checks at the same steps: all stop together
+            bad = D.all_reduce_flag(bad)
         if bad:
             last = self.ckpts.last
             where = f"; last good checkpoint: {last}" if last else " (no checkpoint yet)"
