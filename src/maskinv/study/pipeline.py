@@ -29,6 +29,7 @@ from .recipe import stages, study_plan, train_config
 from .report import mask_gallery, num, report_markdown, results_table
 from .runs import train_runs
 from .settings import DemoSettings, default_settings
+from .validate import check_settings
 
 _SUMMARY_KEYS = ("backbone", "step", "status", "loss", "head_loss", "kd_loss", "images_per_s", "elapsed_s",
                  "weights_sha256")
@@ -94,6 +95,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     s = (settings or default_settings()).scaled()
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out_dir)
+    check_settings(s, out)  # every setting and run config, before any file is written
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
