@@ -35,16 +35,34 @@ _SUMMARY_KEYS = ("backbone", "step", "status", "loss", "head_loss", "kd_loss", "
                  "weights_sha256")
 
 
-def _check_settings(out: Path, s: DemoSettings) -> None:
-    """Same folder, same settings: reuse; other settings need another folder."""
+# what a demo writes into its folder (an unfinished demo with other settings is replaced: only these go)
+_STUDY_OUTPUTS = ("data", "runs", "teacher_cache", "eval", "results.json", "report.md", "mask_gallery.png")
+
+
+def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lambda msg: None) -> None:
+    """Same folder, same settings: reuse. Other settings: a finished demo (``results.json``
+    written) is kept and refused; an unfinished or failed one is started over."""
     settings_file = out / "demo_settings.json"
     current = json.loads(json.dumps(dataclasses.asdict(s)))
     if settings_file.exists():
-        previous = json.loads(settings_file.read_text())
+        try:
+            previous = json.loads(settings_file.read_text())
+        except (OSError, ValueError):
+            previous = {}
         changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        if changed and (out / "results.json").is_file():
+            raise ConfigError(f"{out} holds a finished demo run with other settings ({', '.join(changed)}); "
+                              "use another --out (or delete that folder)")
         if changed:
-            raise ConfigError(f"{out} holds a demo run with other settings ({', '.join(changed)}); "
-                              "use another --out or delete that folder")
+            say(f"[demo] {out} holds an unfinished demo run with other settings ({', '.join(changed)}): replacing it")
+            import shutil
+
+            for name in _STUDY_OUTPUTS:
+                p = out / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
     atomic_write_json(settings_file, current)
 
 
@@ -99,7 +117,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    _check_settings(out, s)
+    _check_settings(out, s, say)
 
     data_dir = out / "data"
     t0 = time.perf_counter()
