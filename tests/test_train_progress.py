@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from maskinv.train.config import load_config
-from maskinv.train.trainer import resume_hint, run_training
+from maskinv.train.trainer import run_training
 
 from helpers.toy_data import make_toy_recordio
 
@@ -34,6 +34,8 @@ def test_tiny_config_shows_progress_lines(tmp_path, capsys):
 
 
 def test_resume_hint_names_the_command(tmp_path):
+    from maskinv.train.trainer import resume_hint
+
     line = resume_hint(tmp_path / "my run", 7, 40, int(signal.SIGINT), tmp_path / "ckpt-00000007.pt")
     assert line == (f"stopped by SIGINT at step 7/40 (checkpoint ckpt-00000007.pt); "
                     f"resume with: maskinv train --resume '{tmp_path / 'my run'}'")
