@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from maskinv.cli import args as A
+
 
 def register(subparsers: Any) -> None:
     """Add the ``eval`` and ``metrics`` commands."""
@@ -19,23 +21,24 @@ def register(subparsers: Any) -> None:
             "DIR/results.json, DIR/results.md, ROC/DET and score-histogram PNGs and score CSVs."
         ),
     )
-    p.add_argument("--model", action="append", required=True, metavar="MODEL_FILE",
+    p.add_argument("--model", action="append", required=True, metavar="MODEL_FILE", type=A.existing_file,
                    help="exported backbone (.pt + .json sidecar), training checkpoint or raw .pth; repeat to compare")
     p.add_argument("--arch", action="append", default=None, metavar="NAME",
                    help="architecture for raw .pth files without a sidecar (once for all models, or once per --model)")
-    p.add_argument("--bench", action="append", required=True, metavar="BIN", help="verification .bin; repeatable")
-    p.add_argument("--protocols", default="uu,mu,mm", help="comma-separated subset of uu,mu,mm (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="mask seed; image i's mask depends on (seed, i) only")
+    p.add_argument("--bench", action="append", required=True, metavar="BIN", type=A.existing_file,
+                   help="verification .bin; repeatable")
+    p.add_argument("--protocols", default="uu,mu,mm", type=A.choice_list(("uu", "mu", "mm"), "protocol"), help="comma-separated subset of uu,mu,mm (default: all)")
+    p.add_argument("--seed", type=A.seed, default=0, help="mask seed; image i's mask depends on (seed, i) only")
     p.add_argument("--mask-kind", default="random", help="mask kind (default: random mix of all kinds)")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (embedding of x only)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=A.positive_int, default=256, help="images per forward pass (default 256)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast where the device supports it natively")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
-    p.add_argument("--folds", type=int, default=10, help="folds of the accuracy protocol (default 10)")
+    p.add_argument("--folds", type=A.positive_int, default=10, help="folds of the accuracy protocol (default 10)")
     p.add_argument("--exact", action="store_true", help="accuracy threshold over all score midpoints instead of the InsightFace grid")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", type=A.output_dir, help="output folder")
     p.set_defaults(func=cmd_eval)
 
     m = subparsers.add_parser(
@@ -46,11 +49,11 @@ def register(subparsers: Any) -> None:
             "with header 'score,genuine' (higher score = more alike; genuine 1/0), in pair order."
         ),
     )
-    m.add_argument("scores", metavar="SCORES.csv")
+    m.add_argument("scores", metavar="SCORES.csv", type=A.existing_file, help="CSV with header 'score,genuine'")
     m.add_argument("--json", action="store_true", help="print the full metrics dict as JSON")
-    m.add_argument("--folds", type=int, default=10)
+    m.add_argument("--folds", type=A.positive_int, default=10, help="folds of the accuracy protocol (default 10)")
     m.add_argument("--exact", action="store_true", help="accuracy threshold over all score midpoints")
-    m.add_argument("--far", type=float, action="append", default=None, metavar="F",
+    m.add_argument("--far", type=A.probability, action="append", default=None, metavar="F",
                    help="extra FAR target for tar_at_far (repeatable); 1e-2, 1e-3, 1e-4 are always reported")
     m.set_defaults(func=cmd_metrics)
 
