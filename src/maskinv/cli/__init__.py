@@ -164,5 +164,17 @@ def _main(argv: Sequence[str] | None, debug: bool) -> int:
             msg = f"{exc.strerror}: {exc.filename}"
         for py, cli in _CLI_PHRASES:
             msg = msg.replace(py, cli)
-        print(f"maskinv {args.command}: error: {msg}", file=sys.stderr)
+        print(f"maskinv {_command_name(parser, args)}: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _command_name(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``data info``, ``gallery add``, ``eval``: the sub-command path the user typed."""
+    names, p = [], parser
+    while True:
+        sub = next((a for a in p._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, sub.dest, None) if sub is not None else None
+        if name not in (sub.choices if sub is not None else ()):
+            return " ".join(names) or "maskinv"
+        names.append(name)
+        p = sub.choices[name]

@@ -5,7 +5,8 @@ Each function is an argparse ``type=``: it returns the converted value or raises
 ``maskinv CMD: error: argument --flag: <what is wrong>`` and exit code 2 before any command
 runs, so a bad value never starts work or writes a file. Path checks are made at parse time
 too: an input must exist and be readable, an output must not be blocked by a file or a
-folder of the wrong kind. Only the standard library is imported here (``--help`` stays fast).
+folder of the wrong kind. Module import is standard library only (``--help`` stays fast);
+:func:`mask_kind` and :func:`device` import what they check when their flag is given.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Callable
 __all__ = [
     "positive_int", "non_negative_int", "seed", "int_range", "positive_float", "non_negative_float",
     "probability", "cosine", "existing_file", "existing_dir", "existing_path", "output_file",
-    "output_dir", "output_path", "choice_list",
+    "output_dir", "output_path", "choice_list", "mask_kind", "device",
 ]
 
 _Bad = argparse.ArgumentTypeError
@@ -125,6 +126,37 @@ def choice_list(choices: tuple[str, ...], what: str = "value") -> Callable[[str]
 
     parse.__name__ = "choice_list"
     return parse
+
+
+def mask_kind(text: str) -> str:
+    """``random`` or one of :data:`maskinv.masks.MASK_KINDS` (checked when the flag is given)."""
+    from maskinv.masks.kinds import MASK_KINDS
+
+    if text != "random" and text not in MASK_KINDS:
+        raise _Bad(f"unknown mask kind {text!r}; known: random, {', '.join(MASK_KINDS)}")
+    return text
+
+
+def device(text: str) -> str:
+    """A torch device that exists here (``cpu``, ``cuda``, ``cuda:1``, ``mps``); imports torch
+    only when the flag is given."""
+    import torch
+
+    try:
+        d = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise _Bad(f"unknown torch device {text!r} (e.g. cpu, cuda, cuda:1)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+            raise _Bad(f"{text!r}: CUDA is not available here (torch {torch.__version__}, {build})")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise _Bad(f"{text!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif d.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise _Bad(f"{text!r}: the MPS backend is not available here")
+    elif d.type not in ("cpu", "cuda", "mps"):
+        raise _Bad(f"{text!r}: unsupported device type (use cpu, cuda or mps)")
+    return text
 
 
 # --------------------------------------------------------------------------- paths

@@ -18,7 +18,8 @@ from maskinv.cli import args as A
 
 def register(subparsers) -> None:
     """Add the ``data`` command group."""
-    p = subparsers.add_parser("data", help="data sets: SynthFaces, RecordIO, .bin", description=__doc__,
+    p = subparsers.add_parser("data", help="data sets: SynthFaces, RecordIO, .bin",
+                              description=__doc__.replace("``", ""),  # plain text in --help
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=type(p))
 

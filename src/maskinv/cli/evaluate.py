@@ -29,12 +29,12 @@ def register(subparsers: Any) -> None:
                    help="verification .bin; repeatable")
     p.add_argument("--protocols", default="uu,mu,mm", type=A.choice_list(("uu", "mu", "mm"), "protocol"), help="comma-separated subset of uu,mu,mm (default: all)")
     p.add_argument("--seed", type=A.seed, default=0, help="mask seed; image i's mask depends on (seed, i) only")
-    p.add_argument("--mask-kind", default="random", help="mask kind (default: random mix of all kinds)")
+    p.add_argument("--mask-kind", default="random", type=A.mask_kind, help="mask kind (default: random mix of all kinds)")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (embedding of x only)")
     p.add_argument("--batch-size", type=A.positive_int, default=256, help="images per forward pass (default 256)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast where the device supports it natively")
-    p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.add_argument("--device", default=None, type=A.device, help="torch device (default: cpu)")
     p.add_argument("--folds", type=A.positive_int, default=10, help="folds of the accuracy protocol (default 10)")
     p.add_argument("--exact", action="store_true", help="accuracy threshold over all score midpoints instead of the InsightFace grid")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -76,6 +76,11 @@ def read_scores_csv(path: str | Path):
     scores: list[float] = []
     genuine: list[bool] = []
     with open(path, newline="", encoding="utf-8-sig") as fh:
+        try:
+            fh.read(65536)  # a binary file fails here, with a message naming it
+            fh.seek(0)
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(f"{path}: not a UTF-8 text CSV (byte {exc.start}: {exc.reason})") from None
         reader = csv.reader(fh)
         try:
             header = next(reader)
@@ -110,6 +115,8 @@ def read_scores_csv(path: str | Path):
                 scores.append(s)
         except csv.Error as exc:
             raise DataFormatError(f"{path}: line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(f"{path}: after line {reader.line_num}: not UTF-8 text ({exc.reason})") from None
     if not scores:
         raise DataFormatError(f"{path}: no score rows after the header")
     g_arr = np.asarray(genuine, dtype=bool)

@@ -76,7 +76,7 @@ def register(subparsers) -> None:
                    help="uu: no masks; mu: second image of every pair masked (default); mm: both")
     p.add_argument("--fmr", type=A.probability, default=1e-3, help="target false-match rate (default 1e-3)")
     p.add_argument("--seed", type=A.seed, default=0, help="mask seed of the protocol")
-    p.add_argument("--mask-kind", default="random", help="mask kind (default: random mix of all kinds)")
+    p.add_argument("--mask-kind", default="random", type=A.mask_kind, help="mask kind (default: random mix of all kinds)")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="no flip test (verify must then use --no-flip too)")
     p.add_argument("--batch-size", type=A.positive_int, default=128, help="images per forward pass (default 128)")
