@@ -182,6 +182,8 @@ def _bad_values(action, r: Path) -> list[str]:
     if name in table:
         return table[name]
     assert t is None, f"{action.option_strings or action.dest}: no bad values known for type {name}; add them here"
+    if action.option_strings and action.nargs != 0 and isinstance(action, (argparse._StoreAction, argparse._AppendAction)):
+        return ["bogus"]  # free-text options (--arch, --difficulty, --set): checked when the command runs
     return []
 
 
