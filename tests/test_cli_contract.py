@@ -78,6 +78,12 @@ def root(tmp_path_factory):
     shutil.copy(REPO / "configs" / "tiny-cpu.yaml", r / "cfg.yaml")
     for d in ("adir", "faces/person0", "run", "recs"):
         (r / d).mkdir(parents=True)
+    for name in ("Ann", "Bob"):  # an LFW-style folder benchmark of aligned 112 px crops
+        for j in (1, 2):
+            (r / "lfw" / name).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(r / "lfw" / name / f"{name}_000{j}.png"),
+                        rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
+    (r / "lfw" / "pairs.txt").write_text("Ann 1 2\nAnn 1 Bob 1\nBob 1 2\nBob 2 Ann 2\n")
     shutil.copy(r / "crop0.png", r / "faces" / "person0" / "a.png")
     assert main(["gallery", "add", str(r / "g.db"), "someone", str(r / "crop0.png"),
                  "--model", str(r / "model.pt"), "--aligned"]) == 0
@@ -99,6 +105,7 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
         ("data", "info"): ({"path": _p(r, "tiny.bin")}, []),
         ("data", "pack"): ({"image_folder": _p(r, "faces"), "out_dir": [str(new / "rec")]}, []),
         ("data", "unpack"): ({"rec_dir": _p(r, "recs"), "out_dir": [str(new / "unpacked")]}, []),
+        ("data", "bin"): ({"images_dir": _p(r, "lfw"), "out": [str(new / "lfw.bin")]}, ["--aligned"]),
         ("mask",): ({"input": _p(r, "crop0.png"), "output": [str(new / "m.png")]}, []),
         ("mask-bin",): ({"input": _p(r, "tiny.bin"), "output": [str(new / "mu.bin")]},
                         ["--protocol", "mu", "--seed", "0"]),
@@ -145,7 +152,8 @@ def _with_option(options: list[str], flag: str, value: str | None) -> list[str]:
 
 # --------------------------------------------------------------------------- bad values
 _PATHY = ("model", "bench", "out", "db", "image", "images", "image_a", "image_b", "input", "output", "path",
-          "scores", "landmarks", "preview", "resume", "rec_dir", "out_dir", "image_folder")
+          "scores", "landmarks", "preview", "resume", "rec_dir", "out_dir", "image_folder", "images_dir", "pairs",
+          "probe_list", "align_cache")
 # string arguments that are not file paths on purpose: train's CONFIG also takes key=value
 _STRING_OK = {"config"}
 
@@ -170,6 +178,9 @@ def _bad_values(action, r: Path) -> list[str]:
         "mask_kind": ["bogus"],
         "device": ["bogus", "cuda:99"],
         "existing_file": [missing, folder, a_file],  # a text file is no model, image, .bin, CSV, ...
+        "model_ref": [missing, folder, a_file],
+        "number": ["x", "nan", "inf"],
+        "protocol_list": ["xy", ","],
         "existing_dir": [missing, a_file],
         "existing_path": [missing, folder, a_file],
         "output_file": [folder, under_file],

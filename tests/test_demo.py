@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from maskinv.demo import DemoSettings, apply_settings_overrides, quick_settings, run_demo, _stages
+from maskinv.study import apply_settings_overrides, default_settings, quick_settings, run_demo, stages, study_plan
 from maskinv.errors import ConfigError
 
 METRIC_KEYS = {"accuracy_mean", "accuracy_std", "eer", "fmr100", "fmr1000", "fdr", "auc", "tar_at_far",
@@ -65,20 +65,20 @@ def test_masked_protocols_change_scores(demo_run):
 
 
 def test_stages_run_independent_models_together():
-    plan = [("teacher", {"teacher": None, "init": None}), ("aug", {"teacher": None, "init": None}),
-            ("lg", {"teacher": "teacher", "init": None}), ("hg", {"teacher": "teacher", "init": "lg"})]
-    assert [[n for n, _ in st] for st in _stages(plan)] == [["teacher", "aug"], ["lg"], ["hg"]]
+    plan = study_plan(quick_settings())
+    assert [[r.name for r in st] for st in stages(plan)] == [["teacher", "elasticface_arc_aug"], ["maskinv_lg"],
+                                                             ["maskinv_hg"]]
 
 
 def test_settings_overrides_are_typed():
-    s = apply_settings_overrides(DemoSettings(), ["size=48", "lambda_lg=50", "with_hg=false"])
+    s = apply_settings_overrides(default_settings(), ["size=48", "lambda_lg=50", "with_hg=false"])
     assert (s.size, s.lambda_lg, s.with_hg) == (48, 50.0, False)
     with pytest.raises(ConfigError, match="nonsense"):
-        apply_settings_overrides(DemoSettings(), ["nonsense=1"])
+        apply_settings_overrides(default_settings(), ["nonsense=1"])
     with pytest.raises(ConfigError, match="number"):
-        apply_settings_overrides(DemoSettings(), ["size=big"])
+        apply_settings_overrides(default_settings(), ["size=big"])
     with pytest.raises(ConfigError, match="positive"):
-        DemoSettings(minutes=0).scaled()
+        apply_settings_overrides(default_settings(), ["minutes=0"]).scaled()
 
 
 def test_rerun_reuses_finished_runs_and_refuses_other_settings(demo_run):
@@ -89,3 +89,41 @@ def test_rerun_reuses_finished_runs_and_refuses_other_settings(demo_run):
     assert again["models"]["maskinv_lg"]["mu"]["eer"] == doc["models"]["maskinv_lg"]["mu"]["eer"]
     with pytest.raises(ConfigError, match="seed"):
         run_demo(out, quick_settings(seed=4), log=lambda msg: None)
+
+
+def test_trainer_overrides_go_through_train_config(tmp_path):
+    from maskinv.study import train_config
+
+    s = apply_settings_overrides(quick_settings(), ["optim.momentum=0.85", "size=24"])
+    assert s.train_overrides == ["optim.momentum=0.85"] and s.size == 24
+    lg = [r for r in study_plan(s) if r.name == "maskinv_lg"][0]
+    cfg = train_config(s, lg, tmp_path / "data x: y", teacher=tmp_path / "t.pt", cache_dir=tmp_path / "cache")
+    assert cfg["optim"]["momentum"] == 0.85 and cfg["model"]["kwargs"] == {"width_mult": 0.125, "input_size": 24}
+    assert cfg["data"]["path"] == str(tmp_path / "data x: y")  # written as YAML, read back as the same string
+    assert cfg["teacher"]["cache"] == {"mode": "prepass", "enabled": True, "path": str(tmp_path / "cache")}
+    assert cfg["kd"]["weight"] == s.lambda_lg and cfg["runtime"]["seed"] == 3
+    with pytest.raises(ConfigError, match="optim.momentun"):
+        apply_settings_overrides(quick_settings(), ["optim.momentun=0.8"])
+
+
+def test_override_values_round_trip():
+    import yaml
+
+    from maskinv.study.recipe import override
+
+    for v in (1e-05, 0.1, 3, None, True, "a: b", "001", [0.6, 1e-7], {"s": 32.0, "m": 0.5}):
+        key, _, raw = override("k", v).partition("=")
+        assert key == "k" and yaml.safe_load(raw) == v, v
+
+
+def test_failed_parallel_run_names_its_log(tmp_path):
+    from maskinv.errors import MaskinvError
+    from maskinv.study import train_config
+    from maskinv.study.runs import train_runs
+
+    s = quick_settings()
+    plan = study_plan(s)[:2]
+    jobs = [(r.name, train_config(s, r, tmp_path / "no_data"), tmp_path / r.name) for r in plan]
+    with pytest.raises(MaskinvError, match="training teacher failed .*train.log"):
+        list(train_runs(jobs, threads=1, parallel=True))
+    assert "no_data" in (tmp_path / "elasticface_arc_aug" / "train.log").read_text()

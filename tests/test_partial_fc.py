@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from maskinv.errors import CheckpointError, ConfigError, MaskinvError
 from maskinv.heads import get_head
 from maskinv.train.partial_fc import PartialFC, shard_range
 
@@ -98,5 +99,30 @@ def test_single_process_sampling_keeps_positives():
     assert torch.equal(index[col], few)  # labels remapped to the sampled columns
     loss = part(emb[:3], few, generator=g)
     assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="sample_rate"):
-        PartialFC(head, E, C, sample_rate=0.0, rank=0, world_size=1)
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.5, 1.5])
+def test_bad_sample_rate_is_a_config_error_naming_the_value(rate):
+    head = get_head("arcface", E, C, s=16.0, seed=0)
+    with pytest.raises(ConfigError, match=rf"head\.partial_fc\.sample_rate.*got {rate}") as err:
+        PartialFC(head, E, C, sample_rate=rate, rank=0, world_size=1)
+    assert isinstance(err.value, MaskinvError)
+
+
+def test_fewer_classes_than_ranks_is_a_config_error():
+    head = get_head("arcface", E, 3, s=16.0, seed=0)
+    with pytest.raises(ConfigError, match="num_classes=3 with world_size=4"):
+        PartialFC(head, E, 3, rank=0, world_size=4)
+
+
+def test_full_kernel_of_wrong_shape_is_a_checkpoint_error_naming_both_shapes():
+    head = get_head("arcface", E, C, s=16.0, seed=0)
+    pfc = PartialFC(head, E, C, rank=1, world_size=2)
+    before = pfc.kernel.detach().clone()
+    with pytest.raises(CheckpointError, match=rf"kernel shape \({E}, {C + 1}\) does not match .* \({E}, {C}\)"):
+        pfc.load_full_kernel(torch.zeros(E, C + 1))
+    assert torch.equal(pfc.kernel.detach(), before)  # nothing copied
+    full = torch.randn(E, C)
+    pfc.load_full_kernel(full)
+    start, end = shard_range(C, 1, 2)
+    assert torch.equal(pfc.kernel.detach(), full[:, start:end])

@@ -51,7 +51,7 @@ def test_auto_follows_cpu_detection(monkeypatch):
 
 def test_auto_is_the_same_for_training_and_evaluation(monkeypatch):
     from maskinv.evaluate.protocols import resolve_precision as eval_resolve
-    from maskinv.train.trainer import resolve_precision as train_resolve
+    from maskinv.train.build import resolve_precision as train_resolve
 
     for native in (False, True):
         monkeypatch.setattr(P, "_cached_cpu_bf16", lambda native=native: (native, "x"))

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from maskinv.train.config import load_config
-from maskinv.train.fixtures import make_toy_recordio
 from maskinv.train.metrics import read_metrics
 from maskinv.train.teacher_cache import TeacherCache, data_fingerprint, teacher_fingerprint
 from maskinv.train.trainer import run_training
+
+from helpers.toy_data import make_toy_recordio
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 

@@ -93,7 +93,7 @@ def test_numbers_written_as_python_does(tmp_path):
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.clip_grad_norm, cfg.masks.prob) == (1e-3, 5e-4, 1000.5, 0.5)
     assert cfg.model.kwargs["width_mult"] == 0.125  # converted per get_model's annotation
     # the schedule's typed milestones keep YAML ints as ints: an old run's config hash does not change
-    assert load_config(TINY).schedule.milestones == [2, 3]
+    assert load_config(TINY).schedule.milestones == [3, 4]
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -175,9 +175,9 @@ def test_step_schedule_matches_reference_milestones():
     spe = 100
     assert total_steps(s, spe) == 2600
     assert lr_factor(0, s, spe) == 1.0
-    assert lr_factor(799, s, spe) == 1.0
-    assert lr_factor(800, s, spe) == pytest.approx(0.1)
-    assert lr_factor(1400, s, spe) == pytest.approx(0.01)
+    assert lr_factor(699, s, spe) == 1.0  # public rule: milestone 8 drops after 7 finished epochs
+    assert lr_factor(700, s, spe) == pytest.approx(0.1)
+    assert lr_factor(1300, s, spe) == pytest.approx(0.01)
     assert lr_factor(2599, s, spe) == pytest.approx(1e-4)
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from maskinv.train.checkpoint import latest_checkpoint, load_state
-from maskinv.train.fixtures import make_toy_recordio
 from maskinv.train.metrics import read_metrics
+
+from helpers.toy_data import make_toy_recordio
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny-cpu.yaml"

@@ -7,7 +7,7 @@ import pytest
 
 from maskinv.train.checkpoint import latest_checkpoint, load_state
 from maskinv.train.config import load_config
-from maskinv.train.fixtures import make_toy_recordio
+from helpers.toy_data import make_toy_recordio
 from maskinv.train.metrics import read_metrics
 from maskinv.train.trainer import run_training
 

@@ -13,9 +13,10 @@ import torch
 
 from maskinv.train.checkpoint import latest_checkpoint, list_checkpoints, load_state
 from maskinv.train.config import load_config
-from maskinv.train.fixtures import make_toy_recordio
 from maskinv.train.metrics import read_metrics
 from maskinv.train.trainer import run_training
+
+from helpers.toy_data import make_toy_recordio
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny-cpu.yaml"
@@ -33,7 +34,7 @@ def setup(tmp_path_factory):
     teacher = d / "teacher.pt"
     export_backbone(get_model("r18", embedding_size=32, width_mult=0.125, input_size=32, seed=5), teacher)
     overrides = ["data.source=recordio", f"data.path={d / 'data'}", "runtime.batch_size=16", "kd.weight=100",
-                 f"teacher.path={teacher}", "masks.prob=0.5", "schedule.epochs=20", "schedule.milestones=[1, 2]",
+                 f"teacher.path={teacher}", "masks.prob=0.5", "schedule.epochs=20", "schedule.milestones=[2, 3]",
                  "runtime.checkpoint_every=3", "runtime.keep_last=2"]
     return d, overrides
 

@@ -11,9 +11,10 @@ from torch import nn
 from maskinv.errors import CheckpointError, ConfigError
 from maskinv.preprocess import normalize_uint8_tensor
 from maskinv.train.config import load_config
-from maskinv.train.fixtures import make_toy_recordio
 from maskinv.train.step import StudentNet, TrainStep, prepare_views
 from maskinv.train.trainer import TrainingDivergedError, run_training
+
+from helpers.toy_data import make_toy_recordio
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 SIZE = 32

@@ -29,6 +29,7 @@ import numpy as np
 
 from .constants import INPUT_SIZE
 from .errors import CheckpointError, ConfigError, DataFormatError
+from .masks.protocols import DEFAULT_PROTOCOL
 
 __all__ = ["FaceModel", "VerifyResult", "load_model", "embed", "embed_faces", "verify", "compare"]
 
@@ -64,26 +65,34 @@ class FaceModel:
         return thresholds_path(self.path) if self.path else None
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Raw embeddings (N, D) float32 of aligned uint8 RGB crops (N, S, S, 3)."""
+        """Raw embeddings (N, D) float32 of aligned uint8 RGB crops (N, S, S, 3): no flip test,
+        not normalised (export checks, benchmarks); templates come from :meth:`embed_aligned`."""
+        import torch
+
         from .preprocess import to_tensor
 
         x = to_tensor(batch)
         if self.backend == "onnx":
-            name = self.session.get_inputs()[0].name
-            return np.asarray(self.session.run(None, {name: x.numpy()})[0], dtype=np.float32)
-        import torch
-
+            return self._onnx_forward(x).numpy()
         x = x.to(self.device)
-        with torch.inference_mode():
-            if self.precision == "bf16":
-                with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-                    out = self.module(x)
-            else:
-                out = self.module(x)
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.module(x)
         return out.float().cpu().numpy()
 
+    def embed_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`maskinv.models.embedding.embed_images` that give this
+        model's numerics; :func:`maskinv.thresholds.calibrate` scores benchmarks with the same
+        ones, so a calibrated threshold means the same score here. ``channels_last=False``:
+        the module may be shared between threads and is never converted."""
+        return {"device": self.device, "precision": self.precision, "channels_last": False}
+
     def embed_aligned(self, crops: np.ndarray, *, flip: bool = True, batch_size: int = 64) -> np.ndarray:
-        """L2-normalised embeddings of aligned crops; ``flip``: normalize(f(x) + f(mirror x))."""
+        """L2-normalised embeddings of aligned crops; ``flip``: normalize(f(x) + f(mirror x)).
+
+        ``batch_size``: crops + mirrors per forward pass. Computed by the one embedding core
+        (:mod:`maskinv.models.embedding`) for both backends."""
+        from .models.embedding import embed_images, embed_with
+
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -93,26 +102,16 @@ class FaceModel:
                 f"aligned crops must be uint8 (N, {s}, {s}, 3) RGB, got {crops.dtype} {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, self.embedding_size), np.float32)
-        outs = []
         step = max(1, batch_size // 2 if flip else batch_size)
-        for b in range(0, len(crops), step):
-            chunk = crops[b:b + step]
-            if flip:  # one forward over [x; mirror(x)]
-                both = self.forward(np.concatenate([chunk, chunk[:, :, ::-1]]))
-                emb = both[: len(chunk)] + both[len(chunk):]
-            else:
-                emb = self.forward(chunk)
-            outs.append(emb)
-        emb = np.concatenate(outs).astype(np.float32)
-        return _l2n(emb)
+        if self.backend == "onnx":
+            return embed_with(self._onnx_forward, crops, batch_size=step, flip=flip)
+        return embed_images(self.module, crops, flip=flip, batch_size=step, **self.embed_options())
 
+    def _onnx_forward(self, x):
+        import torch
 
-def _l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)  # float64: squares of large raw outputs overflow float32
-    if not np.all(np.isfinite(x)):
-        raise DataFormatError("the model produced NaN/infinite embeddings (broken or untrained weights?)")
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+        # session: models.onnx_model.OnnxEmbedder (applies the graph's input convention)
+        return torch.from_numpy(np.asarray(self.session.run(x.numpy()), dtype=np.float32))
 
 
 def _module_fingerprint(module) -> str:
@@ -140,32 +139,19 @@ def _from_module(module, *, precision: str, device: str, path: Path | None = Non
                      input_size=input_size, precision=precision, meta=meta, module=module, device=device)
 
 
-def _load_onnx(path: Path) -> FaceModel:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ConfigError("the ONNX backend needs onnxruntime: pip install 'maskinv[onnx]'") from exc
+def _load_onnx(path: Path, **convention: Any) -> FaceModel:
+    from .models.onnx_model import OnnxEmbedder
     from .thresholds import file_sha256
 
-    try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise CheckpointError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
-    props = dict(sess.get_modelmeta().custom_metadata_map)
-    meta = {k[len(ONNX_META_PREFIX):]: v for k, v in props.items() if k.startswith(ONNX_META_PREFIX)}
-    shape = sess.get_inputs()[0].shape
-    input_size = int(meta.get("input_size") or (shape[-1] if isinstance(shape[-1], int) else INPUT_SIZE))
-    out_shape = sess.get_outputs()[0].shape
-    emb = meta.get("embedding_size") or (out_shape[-1] if isinstance(out_shape[-1], int) else None)
-    if emb is None:
-        emb = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, input_size, input_size), np.float32)})[0].shape[1]
-    if meta.get("channel_order", "RGB") != "RGB" or meta.get("normalization", "(x/255-0.5)/0.5") != "(x/255-0.5)/0.5":
-        raise CheckpointError(f"{path}: unsupported input convention {meta.get('channel_order')} {meta.get('normalization')}")
-    fp = meta.get("source_fingerprint") or file_sha256(path)
-    return FaceModel(backend="onnx", path=path, fingerprint=fp, arch=meta.get("arch"), embedding_size=int(emb),
-                     input_size=input_size, meta=meta, session=sess)
+    emb = OnnxEmbedder(path, **convention)
+    fp = emb.meta.get("source_fingerprint") or file_sha256(path)
+    return FaceModel(backend="onnx", path=path, fingerprint=fp, arch=emb.meta.get("arch"),
+                     embedding_size=emb.embedding_size, input_size=emb.input_size, meta=emb.meta, session=emb)
+
+
+def _is_model(obj) -> bool:
+    """A FaceModel, or a recogniser with the same interface (e.g. the dlib one)."""
+    return isinstance(obj, FaceModel) or (hasattr(obj, "embed_aligned") and hasattr(obj, "fingerprint"))
 
 
 def load_model(path, arch: str | None = None, *, backend: str | None = None, precision: str = "fp32",
@@ -174,12 +160,25 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
 
     ``path``: our export (``backbone.pt`` + ``backbone.json`` sidecar), an InsightFace /
     ElasticFace / MaskInv ``*backbone.pth`` (pass ``arch``, e.g. ``"r100"``, when it cannot be
-    inferred), an ``.onnx`` file from ``maskinv export onnx``, or an in-memory ``nn.Module``.
+    inferred), a MagFace checkpoint (``layout="magface"`` or auto-detected), an ``.onnx``
+    file (ours or an ArcFace-style zoo model), an in-memory ``nn.Module``, or ``"dlib"``
+    (dlib's ResNet descriptor; embeds from photos, see :mod:`maskinv.models.dlib_resnet`).
+    ``input_mean``/``input_std``/``channel_order``: the weights' input convention when no
+    sidecar or metadata tells it (pixels 0..255: ``(x - input_mean) / input_std``).
     ``backend``: ``"torch"`` or ``"onnx"`` (default: from the file suffix).
     ``precision`` (torch): ``"fp32"`` or ``"bf16"`` autocast (faster on recent CPUs).
     """
-    if isinstance(path, FaceModel):
+    if _is_model(path):
         return path
+    convention = {k: arch_kwargs.pop(k) for k in ("input_mean", "input_std", "channel_order")
+                  if arch_kwargs.get(k) is not None}
+    if isinstance(path, str) and path == "dlib" and not Path(path).exists():
+        from .models.dlib_resnet import DlibRecognizer
+
+        try:
+            return DlibRecognizer(**arch_kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"load_model('dlib'): {exc} (accepted: detector, num_jitters, models_dir)") from None
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if not isinstance(path, (str, os.PathLike)):
@@ -194,13 +193,20 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
     if backend is None:
         backend = "onnx" if p.suffix.lower() == ".onnx" else "torch"
     if backend == "onnx":
-        return _load_onnx(p)
+        return _load_onnx(p, **convention)
     if backend != "torch":
         raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
     if p.suffix.lower() == ".onnx":
         raise ConfigError(f"{p}: an .onnx file runs on backend='onnx'")
     from .models import load_backbone, model_fingerprint, read_model_meta
 
+    if convention:  # explicit input convention of the weights (pixels 0..255: (x - mean) / std)
+        from .models.input_convention import parse_convention
+
+        arch_kwargs["input_convention"] = parse_convention(
+            {"channel_order": convention.get("channel_order", "RGB"),
+             "normalization": {"scale": 1.0, "mean": convention.get("input_mean", 127.5),
+                               "std": convention.get("input_std", 127.5)}}, str(p))
     module = load_backbone(p, name=arch, **arch_kwargs)
     meta = read_model_meta(p) or {}
     return _from_module(module, precision=precision, device=device, path=p,
@@ -213,10 +219,15 @@ _CACHE_LOCK = threading.Lock()
 
 def _resolve_model(model) -> FaceModel:
     """A FaceModel, or a path loaded once and cached (keyed by path, size and mtime)."""
-    if isinstance(model, FaceModel):
+    if _is_model(model):
         return model
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
+        if str(model) == "dlib" and not p.exists():
+            with _CACHE_LOCK:  # loading dlib's two model files takes ~0.5 s: once
+                if ("dlib",) not in _MODEL_CACHE:
+                    _MODEL_CACHE[("dlib",)] = load_model("dlib")
+                return _MODEL_CACHE[("dlib",)]
         if not p.is_file():
             raise CheckpointError(f"{p}: model file not found")
         st = p.stat()
@@ -289,6 +300,8 @@ def embed_faces(images, model, aligned: bool = False, *, flip: bool = True, dete
     """Like :func:`embed`, also returning the face used per image (box, landmarks, score;
     ``None`` when aligned) and timings in milliseconds."""
     m = _resolve_model(model)
+    if getattr(m, "needs_photo", False):  # the recogniser aligns photos itself (dlib)
+        return m.embed_images(_as_list(images), aligned=aligned, detector=detector)
     prep = _prepare(_as_list(images), m, aligned, detector)
     t0 = time.perf_counter()
     emb = m.embed_aligned(prep.crops, flip=flip, batch_size=batch_size)
@@ -341,7 +354,7 @@ class VerifyResult:
 
 
 def resolve_threshold(model: FaceModel, threshold: float | None, fmr: float | None, *,
-                      protocol: str = "mu", flip: bool = True) -> tuple[float, str, dict | None]:
+                      protocol: str = DEFAULT_PROTOCOL, flip: bool = True) -> tuple[float, str, dict | None]:
     """``(threshold, source, provenance)`` following the rules in the module doc."""
     from .thresholds import lookup
 
@@ -363,7 +376,7 @@ def resolve_threshold(model: FaceModel, threshold: float | None, fmr: float | No
 
 
 def verify(img1, img2, model, threshold: float | None = None, fmr: float | None = None, *,
-           protocol: str = "mu", aligned: bool = False, flip: bool = True, detector=None) -> VerifyResult:
+           protocol: str = DEFAULT_PROTOCOL, aligned: bool = False, flip: bool = True, detector=None) -> VerifyResult:
     """One-to-one decision between two face images (see the module doc for thresholds).
 
     ``protocol`` picks the calibration scenario (``mu``: one masked face vs one unmasked, the
@@ -374,7 +387,9 @@ def verify(img1, img2, model, threshold: float | None = None, fmr: float | None 
     t_load = time.perf_counter()
     thr, source, prov = resolve_threshold(m, threshold, fmr, protocol=protocol, flip=flip)
     emb, faces, timings = embed_faces([img1, img2], m, aligned=aligned, flip=flip, detector=detector)
-    score = float(np.dot(emb[0].astype(np.float64), emb[1].astype(np.float64)))
+    from .models.embedding import pair_scores
+
+    score = float(pair_scores(emb[:1], emb[1:2])[0])  # the score calibration computes for this pair
     timings = {"model_ms": (t_load - t0) * 1e3, **timings, "total_ms": (time.perf_counter() - t0) * 1e3}
     return VerifyResult(verified=bool(score >= thr), score=score, threshold=thr, threshold_source=source,
                         provenance=prov, faces=faces, timings=timings, model_fingerprint=m.fingerprint)

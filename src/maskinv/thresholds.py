@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
+from .masks.protocols import DEFAULT_PROTOCOL, PROTOCOLS, check_protocol
 from .utils.hashing import file_sha256
 
 __all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate",
@@ -28,7 +29,6 @@ __all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lo
 
 FORMAT = "maskinv-thresholds"
 FORMAT_VERSION = 1
-PROTOCOLS = ("uu", "mu", "mm")
 
 
 def thresholds_path(model_path: str | Path) -> Path:
@@ -95,7 +95,7 @@ def write_entry(path: str | Path, fingerprint: str, entry: dict[str, Any]) -> di
     return data
 
 
-def lookup(path: str | Path, fingerprint: str, fmr: float | None = None, protocol: str = "mu",
+def lookup(path: str | Path, fingerprint: str, fmr: float | None = None, protocol: str = DEFAULT_PROTOCOL,
            flip: bool | None = None) -> dict[str, Any]:
     """The calibrated entry for ``protocol`` at ``fmr`` (``fmr=None``: the smallest FMR
     calibrated for that protocol, the most conservative). Raises :class:`ConfigError` when
@@ -127,13 +127,29 @@ def lookup(path: str | Path, fingerprint: str, fmr: float | None = None, protoco
     return dict(entry, file=str(p), model_fingerprint=data["model_fingerprint"])
 
 
-def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = "mu", seed: int = 0,
+def _scores_with_model(model, bench: Path, protocol: str, seed: int, mask_kind: str, flip: bool,
+                       batch_size: int):
+    import numpy as np
+
+    from .evaluate.protocols import load_bench, masked_images, pair_scores
+
+    images, issame, _ = load_bench(bench)
+    masked = masked_images(images, (protocol,), seed, mask_kind)
+    first = masked[0::2] if protocol == "mm" else images[0::2]
+    second = images[1::2] if protocol == "uu" else masked[1::2]
+    a, b = (model.embed_aligned(x, flip=flip, batch_size=batch_size) for x in (first, second))
+    return pair_scores(a, b), np.asarray(issame, dtype=bool)
+
+
+def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DEFAULT_PROTOCOL, seed: int = 0,
               flip: bool = True, mask_kind: str = "random", batch_size: int = 128,
               write: bool = True) -> dict[str, Any]:
     """Measure the threshold giving ``fmr`` on ``bench`` and (by default) store it beside the model.
 
-    ``model`` is a :class:`maskinv.api.FaceModel` of the torch backend (thresholds carry over
-    to its ONNX export, which records the same fingerprint). Returns the stored entry.
+    ``model`` is a :class:`maskinv.api.FaceModel` (thresholds of a torch model carry over to
+    its ONNX export, which records the same fingerprint) or a recogniser with the same
+    interface (dlib: scored on the benchmark's aligned crops, box = whole crop; it has no
+    file to store beside, so use ``write=False``). Returns the stored entry.
     """
     import numpy as np
 
@@ -141,20 +157,19 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = "m
     from .evaluate import evaluate_bin, verification_metrics
 
     f = _check_fmr(fmr)
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    if getattr(model, "backend", None) != "torch":
-        raise ConfigError("calibrate needs the PyTorch model (its ONNX export shares the thresholds file)")
+    check_protocol(protocol)
     bench = Path(bench)
     if not bench.is_file():
         raise DataFormatError(f"{bench}: benchmark file not found")
-    # score with the facade's own numerics (precision, flip) so the threshold means the same in verify
-    results = evaluate_bin(model.module, bench, protocols=(protocol,), seed=seed, flip=flip,
-                           batch_size=batch_size, mask_kind=mask_kind, precision=model.precision,
-                           far_targets=(f,))
-    res = results[protocol]
-    scores = np.asarray(res["scores"], dtype=np.float64)
-    genuine = np.asarray(res["genuine"], dtype=bool)
+    if getattr(model, "backend", None) == "torch":
+        # score with the facade's own embedding options (one core: maskinv.models.embedding) so the
+        # threshold means the same score in verify
+        results = evaluate_bin(model.module, bench, protocols=(protocol,), seed=seed, flip=flip,
+                               batch_size=batch_size, mask_kind=mask_kind, far_targets=(f,), **model.embed_options())
+        scores = np.asarray(results[protocol]["scores"], dtype=np.float64)
+        genuine = np.asarray(results[protocol]["genuine"], dtype=bool)
+    else:  # ONNX / dlib: the model's own embed_aligned, as verify(aligned=True) uses it
+        scores, genuine = _scores_with_model(model, bench, protocol, seed, mask_kind, flip, batch_size)
     metrics = verification_metrics(scores, genuine, far_targets=(f,))
     thr = metrics["threshold_at_fmr"].get(f)
     if thr is None:

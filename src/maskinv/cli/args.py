@@ -6,7 +6,8 @@ Each function is an argparse ``type=``: it returns the converted value or raises
 runs, so a bad value never starts work or writes a file. Path checks are made at parse time
 too: an input must exist and be readable, an output must not be blocked by a file or a
 folder of the wrong kind. Module import is standard library only (``--help`` stays fast);
-:func:`mask_kind` and :func:`device` import what they check when their flag is given.
+:func:`protocol_list`, :func:`mask_kind` and :func:`device` import what they check when their flag
+is given.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = [
-    "positive_int", "non_negative_int", "seed", "int_range", "positive_float", "non_negative_float",
-    "probability", "cosine", "existing_file", "existing_dir", "existing_path", "output_file",
-    "output_dir", "output_path", "choice_list", "mask_kind", "device",
+    "positive_int", "non_negative_int", "seed", "int_range", "number", "positive_float", "non_negative_float",
+    "probability", "cosine", "existing_file", "model_ref", "existing_dir", "existing_path", "output_file",
+    "output_dir", "output_path", "choice_list", "protocol_list", "mask_kind", "device",
 ]
 
 _Bad = argparse.ArgumentTypeError
@@ -80,6 +81,11 @@ def int_range(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def number(text: str) -> float:
+    """Any finite number."""
+    return _float(text)
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (time budgets)."""
     v = _float(text)
@@ -128,6 +134,18 @@ def choice_list(choices: tuple[str, ...], what: str = "value") -> Callable[[str]
     return parse
 
 
+def protocol_list(text: str) -> str:
+    """Masked protocols, comma-separated (``uu,mu,mm``; ``M-U`` spellings too)."""
+    from maskinv.errors import ConfigError
+    from maskinv.masks.protocols import parse_protocols
+
+    try:
+        parse_protocols(text)
+    except ConfigError as exc:
+        raise _Bad(str(exc)) from None
+    return text
+
+
 def mask_kind(text: str) -> str:
     """``random`` or one of :data:`maskinv.masks.MASK_KINDS` (checked when the flag is given)."""
     from maskinv.masks.kinds import MASK_KINDS
@@ -174,6 +192,13 @@ def existing_file(text: str) -> str:
         raise _Bad(f"{text}: is a folder, expected a file")
     _readable(p, text)
     return text
+
+
+def model_ref(text: str) -> str:
+    """A model file, or ``dlib`` (dlib's built-in descriptor) when no file has that name."""
+    if text == "dlib" and not Path(text).exists():
+        return text
+    return existing_file(text)
 
 
 def existing_dir(text: str) -> str:

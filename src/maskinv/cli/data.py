@@ -5,6 +5,7 @@
 - ``data info PATH [--json]``   (a RecordIO folder / ``.rec``, or a ``.bin``)
 - ``data pack IMAGE_FOLDER OUT_DIR [--quality 95]``
 - ``data unpack REC_DIR OUT_DIR``
+- ``data bin IMAGES_DIR OUT.bin [--pairs FILE] [--aligned] [--on-miss drop|center] [--detector NAME]``
 """
 from __future__ import annotations
 
@@ -57,6 +58,48 @@ def register(subparsers) -> None:
     u.add_argument("rec_dir", metavar="REC_DIR", type=A.existing_path, help="RecordIO folder (or its .rec file)")
     u.add_argument("out_dir", metavar="OUT_DIR", type=A.output_dir, help="output folder (created)")
     u.set_defaults(func=_cmd_unpack)
+
+    b = sub.add_parser("bin", help="image folder + LFW-style pairs.txt -> aligned verification .bin")
+    b.add_argument("images_dir", metavar="IMAGES_DIR", type=A.existing_dir, help="one sub-folder per identity (Name/Name_0001.png)")
+    b.add_argument("out", metavar="OUT.bin", type=A.output_file, help="output verification .bin")
+    add_folder_bench_options(b)
+    b.set_defaults(func=_cmd_bin)
+
+
+def add_folder_bench_options(p) -> None:
+    """Options of a folder benchmark (shared by ``data bin`` and ``eval``)."""
+    p.add_argument("--pairs", metavar="FILE", type=A.existing_file, help="LFW-style pairs file (default IMAGES_DIR/pairs.txt)")
+    p.add_argument("--aligned", action="store_true", help="images are already 112x112 ArcFace crops: no detection")
+    p.add_argument("--on-miss", choices=("drop", "center"), default="drop",
+                   help="image without a detected face: drop it and its pairs (default) or use a centre crop")
+    p.add_argument("--detector", default=None, choices=("mtcnn", "dlib"),
+                   help="face detector: mtcnn (default; finds masked faces) or dlib (HOG)")
+    p.add_argument("--align-cache", default=None, metavar="DIR", type=A.output_dir,
+                   help="cache of aligned crops, keyed by file sha256 + detector + size (default: next to the output)")
+
+
+def prepare_folder_from_args(images_dir, args, default_cache: Path, probe_list: bool = False):
+    """A :class:`FolderBench` from the shared folder options."""
+    from maskinv.data.folder_bench import prepare_folder_bench
+
+    return prepare_folder_bench(
+        images_dir, args.pairs, aligned=args.aligned, detector=args.detector, on_miss=args.on_miss,
+        cache_dir=Path(args.align_cache) if args.align_cache else default_cache, all_images=probe_list or None,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+
+
+def _cmd_bin(args) -> int:
+    from maskinv.data.folder_bench import save_folder_bin
+
+    bench = prepare_folder_from_args(args.images_dir, args, Path(args.out).resolve().parent / ".maskinv-align-cache")
+    if bench.pairs is None:
+        from maskinv.errors import ConfigError
+
+        raise ConfigError(f"{args.images_dir}: no pairs.txt; pass --pairs FILE")
+    info = save_folder_bin(bench, args.out)
+    print(json.dumps(info, indent=2))
+    return 0
 
 
 def _parse_difficulty(text: str):

@@ -19,15 +19,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-hg", action="store_true", help="skip MaskInv-HG")
     p.add_argument("--quick", action="store_true", help="seconds-scale smoke run (tiny data, few steps)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a demo setting, e.g. --set size=48 --set student_steps=900 (repeatable; "
-                   "see maskinv.demo.DemoSettings)")
+                   help="override a study setting, e.g. --set size=48 --set student_steps=900, or a trainer "
+                   "config key of every run, e.g. --set optim.momentum=0.85 (repeatable; defaults in "
+                   "maskinv/study/demo.yaml)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from maskinv.demo import DemoSettings, apply_settings_overrides, quick_settings, run_demo
+    from maskinv.study import apply_settings_overrides, default_settings, quick_settings, run_demo
 
-    s = quick_settings(args.seed) if args.quick else DemoSettings(seed=args.seed)
+    s = quick_settings(args.seed) if args.quick else default_settings(args.seed)
     s.minutes = args.minutes
     if args.no_hg:
         s.with_hg = False

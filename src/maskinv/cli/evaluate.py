@@ -9,25 +9,28 @@ from typing import Any
 
 from maskinv.cli import args as A
 
+from maskinv.masks.protocols import DESCRIPTIONS, PROTOCOLS, TITLES
+
 
 def register(subparsers: Any) -> None:
     """Add the ``eval`` and ``metrics`` commands."""
     p = subparsers.add_parser(
         "eval",
-        help="verification accuracy/EER/FMR100 of models on .bin pair lists under U-U, M-U, M-M",
+        help="verification accuracy/EER/FMR100 of models on .bin pair lists under " + ", ".join(TITLES.values()),
         description=(
-            "Evaluate one or more backbones on verification .bin files under masked protocols "
-            "(uu: none masked, mu: the second image of every pair masked, mm: both). Writes "
+            "Evaluate one or more backbones on verification .bin files under masked protocols ("
+            + "; ".join(f"{p}: {DESCRIPTIONS[p]}" for p in PROTOCOLS) + "). Writes "
             "DIR/results.json, DIR/results.md, ROC/DET and score-histogram PNGs and score CSVs."
         ),
     )
-    p.add_argument("--model", action="append", required=True, metavar="MODEL_FILE", type=A.existing_file,
+    p.add_argument("--model", action="append", required=True, metavar="MODEL_FILE", type=A.model_ref,
                    help="exported backbone (.pt + .json sidecar), training checkpoint or raw .pth; repeat to compare")
     p.add_argument("--arch", action="append", default=None, metavar="NAME",
                    help="architecture for raw .pth files without a sidecar (once for all models, or once per --model)")
-    p.add_argument("--bench", action="append", required=True, metavar="BIN", type=A.existing_file,
-                   help="verification .bin; repeatable")
-    p.add_argument("--protocols", default="uu,mu,mm", type=A.choice_list(("uu", "mu", "mm"), "protocol"), help="comma-separated subset of uu,mu,mm (default: all)")
+    p.add_argument("--bench", action="append", required=True, metavar="BIN_OR_DIR", type=A.existing_path,
+                   help="verification .bin, or an image folder (Name/Name_0001.png + pairs.txt); repeatable")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS), type=A.protocol_list,
+                   help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
     p.add_argument("--seed", type=A.seed, default=0, help="mask seed; image i's mask depends on (seed, i) only")
     p.add_argument("--mask-kind", default="random", type=A.mask_kind, help="mask kind (default: random mix of all kinds)")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (embedding of x only)")
@@ -39,6 +42,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exact", action="store_true", help="accuracy threshold over all score midpoints instead of the InsightFace grid")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--out", required=True, metavar="DIR", type=A.output_dir, help="output folder")
+    # folder benchmarks (a --bench that is a directory); the logic lives in maskinv.data.folder_bench
+    from maskinv.cli.data import add_folder_bench_options
+
+    add_folder_bench_options(p)
+    p.add_argument("--probe-list", metavar="FILE", default=None, type=A.existing_file,
+                   help="folder benchmarks: images listed here (Name_0001 or Name/Name_0001.png per line) are "
+                        "probes, all others references; adds protocol probe_ref (every probe vs every reference)")
+    p.add_argument("--min-false-matches", type=A.positive_int, default=1, metavar="K",
+                   help="probe_ref: report TAR at FAR f only with >= K/f impostor comparisons (default 1)")
     p.set_defaults(func=cmd_eval)
 
     m = subparsers.add_parser(
@@ -170,66 +182,76 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
     from maskinv.errors import ConfigError
-    from maskinv.evaluate.protocols import evaluate_arrays, load_bench, masked_images, parse_protocols, resolve_precision
-    from maskinv.evaluate.reports import new_results, unique_labels, write_report
-    from maskinv.models import load_backbone, model_fingerprint
-    from maskinv.utils.hashing import file_sha256
+    from maskinv.evaluate import ModelSpec, evaluate_models
 
-    protocols = parse_protocols(args.protocols)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.folds < 1:
-        raise ConfigError(f"--folds must be >= 1, got {args.folds}")
+    _check_benches(args)
     archs = args.arch or [None]
     if len(archs) not in (1, len(args.model)):
         raise ConfigError(f"--arch given {len(archs)} times for {len(args.model)} --model; give it once or once per model")
     if len(archs) == 1:
         archs = archs * len(args.model)
-    for b in args.bench:
-        if not Path(b).is_file():
-            raise FileNotFoundError(2, "No such file or directory", str(b))
-
-    settings = {
-        "protocols": list(protocols), "seed": args.seed, "mask_kind": args.mask_kind, "flip": not args.no_flip,
-        "batch_size": args.batch_size, "precision": args.precision,
-        "precision_used": resolve_precision(args.precision, args.device), "device": args.device or "cpu",
-        "folds": args.folds, "accuracy_protocol": "exact-midpoints" if args.exact else "insightface-grid",
-    }
-    results = new_results(settings)
-    models = []
-    for label, path, arch in zip(unique_labels(args.model), args.model, archs):
-        model = load_backbone(path, arch)
-        if args.device:
-            model.to(args.device)
-        models.append((label, model))
-        results["models"][label] = {
-            "path": str(Path(path).resolve()),
-            "sha256": model_fingerprint(path),
-            "arch": getattr(model, "arch", None),
-        }
-        print(f"model {label}: {path} ({(getattr(model, 'arch', None) or {}).get('name', '?')})", file=sys.stderr)
-
-    for blabel, bpath in zip(unique_labels(args.bench), args.bench):
-        images, issame, _ = load_bench(bpath)
-        results["benchmarks"][blabel] = {
-            "path": str(Path(bpath).resolve()),
-            "sha256": file_sha256(bpath),
-            "num_pairs": int(issame.shape[0]),
-            "num_genuine": int(issame.sum()),
-            "image_size": [int(images.shape[1]), int(images.shape[2])],
-        }
-        # decode and mask once per bench; every model sees the same bytes
-        masked = masked_images(images, protocols, args.seed, args.mask_kind)
-        for mlabel, model in models:
-            res = evaluate_arrays(
-                model, images, issame, masked, protocols, flip=not args.no_flip, batch_size=args.batch_size,
-                device=args.device, precision=args.precision, folds=args.folds, exact=args.exact,
-            )
-            for proto, m in res.items():
-                results["results"].append({"model": mlabel, "benchmark": blabel, "protocol": proto, "metrics": m})
-                acc = "n/a" if m["accuracy_mean"] is None else f"{100 * m['accuracy_mean']:.2f}%"
-                print(f"{mlabel} {blabel} {proto}: accuracy {acc}  EER {100 * m['eer']:.2f}%", file=sys.stderr)
-
-    written = write_report(args.out, results, plots=not args.no_plots)
+    doc = evaluate_models(
+        [ModelSpec(path=path, arch=arch) for path, arch in zip(args.model, archs)], args.bench, args.protocols,
+        seed=args.seed, mask_kind=args.mask_kind, flip=not args.no_flip, batch_size=args.batch_size,
+        precision=args.precision, device=args.device, folds=args.folds, exact=args.exact,
+        out_dir=args.out, plots=not args.no_plots, log=lambda msg: print(msg, file=sys.stderr),
+    )
+    written = doc["report"]
     print(f"wrote {written['json']} and {written['markdown']} ({len(written['plots'])} plots)", file=sys.stderr)
     return 0
+
+
+# folder-benchmark options: (flag, dest, default)
+_FOLDER_OPTIONS = (("--pairs", "pairs", None), ("--aligned", "aligned", False), ("--on-miss", "on_miss", "drop"),
+                   ("--detector", "detector", None), ("--align-cache", "align_cache", None),
+                   ("--probe-list", "probe_list", None), ("--min-false-matches", "min_false_matches", 1))
+
+
+def _check_benches(args: argparse.Namespace) -> None:
+    """Refuse, before any model is loaded (and any progress line printed), folder options that no
+    folder benchmark would use, a --bench file that is not a pickle (every .bin is one) and a
+    folder without pairs."""
+    from maskinv.errors import ConfigError, DataFormatError
+
+    if not any(Path(b).is_dir() for b in args.bench):
+        given = [flag for flag, dest, default in _FOLDER_OPTIONS if getattr(args, dest, default) != default]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only for folder benchmarks (--bench DIR), "
+                              "and no --bench is a folder")
+    for b in args.bench:
+        p = Path(b)
+        if p.is_file():
+            with open(p, "rb") as fh:
+                head = fh.read(2)
+            if head[:1] != b"\x80":
+                raise DataFormatError(f"{b}: not a verification .bin (a pickle of images and issame flags, "
+                                      "as InsightFace and `maskinv data bin` write)")
+        elif p.is_dir() and not (args.pairs or args.probe_list or (p / "pairs.txt").is_file()):
+            raise ConfigError(f"{b}: a folder benchmark needs {p / 'pairs.txt'}, --pairs FILE or --probe-list FILE")
+
+
+def _eval_folder(args: argparse.Namespace, blabel: str, bpath: str, protocols, models, results) -> None:
+    """A folder benchmark: prepare (align/cache/drop) once, then score every model on it."""
+    from maskinv.cli.data import prepare_folder_from_args
+    from maskinv.evaluate.probe_ref import evaluate_folder_bench, folder_pair_inputs, read_probe_list, report_metrics
+
+    bench = prepare_folder_from_args(bpath, args, Path(args.out) / ".maskinv-align-cache", probe_list=bool(args.probe_list))
+    probe = read_probe_list(args.probe_list, bench.keys) if args.probe_list else None
+    entry = dict(bench.info)
+    if probe is not None:
+        entry.update(probe_list=str(Path(args.probe_list).resolve()), num_probe_images=int(probe.sum()),
+                     num_reference_images=int((~probe).sum()))
+    results["benchmarks"][blabel] = entry
+    pair_inputs = folder_pair_inputs(bench, protocols, args.seed, args.mask_kind) if bench.pairs is not None else None
+    for mlabel, model in models:
+        res = evaluate_folder_bench(
+            model, bench, protocols=protocols, probe=probe, pair_inputs=pair_inputs, flip=not args.no_flip,
+            batch_size=args.batch_size, device=args.device, precision=args.precision, folds=args.folds,
+            exact=args.exact, min_false_matches=args.min_false_matches,
+        )
+        for proto, m in res.items():
+            results["results"].append({"model": mlabel, "benchmark": blabel, "protocol": proto, "metrics": report_metrics(m)})
+            tar = (m.get("tar_at_far") or {}).get(5e-4)
+            extra = "" if proto != "probe_ref" else f"  TAR@FAR=1:2000 {'n/a' if tar is None else f'{100 * tar:.2f}%'}"
+            print(f"{mlabel} {blabel} {proto}: EER {100 * m['eer']:.2f}% ({m['num_genuine']} genuine, "
+                  f"{m['num_impostor']} impostor){extra}", file=sys.stderr)

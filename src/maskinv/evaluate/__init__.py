@@ -1,4 +1,5 @@
-"""Evaluation: verification metrics, masked protocols (uu/mu/mm), reports and plots.
+"""Evaluation: verification metrics, masked protocols (uu/mu/mm), N models x M benchmarks
+(:func:`evaluate_models`), reports and plots.
 
 Names are imported lazily so ``import maskinv.evaluate`` stays light (no torch, no matplotlib).
 """
@@ -15,6 +16,12 @@ _EXPORTS = {
     "evaluate_bin": "protocols",
     "pair_scores": "protocols",
     "PROTOCOLS": "protocols",
+    "parse_protocols": "protocols",
+    "evaluate_models": "runner",
+    "ModelSpec": "runner",
+    "metrics_of": "runner",
+    "Benchmark": "benchmarks",
+    "load_benchmark": "benchmarks",
     "VerificationCallback": "callback",
     "write_report": "reports",
     "markdown_table": "reports",

@@ -13,11 +13,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from maskinv.masks.protocols import title
+
 from .metrics import roc_curve
 
 _PROBIT = np.vectorize(NormalDist().inv_cdf, otypes=[float])
 _DET_TICKS = (1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99)
-_LABELS = {"uu": "U-U", "mu": "M-U", "mm": "M-M"}
 
 
 def probit(p: np.ndarray) -> np.ndarray:
@@ -46,7 +47,7 @@ def decimate_curve(fmr: np.ndarray, fnmr: np.ndarray, points: int = 400) -> np.n
 
 
 def _label(name: str) -> str:
-    return _LABELS.get(name, name)
+    return title(name)
 
 
 def _save(fig: Any, path: str | Path, dpi: int) -> Path:

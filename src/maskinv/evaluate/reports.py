@@ -30,13 +30,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from maskinv.utils.hashing import file_sha256  # noqa: F401  (only for demo.py; import from utils.hashing)
+from maskinv.masks.protocols import legend
+from maskinv.masks.protocols import title as protocol_title
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 FORMAT = "maskinv-eval-results"
 FORMAT_VERSION = 1
 _ARRAY_KEYS = ("scores", "genuine")
-_PROTO_LABELS = {"uu": "U-U", "mu": "M-U", "mm": "M-M"}
 
 
 def versions() -> dict[str, str]:
@@ -134,7 +134,7 @@ def markdown_table(results: Mapping[str, Any], metrics: Iterable[str] | None = N
             "Settings: " + ", ".join(f"{k} `{s[k]}`" for k in ("protocols", "seed", "flip", "mask_kind", "precision_used", "folds") if k in s)
         )
         lines.append("")
-    lines.append("U-U: no image masked; M-U: the second image of every pair masked; M-M: both masked.")
+    lines.append(legend() + ".")
     lines.append("")
     for key, title in _TABLES:
         if key not in wanted:
@@ -159,7 +159,7 @@ def markdown_table(results: Mapping[str, Any], metrics: Iterable[str] | None = N
             lines += [f"{title}: undefined for every entry (see `undefined` in results.json).", ""]
             continue
         lines += [f"## {title}", ""]
-        lines.append("| model | " + " | ".join(f"{b} {_PROTO_LABELS.get(p, p)}" for b, p in cols) + " |")
+        lines.append("| model | " + " | ".join(f"{b} {protocol_title(p)}" for b, p in cols) + " |")
         lines.append("|---|" + "---:|" * len(cols))
         lines += [f"| {m} | " + " | ".join(cells) + " |" for m, cells in rows]
         lines.append("")

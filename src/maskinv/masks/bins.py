@@ -12,21 +12,11 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataFormatError
 from ..utils.images import decode_image, encode_image
+from .protocols import masked_indices
 from .render import apply_mask, image_rng
 
 #: JPEG quality of re-encoded masked images (InsightFace bins were written at 95-100).
 JPEG_QUALITY = 95
-
-
-def masked_indices(n_images: int, protocol: str) -> range:
-    """Indices masked by ``protocol`` in a list of ``n_images`` (= 2 x pairs)."""
-    if protocol == "uu":
-        return range(0)
-    if protocol == "mu":
-        return range(1, n_images, 2)
-    if protocol == "mm":
-        return range(n_images)
-    raise ConfigError(f"protocol must be 'uu', 'mu' or 'mm', got {protocol!r}")
 
 
 def mask_bin(in_path, out_path, protocol: str, seed: int, kind: str = "random", *,

@@ -24,6 +24,7 @@ from ..constants import ARCFACE_TEMPLATE_112
 from ..errors import ConfigError, DataFormatError
 from .geometry import Anchors, as_landmarks, face_anchors, five_points
 from .kinds import TEXTURES, build_outline, resolve_kind, sample_params
+from .protocols import check_protocol, masked_indices
 
 #: Template canvas of paper mode: the 112x112 aligned frame at 4x, so the MaskInv shift ranges
 #: (x +-10, y +-40 template px) move the mask by +-2.5 / +-10 px on a 112x112 crop.
@@ -324,15 +325,11 @@ def mask_pair_images(images, protocol: str, seed: int, kind: str = "random", *, 
     arr = np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] % 2:
         raise DataFormatError(f"mask_pair_images: expected uint8 (2N, H, W, 3) images, got {arr.dtype} {arr.shape}")
-    if protocol not in ("uu", "mu", "mm"):
-        raise ConfigError(f"mask_pair_images: protocol must be 'uu', 'mu' or 'mm', got {protocol!r}")
+    idx = masked_indices(arr.shape[0], check_protocol(protocol, "mask_pair_images: protocol"))
     lm = None if landmarks is None else np.asarray(landmarks, dtype=np.float64)
     if lm is not None and lm.ndim == 3 and lm.shape[0] != arr.shape[0]:
         raise DataFormatError(f"mask_pair_images: {lm.shape[0]} landmark sets for {arr.shape[0]} images")
     out = arr.copy()
-    if protocol == "uu":
-        return out
-    idx = range(1, arr.shape[0], 2) if protocol == "mu" else range(arr.shape[0])
     for i in idx:
         li = lm[i] if (lm is not None and lm.ndim == 3) else lm
         out[i] = apply_mask(arr[i], li, image_rng(seed, i), kind).image

@@ -4,10 +4,15 @@
 - :func:`load_backbone` — InsightFace/ElasticFace/MaskInv ``*backbone.pth``, DDP (``module.``)
   dicts, our training checkpoints and exported models (with a JSON sidecar).
 - :func:`export_backbone`, :func:`read_model_meta`, :func:`model_fingerprint`.
+- foreign checkpoints: MagFace/ElasticFace layouts (:func:`detect_layout`), input conventions
+  (:mod:`.input_convention`), ArcFace-style ONNX graphs (:mod:`.onnx_model`), dlib's ResNet
+  descriptor (:mod:`.dlib_resnet`, ``maskinv.load_model("dlib")``).
 """
 from __future__ import annotations
 
 from .checkpoint import (
+    LAYOUTS,
+    detect_layout,
     export_backbone,
     extract_state_dict,
     infer_arch,
@@ -21,6 +26,8 @@ from .mobilefacenet import MobileFaceNet
 from .registry import canonical_name, get_model, list_models
 
 __all__ = [
+    "LAYOUTS",
+    "detect_layout",
     "IResNet",
     "MobileFaceNet",
     "canonical_name",

@@ -5,8 +5,13 @@ Accepted inputs of :func:`load_backbone`:
 - a bare state dict (InsightFace ``arcface_torch``, ElasticFace and MaskInv ``*backbone.pth``);
 - the same with a ``module.`` (DDP) and/or ``_orig_mod.`` (``torch.compile``) prefix;
 - our full training checkpoint ``{"backbone": state_dict, "arch": {"name", "kwargs"}, ...}``;
+- a MagFace checkpoint ``{"state_dict": {"features.module.<iresnet keys>" (or
+  ``module.features.``): ..., "fc.weight": <MagLinear head>}, ...}`` (layout ``"magface"``,
+  detected from the key prefix; the head is dropped; BGR ``x/255`` input and BN eps 2e-5 are
+  recorded and applied, see :mod:`.input_convention`);
 - a path to any of these (always read with ``torch.load(weights_only=True)``), optionally with
-  a JSON sidecar written by :func:`export_backbone` that makes the file self-describing.
+  a JSON sidecar written by :func:`export_backbone` that makes the file self-describing (its
+  ``channel_order``/``normalization``/``bn_eps`` win over the layout's convention).
 
 The architecture comes from, in this order: the ``name`` argument, the sidecar, the
 checkpoint's ``arch`` entry, or inference from the key set and shapes (iResNet depth, widths,
@@ -29,6 +34,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, MaskinvError
 from ..utils.io import atomic_write_bytes, atomic_write_json
+from .input_convention import LAYOUT_CONVENTIONS, apply_convention, same_convention, sidecar_fields
 from .iresnet import IRESNET_DEPTHS, IRESNET_WIDTHS, scale_width
 from .registry import canonical_name, get_model
 
@@ -37,6 +43,9 @@ FORMAT_VERSION = 1
 _PREFIXES = ("module.", "_orig_mod.")
 _MAX_LISTED = 5  # keys named per category in mismatch messages
 _RESERVED_META = {"format", "format_version", "sha256"}
+LAYOUTS = ("auto", "insightface", "elasticface", "magface")
+# MagFace wraps the iResNet as `features` in DataParallel/DDP; its MagLinear head is `fc`.
+_MAGFACE_PREFIXES = ("features.module.", "module.features.")
 
 
 # --------------------------------------------------------------------------- reading
@@ -99,14 +108,44 @@ def _strip_prefixes(key: str) -> str:
     return key
 
 
-def extract_state_dict(obj: Any, source: str = "<state_dict>") -> tuple[dict[str, torch.Tensor], dict | None]:
+def detect_layout(obj: Any) -> str:
+    """``"magface"`` when a ``state_dict`` entry holds ``features.module.``/``module.features.``
+    keys, else ``"insightface"`` (bare dicts of arcface_torch / ElasticFace / MaskInv and ours)."""
+    sd = obj.get("state_dict") if isinstance(obj, Mapping) else None
+    if isinstance(sd, Mapping) and any(isinstance(k, str) and k.startswith(_MAGFACE_PREFIXES) for k in sd):
+        return "magface"
+    return "insightface"
+
+
+def _magface_backbone(obj: Mapping, source: str) -> dict:
+    sd = obj.get("state_dict")
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{source}: layout 'magface' expects a {{'state_dict': ...}} checkpoint")
+    out = {}
+    for k, v in sd.items():
+        if isinstance(k, str) and k.startswith(_MAGFACE_PREFIXES):
+            out[k.split(".", 2)[2]] = v  # drop "features.module." / "module.features."
+    if not out:
+        raise CheckpointError(f"{source}: layout 'magface' but no 'features.module.' / 'module.features.' keys "
+                              f"(first keys: {', '.join(map(str, list(sd)[:_MAX_LISTED]))})")
+    return out  # other entries (the MagLinear head `fc.weight`) are not backbone weights
+
+
+def extract_state_dict(obj: Any, source: str = "<state_dict>", layout: str = "auto"
+                       ) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Return ``(bare_state_dict, arch_or_None)`` from any accepted checkpoint object.
 
     Strips ``module.`` / ``_orig_mod.`` prefixes; a full training checkpoint's ``backbone``
     entry is used and its ``arch`` entry (``{"name", "kwargs"}``) returned when present.
+    ``layout`` (``auto``, ``insightface``, ``elasticface``, ``magface``): ``magface`` keeps
+    only the backbone keys of a MagFace checkpoint (``auto`` detects it from the prefix).
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: expected a state dict (mapping), got {type(obj).__name__}")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{source}: unknown checkpoint layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    if (detect_layout(obj) if layout == "auto" else layout) == "magface":
+        obj = _magface_backbone(obj, source)
     arch = None
     sd: Any = obj
     if isinstance(obj.get("backbone"), Mapping):
@@ -259,14 +298,18 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     return file_sha256(p)
 
 
-def load_backbone(src: str | os.PathLike | Mapping, name: str | None = None, **kwargs: Any) -> nn.Module:
+def load_backbone(src: str | os.PathLike | Mapping, name: str | None = None, *, layout: str = "auto",
+                  input_convention: Mapping | None = None, **kwargs: Any) -> nn.Module:
     """Build the backbone and load weights strictly; returns the model in eval mode on CPU.
 
     ``src``: a path or an in-memory checkpoint (see module doc). ``name``: architecture
     (needed only when neither a sidecar, a checkpoint ``arch`` entry nor key inference tells).
+    ``layout``: ``auto`` | ``insightface`` | ``elasticface`` | ``magface`` (see module doc).
+    ``input_convention``: the weights' input convention (:mod:`.input_convention`); default:
+    the sidecar's, else the layout's. The returned module always takes the standard input.
     ``kwargs`` (embedding_size, width_mult, input_size, dropout) override the recorded ones.
-    Sets ``model.maskinv_source`` (path or ``"<state_dict>"``) and, with a sidecar,
-    ``model.maskinv_meta``.
+    Sets ``model.maskinv_source`` (path or ``"<state_dict>"``), ``model.maskinv_layout``,
+    ``model.maskinv_input`` and, with a sidecar, ``model.maskinv_meta``.
     """
     meta = None
     if isinstance(src, (str, os.PathLike)):
@@ -279,7 +322,10 @@ def load_backbone(src: str | os.PathLike | Mapping, name: str | None = None, **k
         obj = src
     else:
         raise CheckpointError(f"load_backbone: expected a path or a state dict, got {type(src).__name__}")
-    sd, ck_arch = extract_state_dict(obj, source)
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{source}: unknown checkpoint layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    layout = detect_layout(obj) if layout == "auto" else layout
+    sd, ck_arch = extract_state_dict(obj, source, layout)
 
     recorded = []  # (name, kwargs) candidates, weakest first
     try:
@@ -312,7 +358,15 @@ def load_backbone(src: str | os.PathLike | Mapping, name: str | None = None, **k
         raise ConfigError(f"load_backbone({source}): {exc}") from exc
     load_state_dict_strict(model, sd, source)
     model.eval()
+    if meta and ("channel_order" in meta or "normalization" in meta):
+        recorded_conv = {k: meta[k] for k in ("channel_order", "normalization", "bn_eps") if k in meta}
+        if input_convention is not None and not same_convention(recorded_conv, input_convention):
+            raise ConfigError(f"{source}: its sidecar records input convention {recorded_conv}, which contradicts "
+                              f"the explicit {dict(input_convention)}; drop one of them")
+        input_convention = recorded_conv
+    apply_convention(model, input_convention or LAYOUT_CONVENTIONS[layout], source)
     model.maskinv_source = source
+    model.maskinv_layout = layout
     if meta is not None:
         model.maskinv_meta = meta
     return model
@@ -336,7 +390,8 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, extra_meta: dict 
     """Write a bare state dict to ``path`` and a JSON sidecar to ``path.with_suffix('.json')``.
 
     Both writes are atomic. The sidecar records the architecture (``model.arch``), embedding
-    and input size, the input convention (RGB, (x/255-0.5)/0.5) and the SHA-256 of the weights
+    and input size, the weights' input convention (``channel_order``, ``normalization``, ``bn_eps``;
+    standard: RGB, (x/255-0.5)/0.5) and the SHA-256 of the weights
     file, plus ``extra_meta`` (which may not override format, format_version or sha256).
     """
     path = Path(path)
@@ -364,8 +419,7 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, extra_meta: dict 
         "arch_kwargs": kw,
         "embedding_size": int(kw.get("embedding_size", getattr(inner, "embedding_size", 512))),
         "input_size": int(kw.get("input_size", getattr(inner, "input_size", 112))),
-        "channel_order": "RGB",
-        "normalization": {"scale": 255, "mean": 0.5, "std": 0.5},
+        **sidecar_fields(inner),
         "sha256": hashlib.sha256(data).hexdigest(),
         **extra,
     }
@@ -375,6 +429,8 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, extra_meta: dict 
 
 
 __all__ = [
+    "LAYOUTS",
+    "detect_layout",
     "export_backbone",
     "extract_state_dict",
     "infer_arch",

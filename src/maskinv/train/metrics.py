@@ -1,9 +1,11 @@
-"""Run observability: ``metrics.jsonl`` (one JSON object per log step), TensorBoard, progress bar."""
+"""Run observability: ``metrics.jsonl`` (one JSON object per log step), TensorBoard, progress bar,
+and :class:`TrainMeter`, the loop's loss/throughput accounting."""
 from __future__ import annotations
 
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +124,78 @@ class MetricsLogger:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def last_logged_losses(path: Path) -> dict[str, float]:
+    """The losses of the last step record in ``metrics.jsonl`` ({} when none or unreadable)."""
+    try:
+        records = [r for r in read_metrics(path) if "event" not in r and "loss" in r]
+    except (OSError, ValueError):
+        return {}
+    if not records:
+        return {}
+    return {k: records[-1][k] for k in ("loss", "head_loss", "kd_loss") if records[-1].get(k) is not None}
+
+
+class TrainMeter:
+    """What the loop measures: loss/masked-fraction means and images/s over each log window, the
+    images/s of the run and of the last step, and the last step's losses.
+
+    ``images_per_step`` is the global batch. ``log_every`` (0: never) decides which steps log a
+    window record (:meth:`due`); the last step of the run always does.
+    """
+
+    def __init__(self, images_per_step: int, log_every: int):
+        self.images_per_step = images_per_step
+        self.log_every = log_every
+        self.last = {"loss": float("nan"), "head_loss": float("nan"), "kd_loss": float("nan")}
+        self._reset_window()
+        self.run_images = 0
+        self.run_t0 = time.perf_counter()
+        self._step_t0 = self.run_t0
+        self.step_seconds = 0.0
+
+    def _reset_window(self) -> None:
+        self.n = 0
+        self.loss = self.head = self.kd = self.masked = 0.0
+        self.images = 0
+        self.t0 = time.perf_counter()
+
+    def step_started(self) -> None:
+        self._step_t0 = time.perf_counter()
+
+    def step_done(self, res) -> None:
+        """Account one finished step (a :class:`~.step.StepResult`)."""
+        self.step_seconds = time.perf_counter() - self._step_t0
+        self.run_images += self.images_per_step
+        self.n += 1
+        self.loss += res.loss
+        self.head += res.head_loss
+        self.kd += res.kd_loss
+        self.masked += res.masked_fraction
+        self.images += self.images_per_step
+        self.last = {"loss": res.loss, "head_loss": res.head_loss, "kd_loss": res.kd_loss}
+
+    @property
+    def step_images_per_s(self) -> float:
+        return self.images_per_step / max(self.step_seconds, 1e-9)
+
+    def due(self, step: int, stop: int) -> bool:
+        return bool(self.log_every) and (step % self.log_every == 0 or step == stop)
+
+    def window_record(self, step: int, epoch: int, lr: float, grad_norm: float | None) -> dict[str, Any]:
+        """The metrics.jsonl record of the window ending at ``step``; starts the next window."""
+        el = max(time.perf_counter() - self.t0, 1e-9)
+        n = self.n
+        rec = {"step": step, "epoch": epoch, "lr": lr, "loss": self.loss / n,
+               "head_loss": self.head / n, "kd_loss": self.kd / n,
+               "images_per_s": self.images / el, "masked_fraction": self.masked / n,
+               "time": time.time()}
+        if grad_norm is not None:
+            rec["grad_norm"] = grad_norm
+        self._reset_window()
+        return rec
+
+    def run_images_per_s(self, end: float) -> float | None:
+        """Images/s from the meter's creation to ``end`` (a ``time.perf_counter()``); None without steps."""
+        return (self.run_images / (end - self.run_t0)) if self.run_images else None

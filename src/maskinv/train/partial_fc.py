@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskinv.errors import CheckpointError, ConfigError
+
 from . import distributed as D
 
 
@@ -45,9 +47,10 @@ class PartialFC(nn.Module):
         self.rank = info.rank if rank is None else rank
         self.world_size = info.world_size if world_size is None else world_size
         if num_classes < self.world_size:
-            raise ValueError(f"PartialFC needs at least one class per rank ({num_classes} classes, {self.world_size} ranks)")
+            raise ConfigError(f"head.partial_fc: needs at least one class per rank, got num_classes={num_classes} "
+                              f"with world_size={self.world_size}")
         if not (0.0 < sample_rate <= 1.0):
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+            raise ConfigError(f"head.partial_fc.sample_rate: must be in (0, 1], got {sample_rate!r}")
         self.num_classes = num_classes
         self.sample_rate = float(sample_rate)
         self.start, self.end = shard_range(num_classes, self.rank, self.world_size)
@@ -58,8 +61,9 @@ class PartialFC(nn.Module):
 
     def load_full_kernel(self, kernel: torch.Tensor) -> None:
         """Copy this rank's columns out of a full (embedding_size, num_classes) kernel."""
-        if kernel.shape != (self.kernel.shape[0], self.num_classes):
-            raise ValueError(f"full kernel must be {(self.kernel.shape[0], self.num_classes)}, got {tuple(kernel.shape)}")
+        if tuple(kernel.shape) != (self.kernel.shape[0], self.num_classes):
+            raise CheckpointError(f"PartialFC.load_full_kernel: kernel shape {tuple(kernel.shape)} does not match "
+                                  f"(embedding_size, num_classes) = {(self.kernel.shape[0], self.num_classes)}")
         with torch.no_grad():
             self.kernel.copy_(kernel[:, self.start : self.end])
 

@@ -16,10 +16,13 @@ def lr_factor(step: int, sched: ScheduleConfig, steps_per_epoch: int) -> float:
     """Multiplier of the base learning rate for optimiser step ``step`` (0-based).
 
     Linear warm-up over ``warmup_epochs`` (from 1/warmup_steps to 1), then:
-    ``step``: ``gamma ** (number of milestones <= current epoch)`` — milestones are epochs, so
-    ``[8, 14, 20, 25]`` drops the rate at the start of epochs 8, 14, 20 and 25 (0-based
-    counting, i.e. after 8 full epochs); ``poly``: ``(1 - t) ** power`` over the
-    post-warm-up steps; ``constant``: 1. The result never falls below ``min_lr_factor``
+    ``step``: the public MaskInv/ElasticFace rule ``gamma ** |{m in milestones : m - 1 <= epoch}|``
+    with ``epoch = step / steps_per_epoch`` counted from 0. A milestone ``m`` is the 1-based
+    epoch that first runs at the lower rate: ``[8, 14, 20, 25]`` drops the rate after 7, 13, 19
+    and 24 finished epochs (at the start of 0-based epochs 7, 13, 19 and 24), exactly as the
+    public code's per-epoch ``LambdaLR``. Fractional milestones drop mid-epoch at the same
+    position; a milestone ``<= 1`` is in force from step 0. ``poly``: ``(1 - t) ** power`` over
+    the post-warm-up steps; ``constant``: 1. The result never falls below ``min_lr_factor``
     (except during warm-up).
     """
     spe = max(1, int(steps_per_epoch))
@@ -30,8 +33,8 @@ def lr_factor(step: int, sched: ScheduleConfig, steps_per_epoch: int) -> float:
         f = 1.0
     elif sched.kind == "step":
         epoch = step / spe
-        # count milestones reached; a tiny tolerance keeps integer epochs exact
-        n = bisect.bisect_right([float(m) for m in sched.milestones], epoch + 1e-12)
+        # count milestones with m - 1 <= epoch; a tiny tolerance keeps integer epochs exact
+        n = bisect.bisect_right([float(m) - 1.0 for m in sched.milestones], epoch + 1e-12)
         f = sched.gamma ** n
     elif sched.kind == "poly":
         total = total_steps(sched, spe)

@@ -131,17 +131,23 @@ class TrainStep:
         self.rank = int(rank)
         self.mask_device = torch.device(getattr(masker, "device", None) or self.device) if masker is not None else self.device
 
-    def _to_input(self, u8: torch.Tensor) -> torch.Tensor:
+    def to_input(self, u8: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> normalised float network input on the step's device (and layout)."""
         x = normalize_uint8_tensor(u8.to(self.device, non_blocking=True))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def teacher_forward(self, u8: torch.Tensor) -> torch.Tensor:
+        """The teacher's float32 embeddings (B, D) of uint8 images (B, 3, H, W), under the step's
+        autocast, without the cache (the cache pre-pass fills the cache with these)."""
+        with self.autocast():
+            return self.teacher(self.to_input(u8)).float()
+
     def teacher_embeddings(self, clean_u8: torch.Tensor, indices: torch.Tensor | None, flips: torch.Tensor) -> torch.Tensor:
         """Teacher embeddings (B, D) float32 of the clean views (cache hits skip the forward)."""
         if self.cache is None or indices is None:
-            with self.autocast():
-                return self.teacher(self._to_input(clean_u8)).float()
+            return self.teacher_forward(clean_u8)
         idx = indices.cpu().numpy()
         fl = flips.cpu().numpy().astype(np.int64)
         cached, hit = self.cache.lookup(idx, fl)
@@ -149,8 +155,7 @@ class TrainStep:
         miss = np.flatnonzero(~hit)
         if miss.size:
             sel = torch.from_numpy(miss).to(clean_u8.device)
-            with self.autocast():
-                fresh = self.teacher(self._to_input(clean_u8.index_select(0, sel))).float()
+            fresh = self.teacher_forward(clean_u8.index_select(0, sel))
             self.cache.store(idx[miss], fl[miss], fresh)
             out[torch.from_numpy(miss).to(self.device)] = fresh
         return out
@@ -166,7 +171,7 @@ class TrainStep:
 
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        emb, head_loss = self.model(self._to_input(student_u8), labels, g_head)
+        emb, head_loss = self.model(self.to_input(student_u8), labels, g_head)
         if self.pfc is not None:
             head_loss = self.pfc(emb, labels, generator=g_head)
         loss = head_loss

@@ -18,13 +18,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from maskinv.errors import DataFormatError
 from maskinv.utils.hashing import update_with_tensors
+
+from . import distributed as D
 
 CACHE_FORMAT = "maskinv-teacher-cache"
 CACHE_VERSION = 1
@@ -152,3 +154,38 @@ class TeacherCache:
 
     def info(self) -> dict[str, Any]:
         return {"path": str(self.folder), "records": self.n, "filled": self.fill_fraction(), "rebuilt": self.rebuilt}
+
+
+def open_shared_cache(folder: str | os.PathLike, *, is_main: bool, **kw: Any) -> TeacherCache:
+    """Open the cache from every rank: rank 0 creates/validates it, the others open it after a barrier.
+
+    ``kw``: :class:`TeacherCache`'s keyword arguments (without ``create``).
+    """
+    cache = TeacherCache(folder, create=True, **kw) if is_main else None
+    D.barrier()
+    if cache is None:
+        cache = TeacherCache(folder, create=False, **kw)
+    return cache
+
+
+def prepass(cache: TeacherCache, teacher_forward: Callable[[torch.Tensor], torch.Tensor],
+            images_at: Callable[[list[int]], np.ndarray], *, rank: int, world_size: int, batch_size: int,
+            device: torch.device) -> None:
+    """Fill every (record, flip) slot missing from the cache before training; ranks split the records.
+
+    ``teacher_forward``: uint8 (B, 3, H, W) on ``device`` -> float32 embeddings (B, D);
+    ``images_at``: record indices -> uint8 (B, H, W, 3).
+    """
+    todo = [i for i in range(rank, cache.n, world_size)]
+    filled = np.asarray(cache.filled)
+    bs = max(1, batch_size)
+    for fl in (0, 1):
+        miss = [i for i in todo if not filled[i, fl]]
+        for s in range(0, len(miss), bs):
+            chunk = miss[s:s + bs]
+            x = torch.from_numpy(images_at(chunk)).permute(0, 3, 1, 2).contiguous().to(device)
+            if fl:
+                x = x.flip(3)
+            cache.store(np.asarray(chunk), np.full(len(chunk), fl), teacher_forward(x))
+    cache.flush()
+    D.barrier()

@@ -1,4 +1,4 @@
-"""Small deterministic RecordIO training sets for tests and benchmarks (no SynthFaces needed).
+"""Small deterministic RecordIO training sets for the tests (no SynthFaces needed).
 
 Each class is a fixed random pattern of coloured blobs on a background; each image adds a
 small random shift and pixel noise, so a tiny network can learn the classes in a few steps.

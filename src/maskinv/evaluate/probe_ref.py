@@ -1,0 +1,255 @@
+"""Probe/reference protocol: every listed (probe) image against every unlisted (reference) image.
+
+This is how the MaskInv paper scores MFR2: masked probes against unmasked references, all
+against all. A pair list of a few hundred impostor pairs cannot measure FMR1000 or TAR at
+FAR 1:2000; the all-against-all set (P × R comparisons) can.
+
+Each image is embedded once and all comparisons are one matrix product ``E_p @ E_r.T``
+(float64), flattened row-major: comparison ``k`` is probe ``k // R`` against reference
+``k % R``. Genuine = same identity (folder name).
+
+Operating-point rule: TAR at FAR ``f`` (and FMR100/FMR1000, the FNMR at FMR <= 1 % / 0.1 %)
+is reported only when there are at least ``min_false_matches / f`` impostor comparisons, i.e.
+when the operating point admits at least ``min_false_matches`` false matches; otherwise it is
+``None`` with the reason in ``undefined``. Default 1 (as :func:`verification_metrics`);
+``false_matches_at_far`` reports how many false matches each operating point allows, so a
+reader can see how many impostor scores decide it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from maskinv.errors import ConfigError, DataFormatError
+
+__all__ = ["PROBE_REF", "PROBE_REF_FARS", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores",
+           "probe_ref_metrics", "evaluate_probe_ref", "evaluate_folder_bench", "folder_pair_inputs",
+           "report_metrics"]
+
+PROBE_REF = "probe_ref"
+#: FAR targets of the protocol: 1e-2, 1e-3 and the paper's 1:2000.
+PROBE_REF_FARS = (1e-2, 1e-3, 5e-4)
+#: Per-comparison arrays in a probe_ref result (not JSON material).
+ARRAY_KEYS = ("scores", "genuine", "probe_identity", "reference_identity")
+
+
+def _norm(text: str) -> str:
+    t = text.strip().replace("\\", "/")
+    while t.startswith("./"):
+        t = t[2:]
+    return t.lower()
+
+
+def read_probe_list(path: str | os.PathLike, keys: Sequence[str]) -> np.ndarray:
+    """Which of the images ``keys`` (paths relative to the benchmark folder) ``path`` lists.
+
+    One entry per line: a relative path (``Name/Name_0001.png``, extension optional) or a
+    file stem (``Name_0001``); case-insensitive; blank lines and ``#`` comments skipped.
+    An entry that matches no image (or a stem that matches several) raises
+    :class:`DataFormatError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: probe list not found")
+    by_path: dict[str, int] = {}
+    by_stem: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        k = _norm(key)
+        by_path[k] = i
+        no_ext = k.rsplit(".", 1)[0] if "." in k.rsplit("/", 1)[-1] else k
+        by_path.setdefault(no_ext, i)
+        by_stem.setdefault(no_ext.rsplit("/", 1)[-1], []).append(i)
+    listed = np.zeros(len(keys), bool)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not a UTF-8 text file ({exc})") from None
+    entries = 0
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        k = _norm(entry)
+        i = by_path.get(k)
+        if i is None and "/" not in k:
+            hits = by_stem.get(k.rsplit(".", 1)[0] if "." in k else k, [])
+            if len(hits) > 1:
+                raise DataFormatError(f"{path}: line {lineno}: {entry!r} matches {len(hits)} images; give the relative path")
+            i = hits[0] if hits else None
+        if i is None:
+            raise DataFormatError(f"{path}: line {lineno}: {entry!r} is not an image of the benchmark")
+        listed[i] = True
+        entries += 1
+    if entries == 0:
+        raise DataFormatError(f"{path}: no entries")
+    return listed
+
+
+def probe_ref_scores(embeddings: np.ndarray, identities: Sequence[str], is_probe: np.ndarray,
+                     valid: np.ndarray | None = None) -> dict[str, Any]:
+    """All probe × reference cosine scores from per-image L2-normalised embeddings.
+
+    Returns ``scores`` (P·R,) float64, ``genuine`` (P·R,) bool, ``probe_index`` (P,) and
+    ``reference_index`` (R,) into the image list, ``probe_identity``/``reference_identity``
+    (P·R,) int32 codes into ``identity_names``.
+    """
+    emb = np.asarray(embeddings)
+    n = emb.shape[0]
+    is_probe = np.asarray(is_probe, bool)
+    ok = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    if is_probe.shape != (n,) or ok.shape != (n,) or len(identities) != n:
+        raise ConfigError(f"probe_ref: {n} embeddings, {is_probe.shape[0]} probe flags, {ok.shape[0]} valid flags, "
+                          f"{len(identities)} identities; all must match")
+    pi = np.flatnonzero(is_probe & ok)
+    ri = np.flatnonzero(~is_probe & ok)
+    if pi.size == 0 or ri.size == 0:
+        raise DataFormatError(f"probe_ref: {pi.size} probe and {ri.size} reference images; both sides need at least one")
+    names, codes = np.unique(np.asarray(identities, dtype=object).astype(str), return_inverse=True)
+    codes = codes.astype(np.int32)
+    e = emb.astype(np.float64, copy=False)
+    scores = (e[pi] @ e[ri].T).ravel()
+    pc, rc = codes[pi], codes[ri]
+    return {
+        "scores": scores,
+        "genuine": (pc[:, None] == rc[None, :]).ravel(),
+        "probe_index": pi,
+        "reference_index": ri,
+        "probe_identity": np.repeat(pc, ri.size),
+        "reference_identity": np.tile(rc, pi.size),
+        "identity_names": [str(x) for x in names],
+    }
+
+
+def probe_ref_metrics(scores: np.ndarray, genuine: np.ndarray, *, far_targets: Iterable[float] = PROBE_REF_FARS,
+                      min_false_matches: int = 1, folds: int = 10, exact: bool = False) -> dict[str, Any]:
+    """:func:`verification_metrics` with the operating-point rule of this module applied."""
+    from .metrics import verification_metrics
+
+    if min_false_matches < 1:
+        raise ConfigError(f"min_false_matches must be >= 1, got {min_false_matches}")
+    fars = tuple(float(f) for f in far_targets)
+    m = verification_metrics(scores, genuine, folds=folds, far_targets=fars, exact=exact)
+    n_imp = m["num_impostor"]
+    allowed: dict[float, int] = {}
+    for far in sorted(set(m["tar_at_far"]) | {1e-2, 1e-3}, reverse=True):
+        allowed[far] = int(np.floor(n_imp * far + 1e-9))
+        if allowed[far] >= min_false_matches:
+            continue
+        reason = (f"needs >= {int(np.ceil(min_false_matches / far - 1e-9))} impostor comparisons "
+                  f"(>= {min_false_matches} false matches at FMR <= {far:g}), have {n_imp}")
+        if far in m["tar_at_far"]:
+            m["tar_at_far"][far] = m["threshold_at_fmr"][far] = None
+            m["undefined"][f"tar_at_far[{far:g}]"] = m["undefined"][f"threshold_at_fmr[{far:g}]"] = reason
+        key = {1e-2: "fmr100", 1e-3: "fmr1000"}.get(far)
+        if key:
+            m[key] = None
+            m["undefined"][key] = reason
+    m["false_matches_at_far"] = {f: allowed[f] for f in sorted(allowed, reverse=True)}
+    m["far_rule"] = f"TAR at FAR f reported when #impostors >= {min_false_matches}/f"
+    return m
+
+
+def evaluate_probe_ref(
+    model: Any,
+    images: np.ndarray,
+    identities: Sequence[str],
+    is_probe: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    flip: bool = True,
+    batch_size: int = 256,
+    device: Any = None,
+    precision: str = "auto",
+    folds: int = 10,
+    exact: bool = False,
+    far_targets: Iterable[float] = PROBE_REF_FARS,
+    min_false_matches: int = 1,
+) -> dict[str, Any]:
+    """Embed every kept image once and score all probes against all references.
+
+    ``images`` (N, H, W, 3) uint8 are the benchmark's unique images, ``identities`` their
+    folder names, ``is_probe`` the probe flags (e.g. :func:`read_probe_list`), ``valid``
+    False for dropped images. Returns :func:`probe_ref_metrics` plus the arrays of
+    :func:`probe_ref_scores` and the counts ``num_probes``, ``num_references``,
+    ``num_images_dropped``.
+    """
+    from .protocols import embed_images
+
+    ok = np.ones(len(identities), bool) if valid is None else np.asarray(valid, bool)
+    is_probe = np.asarray(is_probe, bool)
+    used = np.flatnonzero(ok)
+    e_used = embed_images(model, np.asarray(images)[used], batch_size=batch_size, flip=flip, device=device, precision=precision)
+    emb = np.zeros((len(identities), e_used.shape[1]), np.float32)
+    emb[used] = e_used
+    comp = probe_ref_scores(emb, identities, is_probe, ok)
+    m = probe_ref_metrics(comp["scores"], comp["genuine"], far_targets=far_targets,
+                          min_false_matches=min_false_matches, folds=folds, exact=exact)
+    m.update(
+        scores=comp["scores"], genuine=comp["genuine"],
+        probe_identity=comp["probe_identity"], reference_identity=comp["reference_identity"],
+        identity_names=comp["identity_names"],
+        num_probes=int(comp["probe_index"].size), num_references=int(comp["reference_index"].size),
+        num_images_dropped=int((~ok).sum()),
+        num_probes_dropped=int((~ok & is_probe).sum()), num_references_dropped=int((~ok & ~is_probe).sum()),
+    )
+    return m
+
+
+def report_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """``m`` without the per-comparison identity arrays (kept: ``scores``/``genuine``, which
+    reports write as CSV): what goes into a results document."""
+    return {k: v for k, v in m.items() if k not in ("probe_identity", "reference_identity", "identity_names")}
+
+
+def folder_pair_inputs(bench: Any, protocols: Sequence[str], seed: int = 0, mask_kind: str = "random"):
+    """``(images, issame, masked)`` of a folder benchmark's kept pairs for :func:`evaluate_arrays`
+    (masks made once here, so several models are scored on the same bytes)."""
+    from .protocols import masked_images
+
+    images, issame = bench.pair_arrays()
+    return images, issame, masked_images(images, protocols, seed, mask_kind)
+
+
+def evaluate_folder_bench(
+    model: Any,
+    bench: Any,
+    *,
+    protocols: Sequence[str] = ("uu", "mu", "mm"),
+    probe: np.ndarray | None = None,
+    pair_inputs: tuple | None = None,
+    seed: int = 0,
+    mask_kind: str = "random",
+    flip: bool = True,
+    batch_size: int = 256,
+    device: Any = None,
+    precision: str = "auto",
+    folds: int = 10,
+    exact: bool = False,
+    far_targets: Iterable[float] = (1e-2, 1e-3, 1e-4),
+    min_false_matches: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """A prepared :class:`~maskinv.data.folder_bench.FolderBench` under the pair protocols
+    (``uu``/``mu``/``mm`` on its pair list, if it has one and ``protocols`` is not empty) and,
+    with ``probe`` flags, under ``probe_ref``. Returns ``{protocol: metrics}``; pair-protocol
+    metrics carry the benchmark's ``num_pairs_dropped`` and ``num_images_dropped``."""
+    from .protocols import evaluate_arrays
+
+    kw = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact)
+    out: dict[str, dict[str, Any]] = {}
+    if bench.pairs is not None and protocols:
+        images, issame, masked = pair_inputs or folder_pair_inputs(bench, protocols, seed, mask_kind)
+        res = evaluate_arrays(model, images, issame, masked, protocols, far_targets=far_targets, **kw)
+        for m in res.values():
+            m["num_pairs_dropped"] = int(bench.info.get("num_pairs_dropped", 0))
+            m["num_images_dropped"] = int(bench.info.get("num_images_dropped", 0))
+        out.update(res)
+    if probe is not None:
+        fars = tuple(sorted(set(PROBE_REF_FARS) | {float(f) for f in far_targets}, reverse=True))
+        out[PROBE_REF] = evaluate_probe_ref(model, bench.images, bench.identities, probe, bench.valid,
+                                            far_targets=fars, min_false_matches=min_false_matches, **kw)
+    if not out:
+        raise ConfigError(f"{bench.root}: nothing to evaluate: no pair list and no probe list")
+    return out

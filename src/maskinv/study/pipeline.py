@@ -1,0 +1,140 @@
+"""The MaskInv study end to end on SynthFaces (``maskinv demo`` / ``make demo``).
+
+1. generate SynthFaces: training identities (RecordIO) and held-out verification pairs (``.bin``);
+2. train the teacher (ElasticFace-Arc, clean images) and, from the same data and schedule, the
+   ElasticFace-Arc-Aug baseline (masks, λ = 0) side by side; then MaskInv-LG (masks + KD from the
+   frozen teacher); then MaskInv-HG (large λ, from the LG student) when ``with_hg``
+   (:mod:`.recipe` says what each run is, :mod:`.runs` trains them);
+3. evaluate every model on U-U, M-U and M-M with :func:`maskinv.evaluate.evaluate_models`;
+4. write ``results.json`` (``{"seed", "models": {name: {"uu", "mu", "mm", "run"}}, ...}``),
+   ``report.md`` (:mod:`.report`), the evaluation report with plots in ``eval/`` and a mask
+   gallery; print the table.
+
+A re-run into the same folder with the same settings reuses finished runs and resumes
+interrupted ones; other settings are refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from maskinv.errors import ConfigError
+from maskinv.utils.io import atomic_write_json, atomic_write_text
+
+from .recipe import stages, study_plan, train_config
+from .report import mask_gallery, num, report_markdown, results_table
+from .runs import train_runs
+from .settings import DemoSettings, default_settings
+
+_SUMMARY_KEYS = ("backbone", "step", "status", "loss", "head_loss", "kd_loss", "images_per_s", "elapsed_s",
+                 "weights_sha256")
+
+
+def _check_settings(out: Path, s: DemoSettings) -> None:
+    """Same folder, same settings: reuse; other settings need another folder."""
+    settings_file = out / "demo_settings.json"
+    current = json.loads(json.dumps(dataclasses.asdict(s)))
+    if settings_file.exists():
+        previous = json.loads(settings_file.read_text())
+        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        if changed:
+            raise ConfigError(f"{out} holds a demo run with other settings ({', '.join(changed)}); "
+                              "use another --out or delete that folder")
+    atomic_write_json(settings_file, current)
+
+
+def _make_data(s: DemoSettings, data_dir: Path, say: Callable[[str], None]) -> Path:
+    from maskinv.data.synth import generate_dataset
+
+    if not (data_dir / "synth_meta.json").exists():
+        say(f"[demo] SynthFaces: {s.identities} identities x {s.images_per_identity} images at {s.size}px, "
+            f"{s.val_pairs} held-out pairs of {s.val_identities} other identities")
+        if data_dir.exists():
+            import shutil
+
+            shutil.rmtree(data_dir)  # an interrupted generation: start the data over
+        generate_dataset(data_dir, identities=s.identities, images_per_identity=s.images_per_identity, seed=s.seed,
+                         size=s.size, val_identities=s.val_identities, val_pairs=s.val_pairs, difficulty=s.difficulty,
+                         workers=1, progress=sys.stderr.isatty())
+    return data_dir / "synth_val.bin"
+
+
+def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Callable[[str], None]) -> dict[str, dict]:
+    runs: dict[str, dict] = {}
+    for stage in stages(study_plan(s)):
+        jobs = []
+        for run in stage:
+            teacher = Path(runs[run.teacher]["backbone"]) if run.teacher else None
+            init = Path(runs[run.init]["backbone"]) if run.init else None
+            cfg = train_config(s, run, data_dir, teacher=teacher, init=init, cache_dir=out / "teacher_cache",
+                               progress=sys.stderr.isatty())
+            say(f"[demo] training {run.name}: {run.steps} steps x {s.batch_size} images, mask prob {run.mask_prob}, λ {run.kd}")
+            jobs.append((run.name, cfg, out / "runs" / run.name))
+        t0 = time.perf_counter()
+        for name, cfg, summary in train_runs(jobs, threads=s.threads, parallel=s.parallel):
+            runs[name] = {**{k: summary.get(k) for k in _SUMMARY_KEYS}, "config": cfg, "run_dir": str(out / "runs" / name)}
+            timings[f"train_{name}_s"] = summary.get("elapsed_s") or 0.0
+            say(f"[demo]   {name} done in {num(summary.get('elapsed_s'), '.0f')} s: loss {num(summary.get('loss'))} "
+                f"(head {num(summary.get('head_loss'))}, kd {num(summary.get('kd_loss'))}), "
+                f"{num(summary.get('images_per_s'), '.0f')} img/s")
+        timings["stage_" + "+".join(r.name for r in stage) + "_s"] = time.perf_counter() - t0
+    return runs
+
+
+def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: Callable[[str], None] | None = None) -> dict:
+    """Run the whole study into ``out_dir``; returns the ``results.json`` document."""
+    from maskinv.evaluate import ModelSpec, evaluate_models
+    from maskinv.evaluate.reports import results_json, versions
+    from maskinv.utils.hashing import file_sha256
+
+    s = (settings or default_settings()).scaled()
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    _check_settings(out, s)
+
+    data_dir = out / "data"
+    t0 = time.perf_counter()
+    val_bin = _make_data(s, data_dir, say)
+    timings["data_s"] = time.perf_counter() - t0
+
+    runs = _train(s, out, data_dir, timings, say)
+
+    # every model scores the same masked copies of the held-out pairs (masked once)
+    t0 = time.perf_counter()
+    models = {name: ModelSpec(path=r["backbone"], sha256=r["weights_sha256"]) for name, r in runs.items()}
+    ev = evaluate_models(models, {"synth_val": val_bin}, s.protocols, seed=s.eval_seed, mask_kind=s.mask_kind,
+                         flip=s.flip, precision=s.eval_precision, out_dir=out / "eval")
+    models_out: dict[str, dict[str, Any]] = {name: {} for name in runs}
+    for e in ev["results"]:
+        models_out[e["model"]][e["protocol"]] = {k: v for k, v in e["metrics"].items() if k not in ("scores", "genuine")}
+    for name in runs:
+        models_out[name]["run"] = runs[name]
+    timings["eval_s"] = time.perf_counter() - t0
+    written = ev["report"]
+
+    gallery = mask_gallery(val_bin, out / "mask_gallery.png", seed=s.eval_seed)
+    timings["total_s"] = time.perf_counter() - t_start
+    doc = {
+        "seed": s.seed,
+        "models": models_out,
+        "settings": dataclasses.asdict(s),
+        "timings": timings,
+        "versions": versions(),
+        "data": {"dir": str(data_dir), "val_bin": str(val_bin), "val_bin_sha256": file_sha256(val_bin)},
+        "files": {"eval_results": str(written["json"]), "plots": [str(p) for p in written["plots"]],
+                  "mask_gallery": str(gallery) if gallery else None},
+    }
+    atomic_write_json(out / "results.json", results_json(doc))
+    table = results_table(doc)
+    atomic_write_text(out / "report.md", report_markdown(doc, table))
+    print(table)
+    say(f"[demo] wrote {out / 'results.json'}, {out / 'report.md'} and plots in {out / 'eval'} "
+        f"({timings['total_s']:.0f} s in all)")
+    return doc

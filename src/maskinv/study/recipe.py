@@ -1,0 +1,117 @@
+"""What the study trains: the plan of runs (who needs whose result) and each run's trainer config.
+
+A run's config is the package recipe (``demo.yaml``, ``recipe``) plus that run's own values and
+then the user's trainer overrides, all applied by :func:`maskinv.train.config.apply_overrides`
+— the one override parser — so the study has no trainer recipe of its own in code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .settings import DemoSettings, recipe
+
+
+@dataclass
+class RunPlan:
+    """One training run of the study. ``teacher``/``init`` name earlier runs whose backbone
+    this run needs (the frozen KD teacher; the student it starts from)."""
+
+    name: str
+    steps: int
+    mask_prob: float
+    kd: float
+    seed_offset: int
+    teacher: str | None = None
+    init: str | None = None
+    lr: float | None = None
+    needs: set = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.needs = {self.teacher, self.init} - {None}
+
+
+def study_plan(s: DemoSettings) -> list[RunPlan]:
+    """Teacher (clean images), ElasticFace-Arc-Aug (masks, λ=0), MaskInv-LG (masks + KD from the
+    teacher) and, with ``with_hg``, MaskInv-HG (from LG's backbone and head, large λ)."""
+    plan = [
+        RunPlan("teacher", s.teacher_steps, 0.0, 0.0, seed_offset=1),
+        RunPlan("elasticface_arc_aug", s.student_steps, s.mask_prob, 0.0, seed_offset=2),
+        RunPlan("maskinv_lg", s.student_steps, s.mask_prob, s.lambda_lg, seed_offset=3, teacher="teacher"),
+    ]
+    if s.with_hg:
+        plan.append(RunPlan("maskinv_hg", s.hg_steps, s.mask_prob, s.lambda_hg, seed_offset=4, teacher="teacher",
+                            init="maskinv_lg", lr=s.hg_lr))
+    return plan
+
+
+def stages(plan: list[RunPlan]) -> list[list[RunPlan]]:
+    """Group the plan into stages: a run joins the current stage unless it needs a result of it
+    (independent runs train side by side)."""
+    out: list[list[RunPlan]] = []
+    for run in plan:
+        if out and not run.needs & {r.name for r in out[-1]}:
+            out[-1].append(run)
+        else:
+            out.append([run])
+    return out
+
+
+def override(key: str, value: Any) -> str:
+    """``key=value`` with ``value`` written as YAML that reads back to the same value (1e-05 stays
+    a float, paths with ``:`` stay strings)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, sort_keys=False)
+    if text.endswith("\n...\n"):  # a plain scalar document
+        text = text[: -len("\n...\n")]
+    return f"{key}={text.strip()}"
+
+
+def run_overrides(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Path | None, init: Path | None,
+                  cache_dir: Path | None) -> list[str]:
+    """The run's own values as trainer-config overrides."""
+    images = s.identities * s.images_per_identity
+    epochs = run.steps * s.batch_size / images
+    values = {
+        "data.path": str(data_dir),
+        "model.name": s.backbone,
+        "model.embedding_size": s.embedding_size,
+        "model.kwargs": {"width_mult": s.width_mult, "input_size": s.size},
+        "model.init": str(init) if init else None,
+        "head.name": s.head,
+        "head.kwargs": dict(s.head_kwargs),
+        # a run that starts from a trained student starts from its class centres too
+        "head.init": str(Path(init).parent / "head.pt") if init else None,
+        "teacher.path": str(teacher) if teacher else None,
+        # the frozen teacher sees only clean (flipped or not) images: its templates are computed
+        # once per record and flip and shared by the KD runs (maskinv.train.teacher_cache)
+        "teacher.cache.enabled": bool(teacher and cache_dir and s.teacher_cache),
+        "teacher.cache.path": str(cache_dir) if cache_dir else None,
+        "masks.prob": run.mask_prob,
+        "kd.weight": run.kd,
+        "optim.lr": run.lr or s.lr,
+        "optim.lr_reference_batch": s.batch_size,
+        "schedule.epochs": epochs,
+        "schedule.milestones": [epochs * 0.6, epochs * 0.85],
+        "schedule.warmup_epochs": epochs * 0.05,
+        "precision.mode": s.precision,
+        "runtime.batch_size": s.batch_size,
+        "runtime.checkpoint_every": max(run.steps // 2, 1),
+        "runtime.seed": s.seed * 1000 + run.seed_offset,
+        "runtime.threads": s.threads,
+    }
+    return [override(k, v) for k, v in values.items()]
+
+
+def train_config(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Path | None = None,
+                 init: Path | None = None, cache_dir: Path | None = None, progress: bool = False) -> dict:
+    """The run's trainer config as a dict (:mod:`maskinv.train.config`), checked: the recipe, the
+    run's own values, then the user's ``train_overrides`` (they win)."""
+    from maskinv.train.config import apply_overrides, config_from_dict
+
+    ovr = run_overrides(s, run, data_dir, teacher=teacher, init=init, cache_dir=cache_dir)
+    cfg = apply_overrides(recipe(), [*ovr, override("runtime.progress", progress), *s.train_overrides])
+    config_from_dict(cfg)  # unknown keys / bad values fail here, before any run starts
+    return cfg

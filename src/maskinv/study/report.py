@@ -1,0 +1,97 @@
+"""Rendering the study: model titles, the paper-style Markdown table, ``report.md`` and the
+mask gallery image."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from maskinv.masks.protocols import PROTOCOLS, legend, title
+
+#: Display names of the models of the study, in table order.
+MODEL_TITLES = {
+    "teacher": "ElasticFace-Arc (teacher, no masks)",
+    "elasticface_arc_aug": "ElasticFace-Arc-Aug (masks, λ=0)",
+    "maskinv_lg": "MaskInv-LG (masks + KD, λ={lambda_lg:g})",
+    "maskinv_hg": "MaskInv-HG (from LG, λ={lambda_hg:g})",
+}
+
+
+def model_title(name: str, settings: dict) -> str:
+    """Table label of a model of the study, with the λ actually used."""
+    return MODEL_TITLES.get(name, name).format(**settings)
+
+
+def num(v: Any, fmt: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def results_table(doc: dict) -> str:
+    """The paper-style table: rows models, columns protocol x (accuracy, EER, FMR100)."""
+    protos = [p for p in PROTOCOLS if any(p in m for m in doc["models"].values())]
+    head = "| model | " + " | ".join(f"{title(p)} acc | {title(p)} EER | {title(p)} FMR100" for p in protos) + " |"
+    lines = [head, "|---|" + "---:|" * (3 * len(protos))]
+    for name, m in doc["models"].items():
+        cells = []
+        for p in protos:
+            r = m.get(p, {})
+            cells += [_pct(r.get("accuracy_mean")), _pct(r.get("eer")), _pct(r.get("fmr100"))]
+        lines.append(f"| {model_title(name, doc['settings'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(doc: dict, table: str) -> str:
+    """``report.md``: what was run, the table, training figures, timings and the configs."""
+    s = doc["settings"]
+    t = doc["timings"]
+    lines = [
+        "# maskinv demo — MaskInv on SynthFaces", "",
+        f"Seed {doc['seed']}; {s['identities']} training identities × {s['images_per_identity']} images at "
+        f"{s['size']}×{s['size']}; {s['val_pairs']} held-out verification pairs of {s['val_identities']} unseen identities. "
+        f"Backbone {s['backbone']} (width ×{s['width_mult']}, {s['embedding_size']}-d), batch {s['batch_size']}, "
+        f"{s['teacher_steps']} teacher / {s['student_steps']} student steps, mask probability {s['mask_prob']}.", "",
+        f"Evaluation: flip test {'on' if s['flip'] else 'off'}, precision {s['eval_precision']}, mask seed {s['eval_seed']}. "
+        "Accuracy: 10-fold LFW protocol (%). EER and FMR100 (FNMR at FMR ≤ 1 %) in %. " + legend() + ".", "",
+        table, "",
+        "## Training", "",
+        "| model | steps | final loss | head loss | KD loss | img/s | time (s) |", "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in doc["models"].items():
+        r = m["run"]
+        lines.append(f"| {model_title(name, s)} | {r['step']} | {num(r['loss'])} | {num(r['head_loss'])} | "
+                     f"{num(r['kd_loss'], '.4f')} | {num(r['images_per_s'], '.0f')} | {num(r['elapsed_s'], '.0f')} |")
+    lines += ["", "## Timings (s)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k[:-2]} | {v:.1f} |" for k, v in t.items()]
+    lines += ["", "## Configs", "", "Each run folder holds its resolved `config.yaml`; the configs as given:", ""]
+    for name, m in doc["models"].items():
+        lines += [f"### {name}", "", "```json", json.dumps(m["run"]["config"], indent=1), "```", ""]
+    lines += ["Plots: `eval/` (ROC/DET per protocol, genuine/impostor score histograms); masks: `mask_gallery.png`.", ""]
+    return "\n".join(lines)
+
+
+def mask_gallery(val_bin: Path, path: Path, seed: int) -> Path | None:
+    """A grid of a few held-out faces with several random masks each (PNG)."""
+    import cv2
+    import numpy as np
+
+    from maskinv.data.bins import decode_bin
+    from maskinv.masks import apply_mask, image_rng
+    from maskinv.utils.images import encode_image
+    from maskinv.utils.io import atomic_write_bytes
+
+    images, _ = decode_bin(val_bin)
+    faces = images[: min(6, len(images)) * 2 : 2]
+    rows = []
+    for i, face in enumerate(faces):
+        row = [face] + [apply_mask(face, rng=image_rng(seed + 1 + j, i)).image for j in range(5)]
+        rows.append(np.concatenate(row, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    scale = max(1, -(-112 // faces.shape[1]))  # show small crops at 112 px or more per face
+    if scale > 1:
+        grid = cv2.resize(grid, (grid.shape[1] * scale, grid.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    atomic_write_bytes(path, encode_image(grid, "png"))
+    return path

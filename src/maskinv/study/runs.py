@@ -1,0 +1,110 @@
+"""Training the study's runs through the library: reuse finished runs, train independent runs
+side by side in child processes, one thread each.
+
+Children are started with the ``spawn`` method and call :func:`maskinv.train.run_training`
+directly (no CLI in between): forking a process in which torch/OpenMP already started can hang.
+A child's stdout/stderr go to ``run_dir/train.log``. This module imports no torch at module
+level, so a spawned child sets its thread count before torch loads.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Iterator
+
+from maskinv.errors import MaskinvError
+
+
+def finished_summary(run_dir: Path) -> dict | None:
+    """The summary of a run that already completed in ``run_dir`` (a re-run reuses it)."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") == "completed" and summary.get("backbone") and Path(summary["backbone"]).is_file():
+        return summary
+    return None
+
+
+def _child(cfg: dict, run_dir: str, threads: int) -> None:
+    """Body of a spawned training process: one run, logging to ``run_dir/train.log``."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
+    import sys
+    import traceback
+
+    log = open(Path(run_dir) / "train.log", "w", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    try:
+        from maskinv.train import run_training
+
+        summary = run_training(cfg, run_dir, resume=True)
+    except BaseException:
+        traceback.print_exc()
+        log.flush()
+        os._exit(1)
+    log.flush()
+    if summary.get("status") == "interrupted":
+        os._exit(128 + int(summary.get("signal") or signal.SIGTERM))
+    os._exit(0)
+
+
+def train_runs(jobs: list[tuple[str, dict, Path]], *, threads: int | None, parallel: bool) -> Iterator[tuple[str, dict, dict]]:
+    """Train each ``(name, cfg, run_dir)``; side by side in spawned processes when ``parallel``.
+
+    Finished runs are reused, interrupted ones resume. Yields ``(name, cfg, summary)`` in job
+    order. A failed run raises :class:`MaskinvError` with the tail of its ``train.log``.
+    """
+    import multiprocessing
+
+    cores = os.cpu_count() or 1
+    todo = []
+    for name, cfg, run_dir in jobs:
+        done = finished_summary(run_dir)
+        if done is not None:
+            yield name, cfg, done
+        else:
+            todo.append((name, cfg, run_dir))
+    if not todo:
+        return
+    if not parallel or len(todo) == 1:
+        from maskinv.train import run_training
+
+        for name, cfg, run_dir in todo:
+            cfg = copy.deepcopy(cfg)
+            cfg["runtime"]["threads"] = threads or min(cores, 4)
+            yield name, cfg, run_training(cfg, run_dir, resume=True)
+        return
+    # a small net trains faster as two 1-thread processes than as one 2-thread process on 2 cores
+    per_job = threads or max(1, cores // len(todo))
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    failed = None
+    try:
+        for name, cfg, run_dir in todo:
+            cfg = copy.deepcopy(cfg)
+            cfg["runtime"]["threads"] = per_job
+            cfg["runtime"]["progress"] = False
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            proc = ctx.Process(target=_child, args=(cfg, str(run_dir), per_job), name=f"maskinv-train-{name}")
+            proc.start()
+            procs.append((name, cfg, Path(run_dir), proc))
+        for name, _, run_dir, proc in procs:
+            proc.join()
+            if proc.exitcode != 0 and failed is None:
+                log = run_dir / "train.log"
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+                failed = f"training {name} failed (exit {proc.exitcode}); see {log}: " + " | ".join(tail)
+    finally:
+        for _, _, _, proc in procs:  # only on an error in this process (e.g. Ctrl-C): stop our children
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+    if failed:
+        raise MaskinvError(failed)
+    for name, cfg, run_dir, _ in procs:
+        yield name, cfg, json.loads((run_dir / "summary.json").read_text())

@@ -1,0 +1,169 @@
+"""The study's knobs: defaults and the ``--quick`` variant from ``demo.yaml`` (package data),
+``--set`` overrides, ``--minutes`` scaling.
+
+``--set KEY=VALUE`` with a dotted key (``optim.momentum=0.85``) is a trainer-config override:
+checked at once against :mod:`maskinv.train.config` (its parser, its key checks) and applied to
+every run after the recipe. A plain key names a study knob (``size=48``) and is typed by the
+field it sets.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Optional
+
+from maskinv.errors import ConfigError
+
+
+@lru_cache(maxsize=1)
+def study_yaml() -> dict[str, Any]:
+    """``demo.yaml`` shipped inside the package (works installed; read once)."""
+    from importlib.resources import files
+
+    import yaml
+
+    return yaml.safe_load(files("maskinv.study").joinpath("demo.yaml").read_text(encoding="utf-8"))
+
+
+def recipe() -> dict[str, Any]:
+    """The trainer config every run of the study starts from (a fresh copy)."""
+    return copy.deepcopy(study_yaml()["recipe"])
+
+
+@dataclass
+class DemoSettings:
+    """Everything that defines a study run (saved as ``OUT/demo_settings.json`` and in
+    ``results.json``). Defaults: :func:`default_settings`."""
+
+    seed: int
+    minutes: float
+    identities: int
+    images_per_identity: int
+    size: int
+    val_identities: int
+    val_pairs: int
+    difficulty: str
+    backbone: str
+    width_mult: float
+    embedding_size: int
+    batch_size: int
+    teacher_steps: int
+    student_steps: int
+    hg_steps: int
+    lr: float
+    hg_lr: float
+    mask_prob: float
+    lambda_lg: float
+    lambda_hg: float
+    with_hg: bool
+    head: str
+    head_kwargs: dict
+    precision: str
+    threads: Optional[int]
+    parallel: bool
+    teacher_cache: bool
+    protocols: tuple
+    eval_seed: int
+    mask_kind: str
+    flip: bool
+    eval_precision: str
+    train_overrides: list
+
+    def scaled(self) -> "DemoSettings":
+        """Step counts scaled by ``minutes / 10``: the default steps were sized for a 10-minute budget
+        (measured: 10 min wall on the 2-core CI machine, evaluation included)."""
+        if self.minutes <= 0:
+            raise ConfigError(f"--minutes must be positive, got {self.minutes}")
+        f = self.minutes / 10.0
+        s = copy.deepcopy(self)
+        s.teacher_steps = max(10, round(self.teacher_steps * f))
+        s.student_steps = max(10, round(self.student_steps * f))
+        s.hg_steps = max(5, round(self.hg_steps * f))
+        return s
+
+
+def _coerce(key: str, value: Any, raw: Any) -> Any:
+    tp = typing.get_type_hints(DemoSettings)[key]
+    optional = typing.get_origin(tp) is typing.Union
+    if optional:
+        if value is None:
+            return None
+        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"demo setting {key}: expected true/false, got {raw!r}")
+        return value
+    if tp in (int, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"demo setting {key}: expected a number, got {raw!r}")
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"demo setting {key}: expected an integer, got {raw!r}")
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"demo setting {key}: expected a string, got {raw!r}")
+        return value
+    if tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"demo setting {key}: expected a list, got {raw!r}")
+        return tuple(value)
+    if tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"demo setting {key}: expected a list, got {raw!r}")
+        return list(value)
+    if tp is dict and not isinstance(value, dict):
+        raise ConfigError(f"demo setting {key}: expected a mapping, got {raw!r}")
+    return value
+
+
+def _build(values: dict[str, Any]) -> DemoSettings:
+    names = {f.name for f in dataclasses.fields(DemoSettings)}
+    unknown = sorted(set(values) - names)
+    missing = sorted(names - set(values))
+    if unknown or missing:
+        raise ConfigError(f"demo.yaml settings: unknown {unknown}, missing {missing}")
+    return DemoSettings(**{k: _coerce(k, copy.deepcopy(v), v) for k, v in values.items()})
+
+
+def default_settings(seed: int = 0) -> DemoSettings:
+    """The full study (``maskinv demo``)."""
+    return _build({**study_yaml()["settings"], "seed": seed})
+
+
+def quick_settings(seed: int = 0) -> DemoSettings:
+    """A seconds-scale configuration (tiny data, few steps): ``maskinv demo --quick``, the tests."""
+    y = study_yaml()
+    return _build({**y["settings"], **y["quick"], "seed": seed})
+
+
+def apply_settings_overrides(s: DemoSettings, overrides: list[str]) -> DemoSettings:
+    """``KEY=VALUE`` strings (YAML-typed values) applied to a copy of ``s``.
+
+    Dotted keys are trainer-config overrides (validated now by :func:`maskinv.train.config.apply_overrides`,
+    applied to every run); plain keys must name a study setting."""
+    import yaml
+
+    from maskinv.train.config import apply_overrides
+
+    out = copy.deepcopy(s)
+    fields = [f.name for f in dataclasses.fields(DemoSettings)]
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if sep and "." in key:
+            apply_overrides(recipe(), [item])  # unknown key / bad YAML -> ConfigError naming it
+            out.train_overrides = [*out.train_overrides, item]
+            continue
+        if not sep or key not in fields or key == "train_overrides":
+            raise ConfigError(f"demo setting override {item!r}: expected KEY=VALUE with KEY one of "
+                              f"{', '.join(f for f in fields if f != 'train_overrides')}, or a trainer-config "
+                              "key such as optim.momentum")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"demo setting {key}: cannot parse {raw!r}: {exc}") from None
+        setattr(out, key, _coerce(key, value, raw))
+    return out

@@ -1,0 +1,177 @@
+"""Building a run's parts from its config: device, precision/autocast, the student (backbone +
+margin head or PartialFC), the frozen teacher, optimisers, schedulers, GradScaler and masker.
+
+Nothing here runs a step; :mod:`.trainer` calls these in a fixed order (the order of random
+draws at construction time is part of a run's determinism).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from maskinv.errors import CheckpointError, ConfigError
+
+from . import checkpoint as ckpt_mod
+from . import distributed as D
+from .config import TrainConfig
+from .schedule import make_scheduler
+from .step import StudentNet
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``runtime.device`` -> a torch device (``auto``: this rank's GPU if CUDA is available, else CPU)."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device: {spec!r} requested but CUDA is not available")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+def resolve_precision(mode: str, device: torch.device) -> str:
+    """The one meaning of ``auto`` (:mod:`maskinv.utils.precision`); fp16 needs CUDA."""
+    from maskinv.utils.precision import resolve_precision as _resolve
+
+    return _resolve(mode, device, training=True)
+
+
+def autocast_factory(precision: str, device: torch.device) -> Callable[[], Any]:
+    """A zero-argument context factory: autocast to bf16/fp16, or a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def memory_format(cfg: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.precision.channels_last else torch.contiguous_format
+
+
+def build_models(cfg: TrainConfig, num_classes: int, image_size: int, *, rank: int = 0):
+    """``(backbone, head, pfc)`` on the CPU: ``head`` is the full margin head, or None when PartialFC
+    (``pfc``, this rank's class-centre shard) holds the centres. ``model.init``/``head.init`` are loaded."""
+    from maskinv.heads import get_head
+    from maskinv.models import get_model, load_backbone, load_state_dict_strict
+
+    kw = dict(cfg.model.kwargs)
+    if "input_size" in kw and int(kw["input_size"]) != image_size:
+        raise ConfigError(f"model.kwargs.input_size={kw['input_size']} but the training images are {image_size}x{image_size}")
+    kw["input_size"] = image_size
+    if "embedding_size" in kw:
+        raise ConfigError("model.kwargs.embedding_size: set model.embedding_size instead")
+    backbone = get_model(cfg.model.name, embedding_size=cfg.model.embedding_size, seed=cfg.runtime.seed, **kw)
+    if cfg.model.init:
+        src = load_backbone(cfg.model.init)
+        load_state_dict_strict(backbone, src.state_dict(), source=cfg.model.init)
+    hkw = dict(cfg.head.kwargs)
+    hkw.setdefault("seed", cfg.runtime.seed + 1)
+    pfc = None
+    if cfg.head.partial_fc.enabled:
+        from .partial_fc import PartialFC
+
+        margin = get_head(cfg.head.name, cfg.model.embedding_size, 1, **hkw)
+        g = torch.Generator().manual_seed(cfg.runtime.seed * 1000 + 17 + rank)
+        pfc = PartialFC(margin, cfg.model.embedding_size, num_classes,
+                        sample_rate=cfg.head.partial_fc.sample_rate, generator=g)
+        if cfg.head.init:
+            full = get_head(cfg.head.name, cfg.model.embedding_size, num_classes, **hkw)
+            full.load_header(header_source(cfg.head.init))
+            pfc.load_full_kernel(full.kernel.detach())
+        head = None
+    else:
+        head = get_head(cfg.head.name, cfg.model.embedding_size, num_classes, **hkw)
+        if cfg.head.init:
+            head.load_header(header_source(cfg.head.init))
+    return backbone, head, pfc
+
+
+def header_source(path: str):
+    """What ``head.init`` names, for ``load_header``: our training checkpoint's state, else the path."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"head.init: header checkpoint not found: {p}")
+    try:
+        return ckpt_mod.load_state(p)  # our training checkpoint: load_header finds its "head"
+    except CheckpointError:
+        return str(p)
+
+
+def build_teacher(cfg: TrainConfig, teacher_module: nn.Module | None = None) -> nn.Module | None:
+    """The frozen teacher: ``teacher_module`` when given, else ``teacher.path`` when KD is on, else None."""
+    if teacher_module is not None:
+        return teacher_module
+    if not cfg.teacher.path or cfg.kd.weight <= 0:
+        return None
+    from maskinv.distill import load_teacher
+
+    return load_teacher(cfg.teacher.path, cfg.teacher.name, **dict(cfg.teacher.kwargs))
+
+
+def build_optimizers(cfg: TrainConfig, world_size: int, params_main, params_pfc) -> tuple[list, float]:
+    """``([main, (pfc)], lr)``: one optimiser per parameter group, lr scaled by the global batch."""
+    o = cfg.optim
+    global_batch = cfg.runtime.batch_size * world_size
+    lr = o.lr * (global_batch / o.lr_reference_batch if o.lr_reference_batch else 1.0)
+
+    def make(params):
+        if o.name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+
+    opts = [make(params_main)]
+    if params_pfc:
+        opts.append(make(params_pfc))
+    return opts, lr
+
+
+def build_masker(cfg: TrainConfig, image_size: int, device: torch.device):
+    """The batched synthetic-mask renderer, or None when ``masks.prob`` is 0."""
+    if cfg.masks.prob <= 0:
+        return None
+    from maskinv.masks import BatchMasker
+
+    return BatchMasker(image_size=image_size, kinds=tuple(cfg.masks.kinds), device=device)
+
+
+@dataclass
+class Student:
+    """The trained parts: ``optimizers[0]``/``schedulers[0]`` drive backbone + head, ``[1]`` the
+    PartialFC shard (when on). ``model`` is the :class:`StudentNet`, DDP-wrapped under torchrun."""
+
+    backbone: nn.Module
+    head: nn.Module | None
+    pfc: nn.Module | None
+    model: nn.Module
+    optimizers: list
+    schedulers: list
+    scaler: Any
+    base_lr: float
+
+
+def assemble_student(cfg: TrainConfig, info: D.DistInfo, device: torch.device, precision: str,
+                     backbone: nn.Module, head: nn.Module | None, pfc: nn.Module | None,
+                     autocast: Callable[[], Any], steps_per_epoch: int) -> Student:
+    """Wrap the (already placed) modules for training: StudentNet (+ DDP), optimisers, schedules, scaler."""
+    net = StudentNet(backbone, head, autocast)
+    model: nn.Module = net
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # default buffer broadcast: every forward starts from rank 0's BN statistics
+        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    params_main = [p for p in net.parameters() if p.requires_grad]
+    params_pfc = [p for p in pfc.parameters()] if pfc is not None else []
+    optimizers, lr = build_optimizers(cfg, info.world_size, params_main, params_pfc)
+    schedulers = [make_scheduler(o, cfg.schedule, steps_per_epoch) for o in optimizers]
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return Student(backbone, head, pfc, model, optimizers, schedulers, scaler, lr)

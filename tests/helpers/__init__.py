@@ -1,0 +1,1 @@
+"""Test-only helpers (importable as ``helpers.*``: pytest puts ``tests/`` on ``sys.path``)."""
