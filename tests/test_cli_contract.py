@@ -402,6 +402,18 @@ def test_warnings_become_one_note_each(capsys, monkeypatch):
     assert len(lines) == _MAX_NOTES + 1 and "suppressed" in lines[-1]
 
 
+def test_opencv_warnings_are_quiet_and_restored(tmp_path, capfd):
+    import cv2
+
+    from maskinv.cli import _quiet_output
+
+    before = cv2.utils.logging.getLogLevel()
+    with _quiet_output(debug=False):
+        cv2.imread(str(tmp_path / "missing.png"))  # OpenCV logs "[ WARN:0@...] ... can't open/read file"
+    assert "WARN" not in capfd.readouterr().err
+    assert cv2.utils.logging.getLogLevel() == before
+
+
 def test_native_stderr_becomes_a_note_naming_the_image(tmp_path, capfd):
     """libjpeg writes 'Corrupt JPEG data' to fd 2 itself; with capture on it becomes a warning."""
     import warnings

@@ -93,11 +93,11 @@ def _quiet_output(debug: bool):
     from maskinv.utils import native_stderr
 
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read by cv2 when it is first imported
-    cv2 = sys.modules.get("cv2")
+    cv_log = getattr(getattr(sys.modules.get("cv2"), "utils", None), "logging", None)  # already imported
     old_level = None
-    if cv2 is not None and hasattr(cv2, "setLogLevel"):
-        old_level = cv2.getLogLevel()
-        cv2.setLogLevel(2)  # cv2.utils.logging.LOG_LEVEL_ERROR
+    if cv_log is not None and hasattr(cv_log, "setLogLevel"):
+        old_level = cv_log.getLogLevel()
+        cv_log.setLogLevel(cv_log.LOG_LEVEL_ERROR)
     was = native_stderr.enable(True)
     with warnings.catch_warnings():
         warnings.showwarning = _Notes()
@@ -106,7 +106,7 @@ def _quiet_output(debug: bool):
         finally:
             native_stderr.enable(was)
             if old_level is not None:
-                cv2.setLogLevel(old_level)
+                cv_log.setLogLevel(old_level)
 
 
 def _stdout_gone() -> int:
