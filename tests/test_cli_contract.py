@@ -261,6 +261,18 @@ def test_bad_arguments_one_line_exit_2_nothing_written(root, capsys, monkeypatch
         locked.chmod(0)
         cases.append(("verify unreadable", ["verify", str(locked), str(root / "crop1.png"), "--model",
                                             str(root / "model.pt"), "--aligned", "--threshold", "0.5"], ["locked.png"]))
+    model = ["--model", str(root / "model.pt")]
+    cases += [  # mistakes between arguments, found when the command starts
+        ("align folder -> file", ["align", str(root / "lfw"), str(root / "notes.txt")], ["notes.txt"]),
+        ("align image -> folder", ["align", str(root / "crop0.png"), str(root / "adir")], ["adir"]),
+        ("verify --fmr and --threshold", ["verify", str(root / "crop0.png"), str(root / "crop1.png"), *model,
+                                          "--aligned", "--fmr", "0.1", "--threshold", "0.5"], ["--fmr", "--threshold"]),
+        ("eval --arch twice for one model", ["eval", *model, "--arch", "r18", "--arch", "r18", "--bench",
+                                             str(root / "tiny.bin"), "--out", str(root / "new" / "e")], ["--arch"]),
+        ("train without config", ["train", "--out", str(root / "new" / "run")], ["CONFIG"]),
+        ("verify --aligned, wrong crop size", ["verify", str(root / "lfw" / "Ann" / "Ann_0001.png"), str(root / "crop1.png"),
+                                     *model, "--aligned", "--threshold", "0.5"], ["Ann_0001.png"]),
+    ]
     assert len(cases) > 150
     failures = []
     for case_id, argv, names in cases:
@@ -362,6 +374,15 @@ def test_cli_hints_name_flags_and_model_size(root, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "no face detected" in err and "--aligned" in err and "aligned=True" not in err
     assert f"{SIZE}x{SIZE}" in err and "112x112" not in err  # the model's input size, not the default
+
+
+def test_align_has_no_aligned_hint(root, capsys):
+    """``align`` has no --aligned flag: its no-face error must not suggest one."""
+    pytest.importorskip("dlib")
+    assert main(["align", str(root / "crop0.png"), str(root / "new" / "x.png"), "--detector", "dlib"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"maskinv align: error: {root / 'crop0.png'}: no face detected"
+    assert not (root / "new").exists()
 
 
 def test_verify_without_threshold_names_the_flags(root, capsys):

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import warnings
 from typing import Sequence
@@ -50,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Library messages speak Python (``aligned=True``, ``name=``); at the command line the same
 # advice names the flag. Applied to the one-line error of a MaskinvError.
+# (library text, command-line text, the flag it needs): a command without that flag drops the
+# parenthesised hint instead (``align`` has no --aligned).
 _CLI_PHRASES = (
-    ("pass aligned=True", "pass --aligned"),
-    ("drop aligned=True", "drop --aligned"),
-    ("pass an explicit threshold", "pass --threshold T (a cosine in [-1, 1])"),
-    ("pass name=", "pass --arch NAME"),
+    ("pass aligned=True", "pass --aligned", "--aligned"),
+    ("drop aligned=True", "drop --aligned", "--aligned"),
+    ("pass an explicit threshold", "pass --threshold T (a cosine in [-1, 1])", "--threshold"),
+    ("pass name=", "pass --arch NAME", "--arch"),
 )
 _MAX_NOTES = 20  # a flood of warnings (one per corrupt image) ends in one "suppressed" line
 
@@ -162,19 +165,26 @@ def _main(argv: Sequence[str] | None, debug: bool) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)) and exc.filename:
             msg = f"{exc.strerror}: {exc.filename}"
-        for py, cli in _CLI_PHRASES:
-            msg = msg.replace(py, cli)
-        print(f"maskinv {_command_name(parser, args)}: error: {msg}", file=sys.stderr)
+        names, leaf = _command(parser, args)
+        print(f"maskinv {names}: error: {_cli_phrasing(msg, leaf)}", file=sys.stderr)
         return 2
 
 
-def _command_name(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    """``data info``, ``gallery add``, ``eval``: the sub-command path the user typed."""
+def _cli_phrasing(msg: str, leaf: argparse.ArgumentParser) -> str:
+    flags = {o for a in leaf._actions for o in a.option_strings}
+    for py, cli, flag in _CLI_PHRASES:
+        if py in msg:
+            msg = msg.replace(py, cli) if flag in flags else re.sub(rf"\s*\([^()]*{re.escape(py)}[^()]*\)", "", msg)
+    return msg
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, argparse.ArgumentParser]:
+    """(``"data info"``, its parser): the sub-command path the user typed."""
     names, p = [], parser
     while True:
         sub = next((a for a in p._actions if isinstance(a, argparse._SubParsersAction)), None)
         name = getattr(args, sub.dest, None) if sub is not None else None
         if name not in (sub.choices if sub is not None else ()):
-            return " ".join(names) or "maskinv"
+            return " ".join(names) or "maskinv", p
         names.append(name)
         p = sub.choices[name]

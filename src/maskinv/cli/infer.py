@@ -175,7 +175,14 @@ def _cmd_align(args) -> int:
     from maskinv.align import align_faces
     from maskinv.utils.io import atomic_write_bytes
 
-    if Path(args.image).is_dir():
+    from maskinv.errors import ConfigError
+
+    src, out = Path(args.image), Path(args.out)
+    if src.is_dir() and out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; with a folder as input (folder mode) OUT must be a folder")
+    if not src.is_dir() and out.is_dir():
+        raise ConfigError(f"{out}: is a folder; for one image OUT is the output image file (.png/.jpg)")
+    if src.is_dir():
         return _align_folder(args)
     faces = align_faces(args.image, args.detector, size=args.size, name=args.image)
     if not args.all:
