@@ -385,6 +385,16 @@ def test_align_has_no_aligned_hint(root, capsys):
     assert not (root / "new").exists()
 
 
+def test_cli_phrasing_of_library_hints():
+    from maskinv.cli import _CLI_PHRASES, _cli_phrasing
+
+    leaves = dict(LEAVES)
+    for py, cli, flag in _CLI_PHRASES:
+        got = _cli_phrasing(f"x.png: went wrong ({py} if you must)", leaves[("verify",)])  # has every flag
+        assert cli in got and py not in got, (py, got)
+        assert _cli_phrasing(f"x.png: went wrong ({py} if you must)", leaves[("gallery", "list")]) == "x.png: went wrong"
+
+
 def test_verify_without_threshold_names_the_flags(root, capsys):
     rc = main(["verify", str(root / "crop0.png"), str(root / "crop1.png"), "--model", str(root / "model.pt"),
                "--aligned"])

@@ -58,6 +58,8 @@ _CLI_PHRASES = (
     ("drop aligned=True", "drop --aligned", "--aligned"),
     ("pass an explicit threshold", "pass --threshold T (a cosine in [-1, 1])", "--threshold"),
     ("pass name=", "pass --arch NAME", "--arch"),
+    ("pass threshold=", "pass --threshold T", "--threshold"),
+    ("input_mean/input_std/channel_order", "--input-mean/--input-std/--channel-order", "--input-mean"),
 )
 _MAX_NOTES = 20  # a flood of warnings (one per corrupt image) ends in one "suppressed" line
 
