@@ -56,16 +56,20 @@ def test_model_file_kinds_one_line(root, tmp_path):
         assert "Weights only load failed" not in msg and "weights_only` argument" not in msg
 
 
-def test_eval_refuses_onnx_in_one_line(root, tmp_path, capsys):
+def test_export_refuses_onnx_in_one_line(root, tmp_path, capsys):
+    """export onnx needs PyTorch weights: an ONNX file (also one renamed to .pt) is one line."""
     pytest.importorskip("onnx")
     from maskinv.export import export_onnx
 
     real = tmp_path / "m.onnx"
     export_onnx(root / "model.pt", real, check=False)
-    assert main(["eval", "--model", str(real), "--bench", str(root / "tiny.bin"), "--out", str(tmp_path / "e")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "m.onnx: is an ONNX model" in err[0] and "PyTorch weights" in err[0]
-    assert not (tmp_path / "e").exists()
+    shutil.copy(real, tmp_path / "renamed.pt")
+    for src in (real, tmp_path / "renamed.pt"):
+        assert main(["export", "onnx", str(src), str(tmp_path / "again.onnx")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{src.name}: " in err[0] and "ONNX model" in err[0], err
+        assert "Weights only load failed" not in err[0]
+    assert not (tmp_path / "again.onnx").exists()
 
 
 def test_cli_hints_name_flags_and_model_size(root, capsys):

@@ -54,6 +54,9 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    if path.suffix.lower() == ".onnx":  # torch.load would only say "not a zip archive"
+        raise CheckpointError(f"{path}: an ONNX model; this needs PyTorch weights (.pt/.pth). ONNX models run in "
+                              "inference and evaluation only (maskinv.load_model, embed/verify/eval)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling / zip / truncation errors all mean "unreadable"
@@ -74,8 +77,8 @@ def _unreadable_reason(path: Path, exc: Exception) -> str:
     if not head:
         kind = "an empty file"
     elif path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head.lower())):
-        return (f"is an ONNX model, not PyTorch weights; {_WANTED}. ONNX models run through "
-                "maskinv.load_model (CLI: embed, verify, calibrate, gallery)")
+        return (f"is an ONNX model, not PyTorch weights; {_WANTED}. ONNX models run in inference and "
+                "evaluation only (maskinv.load_model, embed/verify/eval)")
     elif head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n":
         kind = "an image"
     elif b"\x00" not in head:
