@@ -5,13 +5,16 @@ Each command group lives in its own module under :mod:`maskinv.cli` and exposes
 callable taking the parsed ``argparse.Namespace`` and returning an exit code).
 Heavy imports (torch, cv2) happen inside the command functions so ``--help`` is quick.
 
-Exit codes: 0 success (``verify``: verified), 1 ``verify``: not verified,
-2 error (bad input, missing file, invalid config), 130 interrupted, 141 stdout closed early
-(``maskinv ... | head``). :func:`main` returns the code (it never raises ``SystemExit``, also
-not for ``--help`` or a bad argument), so in-process callers can compare it. User mistakes print one line,
-never a traceback; set ``MASKINV_DEBUG=1`` to see the traceback. Python warnings print as
-``maskinv: note: ...`` (once each); ``MASKINV_DEBUG=1`` shows them, and native library output, raw.
-Argument values are checked by the types in :mod:`maskinv.cli.args` before a command runs.
+Exit codes: 0 success (``verify``: verified), 1 ``verify``: not verified, 2 error (bad input,
+missing file, invalid config), 130 interrupted, 141 stdout closed early (``maskinv ... | head``).
+:func:`main` returns the code and never raises ``SystemExit`` (not for ``--help`` or a bad
+argument either), so in-process callers compare it.
+
+The contract: a user mistake prints one line ``maskinv CMD: error: ...`` naming the argument or
+file, exits 2 and writes nothing; argument values are checked by the types in
+:mod:`maskinv.cli.args` before a command runs. Python warnings print as ``maskinv: note: ...``
+(once each), OpenCV logs errors only and libjpeg's stderr text becomes a note naming the image.
+``MASKINV_DEBUG=1`` shows the traceback and all of that output raw.
 """
 from __future__ import annotations
 
