@@ -237,6 +237,10 @@ def test_bad_arguments_one_line_exit_2_nothing_written(root, capsys, monkeypatch
         ("eval --arch twice for one model", ["eval", *model, "--arch", "r18", "--arch", "r18", "--bench",
                                              str(root / "tiny.bin"), "--out", str(root / "new" / "e")], ["--arch"]),
         ("train without config", ["train", "--out", str(root / "new" / "run")], ["CONFIG"]),
+        ("train unknown override", ["train", str(root / "cfg.yaml"), "nosuch.key=1", "--out",
+                                    str(root / "new" / "run")], ["nosuch"]),
+        ("train override of a wrong type", ["train", str(root / "cfg.yaml"), "--out", str(root / "new" / "run"),
+                                            "optim.lr=abc"], ["optim.lr"]),
         ("verify --aligned, wrong crop size", ["verify", str(root / "lfw" / "Ann" / "Ann_0001.png"), str(root / "crop1.png"),
                                      *model, "--aligned", "--threshold", "0.5"], ["Ann_0001.png"]),
     ]

@@ -115,6 +115,14 @@ def test_align_on_a_folder_names_it(root, capsys):
     assert "adir" in err and "image file not found" not in err
 
 
+def test_library_says_folder_for_a_folder(root):
+    from maskinv.align import read_image
+    from maskinv.errors import DataFormatError
+
+    with pytest.raises(DataFormatError, match="adir: is a folder, expected an image file"):
+        read_image(root / "adir")
+
+
 def test_error_line_names_the_sub_command(root, capsys):
     assert main(["data", "info", str(root / "notes.txt")]) == 2
     assert capsys.readouterr().err.startswith("maskinv data info: error: ")
