@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -31,7 +31,10 @@ from .constants import INPUT_SIZE
 from .errors import CheckpointError, ConfigError, DataFormatError
 from .masks.protocols import DEFAULT_PROTOCOL
 
-__all__ = ["FaceModel", "VerifyResult", "load_model", "embed", "embed_faces", "verify", "compare"]
+if TYPE_CHECKING:
+    from .batch import EmbedBatch
+
+__all__ = ["FaceModel", "VerifyResult", "load_model", "embed", "embed_faces", "embed_batch", "verify", "compare"]
 
 #: ONNX metadata keys written by :mod:`maskinv.export` and read here.
 ONNX_META_PREFIX = "maskinv."
@@ -97,9 +100,13 @@ class FaceModel:
         if crops.ndim == 3:
             crops = crops[None]
         s = self.input_size
-        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
             raise DataFormatError(
                 f"aligned crops must be uint8 (N, {s}, {s}, 3) RGB, got {crops.dtype} {crops.shape}")
+        if crops.shape[1:3] != (s, s) and len(crops):  # the embedding core's rule: resize, one note
+            from .batch import resize_crops
+
+            crops = resize_crops(crops, s)
         if len(crops) == 0:
             return np.zeros((0, self.embedding_size), np.float32)
         step = max(1, batch_size // 2 if flip else batch_size)
@@ -252,44 +259,13 @@ def _as_list(images) -> list:
     return [images]
 
 
-@dataclass
-class _Prepared:
-    crops: np.ndarray
-    faces: list[dict | None]
-    timings: dict[str, float]
-
-
-def _prepare(images: list, model: FaceModel, aligned: bool, detector) -> _Prepared:
-    from .align import align_faces, describe_source, read_image
-
-    t0 = time.perf_counter()
-    decoded = [read_image(im, name=describe_source(im, i)) for i, im in enumerate(images)]
-    t1 = time.perf_counter()
-    crops, faces = [], []
-    s = model.input_size
-    for i, (src, img) in enumerate(zip(images, decoded)):
-        if aligned:
-            if img.shape[:2] != (s, s):
-                raise DataFormatError(f"{describe_source(src, i)}: aligned input must be {s}x{s}, got "
-                                      f"{img.shape[1]}x{img.shape[0]} (drop aligned=True to detect and align)")
-            crops.append(img)
-            faces.append(None)
-        else:
-            got = align_faces(img, detector, size=s, max_faces=1, name=describe_source(src, i))
-            crops.append(got[0].crop)
-            faces.append(got[0].face.to_dict())
-    t2 = time.perf_counter()
-    arr = np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8)
-    return _Prepared(arr, faces, {"decode_ms": (t1 - t0) * 1e3, "detect_align_ms": (t2 - t1) * 1e3})
-
-
 def embed(images, model, aligned: bool = False, *, flip: bool = True, detector=None,
           batch_size: int = 64) -> np.ndarray:
     """Embeddings (N, D) float32, L2-normalised, one row per input image.
 
     ``images``: one image or a sequence (paths, bytes, uint8 RGB arrays) or an (N, H, W, 3)
-    array. ``aligned=True`` skips detection (inputs must be aligned crops of the model's
-    input size); otherwise the largest face of each image is used and an image without a
+    array. ``aligned=True`` skips detection (inputs are aligned crops; another size than the
+    model's input is resized, with one note per call); otherwise the largest face of each image is used and an image without a
     face raises :class:`maskinv.errors.NoFaceError` naming it.
     """
     return embed_faces(images, model, aligned=aligned, flip=flip, detector=detector, batch_size=batch_size)[0]
@@ -302,11 +278,52 @@ def embed_faces(images, model, aligned: bool = False, *, flip: bool = True, dete
     m = _resolve_model(model)
     if getattr(m, "needs_photo", False):  # the recogniser aligns photos itself (dlib)
         return m.embed_images(_as_list(images), aligned=aligned, detector=detector)
-    prep = _prepare(_as_list(images), m, aligned, detector)
+    r = embed_batch(images, m, aligned, flip=flip, detector=detector, batch_size=batch_size, on_error="raise")
+    return r.embeddings, r.faces, r.timings
+
+
+def embed_batch(images, model, aligned: bool = False, *, flip: bool = True, detector=None,
+                batch_size: int = 64, on_error: str = "skip") -> "EmbedBatch":
+    """Embed a batch that may hold bad photos: an :class:`~maskinv.batch.EmbedBatch` with one
+    row per embedded image (``indices``/``sources`` say which) and a ``Miss`` (index, source,
+    one-line reason) for each image that could not be decoded or shows no face.
+
+    ``on_error="skip"`` (default) goes on past such images; ``"raise"`` stops at the first
+    (:class:`NoFaceError` / :class:`DataFormatError` naming it). Aligned crops of another size
+    than the model's are resized with one note (a ``UserWarning``) per call.
+    """
+    from .batch import PER_IMAGE_ERRORS, EmbedBatch, check_on_error, miss_from, prepare_images
+
+    check_on_error(on_error)
+    m = _resolve_model(model)
+    items = _as_list(images)
+    if getattr(m, "needs_photo", False):  # dlib: it aligns photos itself, so go image by image
+        from .align import describe_source
+
+        rows, faces, kept, names, misses = [], [], [], [], []
+        t0 = time.perf_counter()
+        for i, im in enumerate(items):
+            try:
+                e, f, _ = m.embed_images([im], aligned=aligned, detector=detector)
+            except PER_IMAGE_ERRORS as exc:
+                if on_error == "raise":
+                    raise
+                misses.append(miss_from(i, describe_source(im, i), exc))
+                continue
+            rows.append(e)
+            faces += f
+            kept.append(i)
+            names.append(describe_source(im, i))
+        emb = np.concatenate(rows) if rows else np.zeros((0, m.embedding_size), np.float32)
+        return EmbedBatch(emb, kept, names, faces, misses, {"detect_align_embed_ms": (time.perf_counter() - t0) * 1e3})
+    prep = prepare_images(items, m.input_size, aligned, detector, on_error=on_error)
     t0 = time.perf_counter()
-    emb = m.embed_aligned(prep.crops, flip=flip, batch_size=batch_size)
+    if len(prep.crops):
+        emb = m.embed_aligned(prep.crops, flip=flip, batch_size=batch_size)
+    else:
+        emb = np.zeros((0, m.embedding_size), np.float32)
     prep.timings["embed_ms"] = (time.perf_counter() - t0) * 1e3
-    return emb, prep.faces, prep.timings
+    return EmbedBatch(emb, prep.indices, prep.sources, prep.faces, prep.misses, prep.timings)
 
 
 def compare(emb1, emb2) -> float | np.ndarray:

@@ -54,7 +54,8 @@ def register(subparsers) -> None:
     k.add_argument("--quality", type=A.int_range(1, 100), default=95, help="JPEG quality for images that are not JPEG already")
     k.set_defaults(func=_cmd_pack)
 
-    u = sub.add_parser("unpack", help="RecordIO -> OUT_DIR/<label>/<key>.<ext> (bytes unchanged)")
+    u = sub.add_parser("unpack", help="RecordIO -> OUT_DIR/<label or name>/<key>.<ext> (bytes unchanged; "
+                       "identity names from the labels.json that pack writes)")
     u.add_argument("rec_dir", metavar="REC_DIR", type=A.existing_path, help="RecordIO folder (or its .rec file)")
     u.add_argument("out_dir", metavar="OUT_DIR", type=A.output_dir, help="output folder (created)")
     u.set_defaults(func=_cmd_unpack)
@@ -137,9 +138,14 @@ def _info(path: Path) -> dict:
         from maskinv.data.bins import bin_info
 
         return bin_info(path)
+    from maskinv.data.packing import read_label_names
     from maskinv.data.recordio import recordio_info
 
-    return recordio_info(path)
+    info = recordio_info(path)
+    names = read_label_names(info["path"], info["num_classes"])
+    if names is not None:  # written by `data pack`: label -> identity folder name
+        info["label_names"] = [names[i] for i in range(len(names))]
+    return info
 
 
 def _cmd_info(args) -> int:
@@ -148,6 +154,8 @@ def _cmd_info(args) -> int:
         print(json.dumps(info))
     else:
         for k, v in info.items():
+            if k == "label_names" and len(v) > 10:
+                v = ", ".join(v[:10]) + f", ... ({len(v)} names)"
             print(f"{k}: {v}")
     return 0
 

@@ -2,7 +2,10 @@
 
 ``maskinv verify`` exit codes: 0 verified, 1 not verified, 2 error (no face, bad file,
 no calibrated threshold, ...). ``maskinv align IN_DIR OUT_DIR``: 0 every image aligned,
-1 some images missed (listed in the report), 2 error. Every other command: 0 success, 2 error.
+1 some images missed (listed in the report), 2 error. ``embed`` and ``gallery add/search`` go on
+past images that cannot be read or show no face: 0 all embedded, 1 some skipped (each named on
+stderr, the rest written), 2 error (with ``--strict``: the first such image). Every other
+command: 0 success, 2 error.
 """
 from __future__ import annotations
 
@@ -18,6 +21,11 @@ VERIFY_EPILOG = """exit codes: 0 = verified (same person), 1 = not verified, 2 =
 threshold: --threshold T (explicit cosine) or --fmr F (calibrated with `maskinv calibrate`
 for this model); with neither, the calibrated threshold beside the model is used
 (smallest FMR of --protocol), else an error."""
+
+BATCH_EPILOG = """exit codes: 0 = every image embedded, 1 = some images skipped (one line each on stderr
+naming the file and why, then a summary; the others are written), 2 = error (bad arguments,
+model problem; with --strict also the first image that cannot be read or shows no face).
+aligned crops of another size than the model's input are resized (one note)."""
 
 ALIGN_EPILOG = """folder mode: `maskinv align IN_DIR OUT_DIR` aligns the largest face of every image in the
 tree (--all: every face), mirrors the tree under OUT_DIR (JPEG stays JPEG, other formats
@@ -62,6 +70,13 @@ def _add_face_args(p: argparse.ArgumentParser) -> None:
     _add_detector_arg(p)
 
 
+def _add_batch_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = BATCH_EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first image that cannot be read or shows no face (exit 2) instead of skipping it")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("align", help="detect faces and write ArcFace-aligned crops (an image or a folder)",
                               description="Detect faces (MTCNN, five landmarks) and write the ArcFace-aligned crop(s) "
@@ -83,7 +98,9 @@ def register(subparsers) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="face photos (or aligned crops with --aligned)")
     _add_model_args(p)
     _add_face_args(p)
-    p.add_argument("--out", required=True, type=A.output_file, help="output .npy")
+    p.add_argument("--out", required=True, type=A.output_file,
+                   help="output .npy; OUT.json beside it lists the image of each row and the images skipped")
+    _add_batch_args(p)
     p.set_defaults(func=_cmd_embed)
 
     p = subparsers.add_parser("verify", help="one-to-one decision between two face images",
@@ -124,6 +141,7 @@ def register(subparsers) -> None:
     a.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="photos of this identity")
     _add_model_args(a)
     _add_face_args(a)
+    _add_batch_args(a)
     a.set_defaults(func=_cmd_gallery_add)
     s = gsub.add_parser("search", help="top-k identities for each probe image")
     s.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
@@ -132,6 +150,7 @@ def register(subparsers) -> None:
     _add_model_args(s)
     _add_face_args(s)
     s.add_argument("--json", action="store_true", help="print the matches as JSON")
+    _add_batch_args(s)
     s.set_defaults(func=_cmd_gallery_search)
     ls = gsub.add_parser("list", help="identities and template counts")
     ls.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
@@ -162,6 +181,29 @@ def _model(args):
     extra = {k: getattr(args, k, None) for k in ("layout", "input_mean", "input_std", "channel_order")}
     return load_model(args.model, args.arch, backend=args.backend, precision=args.precision,
                       **{k: v for k, v in extra.items() if v is not None})
+
+
+def _embed_batch(args, m):
+    """Embed ``args.images`` (missing files refused first: a typo is not a bad photo)."""
+    from maskinv.api import embed_batch
+    from maskinv.errors import ConfigError
+
+    for im in args.images:
+        if not Path(im).is_file():
+            raise ConfigError(f"{im}: image file not found")
+    return embed_batch(args.images, m, aligned=args.aligned, flip=args.flip, detector=args.detector,
+                       on_error="raise" if args.strict else "skip")
+
+
+def _report_misses(args, r, what: str) -> int:
+    """One stderr line per skipped image, then a summary; the exit code (1 when any was skipped)."""
+    if not r.misses:
+        return 0
+    cmd = " ".join(x for x in (args.command, getattr(args, "gallery_command", None)) if x)
+    for miss in r.misses:
+        print(f"maskinv {cmd}: skipped {miss.reason}", file=sys.stderr)
+    print(f"maskinv {cmd}: {r.summary()}; {what} (--strict stops at the first)", file=sys.stderr)
+    return 1
 
 
 def _encode_image(path: Path, rgb) -> bytes:
@@ -218,15 +260,27 @@ def _cmd_embed(args) -> int:
 
     import numpy as np
 
-    from maskinv.api import embed
-    from maskinv.utils.io import atomic_write_bytes
+    from maskinv.errors import ConfigError
+    from maskinv.utils.io import atomic_write_bytes, atomic_write_json
 
-    emb = embed(args.images, _model(args), aligned=args.aligned, flip=args.flip, detector=args.detector)
+    out = Path(args.out)
+    rows_file = out.with_suffix(".json")
+    if out.suffix.lower() == ".json":
+        raise ConfigError(f"--out {out}: give a .npy name (the row list is written to NAME.json beside it)")
+    m = _model(args)
+    r = _embed_batch(args, m)
+    emb = r.embeddings
     buf = io.BytesIO()
     np.save(buf, emb)
-    atomic_write_bytes(args.out, buf.getvalue())
-    print(f"{args.out}: {emb.shape[0]} embeddings of dimension {emb.shape[1]}")
-    return 0
+    atomic_write_bytes(out, buf.getvalue())
+    # which input each row is: with skipped images, row i is not argument i
+    atomic_write_json(rows_file, {
+        "format": "maskinv-embeddings", "format_version": 1, "embeddings": out.name,
+        "rows": r.sources, "input_index": r.indices, "skipped": [x.to_dict() for x in r.misses],
+        "model_fingerprint": m.fingerprint, "embedding_size": int(m.embedding_size),
+        "aligned": bool(args.aligned), "flip": bool(args.flip)})
+    print(f"{out}: {emb.shape[0]} embeddings of dimension {m.embedding_size} (image of each row: {rows_file})")
+    return _report_misses(args, r, f"{emb.shape[0]} rows written to {out}")
 
 
 def _cmd_verify(args) -> int:
@@ -259,36 +313,41 @@ def _cmd_calibrate(args) -> int:
 
 
 def _cmd_gallery_add(args) -> int:
-    from maskinv.api import embed
     from maskinv.gallery import Gallery
 
     m = _model(args)
-    emb = embed(args.images, m, aligned=args.aligned, flip=args.flip, detector=args.detector)
+    r = _embed_batch(args, m)
+    if not len(r.embeddings):  # nothing to enrol: leave the gallery (or its absence) as it was
+        return _report_misses(args, r, f"nothing added to {args.db}")
     with Gallery(args.db, fingerprint=m.fingerprint, embedding_size=m.embedding_size) as g:
-        ids = g.add(args.name, emb, sources=[str(p) for p in args.images], fingerprint=m.fingerprint)
+        ids = g.add(args.name, r.embeddings, sources=r.sources, fingerprint=m.fingerprint)
         total = len(g)
     print(f"{args.db}: added {len(ids)} template(s) for {args.name!r} ({total} templates in the gallery)")
-    return 0
+    return _report_misses(args, r, f"{len(ids)} template(s) added")
 
 
 def _cmd_gallery_search(args) -> int:
-    from maskinv.api import embed
     from maskinv.gallery import Gallery
 
     m = _model(args)
     with Gallery(args.db, create=False) as g:
         g.check_model(m.fingerprint, m.embedding_size)  # before paying for detection
-        emb = embed(args.images, m, aligned=args.aligned, flip=args.flip, detector=args.detector)
-        results = g.search(emb, k=args.k, fingerprint=m.fingerprint)
-    if args.json:
-        print(json.dumps([{"image": str(im), "matches": [h.to_dict() for h in hits]}
-                          for im, hits in zip(args.images, results)], indent=2))
+        r = _embed_batch(args, m)
+        results = g.search(r.embeddings, k=args.k, fingerprint=m.fingerprint) if len(r.embeddings) else []
+    found = dict(zip(r.indices, results))
+    if args.json:  # every input, in order; a skipped one carries its error instead of matches
+        missed = {x.index: x for x in r.misses}
+        print(json.dumps([{"image": str(im), "matches": [h.to_dict() for h in found[i]]} if i in found else
+                          {"image": str(im), "matches": None, "error": missed[i].reason}
+                          for i, im in enumerate(args.images)], indent=2))
     else:
-        for im, hits in zip(args.images, results):
+        for i, im in enumerate(args.images):
+            if i not in found:
+                continue
             print(f"{im}:")
-            for rank, h in enumerate(hits, 1):
+            for rank, h in enumerate(found[i], 1):
                 print(f"  {rank}. {h.name}  {h.score:.4f}")
-    return 0
+    return _report_misses(args, r, f"{len(found)} searched")
 
 
 def _cmd_gallery_list(args) -> int:

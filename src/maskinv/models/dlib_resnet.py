@@ -5,7 +5,7 @@ dlib aligns its own way: its 5-point shape predictor (eye corners, nose base) is
 a face box and ``compute_face_descriptor(image, shape)`` cuts and aligns a 150 px chip
 (padding 0.25) from the *original photo*. MTCNN/ArcFace five points (eye centres, nose tip,
 mouth corners) are different points and give rotated chips, so this recogniser never uses
-them: whichever detector found the face (``detector=``, default maskinv's dlib HOG backend),
+them: whichever detector found the face (``detector=``, default: the package's default detector, MTCNN, which also finds masked faces),
 only its box is used and dlib's 5-point predictor runs inside it. With dlib's HOG detector
 the result equals dlib's own full pipeline.
 
@@ -112,7 +112,7 @@ class DlibRecognizer:
                     names: list[str] | None = None) -> tuple[np.ndarray, list[dict | None]]:
         """Raw dlib descriptors (N, 128) float64 (not normalised) and the face used per image.
 
-        Photos: the largest face of ``detector`` (default: this recogniser's, else dlib HOG);
+        Photos: the largest face of ``detector`` (default: this recogniser's, else the package default, MTCNN);
         no face raises :class:`NoFaceError` naming the image. ``aligned``: box = whole image.
         """
         from ..align import detect_faces, describe_source, read_image
