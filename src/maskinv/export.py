@@ -90,7 +90,7 @@ def export_onnx(model, out: str | Path, *, arch: str | None = None, opset: int =
         raise ConfigError(f"{out}: the output file must end in .onnx")
     fm = load_model(model, arch) if not hasattr(model, "backend") else model
     if fm.backend != "torch":
-        raise ConfigError("export_onnx needs a PyTorch model")
+        raise ConfigError(f"{fm.path or 'model'}: is already an ONNX model; export_onnx needs PyTorch weights")
     fm.module.float().eval().cpu()
 
     with atomic_path(out) as tmp:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from maskinv.cli import args as A
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -11,9 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate SynthFaces, train a teacher, the ElasticFace-Arc-Aug baseline and MaskInv students, "
         "evaluate all on U-U, M-U and M-M, write results.json, report.md and plots, print the table.",
     )
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, training and masks (default: 0)")
-    p.add_argument("--minutes", type=float, default=10.0, help="time budget; scales the step counts (default: 10)")
+    p.add_argument("--out", default="demo_out", type=A.output_dir, help="output folder (default: demo_out)")
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of data, training and masks (default: 0)")
+    p.add_argument("--minutes", type=A.positive_float, default=10.0, help="time budget; scales the step counts (default: 10)")
     p.add_argument("--no-hg", action="store_true", help="skip MaskInv-HG")
     p.add_argument("--quick", action="store_true", help="seconds-scale smoke run (tiny data, few steps)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

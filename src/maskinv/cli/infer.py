@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from maskinv.cli import args as A
+
 VERIFY_EPILOG = """exit codes: 0 = verified (same person), 1 = not verified, 2 = error
 (unreadable image, no face found, model/threshold problem).
 threshold: --threshold T (explicit cosine) or --fmr F (calibrated with `maskinv calibrate`
@@ -46,16 +48,16 @@ def _add_detector_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
+    p.add_argument("--model", required=True, type=A.model_ref,
                    help="backbone.pt (+ .json sidecar), an InsightFace/ElasticFace/MagFace .pth, an .onnx "
                         "(ours or an ArcFace-style zoo model), or 'dlib' (dlib's ResNet descriptor, no training)")
     p.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
     p.add_argument("--layout", choices=("auto", "insightface", "elasticface", "magface"), default=None,
                    help=".pth checkpoint layout (default auto: MagFace is detected from its key prefix)")
-    p.add_argument("--input-mean", type=float, default=None,
+    p.add_argument("--input-mean", type=A.number, default=None,
                    help="model input = (pixel - MEAN) / STD, pixels 0..255 (e.g. 127.5 for zoo ONNX models); "
                         "a sidecar JSON or the model's metadata, if any, must agree")
-    p.add_argument("--input-std", type=float, default=None, help="see --input-mean (e.g. 127.5)")
+    p.add_argument("--input-std", type=A.positive_float, default=None, help="see --input-mean (e.g. 127.5)")
     p.add_argument("--channel-order", choices=("RGB", "BGR"), default=None, help="channel order the model expects")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None, help="default: from the file suffix")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="torch backend only")
@@ -80,11 +82,11 @@ def register(subparsers) -> None:
                               description="Detect faces (MTCNN, five landmarks) and write the ArcFace-aligned crop(s) "
                                           "of one image, or of every image in a folder tree.",
                               epilog=ALIGN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", help="input image, or a folder (folder mode)")
-    p.add_argument("out", help="output image (.png/.jpg; with --all: OUT_0.png, OUT_1.png, ... largest first), "
+    p.add_argument("image", type=A.existing_path, help="input image, or a folder (folder mode)")
+    p.add_argument("out", type=A.output_path, help="output image (.png/.jpg; with --all: OUT_0.png, OUT_1.png, ... largest first), "
                                "or the output folder in folder mode")
     p.add_argument("--all", action="store_true", help="write every face, not just the largest")
-    p.add_argument("--size", type=int, default=112, help="crop side (template scaled)")
+    p.add_argument("--size", type=A.positive_int, default=112, help="crop side in pixels (template scaled; default 112)")
     p.add_argument("--json", action="store_true", help="print the detections as JSON (single image)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="folder mode: no progress bar")
     _add_detector_arg(p)
@@ -93,24 +95,24 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("embed", help="face images -> L2-normalised embeddings (.npy)",
                               description="Embed the largest face of each image (or aligned crops) into an (N, D) "
                                           "float32 .npy, rows in argument order.")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="face photos (or aligned crops with --aligned)")
     _add_model_args(p)
     _add_face_args(p)
-    p.add_argument("--out", required=True, help="output .npy; OUT.json beside it lists the image of each row "
-                   "and the images skipped")
+    p.add_argument("--out", required=True, type=A.output_file,
+                   help="output .npy; OUT.json beside it lists the image of each row and the images skipped")
     _add_batch_args(p)
     p.set_defaults(func=_cmd_embed)
 
     p = subparsers.add_parser("verify", help="one-to-one decision between two face images",
                               description="Decide whether two photos show the same person.",
                               epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image_a")
-    p.add_argument("image_b")
+    p.add_argument("image_a", type=A.existing_file, help="first face photo")
+    p.add_argument("image_b", type=A.existing_file, help="second face photo")
     _add_model_args(p)
     _add_face_args(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--fmr", type=float, default=None, help="use the threshold calibrated at this false-match rate")
-    g.add_argument("--threshold", type=float, default=None, help="explicit cosine threshold")
+    g.add_argument("--fmr", type=A.probability, default=None, help="use the threshold calibrated at this false-match rate")
+    g.add_argument("--threshold", type=A.cosine, default=None, help="explicit cosine threshold in [-1, 1]")
     p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu",
                    help="calibration scenario of the threshold (default mu: masked probe vs unmasked)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -120,51 +122,53 @@ def register(subparsers) -> None:
                               description="Score a verification .bin under a masked protocol and write the threshold "
                                           "at --fmr, with provenance, to <model stem>.thresholds.json beside the model.")
     _add_model_args(p)
-    p.add_argument("--bench", required=True, help="verification .bin (pairs)")
-    p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu")
-    p.add_argument("--fmr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0, help="mask seed of the protocol")
-    p.add_argument("--mask-kind", default="random")
-    p.add_argument("--no-flip", dest="flip", action="store_false")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--bench", required=True, type=A.existing_file, help="verification .bin (pairs)")
+    p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu",
+                   help="uu: no masks; mu: second image of every pair masked (default); mm: both")
+    p.add_argument("--fmr", type=A.probability, default=1e-3, help="target false-match rate (default 1e-3)")
+    p.add_argument("--seed", type=A.seed, default=0, help="mask seed of the protocol")
+    p.add_argument("--mask-kind", default="random", type=A.mask_kind, help="mask kind (default: random mix of all kinds)")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="no flip test (verify must then use --no-flip too)")
+    p.add_argument("--batch-size", type=A.positive_int, default=128, help="images per forward pass (default 128)")
     p.set_defaults(func=_cmd_calibrate)
 
     p = subparsers.add_parser("gallery", help="1:N search: add, search, list, remove identities in a SQLite gallery")
     gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION")
     a = gsub.add_parser("add", help="enrol images of one identity")
-    a.add_argument("db")
-    a.add_argument("name")
-    a.add_argument("images", nargs="+")
+    a.add_argument("db", type=A.output_file, help="gallery database (SQLite; created if missing)")
+    a.add_argument("name", help="identity name")
+    a.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="photos of this identity")
     _add_model_args(a)
     _add_face_args(a)
     _add_batch_args(a)
     a.set_defaults(func=_cmd_gallery_add)
     s = gsub.add_parser("search", help="top-k identities for each probe image")
-    s.add_argument("db")
-    s.add_argument("images", nargs="+")
-    s.add_argument("-k", type=int, default=5)
+    s.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
+    s.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="probe photos")
+    s.add_argument("-k", type=A.positive_int, default=5, help="matches per probe (default 5)")
     _add_model_args(s)
     _add_face_args(s)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the matches as JSON")
     _add_batch_args(s)
     s.set_defaults(func=_cmd_gallery_search)
     ls = gsub.add_parser("list", help="identities and template counts")
-    ls.add_argument("db")
+    ls.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
     ls.set_defaults(func=_cmd_gallery_list)
     rm = gsub.add_parser("remove", help="delete an identity")
-    rm.add_argument("db")
-    rm.add_argument("name")
+    rm.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
+    rm.add_argument("name", help="identity name")
     rm.set_defaults(func=_cmd_gallery_remove)
     p.set_defaults(func=lambda args, _p=p: (_p.print_help(sys.stderr), 2)[1])
 
     p = subparsers.add_parser("export", help="export a model (onnx)")
     esub = p.add_subparsers(dest="export_format", metavar="FORMAT")
     o = esub.add_parser("onnx", help="ONNX with dynamic batch, metadata and a parity check vs PyTorch")
-    o.add_argument("model")
-    o.add_argument("out")
-    o.add_argument("--arch", default=None)
-    o.add_argument("--opset", type=int, default=17)
-    o.add_argument("--tol", type=float, default=1e-4, help="max cosine distance allowed by the parity check")
+    o.add_argument("model", type=A.existing_file, help="PyTorch backbone (.pt + sidecar, training checkpoint or .pth)")
+    o.add_argument("out", type=A.output_file, help="output .onnx")
+    o.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
+    o.add_argument("--opset", type=A.int_range(17, 23), default=17, help="ONNX opset version, 17..23 (default 17)")
+    o.add_argument("--tol", type=A.non_negative_float, default=1e-4, help="max cosine distance allowed by the parity check")
     o.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")
     o.set_defaults(func=_cmd_export_onnx)
     p.set_defaults(func=lambda args, _p=p: (_p.print_help(sys.stderr), 2)[1])
@@ -213,7 +217,14 @@ def _cmd_align(args) -> int:
     from maskinv.align import align_faces
     from maskinv.utils.io import atomic_write_bytes
 
-    if Path(args.image).is_dir():
+    from maskinv.errors import ConfigError
+
+    src, out = Path(args.image), Path(args.out)
+    if src.is_dir() and out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; with a folder as input (folder mode) OUT must be a folder")
+    if not src.is_dir() and out.is_dir():
+        raise ConfigError(f"{out}: is a folder; for one image OUT is the output image file (.png/.jpg)")
+    if src.is_dir():
         return _align_folder(args)
     faces = align_faces(args.image, args.detector, size=args.size, name=args.image)
     if not args.all:
