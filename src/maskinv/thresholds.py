@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
 from .masks.protocols import DEFAULT_PROTOCOL, PROTOCOLS, check_protocol
+from .models.loading import thresholds_path  # the naming rule lives with the model files
 from .utils.hashing import file_sha256
 
 __all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate",
@@ -31,17 +32,8 @@ FORMAT = "maskinv-thresholds"
 FORMAT_VERSION = 1
 
 
-def thresholds_path(model_path: str | Path) -> Path:
-    """``dir/backbone.pt`` -> ``dir/backbone.thresholds.json`` (shared by its ``.onnx`` export
-    in the same folder: both carry the same fingerprint)."""
-    p = Path(model_path)
-    return p.with_name(f"{p.stem}.thresholds.json")
-
-
 def entry_key(protocol: str, fmr: float) -> str:
     return f"{protocol}@{float(fmr):g}"
-
-
 
 
 def _check_fmr(fmr: float) -> float:

@@ -208,7 +208,7 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 def load_eval_model(spec: ModelSpec, device: Any = None) -> EvalModel:
     """Load ``spec`` once (:func:`maskinv.load_model` for files) and describe it for the
     results document: ``path``, ``sha256`` (the weights' fingerprint), ``arch``, ``backend``."""
-    from maskinv.api import load_model
+    from maskinv.models.loading import load_model
 
     obj = spec.module
     path = spec.path

@@ -68,6 +68,19 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
 
 
+def resized_note(resized: list[tuple[int, int]], total: int, s: int) -> None:
+    """The one warning for aligned crops of another size than the model's (``resized``: (w, h) each)."""
+    sizes = ", ".join(f"{w}x{h}" for w, h in sorted(set(resized))[:3]) + (", ..." if len(set(resized)) > 3 else "")
+    warnings.warn(f"resized {len(resized)} of {total} aligned images ({sizes}) to the model's input size {s}x{s}",
+                  UserWarning, stacklevel=4)
+
+
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) crops resized to ``size`` x ``size``, with the one note per call."""
+    resized_note([(crops.shape[2], crops.shape[1])] * len(crops), len(crops), size)
+    return _resize(crops, size)
+
+
 def embed_with(forward: Callable, images: np.ndarray, *, batch_size: int = 256, flip: bool = True,
                size: int | None = None, device: Any = None, channels_last: bool = False) -> np.ndarray:
     """The batching / flip-sum / normalise loop around any ``forward(float NCHW tensor) -> (B, D)
