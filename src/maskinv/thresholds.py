@@ -14,7 +14,6 @@ File layout::
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from .errors import ConfigError, DataFormatError, ModelMismatchError
 from .masks.protocols import DEFAULT_PROTOCOL, PROTOCOLS, check_protocol
 from .models.loading import thresholds_path  # the naming rule lives with the model files
 from .utils.hashing import file_sha256
+from .utils.io import read_json_file
 
 __all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate",
            "file_sha256", "PROTOCOLS"]
@@ -49,12 +49,9 @@ def _check_fmr(fmr: float) -> float:
 def read_thresholds(path: str | Path) -> dict[str, Any] | None:
     """The thresholds file, validated; ``None`` if it does not exist."""
     p = Path(path)
-    if not p.is_file():
+    data = read_json_file(p, "thresholds file", DataFormatError)
+    if data is None:
         return None
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataFormatError(f"{p}: unreadable thresholds file: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DataFormatError(f"{p}: not a maskinv thresholds file (format {data.get('format') if isinstance(data, dict) else None!r})")
     if data.get("format_version") != FORMAT_VERSION:
