@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
-from .masks.protocols import DEFAULT_PROTOCOL, PROTOCOLS, check_protocol
+from .masks.protocols import DEFAULT_PROTOCOL, MASKED_PROTOCOLS, PROTOCOLS, check_protocol, pair_sides
 from .models.loading import thresholds_path  # the naming rule lives with the model files
 from .utils.hashing import file_sha256
 from .utils.io import read_json_file
@@ -124,8 +124,7 @@ def _scores_with_model(model, bench: Path, protocol: str, seed: int, mask_kind: 
 
     images, issame, _ = load_bench(bench)
     masked = masked_images(images, (protocol,), seed, mask_kind)
-    first = masked[0::2] if protocol == "mm" else images[0::2]
-    second = images[1::2] if protocol == "uu" else masked[1::2]
+    first, second = pair_sides(images, masked, protocol)
     a, b = (model.embed_aligned(x, flip=flip, batch_size=batch_size) for x in (first, second))
     return pair_scores(a, b), np.asarray(issame, dtype=bool)
 
@@ -177,7 +176,7 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
                   "num_pairs": int(metrics["num_pairs"]), "num_genuine": int(metrics["num_genuine"]),
                   "num_impostor": int(metrics["num_impostor"])},
         "seed": int(seed),
-        "mask_kind": mask_kind if protocol != "uu" else None,
+        "mask_kind": mask_kind if protocol in MASKED_PROTOCOLS else None,
         "flip": bool(flip),
         "precision": model.precision,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
+from maskinv.masks.protocols import PROTOCOLS
 
 __all__ = ["PROBE_REF", "PROBE_REF_FARS", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores",
            "probe_ref_metrics", "evaluate_probe_ref", "probe_ref_from_embeddings", "evaluate_folder_bench", "folder_pair_inputs",
@@ -235,7 +236,7 @@ def evaluate_folder_bench(
     model: Any,
     bench: Any,
     *,
-    protocols: Sequence[str] = ("uu", "mu", "mm"),
+    protocols: Sequence[str] = PROTOCOLS,
     probe: np.ndarray | None = None,
     pair_inputs: tuple | None = None,
     seed: int = 0,
