@@ -6,7 +6,7 @@ others go on; ``"raise"`` stops at the first one (the error names the image). Pr
 not about one image (an unknown detector, a broken model) always raise.
 
 Aligned inputs of another size than the model's are resized to it by the embedding core's rule
-(:func:`maskinv.models.embedding._resize`: area when shrinking, linear when enlarging) with one
+(:func:`maskinv.models.embedding.resize_images`: area when shrinking, linear when enlarging) with one
 note per call — the same rule evaluation applies to benchmark crops.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataFormatError, NoFaceError
-from .models.embedding import resize_crops, resized_note  # resize_crops: re-exported (public name)
+from .models.embedding import resize_crops, resize_images, resized_note  # resize_crops: re-exported (public name)
 
 __all__ = ["Miss", "EmbedBatch", "Prepared", "prepare_images", "resize_crops", "check_on_error", "PER_IMAGE_ERRORS"]
 
@@ -94,7 +94,6 @@ def miss_from(index: int, source: str, exc: BaseException) -> Miss:
 def prepare_images(images: list, size: int, aligned: bool, detector=None, *, on_error: str = "raise") -> Prepared:
     """Decode every image, then detect + align its largest face (or take it as an aligned crop)."""
     from .align import align_faces, describe_source, read_image
-    from .models.embedding import _resize
 
     check_on_error(on_error)
     t0 = time.perf_counter()
@@ -118,7 +117,7 @@ def prepare_images(images: list, size: int, aligned: bool, detector=None, *, on_
         if aligned:
             if img.shape[:2] != (size, size):
                 resized.append((img.shape[1], img.shape[0]))
-                img = _resize(img[None], size)[0]
+                img = resize_images(img[None], size)[0]
             crops.append(img)
             faces.append(None)
         else:
