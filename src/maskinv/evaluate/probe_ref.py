@@ -241,22 +241,18 @@ def evaluate_folder_bench(
     pair_inputs: tuple | None = None,
     seed: int = 0,
     mask_kind: str = "random",
-    flip: bool = True,
-    batch_size: int = 256,
-    device: Any = None,
-    precision: str = "auto",
-    folds: int = 10,
-    exact: bool = False,
     far_targets: Iterable[float] = (1e-2, 1e-3, 1e-4),
     min_false_matches: int = 1,
+    **kw: Any,
 ) -> dict[str, dict[str, Any]]:
     """A prepared :class:`~maskinv.data.folder_bench.FolderBench` under the pair protocols
     (``uu``/``mu``/``mm`` on its pair list, if it has one and ``protocols`` is not empty) and,
     with ``probe`` flags, under ``probe_ref``. Returns ``{protocol: metrics}``; pair-protocol
-    metrics carry the benchmark's ``num_pairs_dropped`` and ``num_images_dropped``."""
+    metrics carry the benchmark's ``num_pairs_dropped`` and ``num_images_dropped``.
+    ``kw``: the embedding and fold options both scorers take (``flip``, ``batch_size``,
+    ``device``, ``precision``, ``folds``, ``exact``; defaults of :func:`evaluate_probe_ref`)."""
     from .protocols import evaluate_arrays
 
-    kw = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact)
     out: dict[str, dict[str, Any]] = {}
     if bench.pairs is not None and protocols:
         images, issame, masked = pair_inputs or folder_pair_inputs(bench, protocols, seed, mask_kind)
