@@ -25,8 +25,7 @@ from .models.loading import thresholds_path  # the naming rule lives with the mo
 from .utils.hashing import file_sha256
 from .utils.io import read_json_file
 
-__all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate",
-           "file_sha256", "PROTOCOLS"]
+__all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate", "PROTOCOLS"]
 
 FORMAT = "maskinv-thresholds"
 FORMAT_VERSION = 1
