@@ -21,13 +21,12 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from .constants import INPUT_SIZE
 from .errors import CheckpointError, ConfigError, DataFormatError
 from .masks.protocols import DEFAULT_PROTOCOL
 
