@@ -6,13 +6,12 @@ others go on; ``"raise"`` stops at the first one (the error names the image). Pr
 not about one image (an unknown detector, a broken model) always raise.
 
 Aligned inputs of another size than the model's are resized to it by the embedding core's rule
-(:func:`maskinv.models.embedding._resize`: area when shrinking, linear when enlarging) with one
+(:func:`maskinv.models.embedding.resize_images`: area when shrinking, linear when enlarging) with one
 note per call — the same rule evaluation applies to benchmark crops.
 """
 from __future__ import annotations
 
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataFormatError, NoFaceError
+from .models.embedding import resize_crops, resize_images, resized_note  # resize_crops: re-exported (public name)
 
 __all__ = ["Miss", "EmbedBatch", "Prepared", "prepare_images", "resize_crops", "check_on_error", "PER_IMAGE_ERRORS"]
 
@@ -91,24 +91,9 @@ def miss_from(index: int, source: str, exc: BaseException) -> Miss:
     return Miss(index, source, text, "no face" if isinstance(exc, NoFaceError) else "unreadable")
 
 
-def _resized_note(resized: list[tuple[int, int]], total: int, s: int) -> None:
-    sizes = ", ".join(f"{w}x{h}" for w, h in sorted(set(resized))[:3]) + (", ..." if len(set(resized)) > 3 else "")
-    warnings.warn(f"resized {len(resized)} of {total} aligned images ({sizes}) to the model's input size {s}x{s}",
-                  UserWarning, stacklevel=4)
-
-
-def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, 3) crops resized to ``size`` x ``size``, with the one note per call."""
-    from .models.embedding import _resize
-
-    _resized_note([(crops.shape[2], crops.shape[1])] * len(crops), len(crops), size)
-    return _resize(crops, size)
-
-
 def prepare_images(images: list, size: int, aligned: bool, detector=None, *, on_error: str = "raise") -> Prepared:
     """Decode every image, then detect + align its largest face (or take it as an aligned crop)."""
     from .align import align_faces, describe_source, read_image
-    from .models.embedding import _resize
 
     check_on_error(on_error)
     t0 = time.perf_counter()
@@ -132,7 +117,7 @@ def prepare_images(images: list, size: int, aligned: bool, detector=None, *, on_
         if aligned:
             if img.shape[:2] != (size, size):
                 resized.append((img.shape[1], img.shape[0]))
-                img = _resize(img[None], size)[0]
+                img = resize_images(img[None], size)[0]
             crops.append(img)
             faces.append(None)
         else:
@@ -148,7 +133,7 @@ def prepare_images(images: list, size: int, aligned: bool, detector=None, *, on_
         indices.append(i)
         sources.append(name)
     if resized:
-        _resized_note(resized, len(images), size)
+        resized_note(resized, len(images), size)
     t2 = time.perf_counter()
     arr = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
     misses.sort(key=lambda m: m.index)

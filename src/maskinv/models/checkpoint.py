@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
 import re
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, MaskinvError
-from ..utils.io import atomic_write_bytes, atomic_write_json
+from ..utils.io import atomic_write_bytes, atomic_write_json, read_json_file
 from .input_convention import LAYOUT_CONVENTIONS, apply_convention, same_convention, sidecar_fields
 from .iresnet import IRESNET_DEPTHS, IRESNET_WIDTHS, scale_width
 from .registry import canonical_name, get_model
@@ -274,12 +273,9 @@ def read_model_meta(path: str | os.PathLike) -> dict | None:
     """
     p = Path(path)
     side = p if p.suffix == ".json" else p.with_suffix(".json")
-    if not side.is_file():
+    meta = read_json_file(side, "model sidecar", CheckpointError)
+    if meta is None:
         return None
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{side}: unreadable model sidecar: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         return None
     if meta.get("format_version") != FORMAT_VERSION:

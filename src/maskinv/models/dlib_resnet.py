@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFormatError, NoFaceError
+from .embedding import l2_normalize
 
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -162,8 +163,7 @@ def _l2n(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if len(x) == 0:
         return np.zeros((0, DlibRecognizer.embedding_size), np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+    return l2_normalize(x)
 
 
 __all__ = ["DlibRecognizer", "COSINE_THRESHOLD", "DLIB_DISTANCE_THRESHOLD"]
