@@ -242,3 +242,26 @@ def test_cli_runs_and_resumes(setup, tmp_path, capsys):
     assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()
     assert _cli("adapt", "--resume", str(run), "--max-steps", "2") == 0
     assert "step: 2/" in capsys.readouterr().out
+
+
+def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
+    from maskinv.data.bins import save_bin
+    from maskinv.data.recordio import RecordIODataset
+
+    d, teacher = setup
+    ds = RecordIODataset(d / "data")
+    imgs = [ds.read_encoded(i)[0] for i in range(32)]
+    # 16 pairs: genuine within a class (8 images each), impostors across classes
+    pairs = [(imgs[c * 8 + k], imgs[c * 8 + k + 1], True) for c in range(4) for k in (0, 2)]
+    pairs += [(imgs[c * 8], imgs[((c + 1) % 4) * 8 + 3], False) for c in range(4) for _ in (0, 1)]
+    save_bin(tmp_path / "val.bin", [x for a, b, _ in pairs for x in (a, b)], np.array([g for *_, g in pairs]))
+    s = adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=6, overrides=FAST,
+                    val=tmp_path / "val.bin", eval_every=2, tolerance=100.0, patience=5)
+    sel = json.loads((tmp_path / "run" / "adapt_select.json").read_text())
+    assert [e["step"] for e in sel["evals"]] == [2, 4, 6] and s["step"] == 6
+    best = max(sel["evals"], key=lambda e: (e["mu"], -e["step"]))
+    assert sel["best_step"] == best["step"] == s["backbone_step"]
+    assert 0.0 <= sel["teacher"]["uu"] <= 1.0
+    meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
+    assert meta["trained_steps"] == best["step"]
+    assert (tmp_path / "run" / "backbone.pt").read_bytes() == (tmp_path / "run" / "best" / "backbone.pt").read_bytes()

@@ -20,6 +20,11 @@ def register(subparsers) -> None:
     p.add_argument("--detector", default=None, help="face detector for photos (default: dlib)")
     p.add_argument("--max-steps", type=int, default=None, help="total optimiser steps (a resumed run stops at the same total)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
+    p.add_argument("--val", metavar="BIN", help="validation pairs (.bin; never the test pairs): U-U/M-U while adapting")
+    p.add_argument("--eval-every", type=int, default=200, help="steps between validations with --val (default 200)")
+    p.add_argument("--tolerance", type=float, default=1.0,
+                   help="U-U points the student may lose against the teacher on --val (default 1.0)")
+    p.add_argument("--patience", type=int, default=3, help="validations without a better M-U before stopping (default 3)")
     p.set_defaults(func=_cmd_adapt)
 
 
@@ -46,10 +51,11 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-steps must be >= 0, got {args.max_steps}")
     s = adapt_model(args.teacher, args.images, out, aligned=args.aligned, detector=args.detector,
                     max_steps=args.max_steps, resume=bool(args.resume), overrides=overrides,
-                    log=lambda m: print(m, flush=True))
+                    log=lambda m: print(m, flush=True), val=args.val, eval_every=args.eval_every,
+                    tolerance=args.tolerance, patience=args.patience)
     print(f"run: {s['out_dir']}  status: {s['status']}  step: {s['step']}/{s['total_steps']}  loss: {s['loss']:.6f}")
     if s.get("backbone"):
-        print(f"backbone: {s['backbone']}")
+        print(f"backbone: {s['backbone']}" + (f"  (step {s['backbone_step']}, best on --val)" if s.get("backbone_step") else ""))
     if s["status"] == "interrupted":
         return 128 + int(s.get("signal") or 15)
     return 0

@@ -234,16 +234,28 @@ def adapt_config(teacher: str, data_root: str | os.PathLike, *, overrides: list[
 # ----------------------------------------------------------------------------- run
 def adapt_model(teacher: str, images: str | os.PathLike | None, out_dir: str | os.PathLike, *, aligned: bool = False,
                 detector: Any = None, max_steps: int | None = None, resume: bool = False,
-                overrides: list[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                overrides: list[str] | None = None, log: Callable[[str], None] | None = None,
+                val: str | os.PathLike | None = None, eval_every: int = 0, tolerance: float = 1.0,
+                patience: int = 3) -> dict[str, Any]:
     """Adapt ``teacher`` on ``images`` into ``out_dir`` (the ``maskinv train`` run-folder contract);
     returns the trainer's summary plus ``data`` (the RecordIO folder used).
 
     ``resume``: continue ``out_dir`` from its config and newest checkpoint (``teacher``/``images``
-    may then be None; ``overrides`` still apply).
+    may then be None; ``overrides`` still apply). ``val`` + ``eval_every``: validation while
+    adapting (:mod:`.adapt_select`): U-U/M-U on ``val`` every ``eval_every`` steps, early stop
+    after ``patience`` evaluations without a better M-U, the best step whose U-U is within
+    ``tolerance`` points of the teacher's exported as ``backbone.pt``.
     """
     from .trainer import run_training
 
     out = Path(out_dir)
+    if val is not None:
+        from .adapt_select import train_with_selection
+
+        def run_training(cfg, out, *, max_steps, resume):  # noqa: F811 - the same run, in validated chunks
+            return train_with_selection(cfg, out, teacher=cfg.teacher.path, val=str(val), eval_every=eval_every,
+                                        tolerance=tolerance, patience=patience, max_steps=max_steps,
+                                        resume=resume, log=log)
     if resume:
         saved = out / "config.yaml"
         if not saved.is_file():
