@@ -265,3 +265,43 @@ def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
     meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
     assert meta["trained_steps"] == best["step"]
     assert (tmp_path / "run" / "backbone.pt").read_bytes() == (tmp_path / "run" / "best" / "backbone.pt").read_bytes()
+
+
+def test_dlib_teacher_embeds_the_original_photos(tmp_path):
+    """dlib sees its own chip of each original photo (and its mirror), the student our crop."""
+    pytest.importorskip("dlib")
+    from maskinv.align import Face, FaceDetector
+    from maskinv.api import load_model
+    from maskinv.constants import ARCFACE_TEMPLATE_112
+    from maskinv.data.synth import render_faces
+    from maskinv.utils.images import encode_image
+
+    class Fake(FaceDetector):  # the synthetic face fills the frame: a fixed box and template points
+        name = "fake"
+
+        def detect(self, image):
+            return [Face(box=np.array([8, 8, 104, 104], np.float32),
+                         landmarks=np.asarray(ARCFACE_TEMPLATE_112, np.float32), score=1.0)]
+
+    faces, _ = render_faces(list(range(8)), seed=3, image_indices=[0] * 8, size=112)
+    (tmp_path / "photos").mkdir()
+    for i, f in enumerate(faces):
+        (tmp_path / "photos" / f"{i}.png").write_bytes(encode_image(np.ascontiguousarray(f[:, 8:]), "png"))  # not square
+    data = prepare_images(tmp_path / "photos", tmp_path / "run" / "data", detector=Fake(), size=32)
+    over = FAST + ["model.name=r18", "model.kwargs.width_mult=0.125", "runtime.batch_size=4"]
+    s = adapt_model("dlib", data, tmp_path / "run", max_steps=2, overrides=over)
+    assert s["step"] == 2 and s["teacher_cache"]["filled"] == 1.0
+    emb = np.memmap(tmp_path / "run" / "teacher_cache" / "emb.bin", dtype=np.float32, mode="r").reshape(-1, 2, 128)
+    dlib = load_model("dlib")
+    photo = faces[0][:, 8:]
+    ref, _ = dlib.descriptors([photo], detector=Fake())
+    ref_flip, _ = dlib.descriptors([np.ascontiguousarray(photo[:, ::-1])], aligned=False,
+                                   detector=type("M", (FaceDetector,), {"detect": lambda self, im: [Face(
+                                       box=np.array([photo.shape[1] - 1 - 104, 8, photo.shape[1] - 1 - 8, 104], np.float32),
+                                       landmarks=np.zeros((5, 2), np.float32), score=1.0)]})())
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    np.testing.assert_allclose(emb[0, 0], unit(ref[0]), atol=1e-5)
+    np.testing.assert_allclose(emb[0, 1], unit(ref_flip[0]), atol=1e-5)
+    assert not np.allclose(emb[0, 0], emb[0, 1])
+    meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
+    assert meta["teacher_fingerprint"] == dlib.fingerprint and meta["embedding_size"] == 128
