@@ -189,15 +189,16 @@ def _write_faces(src: Path, files: list[Path], out: Path, *, aligned: bool, dete
 
 
 # ----------------------------------------------------------------------------- config
-def teacher_info(teacher: str) -> dict[str, Any]:
-    """``{"external", "embedding_size", "input_size", "fingerprint"}`` of a teacher path (or ``dlib``)."""
+def teacher_info(teacher: str, arch: str | None = None) -> dict[str, Any]:
+    """``{"external", "embedding_size", "input_size", "fingerprint"}`` of a teacher path (or ``dlib``);
+    ``arch``: the architecture of a bare ``.pth`` that does not say (``teacher.name=r100``)."""
     from maskinv.api import load_model
 
     if not is_external_teacher(teacher) and not Path(teacher).is_file():
         from maskinv.errors import CheckpointError
 
         raise CheckpointError(f"--teacher: {teacher}: model file not found")
-    m = load_model(teacher)
+    m = load_model(teacher, arch)
     ext = is_external_teacher(teacher)
     return {"external": ext, "embedding_size": int(m.embedding_size),
             "input_size": 112 if teacher == "dlib" else int(m.input_size), "fingerprint": m.fingerprint}
@@ -268,7 +269,8 @@ def adapt_model(teacher: str, images: str | os.PathLike | None, out_dir: str | o
         return {**run_training(cfg, out, max_steps=max_steps, resume=True), "data": cfg.data.path}
     if teacher is None or images is None:
         raise ConfigError("adapt: give --teacher and --images (or --resume RUN_DIR)")
-    info = teacher_info(str(teacher))
+    arch = next((o.split("=", 1)[1].strip() for o in overrides or [] if o.startswith("teacher.name=")), None)
+    info = teacher_info(str(teacher), arch or None)
     data = prepare_images(images, out / "data", aligned=aligned, detector=detector, size=info["input_size"], log=log)
     cfg = adapt_config(str(teacher), data, overrides=overrides, info=info)
     _log(log, f"[adapt] teacher {teacher} ({info['embedding_size']}-d, "
