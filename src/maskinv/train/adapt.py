@@ -192,7 +192,7 @@ def _write_faces(src: Path, files: list[Path], out: Path, *, aligned: bool, dete
 def teacher_info(teacher: str, arch: str | None = None) -> dict[str, Any]:
     """``{"external", "embedding_size", "input_size", "fingerprint"}`` of a teacher path (or ``dlib``);
     ``arch``: the architecture of a bare ``.pth`` that does not say (``teacher.name=r100``)."""
-    from maskinv.api import load_model
+    from maskinv.models.loading import load_model
 
     if not is_external_teacher(teacher) and not Path(teacher).is_file():
         from maskinv.errors import CheckpointError

@@ -49,7 +49,7 @@ class _External(nn.Module):
 
 
 class OnnxTeacher(_External):
-    """An ONNX embedding model (:func:`maskinv.api.load_model`) on standard float NCHW crops."""
+    """An ONNX embedding model (:func:`maskinv.models.loading.load_model`) on standard float NCHW crops."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_size and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
@@ -125,7 +125,7 @@ def read_sources(data_root: str | os.PathLike | None, teacher: str) -> list[dict
 
 def load_external_teacher(path: str, *, data_root: str | os.PathLike | None = None) -> _External:
     """``teacher.path`` of an ONNX model or ``dlib`` -> frozen teacher module."""
-    from maskinv.api import load_model
+    from maskinv.models.loading import load_model
 
     if str(path) == "dlib" and not Path(path).exists():
         return PhotoTeacher(load_model("dlib"), "dlib", data_root)
