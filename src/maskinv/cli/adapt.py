@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from maskinv.cli import args as A
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,18 +15,19 @@ def register(subparsers) -> None:
                     "photos masked: template distillation only, BatchNorm statistics frozen. Photos are detected and "
                     "aligned once into RUN_DIR/data. Defaults: configs/adapt.yaml; overrides key.sub=value.")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. masks.prob=0.5 kd.weight=100")
-    p.add_argument("--teacher", help="the model to adapt: .pt/.pth (copied), .onnx or dlib (templates cached once)")
-    p.add_argument("--images", help="a folder tree of photos, of aligned crops (--aligned), or a RecordIO folder/.rec")
-    p.add_argument("--out", help="run folder")
+    p.add_argument("--teacher", type=A.model_ref, help="the model to adapt: .pt/.pth (copied), .onnx or dlib (templates cached once)")
+    p.add_argument("--images", type=A.existing_path, help="a folder tree of photos, of aligned crops (--aligned), or a RecordIO folder/.rec")
+    p.add_argument("--out", type=A.output_dir, help="run folder")
     p.add_argument("--aligned", action="store_true", help="the images are already aligned square crops")
-    p.add_argument("--detector", default=None, help="face detector for photos (default: dlib)")
-    p.add_argument("--max-steps", type=int, default=None, help="total optimiser steps (a resumed run stops at the same total)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
-    p.add_argument("--val", metavar="BIN", help="validation pairs (.bin; never the test pairs): U-U/M-U while adapting")
-    p.add_argument("--eval-every", type=int, default=200, help="steps between validations with --val (default 200)")
-    p.add_argument("--tolerance", type=float, default=1.0,
+    p.add_argument("--detector", choices=("mtcnn", "dlib"), default=None,
+                   help="face detector for photos: mtcnn (default; dlib with a warning if its weights are missing) or dlib")
+    p.add_argument("--max-steps", type=A.positive_int, default=None, help="total optimiser steps (a resumed run stops at the same total)")
+    p.add_argument("--resume", metavar="RUN_DIR", type=A.existing_dir, help="continue the run in RUN_DIR from its newest checkpoint")
+    p.add_argument("--val", metavar="BIN", type=A.bin_file, help="validation pairs (.bin; never the test pairs): U-U/M-U while adapting")
+    p.add_argument("--eval-every", type=A.positive_int, default=200, help="steps between validations with --val (default 200)")
+    p.add_argument("--tolerance", type=A.non_negative_float, default=1.0,
                    help="U-U points the student may lose against the teacher on --val (default 1.0)")
-    p.add_argument("--patience", type=int, default=3, help="validations without a better M-U before stopping (default 3)")
+    p.add_argument("--patience", type=A.positive_int, default=3, help="validations without a better M-U before stopping (default 3)")
     p.set_defaults(func=_cmd_adapt)
 
 

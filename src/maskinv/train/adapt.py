@@ -106,9 +106,13 @@ def prepare_images(images: str | os.PathLike, data_dir: str | os.PathLike, *, al
         _log(log, f"[adapt] {n} images from RecordIO {root} (labels ignored)")
         return root
     files = scan_photos(src)
-    det_name = detector if isinstance(detector, str) or detector is None else getattr(detector, "name", type(detector).__name__)
+    if not aligned:
+        from maskinv.align import resolve_detector
+
+        detector = resolve_detector(detector)  # the one that really runs (MTCNN, else dlib): recorded
+    det_name = None if aligned else getattr(detector, "name", type(detector).__name__)
     want = {"format": "maskinv-adapt-data", "source": str(src.resolve()), "aligned": bool(aligned),
-            "detector": None if aligned else (det_name or "dlib"), "size": None if aligned else int(size),
+            "detector": det_name, "size": None if aligned else int(size),
             "photos": _photos_fingerprint(src, files)}
     out = Path(data_dir)
     if (out / MANIFEST).is_file():
