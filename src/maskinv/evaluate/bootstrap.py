@@ -293,6 +293,53 @@ def comparison_entry(model_a: str, model_b: str, benchmark: str, protocol: str, 
     return entry
 
 
+def results_comparisons(results: Sequence[dict], *, n_boot: int = 1000, seed: int = 0,
+                        pairs: Sequence[tuple] | None = None, metrics: Sequence[str] = ("accuracy", "eer"),
+                        cluster_key: str = "probe_identity", cluster_protocols: Sequence[str] = ("probe_ref",),
+                        ) -> list[dict[str, Any]]:
+    """``comparisons`` entries for the per-pair scores of a results document's ``results`` list.
+
+    ``results``: entries ``{"model", "benchmark", "protocol", "metrics": {"scores", "genuine", ...}}``
+    (:func:`maskinv.evaluate.evaluate_models`). Two models are compared on the same benchmark and
+    protocol, paired by pair index. ``pairs``: ``(model_a, model_b)`` or ``(model_a, model_b,
+    protocols)`` to compare (B − A); default every pair of models in result order. A protocol of
+    ``cluster_protocols`` (comparisons share images) is resampled by the ``cluster_key`` array of
+    its metrics (the probe's identity) and skipped when that array is absent.
+    """
+    by_key: dict[tuple, dict] = {}
+    models: list[str] = []
+    cells: list[tuple] = []
+    for e in results:
+        by_key[(e["model"], e["benchmark"], e["protocol"])] = e["metrics"]
+        models += [e["model"]] if e["model"] not in models else []
+        cells += [(e["benchmark"], e["protocol"])] if (e["benchmark"], e["protocol"]) not in cells else []
+    if pairs is None:
+        pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+    out: list[dict[str, Any]] = []
+    for pair in pairs:
+        a, b = pair[0], pair[1]
+        protos = None if len(pair) < 3 or pair[2] is None else set(pair[2])
+        for bench, proto in cells:
+            ma, mb = by_key.get((a, bench, proto)), by_key.get((b, bench, proto))
+            if ma is None or mb is None or (protos is not None and proto not in protos):
+                continue
+            if "scores" not in ma or "scores" not in mb:
+                raise DataFormatError(f"comparison {b} - {a} on {bench} {proto}: the results hold no per-pair scores")
+            ga, gb = np.asarray(ma["genuine"]), np.asarray(mb["genuine"])
+            if ga.shape != gb.shape or not np.array_equal(ga, gb):
+                raise DataFormatError(f"comparison {b} - {a} on {bench} {proto}: the models were not scored on the "
+                                      f"same pairs ({ga.shape[0]} vs {gb.shape[0]} pairs or other labels)")
+            groups = None
+            if proto in cluster_protocols:
+                if cluster_key not in ma:
+                    continue  # no identity clusters: a pair bootstrap would be too narrow
+                groups = np.asarray(ma[cluster_key])
+            use = [m for m in metrics if not (m == "accuracy" and ma.get("accuracy_mean", 0) is None)]
+            res = paired_bootstrap(ma["scores"], mb["scores"], ga, n_boot=n_boot, seed=seed, metrics=use, groups=groups)
+            out.append(comparison_entry(a, b, bench, proto, res))
+    return out
+
+
 # ----------------------------------------------------------------------------- across seeds
 def _t_two_sided_prob(t: float, nu: int) -> float:
     """P(|T| < t) for Student's t with integer ``nu`` degrees of freedom (A&S 26.7.3/26.7.4)."""

@@ -3,10 +3,14 @@
 1. generate SynthFaces: training identities (RecordIO) and held-out verification pairs (``.bin``);
 2. train the teacher (ElasticFace-Arc, clean images) and, from the same data and schedule, the
    ElasticFace-Arc-Aug baseline (masks, λ = 0) side by side; then MaskInv-LG (masks + KD from the
-   frozen teacher); then MaskInv-HG (large λ, from the LG student) when ``with_hg``
+   frozen teacher, the same runtime seed as Aug); then MaskInv-HG (large λ, from the LG student)
+   and its control (LG continued for the same steps) when ``with_hg``/``with_control``
    (:mod:`.recipe` says what each run is, :mod:`.runs` trains them);
-3. evaluate every model on U-U, M-U and M-M with :func:`maskinv.evaluate.evaluate_models`;
-4. write ``results.json`` (``{"seed", "models": {name: {"uu", "mu", "mm", "run"}}, ...}``),
+3. evaluate every model on U-U, M-U and M-M with :func:`maskinv.evaluate.evaluate_models`
+   (masks of the study seed, fp32 by default);
+4. paired-bootstrap comparisons (LG − Aug, HG − Aug, control − Aug, HG − control, LG − teacher
+   on U-U) on the per-pair scores (:func:`maskinv.evaluate.bootstrap.results_comparisons`);
+5. write ``results.json`` (``{"seed", "models": {name: {"uu", "mu", "mm", "run"}}, "comparisons": [...], ...}``),
    ``report.md`` (:mod:`.report`), the evaluation report with plots in ``eval/`` and a mask
    gallery; print the table.
 
@@ -47,25 +51,34 @@ def _check_settings(out: Path, s: DemoSettings) -> None:
     atomic_write_json(settings_file, current)
 
 
-def _make_data(s: DemoSettings, data_dir: Path, say: Callable[[str], None]) -> Path:
+def _make_data(s: DemoSettings, data_dir: Path, say: Callable[[str], None], *, select: bool = False) -> dict[str, Path]:
+    """SynthFaces for seed ``s.seed``: training identities, the test pairs (``synth_val.bin``) and,
+    with ``select``, the validation pairs of further identities (``synth_select.bin``)."""
     from maskinv.data.synth import generate_dataset
 
     if not (data_dir / "synth_meta.json").exists():
         say(f"[demo] SynthFaces: {s.identities} identities x {s.images_per_identity} images at {s.size}px, "
-            f"{s.val_pairs} held-out pairs of {s.val_identities} other identities")
+            f"{s.val_pairs} test pairs of {s.val_identities} other identities"
+            + (f", {s.select_pairs} validation pairs of {s.select_identities} further identities" if select else ""))
         if data_dir.exists():
             import shutil
 
             shutil.rmtree(data_dir)  # an interrupted generation: start the data over
         generate_dataset(data_dir, identities=s.identities, images_per_identity=s.images_per_identity, seed=s.seed,
-                         size=s.size, val_identities=s.val_identities, val_pairs=s.val_pairs, difficulty=s.difficulty,
+                         size=s.size, val_identities=s.val_identities, val_pairs=s.val_pairs,
+                         select_identities=s.select_identities if select else 0,
+                         select_pairs=s.select_pairs if select else 0, difficulty=s.difficulty,
                          workers=1, progress=sys.stderr.isatty())
-    return data_dir / "synth_val.bin"
+    out = {"test": data_dir / "synth_val.bin"}
+    if select:
+        out["select"] = data_dir / "synth_select.bin"
+    return out
 
 
-def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Callable[[str], None]) -> dict[str, dict]:
+def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Callable[[str], None],
+           plan: list | None = None) -> dict[str, dict]:
     runs: dict[str, dict] = {}
-    for stage in stages(study_plan(s)):
+    for stage in stages(plan if plan is not None else study_plan(s)):
         jobs = []
         for run in stage:
             teacher = Path(runs[run.teacher]["backbone"]) if run.teacher else None
@@ -85,9 +98,42 @@ def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Calla
     return runs
 
 
+def demo_pairs(s: DemoSettings) -> list[tuple]:
+    """The comparisons the study reports (B − A): each student against Aug on every protocol, HG
+    against its step-matched control, LG against the teacher on unmasked pairs."""
+    out: list[tuple] = [("elasticface_arc_aug", "maskinv_lg", None)]
+    if s.with_hg:
+        out.append(("elasticface_arc_aug", "maskinv_hg", None))
+    if s.with_control:
+        out.append(("elasticface_arc_aug", "maskinv_lg_long", None))
+    if s.with_hg and s.with_control:
+        out.append(("maskinv_lg_long", "maskinv_hg", None))
+    out.append(("teacher", "maskinv_lg", ["uu"]))
+    return out
+
+
+def evaluate_runs(s: DemoSettings, runs: dict[str, dict], benches: dict[str, Path], out_dir: Path,
+                  pairs: list[tuple]) -> tuple[dict, dict[str, dict], list[dict]]:
+    """Score every trained model on ``benches`` (masks of seed ``s.mask_seed``, ``s.eval_precision``);
+    returns the evaluation document, ``{model: {protocol: metrics}}`` and the paired-bootstrap
+    ``comparisons`` of ``pairs`` (none when ``s.bootstrap`` is 0)."""
+    from maskinv.evaluate import ModelSpec, evaluate_models
+    from maskinv.evaluate.bootstrap import results_comparisons
+
+    models = {name: ModelSpec(path=r["backbone"], sha256=r["weights_sha256"]) for name, r in runs.items()}
+    ev = evaluate_models(models, benches, s.protocols, seed=s.mask_seed, mask_kind=s.mask_kind,
+                         flip=s.flip, precision=s.eval_precision, out_dir=out_dir)
+    per_model: dict[str, dict[str, Any]] = {name: {} for name in runs}
+    for e in ev["results"]:
+        per_model[e["model"]][e["protocol"]] = {k: v for k, v in e["metrics"].items() if k not in ("scores", "genuine")}
+    comparisons = []
+    if s.bootstrap > 0:
+        comparisons = results_comparisons(ev["results"], n_boot=s.bootstrap, seed=s.seed, pairs=pairs)
+    return ev, per_model, comparisons
+
+
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: Callable[[str], None] | None = None) -> dict:
     """Run the whole study into ``out_dir``; returns the ``results.json`` document."""
-    from maskinv.evaluate import ModelSpec, evaluate_models
     from maskinv.evaluate.reports import results_json, versions
     from maskinv.utils.hashing import file_sha256
 
@@ -101,33 +147,30 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
 
     data_dir = out / "data"
     t0 = time.perf_counter()
-    val_bin = _make_data(s, data_dir, say)
+    val_bin = _make_data(s, data_dir, say)["test"]
     timings["data_s"] = time.perf_counter() - t0
 
     runs = _train(s, out, data_dir, timings, say)
 
     # every model scores the same masked copies of the held-out pairs (masked once)
     t0 = time.perf_counter()
-    models = {name: ModelSpec(path=r["backbone"], sha256=r["weights_sha256"]) for name, r in runs.items()}
-    ev = evaluate_models(models, {"synth_val": val_bin}, s.protocols, seed=s.eval_seed, mask_kind=s.mask_kind,
-                         flip=s.flip, precision=s.eval_precision, out_dir=out / "eval")
-    models_out: dict[str, dict[str, Any]] = {name: {} for name in runs}
-    for e in ev["results"]:
-        models_out[e["model"]][e["protocol"]] = {k: v for k, v in e["metrics"].items() if k not in ("scores", "genuine")}
+    ev, models_out, comparisons = evaluate_runs(s, runs, {"synth_val": val_bin}, out / "eval", demo_pairs(s))
     for name in runs:
         models_out[name]["run"] = runs[name]
     timings["eval_s"] = time.perf_counter() - t0
     written = ev["report"]
 
-    gallery = mask_gallery(val_bin, out / "mask_gallery.png", seed=s.eval_seed)
+    gallery = mask_gallery(val_bin, out / "mask_gallery.png", seed=s.mask_seed)
     timings["total_s"] = time.perf_counter() - t_start
     doc = {
         "seed": s.seed,
         "models": models_out,
+        "comparisons": comparisons,
         "settings": dataclasses.asdict(s),
         "timings": timings,
         "versions": versions(),
-        "data": {"dir": str(data_dir), "val_bin": str(val_bin), "val_bin_sha256": file_sha256(val_bin)},
+        "data": {"dir": str(data_dir), "val_bin": str(val_bin), "val_bin_sha256": file_sha256(val_bin),
+                 "eval_mask_seed": s.mask_seed},
         "files": {"eval_results": str(written["json"]), "plots": [str(p) for p in written["plots"]],
                   "mask_gallery": str(gallery) if gallery else None},
     }

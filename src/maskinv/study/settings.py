@@ -45,6 +45,8 @@ class DemoSettings:
     size: int
     val_identities: int
     val_pairs: int
+    select_identities: int
+    select_pairs: int
     difficulty: str
     backbone: str
     width_mult: float
@@ -59,18 +61,26 @@ class DemoSettings:
     lambda_lg: float
     lambda_hg: float
     with_hg: bool
+    with_control: bool
     head: str
+    teacher_head_kwargs: dict
     head_kwargs: dict
     precision: str
     threads: Optional[int]
     parallel: bool
     teacher_cache: bool
     protocols: tuple
-    eval_seed: int
+    eval_seed: Optional[int]
     mask_kind: str
     flip: bool
     eval_precision: str
+    bootstrap: int
     train_overrides: list
+
+    @property
+    def mask_seed(self) -> int:
+        """Seed of the evaluation masks: ``eval_seed``, else the study seed (each seed its own masks)."""
+        return self.seed if self.eval_seed is None else self.eval_seed
 
     def scaled(self) -> "DemoSettings":
         """Step counts scaled by ``minutes / 10``: the default steps were sized for a 10-minute budget
