@@ -107,8 +107,11 @@ def summarize(docs: dict[int, dict]) -> dict[str, Any]:
         for proto in _PROTO:
             if proto not in first["models"][name]:
                 continue
-            models[name][proto] = {k: _stat([100 * docs[sd]["models"][name][proto][k] for sd in seeds])
-                                   for k, _ in _METRICS}
+            models[name][proto] = {}
+            for k, _ in _METRICS:
+                vals = [docs[sd]["models"][name][proto][k] for sd in seeds]
+                # FMR100 is undefined with < 100 impostor pairs
+                models[name][proto][k] = None if any(v is None for v in vals) else _stat([100 * v for v in vals])
     comps: dict[tuple, dict] = {}
     for sd in seeds:
         for e in docs[sd].get("comparisons") or []:
@@ -163,7 +166,7 @@ def summary_markdown(summary: dict) -> str:
         "|---|" + "---:|" * (len(protos) * len(_METRICS)),
     ]
     for name, m in summary["models"].items():
-        cells = [_pm(m[p][k]) if p in m else "n/a" for p in protos for k, _ in _METRICS]
+        cells = [_pm(m[p][k]) if m.get(p, {}).get(k) else "n/a" for p in protos for k, _ in _METRICS]
         lines.append(f"| {summary['titles'].get(name, name)} | " + " | ".join(cells) + " |")
     lines += ["", "## Differences (B − A, points)", "",
               "Mean over seeds with its 95 % t-interval (seeds as independent training runs); per seed the "

@@ -77,12 +77,13 @@ def select_lambda(out_dir: str | Path, settings: DemoSettings, lambdas: list[flo
     _, per_model, comparisons = evaluate_runs(s, runs, {"synth_select": bins["select"]}, out / "eval", pairs)
     timings["eval_s"] = time.perf_counter() - t0
     candidates = []
+    pct = lambda v: None if v is None else 100 * v  # noqa: E731 (FMR100 needs >= 100 impostor pairs)
     for lam, name in zip(lambdas, names):
         m = per_model[name]
         candidates.append({"lambda": lam, "model": name, "accuracy": 100 * m[SELECT_PROTOCOL]["accuracy_mean"],
                            "eer": 100 * m[SELECT_PROTOCOL]["eer"],
-                           "protocols": {p: {"accuracy": 100 * v["accuracy_mean"], "eer": 100 * v["eer"],
-                                             "fmr100": 100 * v["fmr100"]} for p, v in m.items()}})
+                           "protocols": {p: {"accuracy": pct(v["accuracy_mean"]), "eer": pct(v["eer"]),
+                                             "fmr100": pct(v["fmr100"])} for p, v in m.items()}})
     chosen = pick(candidates)
     timings["total_s"] = time.perf_counter() - t_start
     doc = {
@@ -126,7 +127,7 @@ def selection_markdown(doc: dict) -> str:
     ]
     for c in doc["candidates"]:
         p = c["protocols"]
-        cell = lambda proto, k: f"{p[proto][k]:.2f}" if proto in p else "n/a"  # noqa: E731
+        cell = lambda proto, k: f"{p[proto][k]:.2f}" if p.get(proto, {}).get(k) is not None else "n/a"  # noqa: E731
         lines.append(f"| {c['lambda']:g} | {cell('uu', 'accuracy')} | {cell('uu', 'eer')} | {cell('mu', 'accuracy')} | "
                      f"{cell('mu', 'eer')} | {cell('mu', 'fmr100')} | {cell('mm', 'accuracy')} | {cell('mm', 'eer')} |")
     t = doc["teacher"]
