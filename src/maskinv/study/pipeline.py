@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from maskinv.errors import ConfigError
+from maskinv.errors import ConfigError, MaskinvError
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .recipe import stages, study_plan, train_config
@@ -89,6 +89,9 @@ def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Calla
             jobs.append((run.name, cfg, out / "runs" / run.name))
         t0 = time.perf_counter()
         for name, cfg, summary in train_runs(jobs, threads=s.threads, parallel=s.parallel):
+            if summary.get("status") != "completed" or not summary.get("backbone"):
+                raise MaskinvError(f"training {name} stopped ({summary.get('status')}) at step {summary.get('step')}; "
+                                   "run the same command again to resume it")
             runs[name] = {**{k: summary.get(k) for k in _SUMMARY_KEYS}, "config": cfg, "run_dir": str(out / "runs" / name)}
             timings[f"train_{name}_s"] = summary.get("elapsed_s") or 0.0
             say(f"[demo]   {name} done in {num(summary.get('elapsed_s'), '.0f')} s: loss {num(summary.get('loss'))} "
