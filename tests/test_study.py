@@ -203,3 +203,47 @@ def test_study_over_two_quick_seeds(tmp_path):
     lines.clear()
     again = run_study(tmp_path, s, [1, 2], log=lines.append)
     assert sum("reusing" in m for m in lines) == 2 and again["comparisons"] == summary["comparisons"]
+
+
+def test_results_comparisons_match_paired_bootstrap_and_eval_bootstrap():
+    from maskinv.evaluate.bootstrap import comparison_entry, paired_bootstrap, results_comparisons
+
+    rng = np.random.default_rng(1)
+    n = 400
+    g = np.arange(n) % 2 == 0
+    scores = {m: rng.normal(0.2, 0.2, n) + k * g for m, k in (("a", 0.3), ("b", 0.35), ("c", 0.5))}
+    results = [{"model": m, "benchmark": "x", "protocol": p, "metrics": {"scores": s + 0.01 * i, "genuine": g.copy()}}
+               for i, p in enumerate(("uu", "mu")) for m, s in scores.items()]
+    got = results_comparisons(results, n_boot=200, seed=4)
+    assert [(c["model_a"], c["model_b"], c["protocol"]) for c in got] == [
+        ("a", "b", "uu"), ("a", "b", "mu"), ("a", "c", "uu"), ("a", "c", "mu"), ("b", "c", "uu"), ("b", "c", "mu")]
+    # the shared resamples give exactly what one paired_bootstrap call per comparison gives
+    want = comparison_entry("a", "c", "x", "mu", paired_bootstrap(scores["a"] + 0.01, scores["c"] + 0.01, g, n_boot=200, seed=4))
+    assert got[3] == want
+    only = results_comparisons(results, n_boot=50, pairs=[("c", "a", ["uu"])])
+    assert len(only) == 1 and only[0]["model_a"] == "c" and only[0]["accuracy"]["diff"] < 0
+    pr = [{"model": m, "benchmark": "f", "protocol": "probe_ref", "metrics": {"scores": s, "genuine": g}}
+          for m, s in scores.items()]
+    assert results_comparisons(pr, n_boot=20) == []  # no identity clusters: skipped
+    for r, ident in zip(pr, [np.arange(n) // 8] * 3):
+        r["metrics"]["probe_identity"] = ident
+    assert {c["resampling"] for c in results_comparisons(pr, n_boot=20)} == {"clusters (groups)"}
+
+
+def test_evaluate_models_bootstrap_writes_comparisons(tmp_path):
+    from maskinv.data.synth import generate_dataset
+    from maskinv.evaluate import evaluate_models
+    from maskinv.models import get_model
+
+    generate_dataset(tmp_path / "d", identities=2, images_per_identity=1, seed=1, size=32, val_identities=4, val_pairs=20)
+    models = {f"m{i}": get_model("r18", embedding_size=16, width_mult=0.125, input_size=32, seed=i) for i in range(2)}
+    doc = evaluate_models(models, {"b": tmp_path / "d" / "synth_val.bin"}, "uu,mu", precision="fp32", bootstrap=30,
+                          out_dir=tmp_path / "ev", plots=False)
+    saved = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert [(c["model_a"], c["model_b"], c["protocol"]) for c in saved["comparisons"]] == [("m0", "m1", "uu"),
+                                                                                           ("m0", "m1", "mu")]
+    assert saved["comparisons"] == json.loads(json.dumps(doc["comparisons"]))
+    from maskinv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="two or more"):
+        evaluate_models({"m0": models["m0"]}, {"b": tmp_path / "d" / "synth_val.bin"}, "uu", bootstrap=10)
