@@ -4,17 +4,21 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.maskinv-installed
-# Extras installed into .venv: test tools, ONNX, and the offline face detector (dlib).
+# Extras installed into .venv: test tools, ONNX, and the offline face detectors (dlib; MTCNN
+# weights from the facenet-pytorch wheel, installed --no-deps: its torch/numpy pins must not apply).
 EXTRAS ?= dev,detect
 
 .PHONY: venv test demo bench clean lint
 
-$(STAMP): pyproject.toml
+# The stamp depends on this Makefile too, so an existing .venv picks up new install steps.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch 2.13.0 CPU build lies on local disk; pin it first so nothing pulls a CUDA build
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	# MTCNN weights (pnet/rnet/onet.pt, MIT); maskinv reads the files and never imports the package
+	$(PIP) install -q --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -64,14 +64,15 @@ def test_file_models_are_labelled_and_fingerprinted(bench, tmp_path):
     from maskinv.utils.images import encode_image
 
     images, issame = bench
-    for d in ("x", "y"):
+    for d in ("teacher", "student"):
         (tmp_path / d).mkdir()
         export_backbone(_model(2), tmp_path / d / "backbone.pt")
     save_bin(tmp_path / "b.bin", [encode_image(im, "png") for im in images], issame)
-    doc = evaluate_models([tmp_path / "x" / "backbone.pt", ModelSpec(path=tmp_path / "y" / "backbone.pt")],
+    doc = evaluate_models([tmp_path / "teacher" / "backbone.pt", ModelSpec(path=tmp_path / "student" / "backbone.pt")],
                           [tmp_path / "b.bin"], ("uu",), precision="fp32", folds=2)
-    assert list(doc["models"]) == ["backbone", "backbone-2"]
-    assert doc["models"]["backbone"]["sha256"] == file_sha256(tmp_path / "x" / "backbone.pt")
+    # our exports are all named backbone.pt: the folder names the model
+    assert list(doc["models"]) == ["teacher", "student"]
+    assert doc["models"]["teacher"]["sha256"] == file_sha256(tmp_path / "teacher" / "backbone.pt")
     assert doc["benchmarks"]["b"]["sha256"] == file_sha256(tmp_path / "b.bin")
     # same weights, same masks: same scores
     a, b = (e["metrics"]["scores"] for e in doc["results"])

@@ -85,7 +85,11 @@ def test_results_json_no_nan():
 
 
 def test_unique_labels():
-    assert unique_labels(["/a/model.pt", "/b/model.pt", "x y.pth"]) == ["model", "model-2", "x_y"]
+    # generic stems take the folder name; collisions take parent folders; identical paths a number
+    assert unique_labels(["/a/model.pt", "/b/model.pt", "x y.pth"]) == ["a", "b", "x_y"]
+    assert unique_labels(["/r/a/teacher/backbone.pt", "/r/b/teacher/backbone.pt", "/r/c/student/backbone.pt"]) == [
+        "a-teacher", "b-teacher", "student"]
+    assert unique_labels(["/a/m0.pt", "/b/m0.pt", "/b/m0.pt", "dlib"]) == ["a-m0", "b-m0", "b-m0-2", "dlib"]
 
 
 def test_probit_and_decimation(rng):

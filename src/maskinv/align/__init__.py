@@ -4,6 +4,7 @@
 >>> faces = align_faces(read_image("photo.jpg"))        # largest face first
 >>> faces[0].crop.shape                                  # (112, 112, 3) uint8 RGB
 
+The default detector is MTCNN (finds masked faces); ``detector="dlib"`` selects dlib's HOG.
 No face: ``align_faces`` raises :class:`maskinv.errors.NoFaceError` by default, or returns
 an empty list with ``on_no_face="empty"`` — never a silent skip.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from ..constants import INPUT_SIZE
 from ..errors import ConfigError, NoFaceError
 from .backends import (
+    DEFAULT_DETECTOR,
     DetectorUnavailableError,
     DlibDetector,
     Face,
@@ -30,7 +32,7 @@ from .image import describe_source, read_image
 from .transform import invert_affine, similarity_matrix, transform_points, umeyama, warp_to_template
 
 __all__ = [
-    "AlignedFace", "Face", "FaceDetector", "DlibDetector", "DetectorUnavailableError",
+    "AlignedFace", "Face", "DEFAULT_DETECTOR", "FaceDetector", "DlibDetector", "DetectorUnavailableError",
     "align_face", "align_faces", "detect_faces", "five_from_68", "get_detector",
     "list_detectors", "register_detector", "read_image", "describe_source",
     "umeyama", "similarity_matrix", "transform_points", "invert_affine", "warp_to_template",
@@ -51,7 +53,7 @@ class AlignedFace:
 
 def _resolve(detector: str | FaceDetector | None) -> FaceDetector:
     if detector is None:
-        return get_detector("dlib")
+        return get_detector()  # mtcnn, or dlib with a one-line warning if its weights are missing
     if isinstance(detector, str):
         return get_detector(detector)
     return detector

@@ -5,13 +5,23 @@ A backend is any object with ``name`` and ``detect(image) -> list[Face]`` where
 (image-left eye, image-right eye, nose tip, image-left and image-right mouth corner).
 Register new backends with :func:`register_detector`.
 
-Built in: ``dlib`` — HOG frontal detector plus the 68-point shape predictor shipped in the
-``face-recognition-models`` package (offline; install the ``detect`` extra:
-``pip install 'maskinv[detect]'``).
+Built in:
+
+- ``mtcnn`` (the default) — MTCNN cascade with five landmarks (:mod:`maskinv.align.mtcnn`);
+  weights from the ``facenet-pytorch`` wheel: ``pip install --no-deps facenet-pytorch==2.6.0``.
+  Finds masked faces; dlib's HOG misses most of them.
+- ``dlib`` — HOG frontal detector plus the 68-point shape predictor shipped in the
+  ``face-recognition-models`` package (offline; install the ``detect`` extra:
+  ``pip install 'maskinv[detect]'``).
+
+``get_detector()`` with no name gives the default; where the MTCNN weights are missing it
+falls back to dlib and logs one warning line naming the install command. Asking for
+``"mtcnn"`` by name without the weights raises :class:`DetectorUnavailableError`.
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +33,13 @@ from ..errors import DataFormatError, MaskinvError, UnknownNameError
 
 __all__ = [
     "Face", "FaceDetector", "DlibDetector", "DetectorUnavailableError",
-    "register_detector", "get_detector", "list_detectors", "five_from_68",
+    "register_detector", "get_detector", "list_detectors", "five_from_68", "DEFAULT_DETECTOR",
 ]
+
+#: Backend used when no detector is named.
+DEFAULT_DETECTOR = "mtcnn"
+_FALLBACK_DETECTOR = "dlib"
+_log = logging.getLogger("maskinv.align")
 
 
 class DetectorUnavailableError(MaskinvError, ImportError):
@@ -143,9 +158,15 @@ class DlibDetector(FaceDetector):
         return faces
 
 
-_REGISTRY: dict[str, Callable[..., FaceDetector]] = {"dlib": DlibDetector}
+def _mtcnn(**kwargs: Any) -> FaceDetector:
+    from .mtcnn import MTCNNDetector  # imports torch: only when asked for
+
+    return MTCNNDetector(**kwargs)
+
+
+_REGISTRY: dict[str, Callable[..., FaceDetector]] = {"mtcnn": _mtcnn, "dlib": DlibDetector}
 _CACHE: dict[tuple, FaceDetector] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE_LOCK = threading.RLock()
 
 
 def register_detector(name: str, factory: Callable[..., FaceDetector]) -> None:
@@ -158,8 +179,14 @@ def list_detectors() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_detector(name: str = "dlib", **kwargs: Any) -> FaceDetector:
-    """A (cached) detector instance; loading dlib's predictor takes ~0.5 s, so reuse it."""
+def get_detector(name: str | None = None, **kwargs: Any) -> FaceDetector:
+    """A (cached) detector instance; loading a backend takes ~0.5 s, so reuse it.
+
+    ``name=None``: the default backend (:data:`DEFAULT_DETECTOR`), or dlib with one logged
+    warning when the MTCNN weights are not installed. ``kwargs`` go to the backend.
+    """
+    if name is None:
+        return _default_detector(**kwargs)
     if name not in _REGISTRY:
         raise UnknownNameError(f"unknown detector backend {name!r}; known: {', '.join(list_detectors())}")
     key = (name, tuple(sorted(kwargs.items())))
@@ -167,5 +194,23 @@ def get_detector(name: str = "dlib", **kwargs: Any) -> FaceDetector:
         det = _CACHE.get(key)
         if det is None:
             det = _REGISTRY[name](**kwargs)
+            _CACHE[key] = det
+    return det
+
+
+def _default_detector(**kwargs: Any) -> FaceDetector:
+    key = (None, tuple(sorted(kwargs.items())))
+    with _CACHE_LOCK:  # the fallback note is logged once per process, not per image
+        det = _CACHE.get(key)
+        if det is None:
+            try:
+                det = get_detector(DEFAULT_DETECTOR, **kwargs)
+            except DetectorUnavailableError as exc:
+                try:
+                    det = get_detector(_FALLBACK_DETECTOR)
+                except DetectorUnavailableError as exc2:
+                    raise DetectorUnavailableError(f"no face detector available: {exc}; {exc2}") from exc2
+                _log.warning("maskinv: MTCNN weights not found, using the dlib HOG detector (misses most "
+                             "masked faces); install them with: pip install --no-deps facenet-pytorch==2.6.0")
             _CACHE[key] = det
     return det

@@ -14,17 +14,28 @@ def register(subparsers: Any) -> None:
     """Add the ``eval`` and ``metrics`` commands."""
     p = subparsers.add_parser(
         "eval",
-        help="verification accuracy/EER/FMR100 of models on .bin pair lists under " + ", ".join(TITLES.values()),
+        help="verification accuracy/EER/FMR100 of models on .bin pair lists or image folders under "
+             + ", ".join(TITLES.values()),
         description=(
-            "Evaluate one or more backbones on verification .bin files under masked protocols ("
-            + "; ".join(f"{p}: {DESCRIPTIONS[p]}" for p in PROTOCOLS) + "). Writes "
-            "DIR/results.json, DIR/results.md, ROC/DET and score-histogram PNGs and score CSVs."
+            "Evaluate one or more models on verification .bin files and image folders under masked protocols ("
+            + "; ".join(f"{p}: {DESCRIPTIONS[p]}" for p in PROTOCOLS) + "; with --probe-list also probe_ref). "
+            "Writes DIR/results.json, DIR/results.md, ROC/DET and score-histogram PNGs and score CSVs; "
+            "the previous report's files in DIR that this run does not rewrite are removed."
         ),
     )
-    p.add_argument("--model", action="append", required=True, metavar="MODEL_FILE",
-                   help="exported backbone (.pt + .json sidecar), training checkpoint or raw .pth; repeat to compare")
+    p.add_argument("--model", action="append", required=True, metavar="MODEL",
+                   help="backbone.pt (+ .json sidecar), training checkpoint, InsightFace/ElasticFace/MagFace .pth, "
+                        ".onnx, or 'dlib' (sees a folder's original photos); repeat to compare")
     p.add_argument("--arch", action="append", default=None, metavar="NAME",
                    help="architecture for raw .pth files without a sidecar (once for all models, or once per --model)")
+    p.add_argument("--layout", action="append", default=None, choices=("auto", "insightface", "elasticface", "magface"),
+                   help=".pth checkpoint layout (default auto; once for all models, or once per --model)")
+    p.add_argument("--input-mean", action="append", type=float, default=None, metavar="MEAN",
+                   help="model input = (pixel - MEAN) / STD, pixels 0..255, for weights without a sidecar/metadata "
+                        "(once for all models, or once per --model)")
+    p.add_argument("--input-std", action="append", type=float, default=None, metavar="STD", help="see --input-mean")
+    p.add_argument("--channel-order", action="append", choices=("RGB", "BGR"), default=None,
+                   help="channel order the model expects (once for all models, or once per --model)")
     p.add_argument("--bench", action="append", required=True, metavar="BIN_OR_DIR",
                    help="verification .bin, or an image folder (Name/Name_0001.png + pairs.txt); repeatable")
     p.add_argument("--protocols", default=",".join(PROTOCOLS),
@@ -174,17 +185,48 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- eval
-def cmd_eval(args: argparse.Namespace) -> int:
-    from maskinv.errors import ConfigError
-    from maskinv.evaluate import ModelSpec, evaluate_models
+def _per_model(args: argparse.Namespace, name: str) -> list:
+    """``--NAME`` given once (all models) or once per ``--model``."""
+    vals = getattr(args, name) or [None]
+    if len(vals) not in (1, len(args.model)):
+        from maskinv.errors import ConfigError
 
-    archs = args.arch or [None]
-    if len(archs) not in (1, len(args.model)):
-        raise ConfigError(f"--arch given {len(archs)} times for {len(args.model)} --model; give it once or once per model")
-    if len(archs) == 1:
-        archs = archs * len(args.model)
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag} given {len(vals)} times for {len(args.model)} --model; give it once or once per model")
+    return vals * len(args.model) if len(vals) == 1 else vals
+
+
+def eval_inputs(args: argparse.Namespace) -> tuple[list, list]:
+    """``(models, benchmarks)`` for :func:`maskinv.evaluate.evaluate_models` from the options:
+    ModelSpecs, and a FolderBenchSpec (with the folder options) for each --bench that is a folder."""
+    from maskinv.errors import ConfigError
+    from maskinv.evaluate import FolderBenchSpec, ModelSpec
+
+    per = {k: _per_model(args, k) for k in ("arch", "layout", "input_mean", "input_std", "channel_order")}
+    models = [ModelSpec(path=path, **{k: v[i] for k, v in per.items()}) for i, path in enumerate(args.model)]
+    folders = [b for b in args.bench if Path(b).is_dir()]
+    if args.probe_list and not folders:
+        raise ConfigError("--probe-list applies to folder benchmarks; no --bench is a folder")
+    if args.pairs and not folders:
+        raise ConfigError("--pairs applies to folder benchmarks; no --bench is a folder")
+    if len(folders) > 1 and (args.probe_list or args.pairs):
+        raise ConfigError(f"--pairs/--probe-list name the images of one folder benchmark; {len(folders)} --bench are folders")
+    cache = Path(args.align_cache) if args.align_cache else Path(args.out) / ".maskinv-align-cache"
+    benches = [
+        FolderBenchSpec(b, pairs=args.pairs, aligned=args.aligned, on_miss=args.on_miss, detector=args.detector,
+                        probe_list=args.probe_list, cache_dir=cache, min_false_matches=args.min_false_matches)
+        if b in folders else b
+        for b in args.bench
+    ]
+    return models, benches
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from maskinv.evaluate import evaluate_models
+
+    models, benches = eval_inputs(args)
     doc = evaluate_models(
-        [ModelSpec(path=path, arch=arch) for path, arch in zip(args.model, archs)], args.bench, args.protocols,
+        models, benches, args.protocols,
         seed=args.seed, mask_kind=args.mask_kind, flip=not args.no_flip, batch_size=args.batch_size,
         precision=args.precision, device=args.device, folds=args.folds, exact=args.exact,
         out_dir=args.out, plots=not args.no_plots, log=lambda msg: print(msg, file=sys.stderr),
@@ -197,30 +239,3 @@ def cmd_eval(args: argparse.Namespace) -> int:
     written = doc["report"]
     print(f"wrote {written['json']} and {written['markdown']} ({len(written['plots'])} plots)", file=sys.stderr)
     return 0
-
-
-def _eval_folder(args: argparse.Namespace, blabel: str, bpath: str, protocols, models, results) -> None:
-    """A folder benchmark: prepare (align/cache/drop) once, then score every model on it."""
-    from maskinv.cli.data import prepare_folder_from_args
-    from maskinv.evaluate.probe_ref import evaluate_folder_bench, folder_pair_inputs, read_probe_list, report_metrics
-
-    bench = prepare_folder_from_args(bpath, args, Path(args.out) / ".maskinv-align-cache", probe_list=bool(args.probe_list))
-    probe = read_probe_list(args.probe_list, bench.keys) if args.probe_list else None
-    entry = dict(bench.info)
-    if probe is not None:
-        entry.update(probe_list=str(Path(args.probe_list).resolve()), num_probe_images=int(probe.sum()),
-                     num_reference_images=int((~probe).sum()))
-    results["benchmarks"][blabel] = entry
-    pair_inputs = folder_pair_inputs(bench, protocols, args.seed, args.mask_kind) if bench.pairs is not None else None
-    for mlabel, model in models:
-        res = evaluate_folder_bench(
-            model, bench, protocols=protocols, probe=probe, pair_inputs=pair_inputs, flip=not args.no_flip,
-            batch_size=args.batch_size, device=args.device, precision=args.precision, folds=args.folds,
-            exact=args.exact, min_false_matches=args.min_false_matches,
-        )
-        for proto, m in res.items():
-            results["results"].append({"model": mlabel, "benchmark": blabel, "protocol": proto, "metrics": report_metrics(m)})
-            tar = (m.get("tar_at_far") or {}).get(5e-4)
-            extra = "" if proto != "probe_ref" else f"  TAR@FAR=1:2000 {'n/a' if tar is None else f'{100 * tar:.2f}%'}"
-            print(f"{mlabel} {blabel} {proto}: EER {100 * m['eer']:.2f}% ({m['num_genuine']} genuine, "
-                  f"{m['num_impostor']} impostor){extra}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Inference commands: ``align``, ``embed``, ``verify``, ``calibrate``, ``gallery``, ``export``.
 
 ``maskinv verify`` exit codes: 0 verified, 1 not verified, 2 error (no face, bad file,
-no calibrated threshold, ...). Every other command: 0 success, 2 error.
+no calibrated threshold, ...). ``maskinv align IN_DIR OUT_DIR``: 0 every image aligned,
+1 some images missed (listed in the report), 2 error. Every other command: 0 success, 2 error.
 """
 from __future__ import annotations
 
@@ -15,6 +16,25 @@ VERIFY_EPILOG = """exit codes: 0 = verified (same person), 1 = not verified, 2 =
 threshold: --threshold T (explicit cosine) or --fmr F (calibrated with `maskinv calibrate`
 for this model); with neither, the calibrated threshold beside the model is used
 (smallest FMR of --protocol), else an error."""
+
+ALIGN_EPILOG = """folder mode: `maskinv align IN_DIR OUT_DIR` aligns the largest face of every image in the
+tree (--all: every face), mirrors the tree under OUT_DIR (JPEG stays JPEG, other formats
+become PNG) and writes OUT_DIR/align_report.csv and .json (per image: found, score, box,
+five landmarks, or the reason of a miss). A miss never stops the run.
+exit codes: single image: 0 aligned, 2 error (no face, unreadable file).
+folder: 0 every image aligned, 1 some images missed (see the report), 2 error (no images, bad path).
+detector: mtcnn (default; finds masked faces) or dlib (HOG; misses most masked faces). Without
+the MTCNN weights the default falls back to dlib with a warning; install them with
+`pip install --no-deps facenet-pytorch==2.6.0`."""
+
+DETECTOR_HELP = ("face detector: mtcnn (default; dlib with a warning if its weights are missing) "
+                 "or dlib (HOG, misses most masked faces)")
+
+
+def _add_detector_arg(p: argparse.ArgumentParser) -> None:
+    # default None (not "mtcnn") so an explicit --detector mtcnn without weights is an error,
+    # while the default falls back to dlib
+    p.add_argument("--detector", choices=("mtcnn", "dlib"), default=None, help=DETECTOR_HELP)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -37,17 +57,22 @@ def _add_face_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligned", action="store_true", help="inputs are already aligned crops: skip detection")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="no flip test (faster; must match how thresholds were calibrated)")
+    _add_detector_arg(p)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("align", help="detect faces and write ArcFace-aligned crops",
-                              description="Detect faces (dlib HOG + 68 landmarks) and write the aligned crop(s). "
-                                          "Needs the 'detect' extra. No face: error, exit 2.")
-    p.add_argument("image")
-    p.add_argument("out", help="output image (.png/.jpg); with --all: OUT_0.png, OUT_1.png, ... largest first")
+    p = subparsers.add_parser("align", help="detect faces and write ArcFace-aligned crops (an image or a folder)",
+                              description="Detect faces (MTCNN, five landmarks) and write the ArcFace-aligned crop(s) "
+                                          "of one image, or of every image in a folder tree.",
+                              epilog=ALIGN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="input image, or a folder (folder mode)")
+    p.add_argument("out", help="output image (.png/.jpg; with --all: OUT_0.png, OUT_1.png, ... largest first), "
+                               "or the output folder in folder mode")
     p.add_argument("--all", action="store_true", help="write every face, not just the largest")
     p.add_argument("--size", type=int, default=112, help="crop side (template scaled)")
-    p.add_argument("--json", action="store_true", help="print the detections as JSON")
+    p.add_argument("--json", action="store_true", help="print the detections as JSON (single image)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="folder mode: no progress bar")
+    _add_detector_arg(p)
     p.set_defaults(func=_cmd_align)
 
     p = subparsers.add_parser("embed", help="face images -> L2-normalised embeddings (.npy)",
@@ -146,7 +171,9 @@ def _cmd_align(args) -> int:
     from maskinv.align import align_faces
     from maskinv.utils.io import atomic_write_bytes
 
-    faces = align_faces(args.image, size=args.size, name=args.image)
+    if Path(args.image).is_dir():
+        return _align_folder(args)
+    faces = align_faces(args.image, args.detector, size=args.size, name=args.image)
     if not args.all:
         faces = faces[:1]
     out = Path(args.out)
@@ -163,6 +190,18 @@ def _cmd_align(args) -> int:
     return 0
 
 
+def _align_folder(args) -> int:
+    from maskinv.align.folder import align_folder
+
+    r = align_folder(args.image, args.out, args.detector, size=args.size, all_faces=args.all,
+                     progress=args.progress)
+    for row in r.rows:
+        if not row["found"]:
+            print(f"{Path(args.image) / row['image']}: {row['reason']}", file=sys.stderr)
+    print(r.summary())
+    return 0 if r.n_missed == 0 else 1
+
+
 def _cmd_embed(args) -> int:
     import io
 
@@ -171,7 +210,7 @@ def _cmd_embed(args) -> int:
     from maskinv.api import embed
     from maskinv.utils.io import atomic_write_bytes
 
-    emb = embed(args.images, _model(args), aligned=args.aligned, flip=args.flip)
+    emb = embed(args.images, _model(args), aligned=args.aligned, flip=args.flip, detector=args.detector)
     buf = io.BytesIO()
     np.save(buf, emb)
     atomic_write_bytes(args.out, buf.getvalue())
@@ -183,7 +222,7 @@ def _cmd_verify(args) -> int:
     from maskinv.api import verify
 
     r = verify(args.image_a, args.image_b, _model(args), threshold=args.threshold, fmr=args.fmr,
-               protocol=args.protocol, aligned=args.aligned, flip=args.flip)
+               protocol=args.protocol, aligned=args.aligned, flip=args.flip, detector=args.detector)
     if args.json:
         print(r.to_json())
     else:
@@ -213,7 +252,7 @@ def _cmd_gallery_add(args) -> int:
     from maskinv.gallery import Gallery
 
     m = _model(args)
-    emb = embed(args.images, m, aligned=args.aligned, flip=args.flip)
+    emb = embed(args.images, m, aligned=args.aligned, flip=args.flip, detector=args.detector)
     with Gallery(args.db, fingerprint=m.fingerprint, embedding_size=m.embedding_size) as g:
         ids = g.add(args.name, emb, sources=[str(p) for p in args.images], fingerprint=m.fingerprint)
         total = len(g)
@@ -228,7 +267,7 @@ def _cmd_gallery_search(args) -> int:
     m = _model(args)
     with Gallery(args.db, create=False) as g:
         g.check_model(m.fingerprint, m.embedding_size)  # before paying for detection
-        emb = embed(args.images, m, aligned=args.aligned, flip=args.flip)
+        emb = embed(args.images, m, aligned=args.aligned, flip=args.flip, detector=args.detector)
         results = g.search(emb, k=args.k, fingerprint=m.fingerprint)
     if args.json:
         print(json.dumps([{"image": str(im), "matches": [h.to_dict() for h in hits]}

@@ -22,6 +22,7 @@ _EXPORTS = {
     "metrics_of": "runner",
     "Benchmark": "benchmarks",
     "load_benchmark": "benchmarks",
+    "FolderBenchSpec": "benchmarks",
     "VerificationCallback": "callback",
     "write_report": "reports",
     "markdown_table": "reports",

@@ -26,7 +26,7 @@ import numpy as np
 from maskinv.errors import ConfigError, DataFormatError
 
 __all__ = ["PROBE_REF", "PROBE_REF_FARS", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores",
-           "probe_ref_metrics", "evaluate_probe_ref", "evaluate_folder_bench", "folder_pair_inputs",
+           "probe_ref_metrics", "evaluate_probe_ref", "probe_ref_from_embeddings", "evaluate_folder_bench", "folder_pair_inputs",
            "report_metrics"]
 
 PROBE_REF = "probe_ref"
@@ -179,12 +179,30 @@ def evaluate_probe_ref(
     from .protocols import embed_images
 
     ok = np.ones(len(identities), bool) if valid is None else np.asarray(valid, bool)
-    is_probe = np.asarray(is_probe, bool)
     used = np.flatnonzero(ok)
     e_used = embed_images(model, np.asarray(images)[used], batch_size=batch_size, flip=flip, device=device, precision=precision)
     emb = np.zeros((len(identities), e_used.shape[1]), np.float32)
     emb[used] = e_used
-    comp = probe_ref_scores(emb, identities, is_probe, ok)
+    return probe_ref_from_embeddings(emb, identities, is_probe, ok, folds=folds, exact=exact, far_targets=far_targets,
+                                     min_false_matches=min_false_matches)
+
+
+def probe_ref_from_embeddings(
+    embeddings: np.ndarray,
+    identities: Sequence[str],
+    is_probe: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    folds: int = 10,
+    exact: bool = False,
+    far_targets: Iterable[float] = PROBE_REF_FARS,
+    min_false_matches: int = 1,
+) -> dict[str, Any]:
+    """The scoring half of :func:`evaluate_probe_ref`, from per-image L2-normalised embeddings
+    (rows of dropped images are ignored): whoever computed them (any backend, original photos)."""
+    ok = np.ones(len(identities), bool) if valid is None else np.asarray(valid, bool)
+    is_probe = np.asarray(is_probe, bool)
+    comp = probe_ref_scores(embeddings, identities, is_probe, ok)
     m = probe_ref_metrics(comp["scores"], comp["genuine"], far_targets=far_targets,
                           min_false_matches=min_false_matches, folds=folds, exact=exact)
     m.update(

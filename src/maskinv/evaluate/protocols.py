@@ -15,7 +15,7 @@ side of ``mu``), the masked second images (``mu`` and ``mm``) and the masked fir
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -56,10 +56,17 @@ def embed_protocols(
     images: np.ndarray,
     masked: np.ndarray | None,
     protocols: Sequence[str],
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
     **embed_kw: Any,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Embeddings (first, second) per protocol, embedding each distinct image set once."""
+    """Embeddings (first, second) per protocol, embedding each distinct image set once.
+
+    ``embed(images) -> (N, D)`` replaces :func:`embed_images` (``model`` and ``embed_kw`` are then
+    unused): models that are not torch modules (ONNX, dlib) bring their own."""
     protos = parse_protocols(protocols)
+    if embed is None:
+        def embed(imgs: np.ndarray) -> np.ndarray:
+            return embed_images(model, imgs, **embed_kw)
     need_masked = bool(set(MASKED_PROTOCOLS) & set(protos))
     if need_masked and (masked is None or masked.shape != images.shape):
         raise MaskinvError("masked images are required for the mu/mm protocols")
@@ -69,17 +76,17 @@ def embed_protocols(
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     clean_first = clean_second = None
     if "uu" in protos:
-        e = embed_images(model, images, **embed_kw)
+        e = embed(images)
         clean_first, clean_second = e[0::2], e[1::2]
         out["uu"] = (clean_first, clean_second)
     if need_masked:
-        masked_second = embed_images(model, masked[1::2], **embed_kw)
+        masked_second = embed(masked[1::2])
         if "mu" in protos:
             if clean_first is None:
-                clean_first = embed_images(model, images[0::2], **embed_kw)
+                clean_first = embed(images[0::2])
             out["mu"] = (clean_first, masked_second)
         if "mm" in protos:
-            out["mm"] = (embed_images(model, masked[0::2], **embed_kw), masked_second)
+            out["mm"] = (embed(masked[0::2]), masked_second)
     return out
 
 
@@ -128,11 +135,13 @@ def evaluate_arrays(
     far_targets: Iterable[float] = (1e-2, 1e-3, 1e-4),
     exact: bool = False,
     channels_last: bool | None = None,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`evaluate_bin` on decoded arrays and their :func:`masked_images` (``None`` for
-    ``uu`` only); the callback and ``maskinv eval`` mask once and reuse the result."""
+    ``uu`` only); the callback and ``maskinv eval`` mask once and reuse the result.
+    ``embed``: see :func:`embed_protocols` (the embedding options are then the callable's)."""
     from .metrics import verification_metrics
-    embs = embed_protocols(model, images, masked, protocols, batch_size=batch_size, flip=flip, device=device,
+    embs = embed_protocols(model, images, masked, protocols, embed, batch_size=batch_size, flip=flip, device=device,
                            precision=precision, channels_last=channels_last)
     results: dict[str, dict[str, Any]] = {}
     for proto, (a, b) in embs.items():

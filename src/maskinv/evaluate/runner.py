@@ -12,70 +12,91 @@ benchmark and protocol (same pairs, same order).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from maskinv.errors import ConfigError
-from maskinv.masks.protocols import PROTOCOLS, parse_protocols
+import numpy as np
+
+from maskinv.errors import ConfigError, DataFormatError
+from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOLS, parse_protocols
+
+from .model_specs import EvalModel, ModelSpec, load_eval_model, model_specs
+
+__all__ = ["evaluate_models", "metrics_of", "ModelSpec", "PAIR_FAR_TARGETS"]
+
+#: FAR targets of the pair protocols: 1e-2, 1e-3, the MFR2 paper's 1:2000, 1e-4.
+PAIR_FAR_TARGETS = (1e-2, 1e-3, 5e-4, 1e-4)
 
 
-@dataclass
-class ModelSpec:
-    """A model to evaluate: a file (``arch`` for raw ``.pth`` files without a sidecar) or an
-    in-memory backbone (``module``; ``sha256`` then identifies it if known)."""
-
-    label: str | None = None
-    path: str | os.PathLike | None = None
-    arch: str | None = None
-    module: Any = None
-    sha256: str | None = None
+def _photo_mode(model: EvalModel, bench: Any) -> bool:
+    """A photo recogniser (dlib) on a folder of photos embeds the original files itself."""
+    return model.needs_photo and bench.folder is not None and not bench.folder.info.get("aligned")
 
 
-def _model_specs(models: Any) -> list[ModelSpec]:
-    from .reports import unique_labels
+def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], masked: np.ndarray | None,
+                     opts: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``({protocol: metrics}, {protocol: why it was not scored})`` of one model on one benchmark.
 
-    if isinstance(models, Mapping):
-        items = [(label, m) for label, m in models.items()]
+    Pair protocols score the benchmark's kept pairs (``bench.images``/``bench.issame``, masks
+    ``masked`` made once per benchmark); ``probe_ref`` embeds each kept folder image once. A photo
+    recogniser on a folder of photos embeds the original photos instead of our crops, with the
+    folder's detector for the face box and the folder's drop decisions, so it is scored on the same
+    pairs; synthetic masks exist only on aligned crops, so it gets no mu/mm there."""
+    from .metrics import verification_metrics
+    from .probe_ref import PROBE_REF, PROBE_REF_FARS, probe_ref_from_embeddings, report_metrics
+    from .protocols import evaluate_arrays, pair_scores
+
+    embed = model.embedder(flip=opts["flip"], batch_size=opts["batch_size"], device=opts["device"],
+                           precision=opts["precision"])
+    fb = bench.folder
+    out: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    emb = None  # per folder image (rows of dropped images stay zero)
+    if _photo_mode(model, bench):
+        if (bench.has_pairs and "uu" in protos) or bench.probe is not None:
+            used = np.flatnonzero(fb.valid)
+            center = np.isin(np.asarray(fb.keys, dtype=object), list(fb.missed)) if fb.info.get("on_miss") == "center" \
+                else np.zeros(len(fb.keys), bool)
+            e = model.embed_photos([fb.paths[k] for k in used], detector=bench.detector, center=center[used], aligned=False)
+            emb = np.zeros((len(fb.keys), e.shape[1]), np.float32)
+            emb[used] = e
+        if bench.has_pairs:
+            if "uu" in protos:
+                keep = fb.pair_keep
+                scores = pair_scores(emb[fb.pairs.first[keep]], emb[fb.pairs.second[keep]])
+                m = verification_metrics(scores, bench.issame, folds=opts["folds"], far_targets=PAIR_FAR_TARGETS,
+                                         exact=opts["exact"])
+                out["uu"] = {**m, "scores": scores, "genuine": bench.issame.copy()}
+            for p in protos:
+                if p in MASKED_PROTOCOLS:
+                    skipped[p] = ("synthetic masks are drawn on aligned crops; this recogniser embeds the folder's "
+                                  "original photos (its own alignment)")
     else:
-        items = [(None, m) for m in models]
-    specs = []
-    for label, m in items:
-        if isinstance(m, ModelSpec):
-            spec = ModelSpec(label or m.label, m.path, m.arch, m.module, m.sha256)
-        elif isinstance(m, (str, os.PathLike)):
-            spec = ModelSpec(label, m)
-        elif hasattr(m, "parameters"):
-            spec = ModelSpec(label, module=m)
-        else:
-            raise ConfigError(f"model {label or m!r}: expected a path, an nn.Module or a ModelSpec")
-        if spec.path is None and spec.module is None:
-            raise ConfigError(f"model {spec.label!r}: needs a path or a module")
-        specs.append(spec)
-    if not specs:
-        raise ConfigError("evaluate_models: no models given")
-    # unlabelled ones are named after their file stem, made unique
-    unnamed = [s for s in specs if s.label is None]
-    for spec, label in zip(unnamed, unique_labels([str(s.path) if s.path is not None else "model" for s in unnamed])):
-        spec.label = label
-    if len({s.label for s in specs}) != len(specs):
-        raise ConfigError(f"evaluate_models: model labels must be unique, got {[s.label for s in specs]}")
-    return specs
+        if bench.has_pairs:
+            out.update(evaluate_arrays(model.module, bench.images, bench.issame, masked, protos, embed=embed,
+                                       folds=opts["folds"], exact=opts["exact"], far_targets=PAIR_FAR_TARGETS))
+        if bench.probe is not None:
+            used = np.flatnonzero(fb.valid)
+            e = embed(fb.images[used])
+            emb = np.zeros((len(fb.keys), e.shape[1]), np.float32)
+            emb[used] = e
+    if fb is not None:
+        for m in out.values():
+            m["num_pairs_dropped"] = int(fb.info.get("num_pairs_dropped", 0))
+            m["num_images_dropped"] = int(fb.info.get("num_images_dropped", 0))
+    if bench.probe is not None:
+        fars = tuple(sorted(set(PROBE_REF_FARS) | set(PAIR_FAR_TARGETS), reverse=True))
+        out[PROBE_REF] = report_metrics(probe_ref_from_embeddings(
+            emb, fb.identities, bench.probe, fb.valid, folds=opts["folds"], exact=opts["exact"], far_targets=fars,
+            min_false_matches=bench.min_false_matches))
+    return out, skipped
 
 
-def _load(spec: ModelSpec, device: Any) -> tuple[Any, dict[str, Any]]:
-    from maskinv.models import load_backbone, model_fingerprint
-
-    if spec.module is not None:
-        model = spec.module
-        info = {"path": str(Path(spec.path).resolve()) if spec.path else None, "sha256": spec.sha256}
-    else:
-        model = load_backbone(spec.path, spec.arch)
-        info = {"path": str(Path(spec.path).resolve()), "sha256": spec.sha256 or model_fingerprint(spec.path)}
-    if device:
-        model.to(device)
-    info["arch"] = getattr(model, "arch", None)
-    return model, info
+def _summary(m: dict[str, Any]) -> str:
+    acc = "n/a" if m.get("accuracy_mean") is None else f"{100 * m['accuracy_mean']:.2f}%"
+    tar = (m.get("tar_at_far") or {}).get(5e-4)
+    return (f"accuracy {acc}  EER {100 * m['eer']:.2f}%  TAR@FAR=1:2000 {'n/a' if tar is None else f'{100 * tar:.2f}%'}"
+            f"  ({m['num_genuine']} genuine, {m['num_impostor']} impostor)")
 
 
 def evaluate_models(
@@ -100,10 +121,15 @@ def evaluate_models(
     """Score every model on every benchmark under every protocol.
 
     Args:
-        models: paths, ``nn.Module``\\ s or :class:`ModelSpec`\\ s (labels from file stems), or
-            ``{label: any of these}``.
+        models: anything :func:`maskinv.load_model` takes — model files (``.pt``/``.pth``/
+            ``.onnx``), ``"dlib"``, ``nn.Module``\\ s, loaded models — or :class:`ModelSpec`\\ s
+            (with ``arch``, ``layout``, input convention), or ``{label: any of these}``.
+            Labels default to the file stem, or the folder for generic names
+            (``teacher/backbone.pt`` -> ``teacher``), made unique.
         benchmarks: anything :func:`maskinv.evaluate.benchmarks.load_benchmark` takes (a ``.bin``
-            path, ``(images, issame)``, a ``Benchmark``), as a list or ``{label: source}``.
+            path, an image folder or a :class:`~maskinv.evaluate.benchmarks.FolderBenchSpec`,
+            ``(images, issame)``, a ``Benchmark``), as a list or ``{label: source}``. A folder
+            with a probe list adds protocol ``probe_ref``.
         protocols: subset of ``uu``, ``mu``, ``mm`` (``"uu,mu"`` or an iterable).
         seed, mask_kind: masks; image ``i``'s mask depends on ``(seed, i)`` only.
         flip, batch_size, precision, device: embedding options (:mod:`maskinv.models.embedding`).
@@ -119,8 +145,8 @@ def evaluate_models(
         ``models``, ``benchmarks`` and ``results`` (each with ``metrics`` incl. ``scores`` and
         ``genuine`` arrays).
     """
-    from .benchmarks import label_benchmarks, load_benchmark
-    from .protocols import evaluate_arrays, masked_images, resolve_precision
+    from .benchmarks import FolderBenchSpec, label_benchmarks, load_benchmark
+    from .protocols import masked_images, resolve_precision
     from .reports import new_results, write_report
 
     protos = parse_protocols(protocols)
@@ -128,40 +154,54 @@ def evaluate_models(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if folds < 1:
         raise ConfigError(f"folds must be >= 1, got {folds}")
-    specs = _model_specs(models)
+    specs = model_specs(models)
     benches = label_benchmarks(benchmarks)
     if not benches:
         raise ConfigError("evaluate_models: no benchmarks given")
     for _, src in benches:  # fail before any model is loaded or scored
         if isinstance(src, (str, os.PathLike)) and not Path(src).exists():
             raise FileNotFoundError(2, "No such file or directory", str(src))
+        if isinstance(src, (str, os.PathLike)) and Path(src).is_dir():
+            FolderBenchSpec(src).check()
+        if isinstance(src, FolderBenchSpec):
+            src.check()
     say = log or (lambda msg: None)
     doc = new_results({
         "protocols": list(protos), "seed": seed, "mask_kind": mask_kind, "flip": flip, "batch_size": batch_size,
         "precision": precision, "precision_used": resolve_precision(precision, device), "device": str(device or "cpu"),
         "folds": folds, "accuracy_protocol": "exact-midpoints" if exact else "insightface-grid",
     })
-    loaded = []
+    doc["not_scored"] = []
+    loaded: list[EvalModel] = []
     for spec in specs:
-        model, info = _load(spec, device)
-        loaded.append((spec.label, model))
-        doc["models"][spec.label] = info
-        say(f"model {spec.label}: {spec.path or '<module>'} ({(info['arch'] or {}).get('name', '?')})")
+        model = load_eval_model(spec, device)
+        loaded.append(model)
+        doc["models"][spec.label] = model.info
+        say(f"model {spec.label}: {spec.path or '<module>'} ({(model.info['arch'] or {}).get('name', '?')}, "
+            f"{model.info['backend']})")
 
+    opts = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact)
     for blabel, src in benches:
+        # decode / align once per benchmark: every model is scored on the same pairs and drops
         bench = load_benchmark(src, blabel)
+        if bench.has_pairs and bench.num_pairs == 0:
+            raise DataFormatError(f"benchmark {blabel}: no pair left ({bench.meta.get('num_pairs_dropped', 0)} dropped: "
+                                  "no face in their images); try on_miss='center' or another detector")
         doc["benchmarks"][blabel] = bench.describe()
-        # decode and mask once per benchmark; every model sees the same bytes
-        masked = masked_images(bench.images, protos, seed, mask_kind)
-        for mlabel, model in loaded:
-            res = evaluate_arrays(model, bench.images, bench.issame, masked, protos, flip=flip, batch_size=batch_size,
-                                  device=device, precision=precision, folds=folds, exact=exact)
+        # mask once per benchmark; every model sees the same bytes
+        crops = bench.has_pairs and any(not _photo_mode(m, bench) for m in loaded)
+        masked = masked_images(bench.images, protos, seed, mask_kind) if crops else None
+        for model in loaded:
+            res, skipped = _score_benchmark(model, bench, protos, masked, opts)
             for proto, m in res.items():
-                doc["results"].append({"model": mlabel, "benchmark": blabel, "protocol": proto, "metrics": m})
-                acc = "n/a" if m["accuracy_mean"] is None else f"{100 * m['accuracy_mean']:.2f}%"
-                say(f"{mlabel} {blabel} {proto}: accuracy {acc}  EER {100 * m['eer']:.2f}%")
+                doc["results"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "metrics": m})
+                say(f"{model.label} {blabel} {proto}: {_summary(m)}")
+            for proto, why in skipped.items():
+                doc["not_scored"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "reason": why})
+                say(f"{model.label} {blabel} {proto}: not scored ({why})")
         del bench, masked
 
+    # steps on the scored document go here: paired comparisons between models
     if bootstrap:
         doc["comparisons"] = paired_comparisons(doc, bootstrap, seed=seed)
     if out_dir is not None:

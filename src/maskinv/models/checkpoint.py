@@ -54,6 +54,9 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    if path.suffix.lower() == ".onnx":  # torch.load would only say "not a zip archive"
+        raise CheckpointError(f"{path}: an ONNX model; this needs PyTorch weights (.pt/.pth). ONNX models run in "
+                              "inference and evaluation only (maskinv.load_model, embed/verify/eval)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling / zip / truncation errors all mean "unreadable"

@@ -53,6 +53,27 @@ def autocast_factory(precision: str, device: torch.device) -> Callable[[], Any]:
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def pin_memory(cfg: TrainConfig, device: torch.device) -> bool:
+    """``runtime.pin_memory`` (null: on CUDA): page-locked batches make host->device copies asynchronous."""
+    pm = cfg.runtime.pin_memory
+    return device.type == "cuda" if pm is None else bool(pm) and torch.cuda.is_available()
+
+
+def fused_optimizer(cfg: TrainConfig, device: torch.device) -> bool:
+    """``runtime.fused_optimizer`` (null: on CUDA only, where one fused kernel replaces the
+    per-parameter update loop; CPU keeps the default implementation and its exact numbers)."""
+    f = cfg.runtime.fused_optimizer
+    return device.type == "cuda" if f is None else bool(f)
+
+
+def maybe_compile(cfg: TrainConfig, backbone: nn.Module) -> nn.Module:
+    """``runtime.compile``: compile the backbone in place (``nn.Module.compile``: the module and its
+    state-dict keys stay the same, so checkpoints and exports are unchanged)."""
+    if cfg.runtime.compile:
+        backbone.compile(mode=None if cfg.runtime.compile_mode == "default" else cfg.runtime.compile_mode)
+    return backbone
+
+
 def memory_format(cfg: TrainConfig) -> torch.memory_format:
     return torch.channels_last if cfg.precision.channels_last else torch.contiguous_format
 
@@ -117,16 +138,26 @@ def build_teacher(cfg: TrainConfig, teacher_module: nn.Module | None = None) -> 
     return load_teacher(cfg.teacher.path, cfg.teacher.name, **dict(cfg.teacher.kwargs))
 
 
-def build_optimizers(cfg: TrainConfig, world_size: int, params_main, params_pfc) -> tuple[list, float]:
-    """``([main, (pfc)], lr)``: one optimiser per parameter group, lr scaled by the global batch."""
+def build_optimizers(cfg: TrainConfig, world_size: int, params_main, params_pfc, *,
+                     fused: bool = False) -> tuple[list, float]:
+    """``([main, (pfc)], lr)``: one optimiser per parameter group, lr scaled by the global batch.
+    ``fused``: the fused implementation (``fused=True``; left out otherwise, so the default stays)."""
     o = cfg.optim
+    extra = {"fused": True} if fused else {}
     global_batch = cfg.runtime.batch_size * world_size
     lr = o.lr * (global_batch / o.lr_reference_batch if o.lr_reference_batch else 1.0)
 
     def make(params):
         if o.name == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+            cls, kw = torch.optim.SGD, dict(momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+        else:
+            cls, kw = torch.optim.AdamW, dict(betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        if not extra:
+            return cls(params, lr=lr, **kw)
+        try:
+            return cls(params, lr=lr, **kw, **extra)
+        except (RuntimeError, TypeError, ValueError) as exc:  # fused kernels missing for this device/torch
+            raise ConfigError(f"runtime.fused_optimizer: fused {o.name} is not available here: {exc}") from exc
 
     opts = [make(params_main)]
     if params_pfc:
@@ -172,7 +203,8 @@ def assemble_student(cfg: TrainConfig, info: D.DistInfo, device: torch.device, p
         model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     params_main = [p for p in net.parameters() if p.requires_grad]
     params_pfc = [p for p in pfc.parameters()] if pfc is not None else []
-    optimizers, lr = build_optimizers(cfg, info.world_size, params_main, params_pfc)
+    optimizers, lr = build_optimizers(cfg, info.world_size, params_main, params_pfc,
+                                      fused=fused_optimizer(cfg, device))
     schedulers = [make_scheduler(o, cfg.schedule, steps_per_epoch) for o in optimizers]
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     return Student(backbone, head, pfc, model, optimizers, schedulers, scaler, lr)

@@ -284,6 +284,12 @@ def validate_config(cfg: TrainConfig, *, origin: str | Origin | None = None) -> 
         bad("runtime.device", f"must be auto, cpu, cuda or cuda:N, got {r.device!r}")
     if r.threads is not None and r.threads < 1:
         bad("runtime.threads", "must be >= 1 or null")
+    if r.prefetch_factor < 1:
+        bad("runtime.prefetch_factor", "must be >= 1")
+    if r.nan_check not in ("auto", "step", "log"):
+        bad("runtime.nan_check", f"must be auto, step or log, got {r.nan_check!r}")
+    if r.compile_mode not in (modes := ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")):
+        bad("runtime.compile_mode", f"must be one of {', '.join(modes)}, got {r.compile_mode!r}")
     return cfg
 
 
@@ -402,6 +408,8 @@ _HASH_EXCLUDE = {
     ("runtime", "tensorboard"), ("runtime", "threads"), ("runtime", "eval_batch_size"),
     ("runtime", "eval_protocols"), ("data", "val_bins"), ("data", "in_memory"),
     ("teacher", "cache"), ("name",),
+    ("runtime", "prefetch_factor"), ("runtime", "pin_memory"), ("runtime", "nan_check"),
+    ("runtime", "fused_optimizer"), ("runtime", "compile"), ("runtime", "compile_mode"),
 }
 
 

@@ -178,7 +178,7 @@ class PrecisionConfig:
 
 @dataclass
 class RuntimeConfig:
-    """Batch per device, loader workers, intervals (0 = never), seed, device and threads."""
+    """Batch per device, loader workers, intervals (0 = never), seed, device, threads, throughput knobs."""
 
     batch_size: int = 128
     workers: int = 0
@@ -193,6 +193,14 @@ class RuntimeConfig:
     threads: Optional[int] = None
     progress: bool = True
     tensorboard: bool = True
+    # --- throughput (docs/training.md "Speed"); none of these changes what is trained
+    # (compile/fused: float rounding only), so they may change between a run and its resume
+    prefetch_factor: int = 4                  # batches each loader worker keeps ready
+    pin_memory: Optional[bool] = None         # page-locked batches; null: on CUDA only
+    nan_check: str = "auto"                   # step | log (within log_every steps, no sync); auto: log on CUDA
+    fused_optimizer: Optional[bool] = None    # fused SGD/AdamW kernels; null: on CUDA only
+    compile: bool = False                     # torch.compile the student backbone (opt-in)
+    compile_mode: str = "default"             # torch.compile mode
 
 
 @dataclass

@@ -105,6 +105,14 @@ def collate(items):
     return torch.from_numpy(imgs), labels, idx
 
 
+def collate_nchw(items):
+    """:func:`collate` with the images already (B, 3, H, W): the transpose happens in the worker,
+    so the tensor the loader pins is the one the step copies (a transpose in the main process
+    would make a new, unpinned tensor and turn the non-blocking copy into a blocking one)."""
+    imgs, labels, idx = collate(items)
+    return imgs.permute(0, 3, 1, 2).contiguous(), labels, idx
+
+
 def worker_init(worker_id: int) -> None:
     # Decoding needs no randomness (every draw happens in the step, seeded by the step), so the
     # workers need no seeding. Do not touch cv2's thread pool here: after fork() from a parent
@@ -131,13 +139,14 @@ class BatchSource:
     """
 
     def __init__(self, dataset, *, batch_size: int, seed: int, info: D.DistInfo, workers: int = 0,
-                 in_memory: bool = False, pin_memory: bool = False):
+                 in_memory: bool = False, pin_memory: bool = False, prefetch_factor: int = 4):
         from torch.utils.data.distributed import DistributedSampler
 
         self.dataset = dataset
         self.batch_size = batch_size
         self.workers = workers
         self.pin_memory = pin_memory
+        self.prefetch_factor = int(prefetch_factor)
         self.sampler = DistributedSampler(_Len(len(dataset)), num_replicas=info.world_size, rank=info.rank,
                                           shuffle=True, seed=seed, drop_last=True)
         self.steps_per_epoch = len(self.sampler) // batch_size
@@ -175,13 +184,15 @@ class BatchSource:
         if self.images is not None:
             for idx in batch_list:
                 x = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2).contiguous()
-                yield x, torch.from_numpy(self.labels[idx]), torch.from_numpy(idx)
+                y = torch.from_numpy(self.labels[idx])
+                if self.pin_memory:  # page-locked: the step's non_blocking copies are then asynchronous
+                    x, y = x.pin_memory(), y.pin_memory()
+                yield x, y, torch.from_numpy(idx)
             return
         from torch.utils.data import DataLoader
 
         loader = DataLoader(IndexedDataset(self.dataset), batch_sampler=[b.tolist() for b in batch_list],
-                            num_workers=self.workers, collate_fn=collate, pin_memory=self.pin_memory,
+                            num_workers=self.workers, collate_fn=collate_nchw, pin_memory=self.pin_memory,
                             worker_init_fn=worker_init if self.workers else None,
-                            prefetch_factor=4 if self.workers else None)
-        for imgs, labels, idx in loader:
-            yield imgs.permute(0, 3, 1, 2).contiguous(), labels, idx
+                            prefetch_factor=self.prefetch_factor if self.workers else None)
+        yield from loader

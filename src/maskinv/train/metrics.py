@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from maskinv.utils.io import atomic_write_text
 
 
@@ -137,23 +139,41 @@ def last_logged_losses(path: Path) -> dict[str, float]:
     return {k: records[-1][k] for k in ("loss", "head_loss", "kd_loss") if records[-1].get(k) is not None}
 
 
+def _dbl(v: Any) -> Any:
+    """A step scalar for accumulation: floats stay floats; tensors become float64 tensors on their
+    device (summing float32 values in float64 gives the same sums as Python floats)."""
+    if isinstance(v, (int, float)):
+        return float(v)
+    return v.detach().to(torch.float64)
+
+
 class TrainMeter:
     """What the loop measures: loss/masked-fraction means and images/s over each log window, the
     images/s of the run and of the last step, and the last step's losses.
 
     ``images_per_step`` is the global batch. ``log_every`` (0: never) decides which steps log a
-    window record (:meth:`due`); the last step of the run always does.
+    window record (:meth:`due`); the last step of the run always does. Step scalars may be device
+    tensors: they are summed on the device and read (one sync) only by :meth:`window_record`,
+    :meth:`nonfinite_pending` and :attr:`last`.
     """
 
     def __init__(self, images_per_step: int, log_every: int):
         self.images_per_step = images_per_step
         self.log_every = log_every
-        self.last = {"loss": float("nan"), "head_loss": float("nan"), "kd_loss": float("nan")}
+        self._last: dict[str, Any] = {"loss": float("nan"), "head_loss": float("nan"), "kd_loss": float("nan")}
         self._reset_window()
         self.run_images = 0
         self.run_t0 = time.perf_counter()
         self._step_t0 = self.run_t0
         self.step_seconds = 0.0
+        self._bad: Any = False      # a non-finite loss since the last nonfinite_pending() (bool or device bool)
+        self.unchecked_from = 1     # first step not yet covered by nonfinite_pending()
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The last step's losses as floats (reading them waits for the device)."""
+        self._last = {k: float(v) for k, v in self._last.items()}
+        return self._last
 
     def _reset_window(self) -> None:
         self.n = 0
@@ -165,16 +185,26 @@ class TrainMeter:
         self._step_t0 = time.perf_counter()
 
     def step_done(self, res) -> None:
-        """Account one finished step (a :class:`~.step.StepResult`)."""
+        """Account one finished step (a :class:`~.step.StepResult`); no device sync."""
         self.step_seconds = time.perf_counter() - self._step_t0
         self.run_images += self.images_per_step
         self.n += 1
-        self.loss += res.loss
-        self.head += res.head_loss
-        self.kd += res.kd_loss
-        self.masked += res.masked_fraction
+        self.loss = self.loss + _dbl(res.loss)
+        self.head = self.head + _dbl(res.head_loss)
+        self.kd = self.kd + _dbl(res.kd_loss)
+        self.masked = self.masked + _dbl(res.masked_fraction)
         self.images += self.images_per_step
-        self.last = {"loss": res.loss, "head_loss": res.head_loss, "kd_loss": res.kd_loss}
+        self._last = {"loss": res.loss, "head_loss": res.head_loss, "kd_loss": res.kd_loss}
+        if res.finite is None:  # unchecked step: remember a non-finite loss on the device
+            bad = ~torch.isfinite(res.loss) if isinstance(res.loss, torch.Tensor) else not math.isfinite(res.loss)
+            self._bad = bad | self._bad if isinstance(bad, torch.Tensor) else (bool(bad) or self._bad)
+
+    def nonfinite_pending(self, step: int) -> tuple[bool, int]:
+        """``(bad, first)``: whether a step in ``first..step`` had a non-finite loss (one sync); resets."""
+        bad, first = bool(self._bad), self.unchecked_from
+        self._bad = False
+        self.unchecked_from = step + 1
+        return bad, first
 
     @property
     def step_images_per_s(self) -> float:
@@ -183,16 +213,17 @@ class TrainMeter:
     def due(self, step: int, stop: int) -> bool:
         return bool(self.log_every) and (step % self.log_every == 0 or step == stop)
 
-    def window_record(self, step: int, epoch: int, lr: float, grad_norm: float | None) -> dict[str, Any]:
+    def window_record(self, step: int, epoch: int, lr: float, grad_norm: Any) -> dict[str, Any]:
         """The metrics.jsonl record of the window ending at ``step``; starts the next window."""
-        el = max(time.perf_counter() - self.t0, 1e-9)
         n = self.n
-        rec = {"step": step, "epoch": epoch, "lr": lr, "loss": self.loss / n,
-               "head_loss": self.head / n, "kd_loss": self.kd / n,
-               "images_per_s": self.images / el, "masked_fraction": self.masked / n,
+        sums = [float(v) for v in (self.loss, self.head, self.kd, self.masked)]  # the window's one sync
+        el = max(time.perf_counter() - self.t0, 1e-9)
+        rec = {"step": step, "epoch": epoch, "lr": lr, "loss": sums[0] / n,
+               "head_loss": sums[1] / n, "kd_loss": sums[2] / n,
+               "images_per_s": self.images / el, "masked_fraction": sums[3] / n,
                "time": time.time()}
         if grad_norm is not None:
-            rec["grad_norm"] = grad_norm
+            rec["grad_norm"] = float(grad_norm)
         self._reset_window()
         return rec
 

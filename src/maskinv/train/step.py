@@ -65,16 +65,26 @@ class StudentNet(nn.Module):
 
 @dataclass
 class StepResult:
-    """Detached scalars of one step (``kd_loss`` 0 without KD) and the per-sample mask flags."""
+    """The scalars of one step (``kd_loss`` 0 without KD) and the per-sample mask flags.
 
-    loss: float
-    head_loss: float
-    kd_loss: float
-    masked_fraction: float
+    The scalars are detached 0-d tensors on the training device (or plain floats): reading one
+    with ``float()`` waits for the device, so the loop reads them only at log steps
+    (:class:`~.metrics.TrainMeter`). ``finite`` is a bool when the step checked the loss (and then
+    skipped the update of a non-finite one), None when it did not (``check_finite=False``).
+    """
+
+    loss: Any
+    head_loss: Any
+    kd_loss: Any
+    masked_fraction: Any
     applied: torch.Tensor
     flips: torch.Tensor
-    finite: bool
-    grad_norm: float | None = None
+    finite: bool | None
+    grad_norm: Any = None
+
+    def scalars(self) -> dict[str, float]:
+        """The losses as Python floats (waits for the device)."""
+        return {"loss": float(self.loss), "head_loss": float(self.head_loss), "kd_loss": float(self.kd_loss)}
 
 
 def prepare_views(images: torch.Tensor, *, flip: bool, masker, mask_prob: float,
@@ -111,7 +121,8 @@ class TrainStep:
     def __init__(self, *, model: nn.Module, backbone: nn.Module, optimizers: list, scaler=None, pfc=None,
                  teacher=None, cache=None, masker=None, mask_prob: float = 0.0, kd_weight: float = 0.0,
                  flip: bool = True, clip_grad_norm: float | None = None, autocast: Callable[[], Any] = contextlib.nullcontext,
-                 channels_last: bool = False, device: torch.device | str = "cpu", seed: int = 0, rank: int = 0):
+                 channels_last: bool = False, device: torch.device | str = "cpu", seed: int = 0, rank: int = 0,
+                 check_finite: bool = True):
         self.model = model
         self.backbone = backbone
         self.optimizers = optimizers
@@ -129,6 +140,9 @@ class TrainStep:
         self.device = torch.device(device)
         self.seed = int(seed)
         self.rank = int(rank)
+        # True: read the loss on the host every step and skip the update of a non-finite one (a
+        # device sync per step); False: no sync, the loop checks at log/checkpoint steps
+        self.check_finite = bool(check_finite)
         self.mask_device = torch.device(getattr(masker, "device", None) or self.device) if masker is not None else self.device
 
     def to_input(self, u8: torch.Tensor) -> torch.Tensor:
@@ -141,8 +155,12 @@ class TrainStep:
     def teacher_forward(self, u8: torch.Tensor) -> torch.Tensor:
         """The teacher's float32 embeddings (B, D) of uint8 images (B, 3, H, W), under the step's
         autocast, without the cache (the cache pre-pass fills the cache with these)."""
-        with self.autocast():
-            return self.teacher(self.to_input(u8)).float()
+        x = self.to_input(u8)
+        # inference mode: no autograd bookkeeping at all; the clone makes the result an ordinary
+        # tensor that the KD loss may save for backward (same values as under no_grad)
+        with torch.inference_mode(), self.autocast():
+            out = self.teacher(x).float()
+        return out.clone()
 
     def teacher_embeddings(self, clean_u8: torch.Tensor, indices: torch.Tensor | None, flips: torch.Tensor) -> torch.Tensor:
         """Teacher embeddings (B, D) float32 of the clean views (cache hits skip the forward)."""
@@ -151,7 +169,9 @@ class TrainStep:
         idx = indices.cpu().numpy()
         fl = flips.cpu().numpy().astype(np.int64)
         cached, hit = self.cache.lookup(idx, fl)
-        out = cached.to(self.device)
+        if self.device.type == "cuda":  # page-locked: the copy does not wait for the device
+            cached = cached.pin_memory()
+        out = cached.to(self.device, non_blocking=True)
         miss = np.flatnonzero(~hit)
         if miss.size:
             sel = torch.from_numpy(miss).to(clean_u8.device)
@@ -182,13 +202,18 @@ class TrainStep:
             t_emb = self.teacher_embeddings(teacher_u8, indices, flips)
             kd = kd_loss(emb, t_emb, self.kd_weight)
             loss = loss + kd
-        loss_v = float(loss.detach())
-        finite = bool(np.isfinite(loss_v))
-        head_v = float(head_loss.detach())
-        kd_v = float(kd.detach()) if kd is not None else 0.0
-        masked = float(applied.float().mean()) if applied.numel() else 0.0
-        if not finite:  # leave the weights untouched; the trainer stops the run
-            return StepResult(loss_v, head_v, kd_v, masked, applied, flips, False)
+        loss_d = loss.detach()
+        kd_d = kd.detach() if kd is not None else 0.0
+        masked = applied.float().mean() if applied.numel() else 0.0
+        finite = None
+        if self.check_finite:
+            loss_d, head_d = float(loss_d), float(head_loss.detach())
+            kd_d, masked = float(kd_d), float(masked)
+            finite = bool(np.isfinite(loss_d))
+            if not finite:  # leave the weights untouched; the trainer stops the run
+                return StepResult(loss_d, head_d, kd_d, masked, applied, flips, False)
+        else:
+            head_d = head_loss.detach()
 
         gnorm = None
         if self.scaler is not None:
@@ -198,7 +223,9 @@ class TrainStep:
         else:
             loss.backward()
         if self.clip is not None:
-            gnorm = float(torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), self.clip))
+            gnorm = torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), self.clip).detach()
+            if self.check_finite:
+                gnorm = float(gnorm)
         if self.scaler is not None:
             for opt in self.optimizers:
                 self.scaler.step(opt)
@@ -206,4 +233,4 @@ class TrainStep:
         else:
             for opt in self.optimizers:
                 opt.step()
-        return StepResult(loss_v, head_v, kd_v, masked, applied, flips, True, gnorm)
+        return StepResult(loss_d, head_d, kd_d, masked, applied, flips, finite, gnorm)

@@ -35,7 +35,7 @@ from torch import nn
 from maskinv.errors import ConfigError, DataFormatError, MaskinvError
 
 from . import distributed as D
-from .build import assemble_student, autocast_factory, build_masker, build_models, build_teacher, memory_format, resolve_device
+from .build import assemble_student, maybe_compile, pin_memory, autocast_factory, build_masker, build_models, build_teacher, memory_format, resolve_device
 from .config import TrainConfig, config_from_dict, save_config, validate_config
 from .data import BatchSource, build_dataset, prepare_data_dir
 from .metrics import MetricsLogger, TrainMeter, last_logged_losses, truncate_metrics
@@ -87,6 +87,8 @@ class _Trainer:
 
         choice = choose_precision(cfg.precision.mode, self.device, training=True)
         self.precision, self.precision_reason = choice.precision, choice.reason
+        nc = cfg.runtime.nan_check
+        self.nan_check = nc if nc != "auto" else ("log" if self.device.type == "cuda" else "step")
         if max_steps is not None and max_steps < 0:
             raise ConfigError(f"max_steps must be >= 0, got {max_steps}")
 
@@ -135,7 +137,7 @@ class _Trainer:
         self.num_classes = int(self.dataset.num_classes)
         self.source = BatchSource(self.dataset, batch_size=cfg.runtime.batch_size, seed=cfg.runtime.seed, info=self.info,
                                   workers=cfg.runtime.workers, in_memory=cfg.data.in_memory,
-                                  pin_memory=self.device.type == "cuda")
+                                  pin_memory=pin_memory(cfg, self.device), prefetch_factor=cfg.runtime.prefetch_factor)
         self.spe = self.source.steps_per_epoch
         self.sched_total = total_steps(cfg.schedule, self.spe)
         self.stop = self.sched_total if self.max_steps is None else min(self.sched_total, int(self.max_steps))
@@ -152,6 +154,7 @@ class _Trainer:
         if teacher is not None:
             teacher = teacher.to(dev, memory_format=mf)
         autocast = autocast_factory(self.precision, dev)
+        maybe_compile(cfg, backbone)
         self.student = s = assemble_student(cfg, info, dev, self.precision, backbone, head, pfc, autocast, self.spe)
         masker = build_masker(cfg, h, dev)
         self.cache = None
@@ -162,7 +165,7 @@ class _Trainer:
                                  kd_weight=cfg.kd.weight if teacher is not None else 0.0, flip=cfg.data.flip,
                                  clip_grad_norm=cfg.optim.clip_grad_norm, autocast=autocast,
                                  channels_last=cfg.precision.channels_last, device=dev, seed=cfg.runtime.seed,
-                                 rank=info.rank)
+                                 rank=info.rank, check_finite=self.nan_check == "step")
         if self.cache is not None and cfg.teacher.cache.mode == "prepass":
             from .teacher_cache import prepass
 
@@ -187,7 +190,12 @@ class _Trainer:
         self.ckpts = RunCheckpoints(cfg, out, info, self.student, steps_per_epoch=self.spe,
                                     num_classes=self.num_classes, precision=self.precision)
         self.stop_signal: int | None = None
+        # the update implementation (fused/foreach) is this run's choice, not the checkpoint's
+        impl = [[{k: g.get(k) for k in ("fused", "foreach")} for g in o.param_groups] for o in self.student.optimizers]
         step = self.ckpts.restore(state) if state is not None else 0
+        for o, groups in zip(self.student.optimizers, impl):
+            for g, kw in zip(o.param_groups, groups):
+                g.update(kw)
         if info.is_main:
             truncate_metrics(out / "metrics.jsonl", step)
         self.logger = MetricsLogger(out, enabled=info.is_main, tensorboard=cfg.runtime.tensorboard, start_step=step,
@@ -208,9 +216,16 @@ class _Trainer:
 
     # -------------------------------------------------------------- step loop
     def _loop(self, step: int) -> tuple[int, str]:
-        """Steps until ``stop`` or a signal; returns ``(step, status)``."""
+        """Steps until ``stop`` or a signal; returns ``(step, status)``.
+
+        Nothing here reads a device value every step (that would stall the GPU pipeline): losses
+        are read at log steps, and with ``runtime.nan_check: log`` a non-finite loss is detected at
+        the next log or checkpoint step (or the end), i.e. within ``log_every`` steps.
+        """
         cfg, stop, spe = self.cfg, self.stop, self.spe
         optimizers, schedulers = self.student.optimizers, self.student.schedulers
+        # under NCCL the stop flag's all-reduce is read one step later (no sync of the step's stream)
+        deferred = self.info.enabled and self.device.type == "cuda"
         with StopFlag() as stopflag:
             while step < stop:
                 epoch, b0 = divmod(step, spe)
@@ -218,32 +233,55 @@ class _Trainer:
                     self.meter.step_started()
                     lr = optimizers[0].param_groups[0]["lr"]
                     res = self.step_fn(x, y, step, idx)
-                    if not res.finite:
+                    if res.finite is False:
                         self._diverged(step, epoch, lr, res)
                     for s in schedulers:
                         s.step()
                     step += 1
                     self.meter.step_done(res)
+                    ckpt_due = bool(cfg.runtime.checkpoint_every) and step % cfg.runtime.checkpoint_every == 0 and step < stop
                     if self.meter.due(step, stop):
-                        self.logger.log(self.meter.window_record(step, epoch, lr, res.grad_norm))
-                    self.logger.progress(1, loss=f"{res.loss:.3f}", ips=f"{self.meter.step_images_per_s:.0f}")
+                        self._check_finite(step, epoch, lr)
+                        rec = self.meter.window_record(step, epoch, lr, res.grad_norm)
+                        self.logger.log(rec)
+                        self.logger.progress(1, loss=f"{rec['loss']:.3f}", ips=f"{rec['images_per_s']:.0f}")
+                    else:
+                        self.logger.progress(1)
                     self.evaluate(step)
-                    if cfg.runtime.checkpoint_every and step % cfg.runtime.checkpoint_every == 0 and step < stop:
+                    if ckpt_due:
+                        self._check_finite(step, epoch, lr)  # never checkpoint weights a NaN step touched
                         self.ckpts.save(step)
-                    if stopflag.requested(distributed=self.info.enabled):
+                    if stopflag.requested(distributed=self.info.enabled, deferred=deferred):
                         self.stop_signal = stopflag.reported
+                        self._check_finite(step, epoch, lr)
                         return step, "interrupted"
                     if step >= stop:
                         break
+        self._check_finite(step, None, None)
         return step, "completed" if stop == self.sched_total else "max_steps"
 
+    def _check_finite(self, step: int, epoch, lr) -> None:
+        """``runtime.nan_check: log``: stop if a step since the last check had a non-finite loss."""
+        if self.step_fn.check_finite:
+            return
+        bad, first = self.meter.nonfinite_pending(step)
+        if self.info.enabled:  # every rank checks at the same steps: all stop together
+            bad = D.all_reduce_flag(bad)
+        if bad:
+            last = self.ckpts.last
+            where = f"; last good checkpoint: {last}" if last else " (no checkpoint yet)"
+            self.logger.log({"step": step, "epoch": epoch, "lr": lr, "event": "diverged"})
+            raise TrainingDivergedError(
+                f"non-finite loss at a step in {first}..{step} (runtime.nan_check=log checks at log and "
+                f"checkpoint steps; the weights were updated by that step){where}")
+
     def _diverged(self, step: int, epoch: int, lr: float, res) -> None:
-        self.logger.log({"step": step + 1, "epoch": epoch, "lr": lr, "loss": res.loss,
-                         "head_loss": res.head_loss, "kd_loss": res.kd_loss, "event": "diverged"})
+        v = res.scalars()
+        self.logger.log({"step": step + 1, "epoch": epoch, "lr": lr, **v, "event": "diverged"})
         last = self.ckpts.last
         where = f"; last good checkpoint: {last}" if last else " (no checkpoint yet)"
         raise TrainingDivergedError(
-            f"non-finite loss at step {step + 1} (loss {res.loss}, head {res.head_loss}, kd {res.kd_loss}); "
+            f"non-finite loss at step {step + 1} (loss {v['loss']}, head {v['head_loss']}, kd {v['kd_loss']}); "
             f"stopped without updating the weights{where}")
 
     def _wind_down(self, step: int, status: str) -> None:
