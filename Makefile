@@ -10,11 +10,17 @@ EXTRAS ?= dev,detect
 
 .PHONY: venv test demo bench clean lint
 
+# torch==2.13.0 is installed first, on its own: pip takes the wheel its configuration offers
+# (a CPU wheel where one is available: a local wheelhouse/find-links, or
+# PIP_INDEX_URL=https://download.pytorch.org/whl/cpu), and the `-e` install that follows finds
+# torch already satisfied, so no dependency pulls a (large) CUDA build unintentionally.
+# GPU users: create .venv and install the CUDA build of the same version first, e.g.
+#   python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cuXYZ
+# (cuXYZ matching your driver, see pytorch.org), then `make test`: the pin is met and kept.
 # The stamp depends on this Makefile too, so an existing .venv picks up new install steps.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch 2.13.0 CPU build lies on local disk; pin it first so nothing pulls a CUDA build
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	# MTCNN weights (pnet/rnet/onet.pt, MIT); maskinv reads the files and never imports the package

@@ -94,8 +94,9 @@ def test_bf16_close_to_fp32(exported, model, crops):
 
 
 def test_aligned_input_checked(model):
-    with pytest.raises(DataFormatError, match="112x112"):
-        maskinv.embed(np.zeros((100, 112, 3), np.uint8), model, aligned=True)
+    # another size: resized to the model's input with one note (the evaluation rule, issue 16 item 9)
+    with pytest.warns(UserWarning, match="resized 1 of 1 aligned images .112x100. to the model's input size 112x112"):
+        assert maskinv.embed(np.zeros((100, 112, 3), np.uint8), model, aligned=True).shape[0] == 1
     with pytest.raises(DataFormatError, match="dtype"):
         maskinv.embed(np.zeros((112, 112, 3), np.float32), model, aligned=True)
 

@@ -34,13 +34,16 @@ def test_equals_dlib_full_image_pipeline(photo, model, dlib_own):
     det, sp, fr = dlib_own
     rects = det(photo, 1)
     ref = np.asarray(fr.compute_face_descriptor(photo, sp(photo, rects[0])))
-    raw, faces = model.descriptors([photo])
+    raw, faces = model.descriptors([photo], detector="dlib")  # dlib's own detector: the exact pipeline
     assert raw.shape == (1, 128)
     np.testing.assert_allclose(raw[0], ref, atol=1e-4)
     assert faces[0]["box"] == [rects[0].left(), rects[0].top(), rects[0].right(), rects[0].bottom()]
-    emb = maskinv.embed(photo, "dlib")  # the facade routes photos to the recogniser
+    emb = maskinv.embed(photo, "dlib", detector="dlib")  # the facade routes photos to the recogniser
     assert emb.shape == (1, 128) and emb.dtype == np.float32
     np.testing.assert_allclose(emb[0], ref / np.linalg.norm(ref), atol=1e-4)
+    # the default detector (MTCNN) gives another box; dlib's predictor inside it lands on the same face
+    default = maskinv.embed(photo, "dlib")
+    assert float(default[0] @ (ref / np.linalg.norm(ref))) > 0.99
     assert model.needs_photo and model.embedding_size == 128
 
 

@@ -92,3 +92,17 @@ def test_verify_at_calibrated_threshold_sees_the_calibration_scores(exported, tm
     assert at_point.size >= 1 and decisions[at_point].all()
     assert decisions[~g].mean() == entry["fmr_achieved"]
     assert decisions[g].mean() == pytest.approx(entry["tar"], abs=1e-12)
+
+
+def test_l2_normalize_one_normaliser():
+    from maskinv.errors import DataFormatError
+    from maskinv.models.embedding import l2_normalize
+
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    got = l2_normalize(x)  # network output: a zero row stays zero
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_allclose(got, [[0.6, 0.8], [0.0, 0.0]])
+    np.testing.assert_allclose(l2_normalize([1.0, 0.0], what="q"), [[1.0, 0.0]])  # a (D,) template: one row
+    for bad, msg in (([[0.0, 0.0]], "all zeros"), ([[np.nan, 1.0]], "NaN"), (np.zeros((1, 2, 2)), "shape")):
+        with pytest.raises(DataFormatError, match=f"templates of x: .*{msg}"):
+            l2_normalize(bad, what="templates of x")

@@ -278,4 +278,4 @@ def test_metrics_cli_folds_zero_is_one_line(tmp_path, capsys):
     assert main(["metrics", str(p), "--folds", "0"]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "Traceback" not in err
-    assert err == "maskinv metrics: error: folds must be >= 1, got 0\n"
+    assert err == "maskinv metrics: error: argument --folds: must be a positive integer (>= 1), got '0'\n"

@@ -27,7 +27,8 @@ def _tree(root, rng, sizes=None):
 def test_pack_keeps_jpeg_bytes_reencodes_others_and_unpacks(tmp_path, rng):
     files = _tree(tmp_path / "src", rng)
     info = pack_image_folder(tmp_path / "src", tmp_path / "rec", quality=80)
-    assert info == {"rec": str(tmp_path / "rec" / "train.rec"), "num_images": 6, "num_classes": 2, "image_size": [10, 8]}
+    assert info == {"rec": str(tmp_path / "rec" / "train.rec"), "num_images": 6, "num_classes": 2, "image_size": [10, 8],
+                    "labels": str(tmp_path / "rec" / "labels.json")}
     ds = RecordIODataset(tmp_path / "rec")
     got = [ds.read_encoded(i) for i in range(len(ds))]
     assert [lab for _, lab in got] == [0, 0, 0, 1, 1, 1]  # "a" < "b"
@@ -36,9 +37,9 @@ def test_pack_keeps_jpeg_bytes_reencodes_others_and_unpacks(tmp_path, rng):
     out = unpack_recordio(tmp_path / "rec", tmp_path / "un")
     assert out == {"out_dir": str(tmp_path / "un"), "num_images": 6}
     names = sorted(p.relative_to(tmp_path / "un").as_posix() for p in (tmp_path / "un").rglob("*") if p.is_file())
-    assert names == ["0/1.jpg", "0/2.jpg", "0/3.jpg", "1/4.jpg", "1/5.jpg", "1/6.jpg"]
-    assert (tmp_path / "un" / "1" / "4.jpg").read_bytes() == files[("b", 0)][0]
-    np.testing.assert_array_equal(decode_image((tmp_path / "un" / "0" / "2.jpg").read_bytes()).shape, (10, 8, 3))
+    assert names == ["a/1.jpg", "a/2.jpg", "a/3.jpg", "b/4.jpg", "b/5.jpg", "b/6.jpg"]  # names from labels.json
+    assert (tmp_path / "un" / "b" / "4.jpg").read_bytes() == files[("b", 0)][0]
+    np.testing.assert_array_equal(decode_image((tmp_path / "un" / "a" / "2.jpg").read_bytes()).shape, (10, 8, 3))
 
 
 def test_pack_errors_name_the_problem(tmp_path, rng):
@@ -48,3 +49,39 @@ def test_pack_errors_name_the_problem(tmp_path, rng):
     assert not (tmp_path / "rec" / "train.rec").exists()  # nothing half-written
     with pytest.raises(ConfigError, match="quality must be in 1..100, got 0"):
         pack_image_folder(tmp_path / "src", tmp_path / "rec", quality=0)
+
+
+def test_pack_keeps_identity_names(tmp_path, rng, capsys):
+    """issue 16 item 16: label -> name map written by pack, shown by info, used by unpack."""
+    import json
+
+    from maskinv.cli import main
+    from maskinv.data.packing import read_label_names
+
+    _tree(tmp_path / "src", rng)
+    (tmp_path / "src" / "b").rename(tmp_path / "src" / "Zoe Smith")
+    (tmp_path / "src" / "a").rename(tmp_path / "src" / "Adam_Jones")
+    assert main(["data", "pack", str(tmp_path / "src"), str(tmp_path / "rec")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "rec" / "labels.json").read_text()) == {"0": "Adam_Jones", "1": "Zoe Smith"}
+    assert read_label_names(tmp_path / "rec" / "train.rec", 2) == {0: "Adam_Jones", 1: "Zoe Smith"}
+    assert main(["data", "info", str(tmp_path / "rec"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["label_names"] == ["Adam_Jones", "Zoe Smith"]
+    assert main(["data", "unpack", str(tmp_path / "rec"), str(tmp_path / "un")]) == 0
+    assert sorted(p.name for p in (tmp_path / "un").iterdir()) == ["Adam_Jones", "Zoe Smith"]
+    # round trip: packing the unpacked folder gives the same labels and names
+    pack_image_folder(tmp_path / "un", tmp_path / "rec2")
+    assert read_label_names(tmp_path / "rec2") == {0: "Adam_Jones", 1: "Zoe Smith"}
+    a, b = RecordIODataset(tmp_path / "rec"), RecordIODataset(tmp_path / "rec2")
+    assert [a.read_encoded(i) for i in range(len(a))] == [b.read_encoded(i) for i in range(len(b))]
+    # a hostile or stale map is refused, naming the file
+    (tmp_path / "rec" / "labels.json").write_text(json.dumps({"0": "../escape", "1": "x"}))
+    with pytest.raises(DataFormatError, match="labels.json"):
+        unpack_recordio(tmp_path / "rec", tmp_path / "un3")
+    (tmp_path / "rec" / "labels.json").write_text(json.dumps({"0": "only one"}))
+    with pytest.raises(DataFormatError, match="2 classes"):
+        unpack_recordio(tmp_path / "rec", tmp_path / "un3")
+    # without a map (RecordIO from elsewhere): numeric folders as before
+    (tmp_path / "rec" / "labels.json").unlink()
+    unpack_recordio(tmp_path / "rec", tmp_path / "un4")
+    assert sorted(p.name for p in (tmp_path / "un4").iterdir()) == ["0", "1"]

@@ -176,3 +176,21 @@ def test_mm_refuses_mu_only_masks(model, pairs):
         embed_protocols(model, images, mu_only, ("mm",), precision="fp32")
     with pytest.raises(MaskinvError, match="required"):
         embed_protocols(model, images, None, ("mu",), precision="fp32")
+
+
+def test_embed_protocols_takes_the_sides_the_vocabulary_names(pairs):
+    # masks.protocols.pair_sides is the definition; embed_protocols (which embeds each distinct
+    # image set once) and thresholds.calibrate (which uses pair_sides) must agree with it
+    from maskinv.masks.protocols import PROTOCOLS, pair_sides
+
+    images, _ = pairs
+    masked = masked_images(images, PROTOCOLS, seed=5, kind="random")
+    embed = lambda x: x.reshape(len(x), -1)[:, :64].astype(np.float32)  # noqa: E731  (row-wise, exact)
+    embs = embed_protocols(None, images, masked, PROTOCOLS, embed=embed)
+    for p in PROTOCOLS:
+        first, second = pair_sides(images, masked, p)
+        np.testing.assert_array_equal(embs[p][0], embed(first), err_msg=p)
+        np.testing.assert_array_equal(embs[p][1], embed(second), err_msg=p)
+    assert pair_sides(images, None, "uu")[1] is not None
+    with pytest.raises(MaskinvError, match="protocol must be one of"):
+        pair_sides(images, masked, "um")

@@ -139,6 +139,9 @@ def test_killed_run_resumes(setup, straight, sig):
     last = steps[-1][0]
     if sig == signal.SIGTERM:
         assert proc.returncode == 128 + int(sig), err
+        # progress lines while it ran, and the command that continues it (issue 16 item 14)
+        assert "step 1/" in err and "step 4/" in err, err
+        assert f"stopped by SIGTERM at step {last}/" in err and f"resume with: maskinv train --resume {out}" in err, err
         # the handler checkpointed the step it stopped at (not only the periodic ones)
         assert last == max(r["step"] for r in read_metrics(out / "metrics.jsonl"))
     else:

@@ -53,7 +53,7 @@ def _export_graph(module, path: Path, input_size: int, opset: int) -> str:
 def onnx_parity(face_model, onnx_path: str | Path, *, samples: int = 8, seed: int = 0) -> dict[str, float]:
     """Max cosine distance and max abs difference between PyTorch and onnxruntime
     embeddings of ``samples`` seeded random images (batch of ``samples`` and batch of 1)."""
-    from .api import load_model
+    from .models.loading import load_model
 
     ort_model = load_model(onnx_path, backend="onnx")
     rng = np.random.default_rng(seed)
@@ -80,7 +80,7 @@ def export_onnx(model, out: str | Path, *, arch: str | None = None, opset: int =
     import onnx
 
     from . import __version__
-    from .api import load_model
+    from .models.loading import load_model
     from .utils.io import atomic_path, atomic_write_bytes
 
     if opset < MIN_OPSET:
@@ -90,7 +90,7 @@ def export_onnx(model, out: str | Path, *, arch: str | None = None, opset: int =
         raise ConfigError(f"{out}: the output file must end in .onnx")
     fm = load_model(model, arch) if not hasattr(model, "backend") else model
     if fm.backend != "torch":
-        raise ConfigError("export_onnx needs a PyTorch model")
+        raise ConfigError(f"{fm.path or 'model'}: is already an ONNX model; export_onnx needs PyTorch weights")
     fm.module.float().eval().cpu()
 
     with atomic_path(out) as tmp:
@@ -129,7 +129,7 @@ def export_onnx(model, out: str | Path, *, arch: str | None = None, opset: int =
                 raise CheckpointError(f"{out}: ONNX parity check failed: max cosine distance "
                                       f"{parity['max_cosine_distance']:.3g} > {tol:g} (file not written)")
     if copy_thresholds and fm.path is not None:
-        from .thresholds import thresholds_path
+        from .models.loading import thresholds_path
 
         src, dst = thresholds_path(fm.path), thresholds_path(out)
         if src.is_file() and src.resolve() != dst.resolve() and not dst.exists():

@@ -52,17 +52,9 @@ class Match:
 
 
 def _normalise(x: np.ndarray, what: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2:
-        raise DataFormatError(f"{what}: expected (N, D) embeddings, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise DataFormatError(f"{what}: embeddings contain NaN or infinity")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise DataFormatError(f"{what}: an embedding is all zeros")
-    return np.ascontiguousarray(x / norms, dtype=np.float32)
+    from .models.embedding import l2_normalize
+
+    return l2_normalize(x, what=what)
 
 
 class Gallery:

@@ -14,34 +14,25 @@ File layout::
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
-from .masks.protocols import DEFAULT_PROTOCOL, PROTOCOLS, check_protocol
+from .masks.protocols import DEFAULT_PROTOCOL, MASKED_PROTOCOLS, PROTOCOLS, check_protocol, pair_sides
+from .models.loading import thresholds_path  # the naming rule lives with the model files
 from .utils.hashing import file_sha256
+from .utils.io import read_json_file
 
-__all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate",
-           "file_sha256", "PROTOCOLS"]
+__all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate", "PROTOCOLS"]
 
 FORMAT = "maskinv-thresholds"
 FORMAT_VERSION = 1
 
 
-def thresholds_path(model_path: str | Path) -> Path:
-    """``dir/backbone.pt`` -> ``dir/backbone.thresholds.json`` (shared by its ``.onnx`` export
-    in the same folder: both carry the same fingerprint)."""
-    p = Path(model_path)
-    return p.with_name(f"{p.stem}.thresholds.json")
-
-
 def entry_key(protocol: str, fmr: float) -> str:
     return f"{protocol}@{float(fmr):g}"
-
-
 
 
 def _check_fmr(fmr: float) -> float:
@@ -57,12 +48,9 @@ def _check_fmr(fmr: float) -> float:
 def read_thresholds(path: str | Path) -> dict[str, Any] | None:
     """The thresholds file, validated; ``None`` if it does not exist."""
     p = Path(path)
-    if not p.is_file():
+    data = read_json_file(p, "thresholds file", DataFormatError)
+    if data is None:
         return None
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataFormatError(f"{p}: unreadable thresholds file: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DataFormatError(f"{p}: not a maskinv thresholds file (format {data.get('format') if isinstance(data, dict) else None!r})")
     if data.get("format_version") != FORMAT_VERSION:
@@ -135,8 +123,7 @@ def _scores_with_model(model, bench: Path, protocol: str, seed: int, mask_kind: 
 
     images, issame, _ = load_bench(bench)
     masked = masked_images(images, (protocol,), seed, mask_kind)
-    first = masked[0::2] if protocol == "mm" else images[0::2]
-    second = images[1::2] if protocol == "uu" else masked[1::2]
+    first, second = pair_sides(images, masked, protocol)
     a, b = (model.embed_aligned(x, flip=flip, batch_size=batch_size) for x in (first, second))
     return pair_scores(a, b), np.asarray(issame, dtype=bool)
 
@@ -188,7 +175,7 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
                   "num_pairs": int(metrics["num_pairs"]), "num_genuine": int(metrics["num_genuine"]),
                   "num_impostor": int(metrics["num_impostor"])},
         "seed": int(seed),
-        "mask_kind": mask_kind if protocol != "uu" else None,
+        "mask_kind": mask_kind if protocol in MASKED_PROTOCOLS else None,
         "flip": bool(flip),
         "precision": model.precision,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -86,7 +86,7 @@ def align_faces(image, detector: str | FaceDetector | None = None, *, size: int 
         if on_no_face == "raise":
             label = name or describe_source(image)
             raise NoFaceError(f"{label}: no face detected (pass aligned=True if the image is "
-                              "already a 112x112 aligned crop)")
+                              f"already a {size}x{size} aligned crop)")
         return []
     if max_faces is not None:
         faces = faces[:max_faces]

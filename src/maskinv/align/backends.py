@@ -81,6 +81,22 @@ def five_from_68(points68: np.ndarray) -> np.ndarray:
     return five.astype(np.float32)
 
 
+def downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """A detector's input: ``(image checked as uint8 (H, W, 3), copy shrunk so its longer side is at most
+    ``max_side`` (area interpolation; the image itself when small enough), scale factor <= 1)``.
+    Detections on the small copy map back by dividing by the factor."""
+    import cv2
+
+    img = np.ascontiguousarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise DataFormatError(f"expected a uint8 (H, W, 3) RGB image, got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    factor = min(1.0, max_side / max(h, w))
+    small = img if factor == 1.0 else cv2.resize(img, (round(w * factor), round(h * factor)),
+                                                 interpolation=cv2.INTER_AREA)
+    return img, small, factor
+
+
 class FaceDetector:
     """Interface of a detector backend. Subclasses implement :meth:`detect`."""
 
@@ -133,15 +149,7 @@ class DlibDetector(FaceDetector):
         self.max_side = int(max_side)
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        import cv2
-
-        img = np.ascontiguousarray(image)
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise DataFormatError(f"expected a uint8 (H, W, 3) RGB image, got {img.dtype} {img.shape}")
-        h, w = img.shape[:2]
-        factor = min(1.0, self.max_side / max(h, w))
-        small = img if factor == 1.0 else cv2.resize(img, (round(w * factor), round(h * factor)),
-                                                     interpolation=cv2.INTER_AREA)
+        img, small, factor = downscaled(image, self.max_side)
         dlib = self._dlib
         faces: list[Face] = []
         with self._lock:

@@ -40,6 +40,8 @@ def read_image(src: Any, *, name: str | None = None) -> np.ndarray:
     label = name or describe_source(src)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
+        if path.is_dir():
+            raise DataFormatError(f"{path}: is a folder, expected an image file")
         if not path.is_file():
             raise DataFormatError(f"{path}: image file not found")
         return _decode(path.read_bytes(), str(path))

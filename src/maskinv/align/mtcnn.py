@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataFormatError
-from .backends import DetectorUnavailableError, Face, FaceDetector
+from ..errors import ConfigError
+from .backends import DetectorUnavailableError, Face, FaceDetector, downscaled
 
 __all__ = ["MTCNNDetector", "mtcnn_weights_dir", "load_mtcnn_nets", "INSTALL_HINT", "nms"]
 
@@ -214,15 +214,7 @@ class MTCNNDetector(FaceDetector):
 
     # ------------------------------------------------------------------ public
     def detect(self, image: np.ndarray) -> list[Face]:
-        import cv2
-
-        img = np.ascontiguousarray(image)
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise DataFormatError(f"expected a uint8 (H, W, 3) RGB image, got {img.dtype} {img.shape}")
-        h, w = img.shape[:2]
-        factor = min(1.0, self.max_side / max(h, w))
-        small = img if factor == 1.0 else cv2.resize(img, (round(w * factor), round(h * factor)),
-                                                     interpolation=cv2.INTER_AREA)
+        _, small, factor = downscaled(image, self.max_side)
         with self._lock, _torch_threads(self.threads):
             padded = min(small.shape[:2]) <= self.pad_below
             boxes, points = self._detect_padded(small) if padded else self._cascade(small)

@@ -14,10 +14,13 @@ import json
 import sys
 from pathlib import Path
 
+from maskinv.cli import args as A
+
 
 def register(subparsers) -> None:
     """Add the ``data`` command group."""
-    p = subparsers.add_parser("data", help="data sets: SynthFaces, RecordIO, .bin", description=__doc__,
+    p = subparsers.add_parser("data", help="data sets: SynthFaces, RecordIO, .bin",
+                              description=__doc__.replace("``", ""),  # plain text in --help
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=type(p))
 
@@ -28,49 +31,51 @@ def register(subparsers) -> None:
     p.set_defaults(func=_no_subcommand)
 
     s = sub.add_parser("synth", help="generate a SynthFaces data set (RecordIO + verification bin)")
-    s.add_argument("out_dir", metavar="OUT_DIR")
-    s.add_argument("--identities", type=int, required=True, help="training identities")
-    s.add_argument("--images-per-identity", type=int, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--size", type=int, default=112, help="image side in pixels (default 112)")
-    s.add_argument("--val-identities", type=int, default=0, help="held-out identities for synth_val.bin")
-    s.add_argument("--val-pairs", type=int, default=0, help="pairs in synth_val.bin (half genuine)")
+    s.add_argument("out_dir", metavar="OUT_DIR", type=A.output_dir, help="output folder (created)")
+    s.add_argument("--identities", type=A.positive_int, required=True, help="training identities")
+    s.add_argument("--images-per-identity", type=A.positive_int, required=True, help="images per training identity")
+    s.add_argument("--seed", type=A.seed, required=True, help="seed; the same seed gives the same bytes")
+    s.add_argument("--size", type=A.positive_int, default=112, help="image side in pixels (default 112)")
+    s.add_argument("--val-identities", type=A.non_negative_int, default=0, help="held-out identities for synth_val.bin")
+    s.add_argument("--val-pairs", type=A.non_negative_int, default=0, help="pairs in synth_val.bin (half genuine)")
     s.add_argument("--difficulty", default="default", help="easy | default | hard | a number (nuisance scale)")
-    s.add_argument("--workers", type=int, default=1, help="processes (output bytes do not depend on it)")
-    s.add_argument("--preview", metavar="PNG", help="also write a grid of sample identities (rows) x images")
+    s.add_argument("--workers", type=A.positive_int, default=1, help="processes (output bytes do not depend on it)")
+    s.add_argument("--preview", metavar="PNG", type=A.output_file, help="also write a grid of sample identities (rows) x images")
     s.set_defaults(func=_cmd_synth)
 
     i = sub.add_parser("info", help="describe a RecordIO folder or a verification .bin")
-    i.add_argument("path", metavar="PATH")
+    i.add_argument("path", metavar="PATH", type=A.existing_path, help="RecordIO folder, .rec file or verification .bin")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_cmd_info)
 
     k = sub.add_parser("pack", help="image folder (one sub-folder per identity) -> RecordIO (InsightFace layout)")
-    k.add_argument("image_folder", metavar="IMAGE_FOLDER")
-    k.add_argument("out_dir", metavar="OUT_DIR")
-    k.add_argument("--quality", type=int, default=95, help="JPEG quality for images that are not JPEG already")
+    k.add_argument("image_folder", metavar="IMAGE_FOLDER", type=A.existing_dir, help="one sub-folder of images per identity")
+    k.add_argument("out_dir", metavar="OUT_DIR", type=A.output_dir, help="output folder for train.rec/.idx/.lst (created)")
+    k.add_argument("--quality", type=A.int_range(1, 100), default=95, help="JPEG quality for images that are not JPEG already")
     k.set_defaults(func=_cmd_pack)
 
-    u = sub.add_parser("unpack", help="RecordIO -> OUT_DIR/<label>/<key>.<ext> (bytes unchanged)")
-    u.add_argument("rec_dir", metavar="REC_DIR")
-    u.add_argument("out_dir", metavar="OUT_DIR")
+    u = sub.add_parser("unpack", help="RecordIO -> OUT_DIR/<label or name>/<key>.<ext> (bytes unchanged; "
+                       "identity names from the labels.json that pack writes)")
+    u.add_argument("rec_dir", metavar="REC_DIR", type=A.existing_path, help="RecordIO folder (or its .rec file)")
+    u.add_argument("out_dir", metavar="OUT_DIR", type=A.output_dir, help="output folder (created)")
     u.set_defaults(func=_cmd_unpack)
 
     b = sub.add_parser("bin", help="image folder + LFW-style pairs.txt -> aligned verification .bin")
-    b.add_argument("images_dir", metavar="IMAGES_DIR", help="one sub-folder per identity (Name/Name_0001.png)")
-    b.add_argument("out", metavar="OUT.bin")
+    b.add_argument("images_dir", metavar="IMAGES_DIR", type=A.existing_dir, help="one sub-folder per identity (Name/Name_0001.png)")
+    b.add_argument("out", metavar="OUT.bin", type=A.output_file, help="output verification .bin")
     add_folder_bench_options(b)
     b.set_defaults(func=_cmd_bin)
 
 
 def add_folder_bench_options(p) -> None:
     """Options of a folder benchmark (shared by ``data bin`` and ``eval``)."""
-    p.add_argument("--pairs", metavar="FILE", help="LFW-style pairs file (default IMAGES_DIR/pairs.txt)")
+    p.add_argument("--pairs", metavar="FILE", type=A.existing_file, help="LFW-style pairs file (default IMAGES_DIR/pairs.txt)")
     p.add_argument("--aligned", action="store_true", help="images are already 112x112 ArcFace crops: no detection")
     p.add_argument("--on-miss", choices=("drop", "center"), default="drop",
                    help="image without a detected face: drop it and its pairs (default) or use a centre crop")
-    p.add_argument("--detector", default=None, metavar="NAME", help="face detector backend (default: the package default)")
-    p.add_argument("--align-cache", default=None, metavar="DIR",
+    p.add_argument("--detector", default=None, choices=("mtcnn", "dlib"),
+                   help="face detector: mtcnn (default; finds masked faces) or dlib (HOG)")
+    p.add_argument("--align-cache", default=None, metavar="DIR", type=A.output_dir,
                    help="cache of aligned crops, keyed by file sha256 + detector + size (default: next to the output)")
 
 
@@ -133,9 +138,14 @@ def _info(path: Path) -> dict:
         from maskinv.data.bins import bin_info
 
         return bin_info(path)
+    from maskinv.data.packing import read_label_names
     from maskinv.data.recordio import recordio_info
 
-    return recordio_info(path)
+    info = recordio_info(path)
+    names = read_label_names(info["path"], info["num_classes"])
+    if names is not None:  # written by `data pack`: label -> identity folder name
+        info["label_names"] = [names[i] for i in range(len(names))]
+    return info
 
 
 def _cmd_info(args) -> int:
@@ -144,6 +154,8 @@ def _cmd_info(args) -> int:
         print(json.dumps(info))
     else:
         for k, v in info.items():
+            if k == "label_names" and len(v) > 10:
+                v = ", ".join(v[:10]) + f", ... ({len(v)} names)"
             print(f"{k}: {v}")
     return 0
 

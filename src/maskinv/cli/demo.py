@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from maskinv.cli import args as A
+
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--minutes", type=float, default=10.0, help="time budget; scales the step counts (default: 10)")
+    p.add_argument("--minutes", type=A.positive_float, default=10.0, help="time budget; scales the step counts (default: 10)")
     p.add_argument("--no-hg", action="store_true", help="skip MaskInv-HG and its control")
     p.add_argument("--no-control", action="store_true", help="skip the control 'LG + HG's extra steps'")
     p.add_argument("--quick", action="store_true", help="seconds-scale smoke run (tiny data, few steps)")
@@ -25,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "CIs, write results.json, report.md and plots, print the table. With --select-lambda: choose λ of "
         "MaskInv-LG on validation pairs instead (select_lambda.json/.md).",
     )
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, training and masks (default: 0)")
+    p.add_argument("--out", default="demo_out", type=A.output_dir, help="output folder (default: demo_out)")
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of data, training and masks (default: 0)")
     p.add_argument("--select-lambda", metavar="L1,L2,...", default=None,
                    help="train the teacher and one MaskInv-LG per λ and pick λ by M-U accuracy on validation "
                    "pairs (identities disjoint from training and test; tie: lower EER); use a seed that the "
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "seeds with its 95 %% t-interval and each seed's paired-bootstrap interval.",
     )
     q.add_argument("--seeds", required=True, help="seeds, e.g. 1,2,3,4,5 or 1-5")
-    q.add_argument("--out", default="study_out", help="output folder (default: study_out)")
+    q.add_argument("--out", default="study_out", type=A.output_dir, help="output folder (default: study_out)")
     _common(q)
     q.set_defaults(func=_run_study)
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from maskinv.cli import args as A
+
 from maskinv.masks.protocols import DESCRIPTIONS, PROTOCOLS, TITLES
 
 
@@ -23,45 +25,45 @@ def register(subparsers: Any) -> None:
             "the previous report's files in DIR that this run does not rewrite are removed."
         ),
     )
-    p.add_argument("--model", action="append", required=True, metavar="MODEL",
+    p.add_argument("--model", action="append", required=True, metavar="MODEL", type=A.model_ref,
                    help="backbone.pt (+ .json sidecar), training checkpoint, InsightFace/ElasticFace/MagFace .pth, "
                         ".onnx, or 'dlib' (sees a folder's original photos); repeat to compare")
     p.add_argument("--arch", action="append", default=None, metavar="NAME",
                    help="architecture for raw .pth files without a sidecar (once for all models, or once per --model)")
     p.add_argument("--layout", action="append", default=None, choices=("auto", "insightface", "elasticface", "magface"),
                    help=".pth checkpoint layout (default auto; once for all models, or once per --model)")
-    p.add_argument("--input-mean", action="append", type=float, default=None, metavar="MEAN",
+    p.add_argument("--input-mean", action="append", type=A.number, default=None, metavar="MEAN",
                    help="model input = (pixel - MEAN) / STD, pixels 0..255, for weights without a sidecar/metadata "
                         "(once for all models, or once per --model)")
-    p.add_argument("--input-std", action="append", type=float, default=None, metavar="STD", help="see --input-mean")
+    p.add_argument("--input-std", action="append", type=A.positive_float, default=None, metavar="STD", help="see --input-mean")
     p.add_argument("--channel-order", action="append", choices=("RGB", "BGR"), default=None,
                    help="channel order the model expects (once for all models, or once per --model)")
-    p.add_argument("--bench", action="append", required=True, metavar="BIN_OR_DIR",
+    p.add_argument("--bench", action="append", required=True, metavar="BIN_OR_DIR", type=A.existing_path,
                    help="verification .bin, or an image folder (Name/Name_0001.png + pairs.txt); repeatable")
-    p.add_argument("--protocols", default=",".join(PROTOCOLS),
+    p.add_argument("--protocols", default=",".join(PROTOCOLS), type=A.protocol_list,
                    help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="mask seed; image i's mask depends on (seed, i) only")
-    p.add_argument("--mask-kind", default="random", help="mask kind (default: random mix of all kinds)")
+    p.add_argument("--seed", type=A.seed, default=0, help="mask seed; image i's mask depends on (seed, i) only")
+    p.add_argument("--mask-kind", default="random", type=A.mask_kind, help="mask kind (default: random mix of all kinds)")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (embedding of x only)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=A.positive_int, default=256, help="images per forward pass (default 256)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast where the device supports it natively")
-    p.add_argument("--device", default=None, help="torch device (default: cpu)")
-    p.add_argument("--folds", type=int, default=10, help="folds of the accuracy protocol (default 10)")
+    p.add_argument("--device", default=None, type=A.device, help="torch device (default: cpu)")
+    p.add_argument("--folds", type=A.positive_int, default=10, help="folds of the accuracy protocol (default 10)")
     p.add_argument("--exact", action="store_true", help="accuracy threshold over all score midpoints instead of the InsightFace grid")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+    p.add_argument("--out", required=True, metavar="DIR", type=A.output_dir, help="output folder")
+    p.add_argument("--bootstrap", type=A.non_negative_int, default=0, metavar="N",
                    help="compare every two models on each benchmark and protocol (B - A, paired by pair index) with "
                    "N paired-bootstrap replicates: 95 %% CIs under 'comparisons' in results.json (default 0: off)")
     # folder benchmarks (a --bench that is a directory); the logic lives in maskinv.data.folder_bench
     from maskinv.cli.data import add_folder_bench_options
 
     add_folder_bench_options(p)
-    p.add_argument("--probe-list", metavar="FILE", default=None,
+    p.add_argument("--probe-list", metavar="FILE", default=None, type=A.existing_file,
                    help="folder benchmarks: images listed here (Name_0001 or Name/Name_0001.png per line) are "
                         "probes, all others references; adds protocol probe_ref (every probe vs every reference)")
-    p.add_argument("--min-false-matches", type=int, default=1, metavar="K",
+    p.add_argument("--min-false-matches", type=A.positive_int, default=1, metavar="K",
                    help="probe_ref: report TAR at FAR f only with >= K/f impostor comparisons (default 1)")
     p.set_defaults(func=cmd_eval)
 
@@ -73,11 +75,11 @@ def register(subparsers: Any) -> None:
             "with header 'score,genuine' (higher score = more alike; genuine 1/0), in pair order."
         ),
     )
-    m.add_argument("scores", metavar="SCORES.csv")
+    m.add_argument("scores", metavar="SCORES.csv", type=A.existing_file, help="CSV with header 'score,genuine'")
     m.add_argument("--json", action="store_true", help="print the full metrics dict as JSON")
-    m.add_argument("--folds", type=int, default=10)
+    m.add_argument("--folds", type=A.positive_int, default=10, help="folds of the accuracy protocol (default 10)")
     m.add_argument("--exact", action="store_true", help="accuracy threshold over all score midpoints")
-    m.add_argument("--far", type=float, action="append", default=None, metavar="F",
+    m.add_argument("--far", type=A.probability, action="append", default=None, metavar="F",
                    help="extra FAR target for tar_at_far (repeatable); 1e-2, 1e-3, 1e-4 are always reported")
     m.set_defaults(func=cmd_metrics)
 
@@ -100,6 +102,11 @@ def read_scores_csv(path: str | Path):
     scores: list[float] = []
     genuine: list[bool] = []
     with open(path, newline="", encoding="utf-8-sig") as fh:
+        try:
+            fh.read(65536)  # a binary file fails here, with a message naming it
+            fh.seek(0)
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(f"{path}: not a UTF-8 text CSV (byte {exc.start}: {exc.reason})") from None
         reader = csv.reader(fh)
         try:
             header = next(reader)
@@ -134,6 +141,8 @@ def read_scores_csv(path: str | Path):
                 scores.append(s)
         except csv.Error as exc:
             raise DataFormatError(f"{path}: line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(f"{path}: after line {reader.line_num}: not UTF-8 text ({exc.reason})") from None
     if not scores:
         raise DataFormatError(f"{path}: no score rows after the header")
     g_arr = np.asarray(genuine, dtype=bool)
@@ -221,9 +230,23 @@ def eval_inputs(args: argparse.Namespace) -> tuple[list, list]:
     return models, benches
 
 
+def _check_bench_files(args: argparse.Namespace) -> None:
+    """A --bench file that is not a pickle (every .bin is one) fails here, before any model is
+    loaded and any progress line printed (the contract: one line for a user mistake)."""
+    from maskinv.errors import DataFormatError
+
+    for b in args.bench:
+        if Path(b).is_file():
+            with open(b, "rb") as fh:
+                if fh.read(1) != b"\x80":
+                    raise DataFormatError(f"{b}: not a verification .bin (a pickle of images and issame flags, "
+                                          "as InsightFace and `maskinv data bin` write)")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from maskinv.evaluate import evaluate_models
 
+    _check_bench_files(args)
     models, benches = eval_inputs(args)
     doc = evaluate_models(
         models, benches, args.protocols,

@@ -2,7 +2,10 @@
 
 ``maskinv verify`` exit codes: 0 verified, 1 not verified, 2 error (no face, bad file,
 no calibrated threshold, ...). ``maskinv align IN_DIR OUT_DIR``: 0 every image aligned,
-1 some images missed (listed in the report), 2 error. Every other command: 0 success, 2 error.
+1 some images missed (listed in the report), 2 error. ``embed`` and ``gallery add/search`` go on
+past images that cannot be read or show no face: 0 all embedded, 1 some skipped (each named on
+stderr, the rest written), 2 error (with ``--strict``: the first such image). Every other
+command: 0 success, 2 error.
 """
 from __future__ import annotations
 
@@ -11,11 +14,18 @@ import json
 import sys
 from pathlib import Path
 
+from maskinv.cli import args as A
+
 VERIFY_EPILOG = """exit codes: 0 = verified (same person), 1 = not verified, 2 = error
 (unreadable image, no face found, model/threshold problem).
 threshold: --threshold T (explicit cosine) or --fmr F (calibrated with `maskinv calibrate`
 for this model); with neither, the calibrated threshold beside the model is used
 (smallest FMR of --protocol), else an error."""
+
+BATCH_EPILOG = """exit codes: 0 = every image embedded, 1 = some images skipped (one line each on stderr
+naming the file and why, then a summary; the others are written), 2 = error (bad arguments,
+model problem; with --strict also the first image that cannot be read or shows no face).
+aligned crops of another size than the model's input are resized (one note)."""
 
 ALIGN_EPILOG = """folder mode: `maskinv align IN_DIR OUT_DIR` aligns the largest face of every image in the
 tree (--all: every face), mirrors the tree under OUT_DIR (JPEG stays JPEG, other formats
@@ -38,16 +48,16 @@ def _add_detector_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
+    p.add_argument("--model", required=True, type=A.model_ref,
                    help="backbone.pt (+ .json sidecar), an InsightFace/ElasticFace/MagFace .pth, an .onnx "
                         "(ours or an ArcFace-style zoo model), or 'dlib' (dlib's ResNet descriptor, no training)")
     p.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
     p.add_argument("--layout", choices=("auto", "insightface", "elasticface", "magface"), default=None,
                    help=".pth checkpoint layout (default auto: MagFace is detected from its key prefix)")
-    p.add_argument("--input-mean", type=float, default=None,
+    p.add_argument("--input-mean", type=A.number, default=None,
                    help="model input = (pixel - MEAN) / STD, pixels 0..255 (e.g. 127.5 for zoo ONNX models); "
                         "a sidecar JSON or the model's metadata, if any, must agree")
-    p.add_argument("--input-std", type=float, default=None, help="see --input-mean (e.g. 127.5)")
+    p.add_argument("--input-std", type=A.positive_float, default=None, help="see --input-mean (e.g. 127.5)")
     p.add_argument("--channel-order", choices=("RGB", "BGR"), default=None, help="channel order the model expects")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None, help="default: from the file suffix")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="torch backend only")
@@ -60,16 +70,23 @@ def _add_face_args(p: argparse.ArgumentParser) -> None:
     _add_detector_arg(p)
 
 
+def _add_batch_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = BATCH_EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first image that cannot be read or shows no face (exit 2) instead of skipping it")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("align", help="detect faces and write ArcFace-aligned crops (an image or a folder)",
                               description="Detect faces (MTCNN, five landmarks) and write the ArcFace-aligned crop(s) "
                                           "of one image, or of every image in a folder tree.",
                               epilog=ALIGN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", help="input image, or a folder (folder mode)")
-    p.add_argument("out", help="output image (.png/.jpg; with --all: OUT_0.png, OUT_1.png, ... largest first), "
+    p.add_argument("image", type=A.existing_path, help="input image, or a folder (folder mode)")
+    p.add_argument("out", type=A.output_path, help="output image (.png/.jpg; with --all: OUT_0.png, OUT_1.png, ... largest first), "
                                "or the output folder in folder mode")
     p.add_argument("--all", action="store_true", help="write every face, not just the largest")
-    p.add_argument("--size", type=int, default=112, help="crop side (template scaled)")
+    p.add_argument("--size", type=A.positive_int, default=112, help="crop side in pixels (template scaled; default 112)")
     p.add_argument("--json", action="store_true", help="print the detections as JSON (single image)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="folder mode: no progress bar")
     _add_detector_arg(p)
@@ -78,22 +95,24 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("embed", help="face images -> L2-normalised embeddings (.npy)",
                               description="Embed the largest face of each image (or aligned crops) into an (N, D) "
                                           "float32 .npy, rows in argument order.")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="face photos (or aligned crops with --aligned)")
     _add_model_args(p)
     _add_face_args(p)
-    p.add_argument("--out", required=True, help="output .npy")
+    p.add_argument("--out", required=True, type=A.output_file,
+                   help="output .npy; OUT.json beside it lists the image of each row and the images skipped")
+    _add_batch_args(p)
     p.set_defaults(func=_cmd_embed)
 
     p = subparsers.add_parser("verify", help="one-to-one decision between two face images",
                               description="Decide whether two photos show the same person.",
                               epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image_a")
-    p.add_argument("image_b")
+    p.add_argument("image_a", type=A.existing_file, help="first face photo")
+    p.add_argument("image_b", type=A.existing_file, help="second face photo")
     _add_model_args(p)
     _add_face_args(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--fmr", type=float, default=None, help="use the threshold calibrated at this false-match rate")
-    g.add_argument("--threshold", type=float, default=None, help="explicit cosine threshold")
+    g.add_argument("--fmr", type=A.probability, default=None, help="use the threshold calibrated at this false-match rate")
+    g.add_argument("--threshold", type=A.cosine, default=None, help="explicit cosine threshold in [-1, 1]")
     p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu",
                    help="calibration scenario of the threshold (default mu: masked probe vs unmasked)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -103,49 +122,53 @@ def register(subparsers) -> None:
                               description="Score a verification .bin under a masked protocol and write the threshold "
                                           "at --fmr, with provenance, to <model stem>.thresholds.json beside the model.")
     _add_model_args(p)
-    p.add_argument("--bench", required=True, help="verification .bin (pairs)")
-    p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu")
-    p.add_argument("--fmr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0, help="mask seed of the protocol")
-    p.add_argument("--mask-kind", default="random")
-    p.add_argument("--no-flip", dest="flip", action="store_false")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--bench", required=True, type=A.existing_file, help="verification .bin (pairs)")
+    p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu",
+                   help="uu: no masks; mu: second image of every pair masked (default); mm: both")
+    p.add_argument("--fmr", type=A.probability, default=1e-3, help="target false-match rate (default 1e-3)")
+    p.add_argument("--seed", type=A.seed, default=0, help="mask seed of the protocol")
+    p.add_argument("--mask-kind", default="random", type=A.mask_kind, help="mask kind (default: random mix of all kinds)")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="no flip test (verify must then use --no-flip too)")
+    p.add_argument("--batch-size", type=A.positive_int, default=128, help="images per forward pass (default 128)")
     p.set_defaults(func=_cmd_calibrate)
 
     p = subparsers.add_parser("gallery", help="1:N search: add, search, list, remove identities in a SQLite gallery")
     gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION")
     a = gsub.add_parser("add", help="enrol images of one identity")
-    a.add_argument("db")
-    a.add_argument("name")
-    a.add_argument("images", nargs="+")
+    a.add_argument("db", type=A.output_file, help="gallery database (SQLite; created if missing)")
+    a.add_argument("name", help="identity name")
+    a.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="photos of this identity")
     _add_model_args(a)
     _add_face_args(a)
+    _add_batch_args(a)
     a.set_defaults(func=_cmd_gallery_add)
     s = gsub.add_parser("search", help="top-k identities for each probe image")
-    s.add_argument("db")
-    s.add_argument("images", nargs="+")
-    s.add_argument("-k", type=int, default=5)
+    s.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
+    s.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="probe photos")
+    s.add_argument("-k", type=A.positive_int, default=5, help="matches per probe (default 5)")
     _add_model_args(s)
     _add_face_args(s)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the matches as JSON")
+    _add_batch_args(s)
     s.set_defaults(func=_cmd_gallery_search)
     ls = gsub.add_parser("list", help="identities and template counts")
-    ls.add_argument("db")
+    ls.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
     ls.set_defaults(func=_cmd_gallery_list)
     rm = gsub.add_parser("remove", help="delete an identity")
-    rm.add_argument("db")
-    rm.add_argument("name")
+    rm.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
+    rm.add_argument("name", help="identity name")
     rm.set_defaults(func=_cmd_gallery_remove)
     p.set_defaults(func=lambda args, _p=p: (_p.print_help(sys.stderr), 2)[1])
 
     p = subparsers.add_parser("export", help="export a model (onnx)")
     esub = p.add_subparsers(dest="export_format", metavar="FORMAT")
     o = esub.add_parser("onnx", help="ONNX with dynamic batch, metadata and a parity check vs PyTorch")
-    o.add_argument("model")
-    o.add_argument("out")
-    o.add_argument("--arch", default=None)
-    o.add_argument("--opset", type=int, default=17)
-    o.add_argument("--tol", type=float, default=1e-4, help="max cosine distance allowed by the parity check")
+    o.add_argument("model", type=A.existing_file, help="PyTorch backbone (.pt + sidecar, training checkpoint or .pth)")
+    o.add_argument("out", type=A.output_file, help="output .onnx")
+    o.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
+    o.add_argument("--opset", type=A.int_range(17, 23), default=17, help="ONNX opset version, 17..23 (default 17)")
+    o.add_argument("--tol", type=A.non_negative_float, default=1e-4, help="max cosine distance allowed by the parity check")
     o.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")
     o.set_defaults(func=_cmd_export_onnx)
     p.set_defaults(func=lambda args, _p=p: (_p.print_help(sys.stderr), 2)[1])
@@ -160,6 +183,29 @@ def _model(args):
                       **{k: v for k, v in extra.items() if v is not None})
 
 
+def _embed_batch(args, m):
+    """Embed ``args.images`` (missing files refused first: a typo is not a bad photo)."""
+    from maskinv.api import embed_batch
+    from maskinv.errors import ConfigError
+
+    for im in args.images:
+        if not Path(im).is_file():
+            raise ConfigError(f"{im}: image file not found")
+    return embed_batch(args.images, m, aligned=args.aligned, flip=args.flip, detector=args.detector,
+                       on_error="raise" if args.strict else "skip")
+
+
+def _report_misses(args, r, what: str) -> int:
+    """One stderr line per skipped image, then a summary; the exit code (1 when any was skipped)."""
+    if not r.misses:
+        return 0
+    cmd = " ".join(x for x in (args.command, getattr(args, "gallery_command", None)) if x)
+    for miss in r.misses:
+        print(f"maskinv {cmd}: skipped {miss.reason}", file=sys.stderr)
+    print(f"maskinv {cmd}: {r.summary()}; {what} (--strict stops at the first)", file=sys.stderr)
+    return 1
+
+
 def _encode_image(path: Path, rgb) -> bytes:
     from maskinv.utils.images import encode_format_for, encode_image
 
@@ -171,7 +217,14 @@ def _cmd_align(args) -> int:
     from maskinv.align import align_faces
     from maskinv.utils.io import atomic_write_bytes
 
-    if Path(args.image).is_dir():
+    from maskinv.errors import ConfigError
+
+    src, out = Path(args.image), Path(args.out)
+    if src.is_dir() and out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; with a folder as input (folder mode) OUT must be a folder")
+    if not src.is_dir() and out.is_dir():
+        raise ConfigError(f"{out}: is a folder; for one image OUT is the output image file (.png/.jpg)")
+    if src.is_dir():
         return _align_folder(args)
     faces = align_faces(args.image, args.detector, size=args.size, name=args.image)
     if not args.all:
@@ -207,15 +260,27 @@ def _cmd_embed(args) -> int:
 
     import numpy as np
 
-    from maskinv.api import embed
-    from maskinv.utils.io import atomic_write_bytes
+    from maskinv.errors import ConfigError
+    from maskinv.utils.io import atomic_write_bytes, atomic_write_json
 
-    emb = embed(args.images, _model(args), aligned=args.aligned, flip=args.flip, detector=args.detector)
+    out = Path(args.out)
+    rows_file = out.with_suffix(".json")
+    if out.suffix.lower() == ".json":
+        raise ConfigError(f"--out {out}: give a .npy name (the row list is written to NAME.json beside it)")
+    m = _model(args)
+    r = _embed_batch(args, m)
+    emb = r.embeddings
     buf = io.BytesIO()
     np.save(buf, emb)
-    atomic_write_bytes(args.out, buf.getvalue())
-    print(f"{args.out}: {emb.shape[0]} embeddings of dimension {emb.shape[1]}")
-    return 0
+    atomic_write_bytes(out, buf.getvalue())
+    # which input each row is: with skipped images, row i is not argument i
+    atomic_write_json(rows_file, {
+        "format": "maskinv-embeddings", "format_version": 1, "embeddings": out.name,
+        "rows": r.sources, "input_index": r.indices, "skipped": [x.to_dict() for x in r.misses],
+        "model_fingerprint": m.fingerprint, "embedding_size": int(m.embedding_size),
+        "aligned": bool(args.aligned), "flip": bool(args.flip)})
+    print(f"{out}: {emb.shape[0]} embeddings of dimension {m.embedding_size} (image of each row: {rows_file})")
+    return _report_misses(args, r, f"{emb.shape[0]} rows written to {out}")
 
 
 def _cmd_verify(args) -> int:
@@ -248,36 +313,41 @@ def _cmd_calibrate(args) -> int:
 
 
 def _cmd_gallery_add(args) -> int:
-    from maskinv.api import embed
     from maskinv.gallery import Gallery
 
     m = _model(args)
-    emb = embed(args.images, m, aligned=args.aligned, flip=args.flip, detector=args.detector)
+    r = _embed_batch(args, m)
+    if not len(r.embeddings):  # nothing to enrol: leave the gallery (or its absence) as it was
+        return _report_misses(args, r, f"nothing added to {args.db}")
     with Gallery(args.db, fingerprint=m.fingerprint, embedding_size=m.embedding_size) as g:
-        ids = g.add(args.name, emb, sources=[str(p) for p in args.images], fingerprint=m.fingerprint)
+        ids = g.add(args.name, r.embeddings, sources=r.sources, fingerprint=m.fingerprint)
         total = len(g)
     print(f"{args.db}: added {len(ids)} template(s) for {args.name!r} ({total} templates in the gallery)")
-    return 0
+    return _report_misses(args, r, f"{len(ids)} template(s) added")
 
 
 def _cmd_gallery_search(args) -> int:
-    from maskinv.api import embed
     from maskinv.gallery import Gallery
 
     m = _model(args)
     with Gallery(args.db, create=False) as g:
         g.check_model(m.fingerprint, m.embedding_size)  # before paying for detection
-        emb = embed(args.images, m, aligned=args.aligned, flip=args.flip, detector=args.detector)
-        results = g.search(emb, k=args.k, fingerprint=m.fingerprint)
-    if args.json:
-        print(json.dumps([{"image": str(im), "matches": [h.to_dict() for h in hits]}
-                          for im, hits in zip(args.images, results)], indent=2))
+        r = _embed_batch(args, m)
+        results = g.search(r.embeddings, k=args.k, fingerprint=m.fingerprint) if len(r.embeddings) else []
+    found = dict(zip(r.indices, results))
+    if args.json:  # every input, in order; a skipped one carries its error instead of matches
+        missed = {x.index: x for x in r.misses}
+        print(json.dumps([{"image": str(im), "matches": [h.to_dict() for h in found[i]]} if i in found else
+                          {"image": str(im), "matches": None, "error": missed[i].reason}
+                          for i, im in enumerate(args.images)], indent=2))
     else:
-        for im, hits in zip(args.images, results):
+        for i, im in enumerate(args.images):
+            if i not in found:
+                continue
             print(f"{im}:")
-            for rank, h in enumerate(hits, 1):
+            for rank, h in enumerate(found[i], 1):
                 print(f"  {rank}. {h.name}  {h.score:.4f}")
-    return 0
+    return _report_misses(args, r, f"{len(found)} searched")
 
 
 def _cmd_gallery_list(args) -> int:

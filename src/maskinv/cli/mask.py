@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from maskinv.cli import args as A
+
 #: Output formats of ``maskinv mask`` images and previews.
 _OUTPUT_FORMATS = ("jpg", "jpeg", "png")
 
@@ -25,18 +27,18 @@ def register(subparsers) -> None:
         description="Draw a seeded synthetic mask on an aligned face image or on every image of a folder "
                     "(output mirrors the folder). Landmarks default to the 112x112 ArcFace template scaled "
                     "to each image.")
-    p.add_argument("input", help="image file or folder of images")
-    p.add_argument("output", help="output image file (or folder, for a folder input)")
+    p.add_argument("input", type=A.existing_path, help="image file or folder of images")
+    p.add_argument("output", type=A.output_path, help="output image file (or folder, for a folder input)")
     p.add_argument("--kind", default="random", choices=kinds, help="mask kind (default: random per image)")
-    p.add_argument("--seed", type=int, default=0, help="seed; image i uses image_rng(seed, i) (default 0)")
-    p.add_argument("--landmarks", default=None,
+    p.add_argument("--seed", type=A.seed, default=0, help="seed; image i uses image_rng(seed, i) (default 0)")
+    p.add_argument("--landmarks", default=None, type=A.existing_file,
                    help="landmarks: .npy of shape (K,2) for all images or (N,K,2) in sorted order, or .json "
                         "mapping relative path -> [[x,y],...]; K = 5 (ArcFace order) or 68 (iBUG)")
-    p.add_argument("--preview", default=None, metavar="GRID.png",
+    p.add_argument("--preview", default=None, metavar="GRID.png", type=A.output_file,
                    help="also write a picture grid of many random masks on the first few faces")
-    p.add_argument("--preview-faces", type=int, default=4, help="faces (rows) in the preview grid (default 4)")
-    p.add_argument("--preview-masks", type=int, default=8, help="masks (columns) per face in the preview (default 8)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of .jpg outputs (default 95)")
+    p.add_argument("--preview-faces", type=A.positive_int, default=4, help="faces (rows) in the preview grid (default 4)")
+    p.add_argument("--preview-masks", type=A.positive_int, default=8, help="masks (columns) per face in the preview (default 8)")
+    p.add_argument("--quality", type=A.int_range(1, 100), default=95, help="JPEG quality of .jpg outputs (default 95)")
     p.set_defaults(func=cmd_mask)
 
     b = subparsers.add_parser(
@@ -44,14 +46,15 @@ def register(subparsers) -> None:
         description="Masked copy of a verification bin. mu: exactly the second image of every pair is masked; "
                     "mm: both. Image i's mask comes from (seed, i) alone, so the probe of a pair gets the same "
                     "mask in mu and mm files with the same seed. Unmasked images keep their bytes.")
-    b.add_argument("input", help="input .bin")
-    b.add_argument("output", help="output .bin")
-    b.add_argument("--protocol", required=True, choices=("mu", "mm"))
-    b.add_argument("--seed", type=int, required=True)
-    b.add_argument("--kind", default="random", choices=kinds)
+    b.add_argument("input", type=A.existing_file, help="input .bin")
+    b.add_argument("output", type=A.output_file, help="output .bin")
+    b.add_argument("--protocol", required=True, choices=("mu", "mm"),
+                   help="mu: the second image of every pair masked; mm: both")
+    b.add_argument("--seed", type=A.seed, required=True, help="mask seed; image i uses image_rng(seed, i)")
+    b.add_argument("--kind", default="random", choices=kinds, help="mask kind (default: random per image)")
     b.add_argument("--format", dest="image_format", default="jpg", choices=("jpg", "png"),
                    help="encoding of masked images: jpg (quality --quality, default) or png (lossless)")
-    b.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    b.add_argument("--quality", type=A.int_range(1, 100), default=95, help="JPEG quality (default 95)")
     b.add_argument("--progress", action="store_true", help="show a progress bar")
     b.set_defaults(func=cmd_mask_bin)
 

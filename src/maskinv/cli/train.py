@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from maskinv.cli import args as A
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,10 +20,10 @@ def register(subparsers) -> None:
                     "Overrides: key.sub=value (values parsed as YAML).")
     p.add_argument("config", nargs="?", help="run config YAML (optional with --resume: RUN_DIR/config.yaml)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.lr=0.05 kd.weight=100")
-    p.add_argument("--out", help="run folder (default runs/<name>)")
-    p.add_argument("--max-steps", type=int, default=None, help="total optimiser steps of the run (a resumed run stops at the same total)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
-    p.add_argument("--nproc", type=int, default=None, help="launch N processes with torchrun (DDP; gloo on CPU, NCCL on GPU)")
+    p.add_argument("--out", type=A.output_dir, help="run folder (default runs/<name>)")
+    p.add_argument("--max-steps", type=A.positive_int, default=None, help="total optimiser steps of the run (a resumed run stops at the same total)")
+    p.add_argument("--resume", metavar="RUN_DIR", type=A.existing_dir, help="continue the run in RUN_DIR from its newest checkpoint")
+    p.add_argument("--nproc", type=A.positive_int, default=None, help="launch N processes with torchrun (DDP; gloo on CPU, NCCL on GPU)")
     p.set_defaults(func=_cmd_train)
 
 

@@ -3,6 +3,10 @@
 Packing keeps JPEG bytes as they are (no second lossy pass) and re-encodes any other
 format as JPEG; unpacking writes every record's bytes unchanged under an extension
 sniffed from them, so ``unpack`` then ``pack`` reproduces the labels and the JPEG bytes.
+
+RecordIO stores integer labels only: ``pack`` writes the identity names beside the records as
+``labels.json`` (``{"0": "alice", "1": "bob", ...}``, label -> folder name); ``data info``
+shows them and ``unpack`` names the folders after them.
 """
 from __future__ import annotations
 
@@ -12,7 +16,43 @@ from pathlib import Path
 from maskinv.errors import ConfigError, DataFormatError
 from maskinv.utils.images import decode_image, encode_image, sniff_image_format
 
-__all__ = ["pack_image_folder", "unpack_recordio"]
+__all__ = ["pack_image_folder", "unpack_recordio", "read_label_names", "LABELS_FILE"]
+
+LABELS_FILE = "labels.json"
+
+
+def _labels_path(rec: str | os.PathLike) -> Path:
+    p = Path(rec)
+    return (p.parent if p.suffix == ".rec" else p) / LABELS_FILE
+
+
+def read_label_names(rec: str | os.PathLike, num_classes: int | None = None) -> dict[int, str] | None:
+    """``{label: name}`` from ``labels.json`` beside a RecordIO set (None when there is none).
+
+    Names must be usable as folder names (``unpack`` creates them) and, with ``num_classes``,
+    cover labels ``0 .. num_classes - 1``; otherwise :class:`DataFormatError` naming the file."""
+    import json
+
+    path = _labels_path(rec)
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: not a label -> name JSON object ({exc})") from None
+    if not isinstance(raw, dict):
+        raise DataFormatError(f"{path}: expected a JSON object label -> name")
+    names: dict[int, str] = {}
+    for k, v in raw.items():
+        if not (isinstance(k, str) and k.isdigit() and isinstance(v, str)) or v in ("", ".", "..") \
+                or "/" in v or "\\" in v or "\0" in v:
+            raise DataFormatError(f"{path}: entry {k!r}: {v!r} is not a label -> folder name")
+        names[int(k)] = v
+    if len(set(names.values())) != len(names):
+        raise DataFormatError(f"{path}: two labels share a name")
+    if num_classes is not None and sorted(names) != list(range(num_classes)):
+        raise DataFormatError(f"{path}: names {len(names)} labels, the records have {num_classes} classes")
+    return names
 
 
 def pack_image_folder(image_folder: str | os.PathLike, out_dir: str | os.PathLike, *, quality: int = 95,
@@ -23,7 +63,8 @@ def pack_image_folder(image_folder: str | os.PathLike, out_dir: str | os.PathLik
     folders).  Every image is decoded once to validate it; all must share the first
     image's size (a RecordIO set has one image size), else :class:`DataFormatError`
     names the file.  Non-JPEG files are encoded as JPEG at ``quality`` (1..100).
-    Returns ``{"rec", "num_images", "num_classes", "image_size": [h, w]}``.
+    Writes ``labels.json`` (label -> identity folder name) beside the records.
+    Returns ``{"rec", "num_images", "num_classes", "image_size": [h, w], "labels"}``.
     """
     from maskinv.data.folders import ImageFolderDataset
     from maskinv.data.recordio import write_insightface_recordio
@@ -48,12 +89,17 @@ def pack_image_folder(image_folder: str | os.PathLike, out_dir: str | os.PathLik
 
     rec = write_insightface_recordio(out_dir, items(), num_classes=ds.num_classes, image_size=size,
                                      progress=progress, total=len(ds))
+    from maskinv.utils.io import atomic_write_json
+
+    labels = _labels_path(rec)
+    atomic_write_json(labels, {str(i): str(name) for i, name in enumerate(ds.classes)})
     return {"rec": str(rec), "num_images": len(ds), "num_classes": ds.num_classes,
-            "image_size": [int(size[0]), int(size[1])]}
+            "image_size": [int(size[0]), int(size[1])], "labels": str(labels)}
 
 
 def unpack_recordio(rec_dir: str | os.PathLike, out_dir: str | os.PathLike, *, progress: bool = False) -> dict:
-    """Write every image record as ``out_dir/<label>/<key>.<ext>`` with its bytes unchanged.
+    """Write every image record as ``out_dir/<label>/<key>.<ext>`` with its bytes unchanged;
+    ``<label>`` is the identity's name when ``labels.json`` (written by ``pack``) is there.
 
     ``ext`` is sniffed from the bytes (``bin`` when unknown).  Files are written as temp +
     rename (never a truncated image) without an fsync per file (there may be millions).
@@ -62,6 +108,7 @@ def unpack_recordio(rec_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
     from maskinv.data.recordio import RecordIODataset
 
     ds = RecordIODataset(rec_dir)
+    names = read_label_names(ds.rec_path, ds.num_classes) or {}
     out = Path(out_dir)
     made: set[int] = set()
     indices = range(len(ds))
@@ -71,10 +118,11 @@ def unpack_recordio(rec_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
         indices = tqdm(indices, desc="unpack", unit="img", leave=False)
     for i in indices:
         data, label = ds.read_encoded(i)
+        folder = names.get(label, str(label))
         if label not in made:
-            (out / str(label)).mkdir(parents=True, exist_ok=True)
+            (out / folder).mkdir(parents=True, exist_ok=True)
             made.add(label)
-        target = out / str(label) / f"{int(ds.keys[i])}.{sniff_image_format(data)}"
+        target = out / folder / f"{int(ds.keys[i])}.{sniff_image_format(data)}"
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, target)

@@ -35,6 +35,7 @@ import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError, UnknownNameError
 from maskinv.evaluate.metrics import fold_bounds, insightface_cosine_thresholds
+from maskinv.masks.protocols import TITLES
 
 #: Metrics the bootstrap can re-run, all reported in percentage points.
 METRICS = ("accuracy", "eer", "fmr100")
@@ -415,7 +416,6 @@ def seed_summary(diffs: Sequence[float]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- Markdown
-_PROTOCOL_NAMES = {"uu": "U-U", "mu": "M-U", "mm": "M-M"}
 _METRIC_NAMES = {"accuracy": "accuracy", "eer": "EER", "fmr100": "FMR100"}
 
 
@@ -430,7 +430,7 @@ def render_comparisons_markdown(entries: Sequence[dict], names: dict[str, str] |
     lines = []
     for e in entries:
         a, b = names.get(e["model_a"], e["model_a"]), names.get(e["model_b"], e["model_b"])
-        proto = _PROTOCOL_NAMES.get(str(e["protocol"]).lower(), e["protocol"])
+        proto = TITLES.get(str(e["protocol"]).lower(), e["protocol"])
         where = f"{e['benchmark']} {proto}" if e.get("benchmark") else proto
         parts = [f"{_METRIC_NAMES[m]} {_signed(e[m]['diff'])} [{_signed(e[m]['ci95'][0])}, {_signed(e[m]['ci95'][1])}] "
                  f"{e.get('unit', 'points')}" for m in METRICS if m in e]

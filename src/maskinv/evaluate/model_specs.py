@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError
+from maskinv.models.embedding import l2_normalize, resize_images
 
 #: File stems that say nothing about the model (our exports are all ``backbone.pt``): such a
 #: model is labelled by its folder (``teacher/backbone.pt`` -> ``teacher``).
@@ -181,34 +182,26 @@ class EvalModel:
         detect = [k for k in range(len(paths)) if not (aligned or center[k])]
         whole = [k for k in range(len(paths)) if aligned or center[k]]
         if detect:
-            out[detect] = _l2n(self.face.descriptors([paths[k] for k in detect], aligned=False, detector=detector)[0])
+            out[detect] = l2_normalize(self.face.descriptors([paths[k] for k in detect], aligned=False, detector=detector)[0])
         if whole:
             crops = []
             for k in whole:
                 img = read_image(paths[k], name=str(paths[k]))
                 crops.append(img if aligned else center_crop(img, min(img.shape[:2])))
-            out[whole] = _l2n(self.face.descriptors(crops, aligned=True, names=[str(paths[k]) for k in whole])[0])
+            out[whole] = l2_normalize(self.face.descriptors(crops, aligned=True, names=[str(paths[k]) for k in whole])[0])
         return out
 
 
-def _l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
     warnings.warn(f"resizing {images.shape[0]} images from {images.shape[1]}x{images.shape[2]} to the model's "
                   f"input size {size}x{size}", stacklevel=3)
-    interp = cv2.INTER_AREA if size < min(images.shape[1:3]) else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+    return resize_images(images, size)
 
 
 def load_eval_model(spec: ModelSpec, device: Any = None) -> EvalModel:
     """Load ``spec`` once (:func:`maskinv.load_model` for files) and describe it for the
     results document: ``path``, ``sha256`` (the weights' fingerprint), ``arch``, ``backend``."""
-    from maskinv.api import load_model
+    from maskinv.models.loading import load_model
 
     obj = spec.module
     path = spec.path

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
+from maskinv.masks.protocols import PROTOCOLS
 
 __all__ = ["PROBE_REF", "PROBE_REF_FARS", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores",
            "probe_ref_metrics", "evaluate_probe_ref", "probe_ref_from_embeddings", "evaluate_folder_bench", "folder_pair_inputs",
@@ -235,27 +236,23 @@ def evaluate_folder_bench(
     model: Any,
     bench: Any,
     *,
-    protocols: Sequence[str] = ("uu", "mu", "mm"),
+    protocols: Sequence[str] = PROTOCOLS,
     probe: np.ndarray | None = None,
     pair_inputs: tuple | None = None,
     seed: int = 0,
     mask_kind: str = "random",
-    flip: bool = True,
-    batch_size: int = 256,
-    device: Any = None,
-    precision: str = "auto",
-    folds: int = 10,
-    exact: bool = False,
     far_targets: Iterable[float] = (1e-2, 1e-3, 1e-4),
     min_false_matches: int = 1,
+    **kw: Any,
 ) -> dict[str, dict[str, Any]]:
     """A prepared :class:`~maskinv.data.folder_bench.FolderBench` under the pair protocols
     (``uu``/``mu``/``mm`` on its pair list, if it has one and ``protocols`` is not empty) and,
     with ``probe`` flags, under ``probe_ref``. Returns ``{protocol: metrics}``; pair-protocol
-    metrics carry the benchmark's ``num_pairs_dropped`` and ``num_images_dropped``."""
+    metrics carry the benchmark's ``num_pairs_dropped`` and ``num_images_dropped``.
+    ``kw``: the embedding and fold options both scorers take (``flip``, ``batch_size``,
+    ``device``, ``precision``, ``folds``, ``exact``; defaults of :func:`evaluate_probe_ref`)."""
     from .protocols import evaluate_arrays
 
-    kw = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact)
     out: dict[str, dict[str, Any]] = {}
     if bench.pairs is not None and protocols:
         images, issame, masked = pair_inputs or folder_pair_inputs(bench, protocols, seed, mask_kind)

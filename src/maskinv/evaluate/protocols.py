@@ -96,28 +96,20 @@ def evaluate_bin(
     *,
     protocols: str | Iterable[str] = PROTOCOLS,
     seed: int = 0,
-    flip: bool = True,
-    batch_size: int = 256,
     mask_kind: str = "random",
-    device: Any = None,
-    precision: str = "auto",
-    folds: int = 10,
-    far_targets: Iterable[float] = (1e-2, 1e-3, 1e-4),
-    exact: bool = False,
-    channels_last: bool | None = None,
+    **options: Any,
 ) -> dict[str, dict[str, Any]]:
     """Verification metrics of ``model`` on a pair list under each protocol.
 
+    ``options``: those of :func:`evaluate_arrays` (``flip``, ``batch_size``, ``device``,
+    ``precision``, ``folds``, ``far_targets``, ``exact``, ``channels_last``; same defaults).
     Returns ``{protocol: verification_metrics(...) + {"scores": (N,) float64,
     "genuine": (N,) bool}}``. The model's train/eval flags are restored afterwards.
     """
     protos = parse_protocols(protocols)
     images, issame, _ = load_bench(bench)
     masked = masked_images(images, protos, seed, mask_kind)
-    return evaluate_arrays(
-        model, images, issame, masked, protos, flip=flip, batch_size=batch_size, device=device,
-        precision=precision, folds=folds, far_targets=far_targets, exact=exact, channels_last=channels_last,
-    )
+    return evaluate_arrays(model, images, issame, masked, protos, **options)
 
 
 def evaluate_arrays(

@@ -1,4 +1,4 @@
-"""The masked verification protocols' vocabulary, written once: names, titles, parsing.
+"""The masked verification protocols' vocabulary, written once: names, titles, parsing, pair sides.
 
 * ``uu`` (U-U) — no image of a pair masked.
 * ``mu`` (M-U) — exactly one image of every pair masked: the second (the probe).
@@ -63,3 +63,13 @@ def masked_indices(n_images: int, protocol: str) -> range:
     if protocol == "uu":
         return range(0)
     return range(1, n_images, 2) if protocol == "mu" else range(n_images)
+
+
+def pair_sides(images, masked, protocol: str):
+    """``(references, probes)`` of every pair under ``protocol``: image ``2j`` and ``2j+1`` taken from
+    ``images`` (clean) or ``masked`` (all images masked as ``mm`` masks them; ``mu`` reads only
+    the odd ones, ``uu`` none, so ``masked`` may then be ``None``)."""
+    check_protocol(protocol)
+    first = masked[0::2] if protocol == "mm" else images[0::2]
+    second = images[1::2] if protocol == "uu" else masked[1::2]
+    return first, second

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
 import re
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, MaskinvError
-from ..utils.io import atomic_write_bytes, atomic_write_json
+from ..utils.io import atomic_write_bytes, atomic_write_json, read_json_file
 from .input_convention import LAYOUT_CONVENTIONS, apply_convention, same_convention, sidecar_fields
 from .iresnet import IRESNET_DEPTHS, IRESNET_WIDTHS, scale_width
 from .registry import canonical_name, get_model
@@ -60,8 +59,44 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling / zip / truncation errors all mean "unreadable"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: cannot read checkpoint with torch.load(weights_only=True): {first}") from exc
+        raise CheckpointError(f"{path}: {_unreadable_reason(path, exc)}") from exc
+
+
+_WANTED = "expected PyTorch weights (a .pt/.pth state dict, an exported backbone.pt or a training checkpoint)"
+
+
+def _unreadable_reason(path: Path, exc: Exception) -> str:
+    """One line saying what the file is instead of torch's multi-paragraph unpickler text."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as e:
+        return f"cannot read the file ({e.strerror or e})"
+    kind = None
+    if not head:
+        kind = "an empty file"
+    elif path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head.lower())):
+        return (f"is an ONNX model, not PyTorch weights; {_WANTED}. ONNX models run in inference and "
+                "evaluation only (maskinv.load_model, embed/verify/eval)")
+    elif head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n":
+        kind = "an image"
+    elif b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+            kind = "a text file"
+        except UnicodeDecodeError:
+            pass
+    if kind:
+        return f"is {kind}, not a PyTorch checkpoint; {_WANTED}"
+    text = str(exc)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if m:
+        return (f"holds pickled Python objects ({m.group(1)}) that torch.load(weights_only=True) refuses; "
+                f"{_WANTED}: save model.state_dict(), not the model")
+    first = (text.strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+    if first.startswith("Weights only load failed"):
+        first = "torch.load(weights_only=True) refused it"
+    return f"not a readable PyTorch checkpoint, truncated or corrupted? ({first}); {_WANTED}"
 
 
 def _strip_prefixes(key: str) -> str:
@@ -238,12 +273,9 @@ def read_model_meta(path: str | os.PathLike) -> dict | None:
     """
     p = Path(path)
     side = p if p.suffix == ".json" else p.with_suffix(".json")
-    if not side.is_file():
+    meta = read_json_file(side, "model sidecar", CheckpointError)
+    if meta is None:
         return None
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{side}: unreadable model sidecar: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         return None
     if meta.get("format_version") != FORMAT_VERSION:

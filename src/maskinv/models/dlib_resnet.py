@@ -5,7 +5,7 @@ dlib aligns its own way: its 5-point shape predictor (eye corners, nose base) is
 a face box and ``compute_face_descriptor(image, shape)`` cuts and aligns a 150 px chip
 (padding 0.25) from the *original photo*. MTCNN/ArcFace five points (eye centres, nose tip,
 mouth corners) are different points and give rotated chips, so this recogniser never uses
-them: whichever detector found the face (``detector=``, default maskinv's dlib HOG backend),
+them: whichever detector found the face (``detector=``, default: the package's default detector, MTCNN, which also finds masked faces),
 only its box is used and dlib's 5-point predictor runs inside it. With dlib's HOG detector
 the result equals dlib's own full pipeline.
 
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFormatError, NoFaceError
+from .embedding import l2_normalize
 
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -112,7 +113,7 @@ class DlibRecognizer:
                     names: list[str] | None = None) -> tuple[np.ndarray, list[dict | None]]:
         """Raw dlib descriptors (N, 128) float64 (not normalised) and the face used per image.
 
-        Photos: the largest face of ``detector`` (default: this recogniser's, else dlib HOG);
+        Photos: the largest face of ``detector`` (default: this recogniser's, else the package default, MTCNN);
         no face raises :class:`NoFaceError` naming the image. ``aligned``: box = whole image.
         """
         from ..align import detect_faces, describe_source, read_image
@@ -162,8 +163,7 @@ def _l2n(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if len(x) == 0:
         return np.zeros((0, DlibRecognizer.embedding_size), np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+    return l2_normalize(x)
 
 
 __all__ = ["DlibRecognizer", "COSINE_THRESHOLD", "DLIB_DISTANCE_THRESHOLD"]

@@ -60,12 +60,27 @@ def check_images(images: Any, name: str = "images") -> np.ndarray:
     return arr
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) -> (N, size, size, 3): area interpolation when shrinking, linear when enlarging
+    (the one resize rule for crops of another size than the model's)."""
     import cv2
 
     h, w = images.shape[1:3]
     interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
     return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+
+
+def resized_note(resized: list[tuple[int, int]], total: int, s: int) -> None:
+    """The one warning for aligned crops of another size than the model's (``resized``: (w, h) each)."""
+    sizes = ", ".join(f"{w}x{h}" for w, h in sorted(set(resized))[:3]) + (", ..." if len(set(resized)) > 3 else "")
+    warnings.warn(f"resized {len(resized)} of {total} aligned images ({sizes}) to the model's input size {s}x{s}",
+                  UserWarning, stacklevel=4)
+
+
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) crops resized to ``size`` x ``size``, with the one note per call."""
+    resized_note([(crops.shape[2], crops.shape[1])] * len(crops), len(crops), size)
+    return resize_images(crops, size)
 
 
 def embed_with(forward: Callable, images: np.ndarray, *, batch_size: int = 256, flip: bool = True,
@@ -87,7 +102,7 @@ def embed_with(forward: Callable, images: np.ndarray, *, batch_size: int = 256, 
     for start in range(0, arr.shape[0], batch_size):
         batch = arr[start : start + batch_size]
         if size is not None and batch.shape[1:3] != (size, size):
-            batch = _resize(batch, size)
+            batch = resize_images(batch, size)
         x = to_tensor(batch, device=device, channels_last=channels_last)
         b = x.shape[0]
         if flip:
@@ -165,6 +180,28 @@ def embed_images(
                 model.to(memory_format=torch.channels_last if was_cl else torch.contiguous_format)
             if dev != home:
                 model.to(home)
+
+
+def l2_normalize(x: Any, *, what: str | None = None) -> np.ndarray:
+    """Rows of ``x`` (N, D) scaled to unit length: float32, C-contiguous, computed in float64.
+
+    The one NumPy normaliser of templates that do not come out of :func:`embed_images` (dlib
+    descriptors, gallery enrolment). ``what`` set (templates a user hands in): a (D,) vector is one
+    row, and another shape, NaN/inf or an all-zero row raise :class:`DataFormatError` naming
+    ``what``; without it (a network's output) an all-zero row stays zero.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if what is not None:
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise DataFormatError(f"{what}: expected (N, D) embeddings, got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise DataFormatError(f"{what}: embeddings contain NaN or infinity")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if what is not None and np.any(norms == 0):
+        raise DataFormatError(f"{what}: an embedding is all zeros")
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def pair_scores(emb_first: np.ndarray, emb_second: np.ndarray) -> np.ndarray:

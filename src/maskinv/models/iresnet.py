@@ -48,6 +48,27 @@ def spatial_after_stride2(size: int, times: int = 4) -> int:
     return size
 
 
+@torch.no_grad()
+def reset_norm_or_prelu(m: nn.Module) -> bool:
+    """arcface_torch's init of the parameter-light layers: BN (1, 0, fresh statistics), PReLU 0.25.
+    True when ``m`` was one of them (shared by the iResNet and MobileFaceNet initialisations)."""
+    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        m.reset_running_stats()
+        m.weight.fill_(1.0)
+        m.bias.zero_()
+    elif isinstance(m, nn.PReLU):
+        m.weight.fill_(0.25)
+    else:
+        return False
+    return True
+
+
+def check_four_stages(values: Sequence[int], what: str) -> None:
+    """Both backbones have four stride-2 stages: one entry per stage, else :class:`ConfigError`."""
+    if len(values) != 4:
+        raise ConfigError(f"{what}, got {list(values)}")
+
+
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
 
@@ -91,8 +112,7 @@ class IResNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if len(layers) != 4:
-            raise ConfigError(f"iResNet needs 4 stage depths (layers), got {list(layers)}")
+        check_four_stages(layers, "iResNet needs 4 stage depths (layers)")
         widths = [scale_width(c, width_mult) for c in IRESNET_WIDTHS]
         stem = scale_width(64, width_mult)
         self.embedding_size = int(embedding_size)
@@ -134,12 +154,8 @@ class IResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.normal_(0.0, 0.1, generator=generator)
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                m.reset_running_stats()
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-            elif isinstance(m, nn.PReLU):
-                m.weight.fill_(0.25)
+            elif reset_norm_or_prelu(m):
+                pass
             elif isinstance(m, nn.Linear):
                 # Same distribution as nn.Linear's default (kaiming_uniform a=sqrt(5)).
                 bound = 1.0 / math.sqrt(m.in_features)

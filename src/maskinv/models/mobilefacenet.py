@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .iresnet import scale_width, spatial_after_stride2
+from .iresnet import check_four_stages, reset_norm_or_prelu, scale_width, spatial_after_stride2
 
 
 class Flatten(nn.Module):
@@ -124,8 +124,7 @@ class MobileFaceNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if len(blocks) != 4:
-            raise ValueError(f"MobileFaceNet needs 4 block counts, got {list(blocks)}")
+        check_four_stages(blocks, "MobileFaceNet needs 4 block counts")
         w = lambda c: scale_width(c, width_mult)  # noqa: E731
         c1, c2 = w(64 * scale), w(128 * scale)
         self.embedding_size = int(embedding_size)
@@ -165,12 +164,8 @@ class MobileFaceNet(nn.Module):
                 w.normal_(0.0, math.sqrt(2.0 / fan_out), generator=generator)
                 if m.bias is not None:
                     m.bias.zero_()
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                m.reset_running_stats()
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-            elif isinstance(m, nn.PReLU):
-                m.weight.fill_(0.25)
+            else:
+                reset_norm_or_prelu(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:

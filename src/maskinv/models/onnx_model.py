@@ -21,7 +21,6 @@ Where each value came from is recorded in ``meta["input_convention_source"]``.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 
 from ..constants import INPUT_SIZE
 from ..errors import CheckpointError, ConfigError
+from ..utils.io import read_json_file
 from .input_convention import affine_from_standard, is_standard, parse_convention, same_convention
 
 META_PREFIX = "maskinv."
@@ -37,12 +37,9 @@ ZOO_DEFAULT = {"channel_order": "RGB", "normalization": {"scale": 1.0, "mean": 1
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
     side = path.with_suffix(".json")
-    if not side.is_file():
+    data = read_json_file(side, "model sidecar", CheckpointError)
+    if data is None:
         return None
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{side}: unreadable model sidecar: {exc}") from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{side}: model sidecar must be a JSON object")
     if data.get("format") == "maskinv-backbone":  # describes the PyTorch weights of the same stem, not this graph

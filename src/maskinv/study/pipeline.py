@@ -33,21 +33,40 @@ from .recipe import stages, study_plan, train_config
 from .report import mask_gallery, num, report_markdown, results_table
 from .runs import train_runs
 from .settings import DemoSettings, default_settings
+from .validate import check_settings
 
 _SUMMARY_KEYS = ("backbone", "step", "status", "loss", "head_loss", "kd_loss", "images_per_s", "elapsed_s",
                  "weights_sha256")
 
 
-def _check_settings(out: Path, s: DemoSettings) -> None:
-    """Same folder, same settings: reuse; other settings need another folder."""
+# what a demo writes into its folder (an unfinished demo with other settings is replaced: only these go)
+_STUDY_OUTPUTS = ("data", "runs", "teacher_cache", "eval", "results.json", "report.md", "mask_gallery.png")
+
+
+def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lambda msg: None) -> None:
+    """Same folder, same settings: reuse. Other settings: a finished demo (``results.json``
+    written) is kept and refused; an unfinished or failed one is started over."""
     settings_file = out / "demo_settings.json"
     current = json.loads(json.dumps(dataclasses.asdict(s)))
     if settings_file.exists():
-        previous = json.loads(settings_file.read_text())
+        try:
+            previous = json.loads(settings_file.read_text())
+        except (OSError, ValueError):
+            previous = {}
         changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        if changed and (out / "results.json").is_file():
+            raise ConfigError(f"{out} holds a finished demo run with other settings ({', '.join(changed)}); "
+                              "use another --out (or delete that folder)")
         if changed:
-            raise ConfigError(f"{out} holds a demo run with other settings ({', '.join(changed)}); "
-                              "use another --out or delete that folder")
+            say(f"[demo] {out} holds an unfinished demo run with other settings ({', '.join(changed)}): replacing it")
+            import shutil
+
+            for name in _STUDY_OUTPUTS:
+                p = out / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
     atomic_write_json(settings_file, current)
 
 
@@ -143,10 +162,11 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     s = (settings or default_settings()).scaled()
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out_dir)
+    check_settings(s, out)  # every setting and run config, before any file is written
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    _check_settings(out, s)
+    _check_settings(out, s, say)
 
     data_dir = out / "data"
     t0 = time.perf_counter()

@@ -18,15 +18,53 @@ from typing import Iterator
 from maskinv.errors import MaskinvError
 
 
+def _rerooted(summary: dict, run_dir: Path) -> dict:
+    """The summary with the paths it recorded inside its run folder re-rooted at ``run_dir``: the
+    study folder may have been moved or renamed, or the demo started from another directory."""
+    old = summary.get("out_dir")
+    out = dict(summary)
+    if not isinstance(old, str):
+        return out
+    for key in ("backbone", "backbone_meta", "head", "checkpoint", "config", "metrics"):
+        v = summary.get(key)
+        if isinstance(v, str) and v:
+            try:
+                out[key] = str(Path(run_dir) / Path(v).relative_to(old))
+            except ValueError:
+                pass
+    out["out_dir"] = str(run_dir)
+    return out
+
+
 def finished_summary(run_dir: Path) -> dict | None:
-    """The summary of a run that already completed in ``run_dir`` (a re-run reuses it)."""
+    """The summary of a run that already completed in ``run_dir`` (a re-run reuses it), its
+    paths pointing into ``run_dir`` wherever the folder now is."""
     try:
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    if summary.get("status") == "completed" and summary.get("backbone") and Path(summary["backbone"]).is_file():
+    if summary.get("status") != "completed":
+        return None
+    summary = _rerooted(summary, Path(run_dir))
+    if summary.get("backbone") and Path(summary["backbone"]).is_file():
         return summary
     return None
+
+
+def moved_since_stopped(run_dir: Path, cfg: dict) -> bool:
+    """True when the unfinished run in ``run_dir`` differs from ``cfg`` only in paths (data,
+    teacher, init): the study folder moved since it stopped, and its checkpoint names the old
+    place, so it cannot resume; the study trains it again (a finished run is simply reused)."""
+    from maskinv.train.checkpoint import latest_checkpoint, load_state
+    from maskinv.train.config import config_diff, config_from_dict
+    from maskinv.train.config_schema import path_keys
+
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        return False
+    saved = config_from_dict(load_state(path)["config"], origin=str(path), validate=False)
+    diff = config_diff(saved, config_from_dict(copy.deepcopy(cfg), validate=False), run_dir=run_dir)
+    return bool(diff) and set(diff) <= set(path_keys())
 
 
 def _child(cfg: dict, run_dir: str, threads: int) -> None:
@@ -67,8 +105,14 @@ def train_runs(jobs: list[tuple[str, dict, Path]], *, threads: int | None, paral
         done = finished_summary(run_dir)
         if done is not None:
             yield name, cfg, done
-        else:
-            todo.append((name, cfg, run_dir))
+            continue
+        if moved_since_stopped(run_dir, cfg):
+            import shutil
+            import sys
+
+            print(f"[demo] {name}: the study folder moved since this run stopped; training it again", file=sys.stderr)
+            shutil.rmtree(run_dir)
+        todo.append((name, cfg, run_dir))
     if not todo:
         return
     if not parallel or len(todo) == 1:

@@ -45,10 +45,24 @@ def read_metrics(path: str | Path) -> list[dict]:
     return out
 
 
+def progress_line(record: dict[str, Any], total_steps: int) -> str:
+    """The stderr line of a log window: ``step 8/16 epoch 1: loss 2.7731 (head 2.7731, kd 0) lr 0.1, 412 img/s``."""
+    def f(v, spec=".4g"):
+        return "nan" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+    total = f"/{total_steps}" if total_steps else ""
+    return (f"step {record['step']}{total} epoch {record.get('epoch', 0)}: loss {f(record.get('loss'))} "
+            f"(head {f(record.get('head_loss'))}, kd {f(record.get('kd_loss'))}) lr {f(record.get('lr'))}, "
+            f"{f(record.get('images_per_s'), '.0f')} img/s")
+
+
 class MetricsLogger:
     """Appends records to ``metrics.jsonl`` (flushed per line) and mirrors scalars to TensorBoard.
 
-    Only rank 0 creates one (``enabled=False`` elsewhere makes every call a no-op).
+    Only rank 0 creates one (``enabled=False`` elsewhere makes every call a no-op). Progress is
+    always shown: a bar when ``progress`` is on and stderr is a terminal, otherwise one line per
+    log window (every ``log_every`` steps) — a run never sits silent until it ends, and a log
+    file gets lines, not bar redraws.
     """
 
     def __init__(self, out_dir: Path, *, enabled: bool = True, tensorboard: bool = False, start_step: int = 0,
@@ -59,6 +73,8 @@ class MetricsLogger:
         self.tb = None
         self.tb_error: str | None = None
         self.bar = None
+        self.total_steps = int(total_steps or 0)
+        self.lines = False
         if not enabled:
             return
         self._fh = open(self.path, "a", encoding="utf-8")
@@ -69,11 +85,12 @@ class MetricsLogger:
                 self.tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"), purge_step=start_step or None)
             except Exception as exc:  # tensorboard not installed / broken: keep training
                 self.tb_error = f"{type(exc).__name__}: {exc}"
-        if progress:
+        if progress and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                             file=sys.stderr, desc="train")
+        self.lines = self.bar is None
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -81,6 +98,8 @@ class MetricsLogger:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         self._fh.write(json.dumps(clean) + "\n")
         self._fh.flush()
+        if self.lines and "event" not in record:
+            print(progress_line(record, self.total_steps), file=sys.stderr, flush=True)
         if self.tb is not None:
             step = int(record["step"])
             for k, v in record.items():

@@ -25,6 +25,7 @@ This module only sequences a run (setup, restore, step loop, finish); the parts 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,17 @@ from .step import TrainStep
 
 class TrainingDivergedError(MaskinvError):
     """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def resume_hint(out: Path, step: int, total: int, signum: int | None, checkpoint) -> str:
+    """The line printed when a signal stops a run: where it stopped and the command that continues it."""
+    import shlex
+    import signal
+
+    name = signal.Signals(signum).name if signum else "a signal"
+    saved = f"checkpoint {Path(checkpoint).name}" if checkpoint else "no checkpoint yet"
+    return (f"stopped by {name} at step {step}/{total} ({saved}); "
+            f"resume with: maskinv train --resume {shlex.quote(str(out))}")
 
 
 def run_training(cfg: TrainConfig | dict, out_dir: str | os.PathLike, *, max_steps: int | None = None,
@@ -313,5 +325,7 @@ class _Trainer:
             if status != "interrupted":
                 summary.update(export_student(self.cfg, out, s.backbone, s.head, step))
             write_summary(out, summary)
+            if status == "interrupted":
+                print(resume_hint(out, step, self.sched_total, self.stop_signal, self.ckpts.last), file=sys.stderr, flush=True)
         D.barrier()
         return summary

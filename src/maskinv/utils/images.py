@@ -38,8 +38,11 @@ def decode_image(data: bytes, where: str = "image") -> np.ndarray:
     """
     import cv2
 
+    from maskinv.utils.native_stderr import captured
+
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    with captured(where):  # libjpeg's "Corrupt JPEG data" -> a warning naming the image (CLI only)
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
         raise DataFormatError(f"{where}: undecodable image ({len(data)} bytes)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -78,3 +78,18 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json_file(path: str | os.PathLike, what: str, error: type[Exception]) -> Any | None:
+    """The parsed JSON document at ``path``, or ``None`` when there is no such file.
+
+    A file that cannot be read or is not JSON raises ``error`` (a ``MaskinvError`` subclass)
+    as ``"<path>: unreadable <what>: <reason>"``: sidecars and thresholds files read the same way.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{p}: unreadable {what}: {exc}") from exc

@@ -1,0 +1,204 @@
+"""Model files to model objects: :func:`load_model` and :class:`FaceModel`.
+
+The one place a path or name (our export + sidecar, an InsightFace/MagFace ``.pth``, an ONNX
+graph, ``"dlib"``, an in-memory ``nn.Module``) becomes a loaded embedding model. It sits in
+``models`` so evaluation (:mod:`maskinv.evaluate.model_specs`) and the facade
+(:mod:`maskinv.api`, which re-exports both names) share it without an upward import.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..constants import INPUT_SIZE
+from ..errors import CheckpointError, ConfigError, DataFormatError
+
+__all__ = ["FaceModel", "load_model", "is_model", "thresholds_path"]
+
+
+def thresholds_path(model_path: str | Path) -> Path:
+    """``dir/backbone.pt`` -> ``dir/backbone.thresholds.json`` (shared by its ``.onnx`` export
+    in the same folder: both carry the same fingerprint)."""
+    p = Path(model_path)
+    return p.with_name(f"{p.stem}.thresholds.json")
+
+
+@dataclass
+class FaceModel:
+    """A loaded embedding network plus what is needed to use it correctly.
+
+    ``fingerprint`` identifies the weights (SHA-256 of the weights file; an ONNX export
+    carries its source's fingerprint) and binds thresholds and galleries to this model.
+    """
+
+    backend: str                       # "torch" | "onnx"
+    path: Path | None
+    fingerprint: str
+    arch: str | None
+    embedding_size: int
+    input_size: int = INPUT_SIZE
+    precision: str = "fp32"            # torch: "fp32" | "bf16" (autocast)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    module: Any = field(default=None, repr=False)    # torch.nn.Module (torch backend)
+    session: Any = field(default=None, repr=False)   # onnxruntime.InferenceSession (onnx backend)
+    device: str = "cpu"
+
+    @property
+    def thresholds_file(self) -> Path | None:
+        return thresholds_path(self.path) if self.path else None
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Raw embeddings (N, D) float32 of aligned uint8 RGB crops (N, S, S, 3): no flip test,
+        not normalised (export checks, benchmarks); templates come from :meth:`embed_aligned`."""
+        import torch
+
+        from ..preprocess import to_tensor
+
+        x = to_tensor(batch)
+        if self.backend == "onnx":
+            return self._onnx_forward(x).numpy()
+        x = x.to(self.device)
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.module(x)
+        return out.float().cpu().numpy()
+
+    def embed_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`maskinv.models.embedding.embed_images` that give this
+        model's numerics; :func:`maskinv.thresholds.calibrate` scores benchmarks with the same
+        ones, so a calibrated threshold means the same score here. ``channels_last=False``:
+        the module may be shared between threads and is never converted."""
+        return {"device": self.device, "precision": self.precision, "channels_last": False}
+
+    def embed_aligned(self, crops: np.ndarray, *, flip: bool = True, batch_size: int = 64) -> np.ndarray:
+        """L2-normalised embeddings of aligned crops; ``flip``: normalize(f(x) + f(mirror x)).
+
+        ``batch_size``: crops + mirrors per forward pass. Computed by the one embedding core
+        (:mod:`maskinv.models.embedding`) for both backends."""
+        from .embedding import embed_images, embed_with
+
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        s = self.input_size
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
+            raise DataFormatError(
+                f"aligned crops must be uint8 (N, {s}, {s}, 3) RGB, got {crops.dtype} {crops.shape}")
+        if crops.shape[1:3] != (s, s) and len(crops):  # the embedding core's rule: resize, one note
+            from .embedding import resize_crops
+
+            crops = resize_crops(crops, s)
+        if len(crops) == 0:
+            return np.zeros((0, self.embedding_size), np.float32)
+        step = max(1, batch_size // 2 if flip else batch_size)
+        if self.backend == "onnx":
+            return embed_with(self._onnx_forward, crops, batch_size=step, flip=flip)
+        return embed_images(self.module, crops, flip=flip, batch_size=step, **self.embed_options())
+
+    def _onnx_forward(self, x):
+        import torch
+
+        # session: models.onnx_model.OnnxEmbedder (applies the graph's input convention)
+        return torch.from_numpy(np.asarray(self.session.run(x.numpy()), dtype=np.float32))
+
+
+def _module_fingerprint(module) -> str:
+    """SHA-256 over the state dict of an in-memory model (names, dtypes, shapes, bytes)."""
+    from ..utils.hashing import tensors_sha256
+
+    return tensors_sha256(module.state_dict().items())
+
+
+def _from_module(module, *, precision: str, device: str, path: Path | None = None,
+                 fingerprint: str | None = None, meta: dict | None = None) -> FaceModel:
+    import torch
+
+    module = module.eval().to(device)
+    arch = getattr(module, "arch", None) or {}
+    kw = dict(arch.get("kwargs") or {}) if isinstance(arch, dict) else {}
+    meta = dict(meta or {})
+    input_size = int(meta.get("input_size") or kw.get("input_size") or INPUT_SIZE)
+    emb = meta.get("embedding_size") or kw.get("embedding_size")
+    if emb is None:  # foreign module: ask it
+        with torch.inference_mode():
+            emb = module(torch.zeros(2, 3, input_size, input_size, device=device)).shape[1]
+    return FaceModel(backend="torch", path=path, fingerprint=fingerprint or _module_fingerprint(module),
+                     arch=arch.get("name") if isinstance(arch, dict) else None, embedding_size=int(emb),
+                     input_size=input_size, precision=precision, meta=meta, module=module, device=device)
+
+
+def _load_onnx(path: Path, **convention: Any) -> FaceModel:
+    from ..utils.hashing import file_sha256
+    from .onnx_model import OnnxEmbedder
+
+    emb = OnnxEmbedder(path, **convention)
+    fp = emb.meta.get("source_fingerprint") or file_sha256(path)
+    return FaceModel(backend="onnx", path=path, fingerprint=fp, arch=emb.meta.get("arch"),
+                     embedding_size=emb.embedding_size, input_size=emb.input_size, meta=emb.meta, session=emb)
+
+
+def is_model(obj) -> bool:
+    """A FaceModel, or a recogniser with the same interface (e.g. the dlib one)."""
+    return isinstance(obj, FaceModel) or (hasattr(obj, "embed_aligned") and hasattr(obj, "fingerprint"))
+
+
+def load_model(path, arch: str | None = None, *, backend: str | None = None, precision: str = "fp32",
+               device: str = "cpu", **arch_kwargs: Any) -> FaceModel:
+    """Load an embedding model for inference.
+
+    ``path``: our export (``backbone.pt`` + ``backbone.json`` sidecar), an InsightFace /
+    ElasticFace / MaskInv ``*backbone.pth`` (pass ``arch``, e.g. ``"r100"``, when it cannot be
+    inferred), a MagFace checkpoint (``layout="magface"`` or auto-detected), an ``.onnx``
+    file (ours or an ArcFace-style zoo model), an in-memory ``nn.Module``, or ``"dlib"``
+    (dlib's ResNet descriptor; embeds from photos, see :mod:`maskinv.models.dlib_resnet`).
+    ``input_mean``/``input_std``/``channel_order``: the weights' input convention when no
+    sidecar or metadata tells it (pixels 0..255: ``(x - input_mean) / input_std``).
+    ``backend``: ``"torch"`` or ``"onnx"`` (default: from the file suffix).
+    ``precision`` (torch): ``"fp32"`` or ``"bf16"`` autocast (faster on recent CPUs).
+    """
+    if is_model(path):
+        return path
+    convention = {k: arch_kwargs.pop(k) for k in ("input_mean", "input_std", "channel_order")
+                  if arch_kwargs.get(k) is not None}
+    if isinstance(path, str) and path == "dlib" and not Path(path).exists():
+        from .dlib_resnet import DlibRecognizer
+
+        try:
+            return DlibRecognizer(**arch_kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"load_model('dlib'): {exc} (accepted: detector, num_jitters, models_dir)") from None
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        import torch
+
+        if isinstance(path, torch.nn.Module):
+            return _from_module(path, precision=precision, device=device)
+        raise ConfigError(f"load_model: expected a path or an nn.Module, got {type(path).__name__}")
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: model file not found")
+    if backend is None:
+        backend = "onnx" if p.suffix.lower() == ".onnx" else "torch"
+    if backend == "onnx":
+        return _load_onnx(p, **convention)
+    if backend != "torch":
+        raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if p.suffix.lower() == ".onnx":
+        raise ConfigError(f"{p}: an .onnx file runs on backend='onnx'")
+    from .checkpoint import load_backbone, model_fingerprint, read_model_meta
+
+    if convention:  # explicit input convention of the weights (pixels 0..255: (x - mean) / std)
+        from .input_convention import parse_convention
+
+        arch_kwargs["input_convention"] = parse_convention(
+            {"channel_order": convention.get("channel_order", "RGB"),
+             "normalization": {"scale": 1.0, "mean": convention.get("input_mean", 127.5),
+                               "std": convention.get("input_std", 127.5)}}, str(p))
+    module = load_backbone(p, name=arch, **arch_kwargs)
+    meta = read_model_meta(p) or {}
+    return _from_module(module, precision=precision, device=device, path=p,
+                        fingerprint=model_fingerprint(p), meta=meta)
