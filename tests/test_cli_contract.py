@@ -80,6 +80,7 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
         ("eval",): ({}, [*model, "--bench", str(r / "tiny.bin"), "--out", str(new / "eval"), "--no-plots"]),
         ("metrics",): ({"scores": _p(r, "scores.csv")}, []),
         ("demo",): ({}, ["--quick", "--out", str(new / "demo")]),
+        ("study",): ({}, ["--quick", "--seeds", "1,2", "--out", str(new / "study")]),
         ("align",): ({"image": _p(r, "crop0.png"), "out": [str(new / "a.png")]}, []),
         # batch commands skip an unreadable image (exit 1) by design; --strict makes it the error
         ("embed",): ({"images": _p(r, "crop0.png", "crop1.png")},
