@@ -121,3 +121,17 @@ def test_folders_written_before_the_adapt_settings_are_the_same_study():
     assert changed_settings(old, cur) == []
     assert changed_settings(old, {**cur, "with_adapt": True})  # turning the row on is a change
     assert changed_settings({**old, "size": 1}, cur) == ["size"]
+
+
+def test_seed_summary_includes_the_adapt_row(adapt_runs):
+    from maskinv.study.seeds import summarize, summary_markdown
+
+    _, _, after, _ = adapt_runs
+    other = json.loads(json.dumps(after))  # a second "seed" with other numbers
+    other["models"]["maskinv_adapt"]["mu"]["accuracy_mean"] += 0.01
+    summary = summarize({7: after, 8: other})
+    assert summary["models"]["maskinv_adapt"]["mu"]["accuracy_mean"]["sd"] > 0
+    comp = {(c["model_a"], c["model_b"], c["protocol"]) for c in summary["comparisons"]}
+    assert {("teacher", "maskinv_adapt", "mu"), ("maskinv_lg", "maskinv_adapt", "mu")} <= comp
+    md = summary_markdown(summary)
+    assert "MaskInv-adapt (no labels)" in md and "adapt − teacher" in md and "adapt − LG" in md
