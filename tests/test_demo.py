@@ -32,7 +32,7 @@ def test_results_json_layout(demo_run):
     out, doc = demo_run
     saved = json.loads((out / "results.json").read_text())
     assert saved["seed"] == 3
-    assert list(saved["models"]) == ["teacher", "elasticface_arc_aug", "maskinv_lg", "maskinv_hg"]
+    assert list(saved["models"]) == ["teacher", "elasticface_arc_aug", "maskinv_lg", "maskinv_hg", "maskinv_lg_long"]
     n_pairs = quick_settings().val_pairs
     for name, m in saved["models"].items():
         for proto in ("uu", "mu", "mm"):
@@ -58,6 +58,22 @@ def test_study_uses_the_method(demo_run):
     assert runs["maskinv_lg"]["kd_loss"] > 0 and not runs["elasticface_arc_aug"]["kd_loss"]
 
 
+def test_comparisons_carry_paired_bootstrap_intervals(demo_run):
+    out, doc = demo_run
+    saved = json.loads((out / "results.json").read_text())
+    keys = {(c["model_a"], c["model_b"], c["protocol"]) for c in saved["comparisons"]}
+    for proto in ("uu", "mu", "mm"):
+        assert ("elasticface_arc_aug", "maskinv_lg", proto) in keys and ("maskinv_lg_long", "maskinv_hg", proto) in keys
+    assert ("teacher", "maskinv_lg", "uu") in keys
+    for c in saved["comparisons"]:
+        assert c["benchmark"] == "synth_val" and c["n_boot"] == quick_settings().bootstrap
+        for m in ("accuracy", "eer"):
+            lo, hi = c[m]["ci95"]
+            assert lo <= hi and c[m]["diff"] == pytest.approx(c[m]["b"] - c[m]["a"], abs=1e-5)
+    assert saved["data"]["eval_mask_seed"] == 3  # the study seed
+    assert "LG − Aug, synth_val M-U: accuracy" in (out / "report.md").read_text()
+
+
 def test_masked_protocols_change_scores(demo_run):
     _, doc = demo_run
     t = doc["models"]["teacher"]
@@ -67,7 +83,7 @@ def test_masked_protocols_change_scores(demo_run):
 def test_stages_run_independent_models_together():
     plan = study_plan(quick_settings())
     assert [[r.name for r in st] for st in stages(plan)] == [["teacher", "elasticface_arc_aug"], ["maskinv_lg"],
-                                                             ["maskinv_hg"]]
+                                                             ["maskinv_hg", "maskinv_lg_long"]]
 
 
 def test_settings_overrides_are_typed():
@@ -101,7 +117,7 @@ def test_trainer_overrides_go_through_train_config(tmp_path):
     assert cfg["optim"]["momentum"] == 0.85 and cfg["model"]["kwargs"] == {"width_mult": 0.125, "input_size": 24}
     assert cfg["data"]["path"] == str(tmp_path / "data x: y")  # written as YAML, read back as the same string
     assert cfg["teacher"]["cache"] == {"mode": "prepass", "enabled": True, "path": str(tmp_path / "cache")}
-    assert cfg["kd"]["weight"] == s.lambda_lg and cfg["runtime"]["seed"] == 3
+    assert cfg["kd"]["weight"] == s.lambda_lg and cfg["runtime"]["seed"] == 2  # seed 0, the students' offset
     with pytest.raises(ConfigError, match="optim.momentun"):
         apply_settings_overrides(quick_settings(), ["optim.momentun=0.8"])
 

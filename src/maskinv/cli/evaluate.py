@@ -53,6 +53,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exact", action="store_true", help="accuracy threshold over all score midpoints instead of the InsightFace grid")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--out", required=True, metavar="DIR", type=A.output_dir, help="output folder")
+    p.add_argument("--bootstrap", type=A.non_negative_int, default=0, metavar="N",
+                   help="compare every two models on each benchmark and protocol (B - A, paired by pair index) with "
+                   "N paired-bootstrap replicates: 95 %% CIs under 'comparisons' in results.json (default 0: off)")
     # folder benchmarks (a --bench that is a directory); the logic lives in maskinv.data.folder_bench
     from maskinv.cli.data import add_folder_bench_options
 
@@ -249,7 +252,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed, mask_kind=args.mask_kind, flip=not args.no_flip, batch_size=args.batch_size,
         precision=args.precision, device=args.device, folds=args.folds, exact=args.exact,
         out_dir=args.out, plots=not args.no_plots, log=lambda msg: print(msg, file=sys.stderr),
+        bootstrap=args.bootstrap,
     )
+    if doc.get("comparisons"):
+        from maskinv.evaluate.bootstrap import render_comparisons_markdown
+
+        print(render_comparisons_markdown(doc["comparisons"]), end="")
     written = doc["report"]
     print(f"wrote {written['json']} and {written['markdown']} ({len(written['plots'])} plots)", file=sys.stderr)
     return 0

@@ -220,7 +220,7 @@ def metrics_on_resamples(scores: np.ndarray, genuine: np.ndarray, rs: Resamples,
 # ----------------------------------------------------------------------------- public API
 def paired_bootstrap(scores_a: Any, scores_b: Any, issame: Any, *, n_boot: int = 1000, seed: int = 0,
                      metrics: Sequence[str] = ("accuracy", "eer"), groups: Any = None,
-                     folds: int = 10) -> dict[str, Any]:
+                     folds: int = 10, memo: dict | None = None) -> dict[str, Any]:
     """Paired bootstrap of ``metric(B) - metric(A)`` (percentage points) with 95 % percentile CIs.
 
     Args:
@@ -232,6 +232,9 @@ def paired_bootstrap(scores_a: Any, scores_b: Any, issame: Any, *, n_boot: int =
         groups: None (stratified pair bootstrap) or (N,) cluster ids (identity of each
             comparison): clusters are resampled with all their comparisons.
         folds: folds of the accuracy protocol.
+        memo: a dict shared by calls on the same pairs (same ``issame``/``groups`` objects, same
+            ``n_boot``/``seed``/``folds``): the resamples and each score array's metrics are computed
+            once (the results are the same as without it).
 
     Returns:
         ``{"difference": "b - a", "unit": "points", "n_boot", "seed", "resampling", "folds",
@@ -249,6 +252,40 @@ def paired_bootstrap(scores_a: Any, scores_b: Any, issame: Any, *, n_boot: int =
     if int(n_boot) < 1 or int(folds) < 1:
         raise ConfigError(f"paired_bootstrap: n_boot and folds must be >= 1, got {n_boot} and {folds}")
     n_boot, folds = int(n_boot), int(folds)
+    n = g.shape[0]
+    memo = {} if memo is None else memo
+    refs = memo.setdefault("_refs", [])  # keep keyed objects alive: their id()s stay unique
+    refs += [issame, groups, scores_a, scores_b]
+    rs_key = ("rs", id(issame), id(groups), n_boot, int(seed), folds, tuple(metrics))
+    if rs_key in memo:
+        rs, n_clusters, unit = memo[rs_key]
+    else:
+        rs, n_clusters, unit = memo[rs_key] = _resamples(g, groups, n_boot, seed, folds)
+    full = Resamples.identity(n, folds)
+
+    def on(orig: Any, x: np.ndarray, which: str, r: Resamples) -> dict[str, np.ndarray]:
+        key = (which, id(orig), rs_key)
+        if key not in memo:
+            memo[key] = metrics_on_resamples(x, g, r, metrics)
+        return memo[key]
+
+    out_metrics: dict[str, Any] = {}
+    va, vb = on(scores_a, a, "full", full), on(scores_b, b, "full", full)
+    ba = on(scores_a, a, "boot", rs)
+    bb = ba if b is a or np.array_equal(a, b) else on(scores_b, b, "boot", rs)
+    for m in metrics:
+        d = 100.0 * (bb[m] - ba[m])
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        out_metrics[m] = {"a": 100.0 * float(va[m][0]), "b": 100.0 * float(vb[m][0]),
+                          "diff": 100.0 * float(vb[m][0] - va[m][0]), "ci95": [float(lo), float(hi)],
+                          "se": float(np.std(d, ddof=1)) if n_boot > 1 else 0.0}
+    return {"difference": "b - a", "unit": "points", "n_boot": n_boot, "seed": int(seed), "resampling": unit,
+            "folds": folds, "n_pairs": n, "n_genuine": int(g.sum()), "n_impostor": int((~g).sum()),
+            "n_clusters": n_clusters, "metrics": out_metrics}
+
+
+def _resamples(g: np.ndarray, groups: Any, n_boot: int, seed: int, folds: int) -> tuple[Resamples, int | None, str]:
+    """The replicates of :func:`paired_bootstrap`: stratified pairs, or whole clusters of ``groups``."""
     rng = np.random.default_rng(seed)
     n = g.shape[0]
     if groups is None:
@@ -267,20 +304,7 @@ def paired_bootstrap(scores_a: Any, scores_b: Any, issame: Any, *, n_boot: int =
         if np.any(n_gen_rep == 0) or np.any(n_gen_rep == rs.sizes):
             raise DataFormatError("groups: a cluster resample holds only genuine or only impostor pairs; "
                                   "use more clusters or clusters that hold both kinds")
-    full = Resamples.identity(n, folds)
-    out_metrics: dict[str, Any] = {}
-    va, vb = metrics_on_resamples(a, g, full, metrics), metrics_on_resamples(b, g, full, metrics)
-    ba = metrics_on_resamples(a, g, rs, metrics)
-    bb = ba if b is a or np.array_equal(a, b) else metrics_on_resamples(b, g, rs, metrics)
-    for m in metrics:
-        d = 100.0 * (bb[m] - ba[m])
-        lo, hi = np.percentile(d, [2.5, 97.5])
-        out_metrics[m] = {"a": 100.0 * float(va[m][0]), "b": 100.0 * float(vb[m][0]),
-                          "diff": 100.0 * float(vb[m][0] - va[m][0]), "ci95": [float(lo), float(hi)],
-                          "se": float(np.std(d, ddof=1)) if n_boot > 1 else 0.0}
-    return {"difference": "b - a", "unit": "points", "n_boot": n_boot, "seed": int(seed), "resampling": unit,
-            "folds": folds, "n_pairs": n, "n_genuine": int(g.sum()), "n_impostor": int((~g).sum()),
-            "n_clusters": n_clusters, "metrics": out_metrics}
+    return rs, n_clusters, unit
 
 
 def comparison_entry(model_a: str, model_b: str, benchmark: str, protocol: str, result: dict) -> dict[str, Any]:
@@ -292,6 +316,58 @@ def comparison_entry(model_a: str, model_b: str, benchmark: str, protocol: str, 
         entry[m] = {"diff": round(v["diff"], 6), "ci95": [round(v["ci95"][0], 6), round(v["ci95"][1], 6)],
                     "a": round(v["a"], 6), "b": round(v["b"], 6)}
     return entry
+
+
+def results_comparisons(results: Sequence[dict], *, n_boot: int = 1000, seed: int = 0,
+                        pairs: Sequence[tuple] | None = None, metrics: Sequence[str] = ("accuracy", "eer"),
+                        cluster_key: str = "probe_identity", cluster_protocols: Sequence[str] = ("probe_ref",),
+                        ) -> list[dict[str, Any]]:
+    """``comparisons`` entries for the per-pair scores of a results document's ``results`` list.
+
+    ``results``: entries ``{"model", "benchmark", "protocol", "metrics": {"scores", "genuine", ...}}``
+    (:func:`maskinv.evaluate.evaluate_models`). Two models are compared on the same benchmark and
+    protocol, paired by pair index. ``pairs``: ``(model_a, model_b)`` or ``(model_a, model_b,
+    protocols)`` to compare (B − A); default every pair of models in result order. A protocol of
+    ``cluster_protocols`` (comparisons share images) is resampled by the ``cluster_key`` array of
+    its metrics (the probe's identity) and skipped when that array is absent.
+    """
+    by_key: dict[tuple, dict] = {}
+    models: list[str] = []
+    cells: list[tuple] = []
+    for e in results:
+        by_key[(e["model"], e["benchmark"], e["protocol"])] = e["metrics"]
+        models += [e["model"]] if e["model"] not in models else []
+        cells += [(e["benchmark"], e["protocol"])] if (e["benchmark"], e["protocol"]) not in cells else []
+    if pairs is None:
+        pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+    out: list[dict[str, Any]] = []
+    memos: dict[tuple, dict] = {}  # per (benchmark, protocol): resamples and each model's metrics computed once
+    for pair in pairs:
+        a, b = pair[0], pair[1]
+        protos = None if len(pair) < 3 or pair[2] is None else set(pair[2])
+        for bench, proto in cells:
+            ma, mb = by_key.get((a, bench, proto)), by_key.get((b, bench, proto))
+            if ma is None or mb is None or (protos is not None and proto not in protos):
+                continue
+            if "scores" not in ma or "scores" not in mb:
+                raise DataFormatError(f"comparison {b} - {a} on {bench} {proto}: the results hold no per-pair scores")
+            ga, gb = np.asarray(ma["genuine"]), np.asarray(mb["genuine"])
+            if ga.shape != gb.shape or not np.array_equal(ga, gb):
+                raise DataFormatError(f"comparison {b} - {a} on {bench} {proto}: the models were not scored on the "
+                                      f"same pairs ({ga.shape[0]} vs {gb.shape[0]} pairs or other labels)")
+            groups = None
+            if proto in cluster_protocols:
+                if cluster_key not in ma:
+                    continue  # no identity clusters: a pair bootstrap would be too narrow
+                groups = ma[cluster_key]
+            use = [m for m in metrics if not (m == "accuracy" and ma.get("accuracy_mean", 0) is None)]
+            memo = memos.setdefault((bench, proto), {})
+            # one labels/groups object per cell (the models' copies are equal): the resamples are shared
+            cell_g, cell_groups = memo.setdefault("_cell", (ma["genuine"], groups))
+            res = paired_bootstrap(ma["scores"], mb["scores"], cell_g, n_boot=n_boot, seed=seed, metrics=use,
+                                   groups=cell_groups, memo=memo)
+            out.append(comparison_entry(a, b, bench, proto, res))
+    return out
 
 
 # ----------------------------------------------------------------------------- across seeds

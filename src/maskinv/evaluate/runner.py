@@ -116,6 +116,7 @@ def evaluate_models(
     plots: bool = True,
     scores: bool = True,
     log: Callable[[str], None] | None = None,
+    bootstrap: int = 0,
 ) -> dict[str, Any]:
     """Score every model on every benchmark under every protocol.
 
@@ -136,6 +137,8 @@ def evaluate_models(
         out_dir: when given, write ``results.json``, ``results.md``, plots (``plots``) and score
             CSVs (``scores``) there; the written paths are returned under ``"report"``.
         log: receives one line per (model, benchmark, protocol).
+        bootstrap: when > 0, add ``comparisons`` (:func:`paired_comparisons`) with that many
+            paired-bootstrap replicates.
 
     Returns:
         The results document (:mod:`maskinv.evaluate.reports`): ``settings``, ``versions``,
@@ -198,11 +201,23 @@ def evaluate_models(
                 say(f"{model.label} {blabel} {proto}: not scored ({why})")
         del bench, masked
 
-    # steps on the scored document (e.g. paired comparisons between models) go here
-
+    # steps on the scored document go here: paired comparisons between models
+    if bootstrap:
+        doc["comparisons"] = paired_comparisons(doc, bootstrap, seed=seed)
     if out_dir is not None:
         doc["report"] = write_report(out_dir, doc, plots=plots, scores=scores)
     return doc
+
+
+def paired_comparisons(doc: Mapping[str, Any], n_boot: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """Every pair of models on the same benchmark and protocol (B − A in model order, paired by
+    pair index): ``comparisons`` entries with paired-bootstrap 95 % CIs of accuracy and EER.
+    ``probe_ref`` resamples probe identities and is skipped when its result has none."""
+    from .bootstrap import results_comparisons
+
+    if len(doc["models"]) < 2:
+        raise ConfigError(f"--bootstrap compares models: give two or more, got {len(doc['models'])}")
+    return results_comparisons(doc["results"], n_boot=int(n_boot), seed=seed)
 
 
 def metrics_of(doc: Mapping[str, Any], model: str, benchmark: str, protocol: str) -> dict[str, Any]:

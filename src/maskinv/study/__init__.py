@@ -5,7 +5,9 @@
 - :mod:`.runs` — training through :func:`maskinv.train.run_training`, independent runs in
   spawned processes, finished runs reused;
 - :mod:`.pipeline` — :func:`run_demo`: data, training, evaluation (:func:`maskinv.evaluate.evaluate_models`);
-- :mod:`.report` — the Markdown table and report, the mask gallery.
+- :mod:`.report` — the Markdown table and report, the mask gallery;
+- :mod:`.select` — choosing λ on validation pairs (``maskinv demo --select-lambda``);
+- :mod:`.seeds` — the multi-seed study and its summary (``maskinv study``).
 
 Names are imported lazily (no torch on ``import maskinv.study``).
 """
@@ -22,6 +24,8 @@ _EXPORTS = {
     "stages": "recipe",
     "train_config": "recipe",
     "run_demo": "pipeline",
+    "select_lambda": "select",
+    "run_study": "seeds",
     "results_table": "report",
     "model_title": "report",
 }

@@ -3,15 +3,21 @@
 1. generate SynthFaces: training identities (RecordIO) and held-out verification pairs (``.bin``);
 2. train the teacher (ElasticFace-Arc, clean images) and, from the same data and schedule, the
    ElasticFace-Arc-Aug baseline (masks, λ = 0) side by side; then MaskInv-LG (masks + KD from the
-   frozen teacher); then MaskInv-HG (large λ, from the LG student) when ``with_hg``
-   (:mod:`.recipe` says what each run is, :mod:`.runs` trains them);
-3. evaluate every model on U-U, M-U and M-M with :func:`maskinv.evaluate.evaluate_models`;
-4. write ``results.json`` (``{"seed", "models": {name: {"uu", "mu", "mm", "run"}}, ...}``),
+   frozen teacher, the same runtime seed as Aug); then MaskInv-HG (large λ, from the LG student)
+   and its control (LG continued for the same steps) when ``with_hg``/``with_control``; with
+   ``with_adapt`` MaskInv-adapt beside LG: the teacher adapted without labels on photos of other
+   identities (:mod:`.adapt_row`) (:mod:`.recipe` says what each run is, :mod:`.runs` trains them);
+3. evaluate every model on U-U, M-U and M-M with :func:`maskinv.evaluate.evaluate_models`
+   (masks of the study seed, fp32 by default);
+4. paired-bootstrap comparisons (LG − Aug, HG − Aug, control − Aug, HG − control, LG − teacher
+   on U-U; adapt − teacher, adapt − LG on M-U) on the per-pair scores (:func:`maskinv.evaluate.bootstrap.results_comparisons`);
+5. write ``results.json`` (``{"seed", "models": {name: {"uu", "mu", "mm", "run"}}, "comparisons": [...], ...}``),
    ``report.md`` (:mod:`.report`), the evaluation report with plots in ``eval/`` and a mask
    gallery; print the table.
 
 A re-run into the same folder with the same settings reuses finished runs and resumes
-interrupted ones; other settings are refused.
+interrupted ones; other settings are refused, except the adapt settings alone (the other runs
+are kept, the adapt row is added).
 """
 from __future__ import annotations
 
@@ -22,21 +28,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from maskinv.errors import ConfigError
+from maskinv.errors import ConfigError, MaskinvError
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .recipe import stages, study_plan, train_config
 from .report import mask_gallery, num, report_markdown, results_table
 from .runs import train_runs
-from .settings import DemoSettings, default_settings
+from .settings import ADAPT_KEYS, DemoSettings, changed_settings, default_settings
 from .validate import check_settings
 
 _SUMMARY_KEYS = ("backbone", "step", "status", "loss", "head_loss", "kd_loss", "images_per_s", "elapsed_s",
-                 "weights_sha256")
+                 "weights_sha256", "backbone_step")
 
 
 # what a demo writes into its folder (an unfinished demo with other settings is replaced: only these go)
-_STUDY_OUTPUTS = ("data", "runs", "teacher_cache", "eval", "results.json", "report.md", "mask_gallery.png")
+_STUDY_OUTPUTS = ("data", "adapt_data", "runs", "teacher_cache", "eval", "results.json", "report.md", "mask_gallery.png")
 
 
 def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lambda msg: None) -> None:
@@ -49,7 +55,17 @@ def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lam
             previous = json.loads(settings_file.read_text())
         except (OSError, ValueError):
             previous = {}
-        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        changed = changed_settings(previous, current)
+        if changed and set(changed) <= set(ADAPT_KEYS):
+            # the other runs do not depend on these: keep them (the adapt run's own folder is
+            # reused only when its settings are unchanged)
+            say(f"[demo] {out}: only the adapt settings changed ({', '.join(changed)}): keeping the other runs")
+            import shutil
+
+            for p in (out / "adapt_data", out / "runs" / "maskinv_adapt"):
+                if p.is_dir():
+                    shutil.rmtree(p)
+            changed = []
         if changed and (out / "results.json").is_file():
             raise ConfigError(f"{out} holds a finished demo run with other settings ({', '.join(changed)}); "
                               "use another --out (or delete that folder)")
@@ -66,28 +82,45 @@ def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lam
     atomic_write_json(settings_file, current)
 
 
-def _make_data(s: DemoSettings, data_dir: Path, say: Callable[[str], None]) -> Path:
+def _make_data(s: DemoSettings, data_dir: Path, say: Callable[[str], None], *, select: bool = False) -> dict[str, Path]:
+    """SynthFaces for seed ``s.seed``: training identities, the test pairs (``synth_val.bin``) and,
+    with ``select``, the validation pairs of further identities (``synth_select.bin``)."""
     from maskinv.data.synth import generate_dataset
 
     if not (data_dir / "synth_meta.json").exists():
         say(f"[demo] SynthFaces: {s.identities} identities x {s.images_per_identity} images at {s.size}px, "
-            f"{s.val_pairs} held-out pairs of {s.val_identities} other identities")
+            f"{s.val_pairs} test pairs of {s.val_identities} other identities"
+            + (f", {s.select_pairs} validation pairs of {s.select_identities} further identities" if select else ""))
         if data_dir.exists():
             import shutil
 
             shutil.rmtree(data_dir)  # an interrupted generation: start the data over
         generate_dataset(data_dir, identities=s.identities, images_per_identity=s.images_per_identity, seed=s.seed,
-                         size=s.size, val_identities=s.val_identities, val_pairs=s.val_pairs, difficulty=s.difficulty,
+                         size=s.size, val_identities=s.val_identities, val_pairs=s.val_pairs,
+                         select_identities=s.select_identities if select else 0,
+                         select_pairs=s.select_pairs if select else 0, difficulty=s.difficulty,
                          workers=1, progress=sys.stderr.isatty())
-    return data_dir / "synth_val.bin"
+    out = {"test": data_dir / "synth_val.bin"}
+    if select:
+        out["select"] = data_dir / "synth_select.bin"
+    return out
 
 
-def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Callable[[str], None]) -> dict[str, dict]:
+def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Callable[[str], None],
+           plan: list | None = None) -> dict[str, dict]:
     runs: dict[str, dict] = {}
-    for stage in stages(study_plan(s)):
+    for stage in stages(plan if plan is not None else study_plan(s)):
         jobs = []
         for run in stage:
             teacher = Path(runs[run.teacher]["backbone"]) if run.teacher else None
+            if run.role == "adapt":
+                from .adapt_row import adapt_job
+
+                say(f"[demo] training {run.name}: {run.steps} steps x {s.adapt_batch_size} unlabeled images, "
+                    f"mask prob {run.mask_prob}, λ {run.kd}, no head")
+                jobs.append((run.name, adapt_job(s, teacher, out / "adapt_data", out / "adapt_data" / "synth_val.bin"),
+                             out / "runs" / run.name))
+                continue
             init = Path(runs[run.init]["backbone"]) if run.init else None
             cfg = train_config(s, run, data_dir, teacher=teacher, init=init, cache_dir=out / "teacher_cache",
                                progress=sys.stderr.isatty())
@@ -95,6 +128,9 @@ def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Calla
             jobs.append((run.name, cfg, out / "runs" / run.name))
         t0 = time.perf_counter()
         for name, cfg, summary in train_runs(jobs, threads=s.threads, parallel=s.parallel):
+            if summary.get("status") != "completed" or not summary.get("backbone"):
+                raise MaskinvError(f"training {name} stopped ({summary.get('status')}) at step {summary.get('step')}; "
+                                   "run the same command again to resume it")
             runs[name] = {**{k: summary.get(k) for k in _SUMMARY_KEYS}, "config": cfg, "run_dir": str(out / "runs" / name)}
             timings[f"train_{name}_s"] = summary.get("elapsed_s") or 0.0
             say(f"[demo]   {name} done in {num(summary.get('elapsed_s'), '.0f')} s: loss {num(summary.get('loss'))} "
@@ -104,9 +140,45 @@ def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Calla
     return runs
 
 
+def demo_pairs(s: DemoSettings) -> list[tuple]:
+    """The comparisons the study reports (B − A): each student against Aug on every protocol, HG
+    against its step-matched control, LG against the teacher on unmasked pairs; MaskInv-adapt
+    against the teacher on every protocol and against LG on M-U."""
+    out: list[tuple] = [("elasticface_arc_aug", "maskinv_lg", None)]
+    if s.with_hg:
+        out.append(("elasticface_arc_aug", "maskinv_hg", None))
+    if s.with_control:
+        out.append(("elasticface_arc_aug", "maskinv_lg_long", None))
+    if s.with_hg and s.with_control:
+        out.append(("maskinv_lg_long", "maskinv_hg", None))
+    out.append(("teacher", "maskinv_lg", ["uu"]))
+    if s.with_adapt:
+        out += [("teacher", "maskinv_adapt", ["mu", "mm", "uu"]), ("maskinv_lg", "maskinv_adapt", ["mu"])]
+    return out
+
+
+def evaluate_runs(s: DemoSettings, runs: dict[str, dict], benches: dict[str, Path], out_dir: Path,
+                  pairs: list[tuple]) -> tuple[dict, dict[str, dict], list[dict]]:
+    """Score every trained model on ``benches`` (masks of seed ``s.mask_seed``, ``s.eval_precision``);
+    returns the evaluation document, ``{model: {protocol: metrics}}`` and the paired-bootstrap
+    ``comparisons`` of ``pairs`` (none when ``s.bootstrap`` is 0)."""
+    from maskinv.evaluate import ModelSpec, evaluate_models
+    from maskinv.evaluate.bootstrap import results_comparisons
+
+    models = {name: ModelSpec(path=r["backbone"], sha256=r["weights_sha256"]) for name, r in runs.items()}
+    ev = evaluate_models(models, benches, s.protocols, seed=s.mask_seed, mask_kind=s.mask_kind,
+                         flip=s.flip, precision=s.eval_precision, out_dir=out_dir)
+    per_model: dict[str, dict[str, Any]] = {name: {} for name in runs}
+    for e in ev["results"]:
+        per_model[e["model"]][e["protocol"]] = {k: v for k, v in e["metrics"].items() if k not in ("scores", "genuine")}
+    comparisons = []
+    if s.bootstrap > 0:
+        comparisons = results_comparisons(ev["results"], n_boot=s.bootstrap, seed=s.seed, pairs=pairs)
+    return ev, per_model, comparisons
+
+
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: Callable[[str], None] | None = None) -> dict:
     """Run the whole study into ``out_dir``; returns the ``results.json`` document."""
-    from maskinv.evaluate import ModelSpec, evaluate_models
     from maskinv.evaluate.reports import results_json, versions
     from maskinv.utils.hashing import file_sha256
 
@@ -121,33 +193,36 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
 
     data_dir = out / "data"
     t0 = time.perf_counter()
-    val_bin = _make_data(s, data_dir, say)
+    val_bin = _make_data(s, data_dir, say)["test"]
+    if s.with_adapt:
+        from .adapt_row import make_adapt_data
+
+        make_adapt_data(s, out / "adapt_data", say)
     timings["data_s"] = time.perf_counter() - t0
 
     runs = _train(s, out, data_dir, timings, say)
+    if "maskinv_adapt" in runs:  # the adapt row last in the table (it trains beside LG)
+        runs = {**{k: v for k, v in runs.items() if k != "maskinv_adapt"}, "maskinv_adapt": runs["maskinv_adapt"]}
 
     # every model scores the same masked copies of the held-out pairs (masked once)
     t0 = time.perf_counter()
-    models = {name: ModelSpec(path=r["backbone"], sha256=r["weights_sha256"]) for name, r in runs.items()}
-    ev = evaluate_models(models, {"synth_val": val_bin}, s.protocols, seed=s.eval_seed, mask_kind=s.mask_kind,
-                         flip=s.flip, precision=s.eval_precision, out_dir=out / "eval")
-    models_out: dict[str, dict[str, Any]] = {name: {} for name in runs}
-    for e in ev["results"]:
-        models_out[e["model"]][e["protocol"]] = {k: v for k, v in e["metrics"].items() if k not in ("scores", "genuine")}
+    ev, models_out, comparisons = evaluate_runs(s, runs, {"synth_val": val_bin}, out / "eval", demo_pairs(s))
     for name in runs:
         models_out[name]["run"] = runs[name]
     timings["eval_s"] = time.perf_counter() - t0
     written = ev["report"]
 
-    gallery = mask_gallery(val_bin, out / "mask_gallery.png", seed=s.eval_seed)
+    gallery = mask_gallery(val_bin, out / "mask_gallery.png", seed=s.mask_seed)
     timings["total_s"] = time.perf_counter() - t_start
     doc = {
         "seed": s.seed,
         "models": models_out,
+        "comparisons": comparisons,
         "settings": dataclasses.asdict(s),
         "timings": timings,
         "versions": versions(),
-        "data": {"dir": str(data_dir), "val_bin": str(val_bin), "val_bin_sha256": file_sha256(val_bin)},
+        "data": {"dir": str(data_dir), "val_bin": str(val_bin), "val_bin_sha256": file_sha256(val_bin),
+                 "eval_mask_seed": s.mask_seed},
         "files": {"eval_results": str(written["json"]), "plots": [str(p) for p in written["plots"]],
                   "mask_gallery": str(gallery) if gallery else None},
     }

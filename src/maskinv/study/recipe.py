@@ -13,16 +13,25 @@ from typing import Any
 from .settings import DemoSettings, recipe
 
 
+#: ``runtime.seed = seed * 1000 + offset``. Every student of one seed shares one runtime seed, so
+#: Aug, LG, HG and the control get the same initialisation, batch order, mask bank, mask draws and
+#: margin draws: λ (and HG's starting point) is the only difference between them.
+TEACHER_SEED_OFFSET = 1
+STUDENT_SEED_OFFSET = 2
+
+
 @dataclass
 class RunPlan:
     """One training run of the study. ``teacher``/``init`` name earlier runs whose backbone
-    this run needs (the frozen KD teacher; the student it starts from)."""
+    this run needs (the frozen KD teacher; the student it starts from). ``role`` is
+    ``teacher`` or ``student`` (head settings and runtime seed follow it), or ``adapt``: not a
+    trainer config of this module but :func:`maskinv.train.adapt.adapt_model` (:mod:`.adapt_row`)."""
 
     name: str
     steps: int
     mask_prob: float
     kd: float
-    seed_offset: int
+    role: str = "student"
     teacher: str | None = None
     init: str | None = None
     lr: float | None = None
@@ -31,17 +40,33 @@ class RunPlan:
     def __post_init__(self) -> None:
         self.needs = {self.teacher, self.init} - {None}
 
+    @property
+    def seed_offset(self) -> int:
+        return TEACHER_SEED_OFFSET if self.role == "teacher" else STUDENT_SEED_OFFSET
+
 
 def study_plan(s: DemoSettings) -> list[RunPlan]:
     """Teacher (clean images), ElasticFace-Arc-Aug (masks, λ=0), MaskInv-LG (masks + KD from the
-    teacher) and, with ``with_hg``, MaskInv-HG (from LG's backbone and head, large λ)."""
+    teacher); with ``with_hg`` MaskInv-HG (from LG's backbone and head, large λ, ``hg_lr``) and with
+    ``with_control`` the control ``maskinv_lg_long``: LG continued for HG's steps at HG's rate with
+    LG's λ, so that HG − control isolates the large λ from the extra steps; with ``with_adapt``
+    ``maskinv_adapt``, the teacher adapted without labels (it needs only the teacher: it trains
+    beside LG)."""
     plan = [
-        RunPlan("teacher", s.teacher_steps, 0.0, 0.0, seed_offset=1),
-        RunPlan("elasticface_arc_aug", s.student_steps, s.mask_prob, 0.0, seed_offset=2),
-        RunPlan("maskinv_lg", s.student_steps, s.mask_prob, s.lambda_lg, seed_offset=3, teacher="teacher"),
+        RunPlan("teacher", s.teacher_steps, 0.0, 0.0, role="teacher"),
+        RunPlan("elasticface_arc_aug", s.student_steps, s.mask_prob, 0.0),
+        RunPlan("maskinv_lg", s.student_steps, s.mask_prob, s.lambda_lg, teacher="teacher"),
     ]
+    if s.with_adapt:
+        from maskinv.train.adapt import ADAPT_DEFAULTS
+
+        plan.append(RunPlan("maskinv_adapt", s.adapt_steps, ADAPT_DEFAULTS["masks"]["prob"],
+                            ADAPT_DEFAULTS["kd"]["weight"], role="adapt", teacher="teacher"))
     if s.with_hg:
-        plan.append(RunPlan("maskinv_hg", s.hg_steps, s.mask_prob, s.lambda_hg, seed_offset=4, teacher="teacher",
+        plan.append(RunPlan("maskinv_hg", s.hg_steps, s.mask_prob, s.lambda_hg, teacher="teacher",
+                            init="maskinv_lg", lr=s.hg_lr))
+    if s.with_control:
+        plan.append(RunPlan("maskinv_lg_long", s.hg_steps, s.mask_prob, s.lambda_lg, teacher="teacher",
                             init="maskinv_lg", lr=s.hg_lr))
     return plan
 
@@ -81,7 +106,7 @@ def run_overrides(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Pat
         "model.kwargs": {"width_mult": s.width_mult, "input_size": s.size},
         "model.init": str(init) if init else None,
         "head.name": s.head,
-        "head.kwargs": dict(s.head_kwargs),
+        "head.kwargs": dict(s.teacher_head_kwargs if run.role == "teacher" else s.head_kwargs),
         # a run that starts from a trained student starts from its class centres too
         "head.init": str(Path(init).parent / "head.pt") if init else None,
         "teacher.path": str(teacher) if teacher else None,
@@ -91,15 +116,18 @@ def run_overrides(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Pat
         "teacher.cache.path": str(cache_dir) if cache_dir else None,
         "masks.prob": run.mask_prob,
         "kd.weight": run.kd,
+        # the rate is per batch of batch_size images (no rescaling): 0.1 per 128 by default
         "optim.lr": run.lr or s.lr,
         "optim.lr_reference_batch": s.batch_size,
         "schedule.epochs": epochs,
-        "schedule.milestones": [epochs * 0.6, epochs * 0.85],
+        # drops at 60 % and 85 % of the run. Milestones are 1-based epochs under the public code's
+        # rule (x0.1 once m - 1 <= epoch, maskinv.train.schedule), hence the + 1
+        "schedule.milestones": [epochs * 0.6 + 1, epochs * 0.85 + 1],
         "schedule.warmup_epochs": epochs * 0.05,
         "precision.mode": s.precision,
         "runtime.batch_size": s.batch_size,
         "runtime.checkpoint_every": max(run.steps // 2, 1),
-        "runtime.seed": s.seed * 1000 + run.seed_offset,
+        "runtime.seed": s.seed * 1000 + run.seed_offset,  # shared by all students of a seed
         "runtime.threads": s.threads,
     }
     return [override(k, v) for k, v in values.items()]

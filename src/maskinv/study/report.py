@@ -13,13 +13,26 @@ MODEL_TITLES = {
     "teacher": "ElasticFace-Arc (teacher, no masks)",
     "elasticface_arc_aug": "ElasticFace-Arc-Aug (masks, λ=0)",
     "maskinv_lg": "MaskInv-LG (masks + KD, λ={lambda_lg:g})",
-    "maskinv_hg": "MaskInv-HG (from LG, λ={lambda_hg:g})",
+    "maskinv_hg": "MaskInv-HG (from LG, λ={lambda_hg:g}, +{hg_steps} steps)",
+    "maskinv_lg_long": "control: LG +{hg_steps} steps (λ={lambda_lg:g})",
+    "maskinv_adapt": "MaskInv-adapt (no labels)",
 }
+
+#: Short names for the comparison lines.
+SHORT_NAMES = {"teacher": "teacher", "elasticface_arc_aug": "Aug", "maskinv_lg": "LG", "maskinv_hg": "HG",
+               "maskinv_lg_long": "LG+steps", "maskinv_adapt": "adapt"}
 
 
 def model_title(name: str, settings: dict) -> str:
     """Table label of a model of the study, with the λ actually used."""
     return MODEL_TITLES.get(name, name).format(**settings)
+
+
+def comparisons_markdown(doc: dict) -> str:
+    """The paired-bootstrap differences of ``doc["comparisons"]`` as Markdown lines (B − A)."""
+    from maskinv.evaluate.bootstrap import render_comparisons_markdown
+
+    return render_comparisons_markdown(doc.get("comparisons") or [], SHORT_NAMES)
 
 
 def num(v: Any, fmt: str = ".3f") -> str:
@@ -53,10 +66,17 @@ def report_markdown(doc: dict, table: str) -> str:
         f"Seed {doc['seed']}; {s['identities']} training identities × {s['images_per_identity']} images at "
         f"{s['size']}×{s['size']}; {s['val_pairs']} held-out verification pairs of {s['val_identities']} unseen identities. "
         f"Backbone {s['backbone']} (width ×{s['width_mult']}, {s['embedding_size']}-d), batch {s['batch_size']}, "
-        f"{s['teacher_steps']} teacher / {s['student_steps']} student steps, mask probability {s['mask_prob']}.", "",
-        f"Evaluation: flip test {'on' if s['flip'] else 'off'}, precision {s['eval_precision']}, mask seed {s['eval_seed']}. "
+        f"{s['teacher_steps']} teacher / {s['student_steps']} student steps (HG and the control: {s['hg_steps']} more from LG "
+        f"at lr {s['hg_lr']:g}), mask probability {s['mask_prob']}; ElasticFace-Arc s {s['head_kwargs'].get('s')}, "
+        f"σ {s['teacher_head_kwargs'].get('std')} (teacher) / {s['head_kwargs'].get('std')} (students).", "",
+        f"Evaluation: flip test {'on' if s['flip'] else 'off'}, precision {s['eval_precision']}, "
+        f"mask seed {doc.get('data', {}).get('eval_mask_seed', s['eval_seed'])}. "
         "Accuracy: 10-fold LFW protocol (%). EER and FMR100 (FNMR at FMR ≤ 1 %) in %. " + legend() + ".", "",
         table, "",
+        f"## Paired differences (B − A, points; 95 % paired bootstrap over pairs, {s['bootstrap']} replicates)", "",
+        "All students of the seed share initialisation, batch order and mask and margin draws; every model "
+        "scores the same masked pairs. Positive accuracy / negative EER differences favour B.", "",
+        comparisons_markdown(doc) or "(no comparisons: bootstrap = 0)", "",
         "## Training", "",
         "| model | steps | final loss | head loss | KD loss | img/s | time (s) |", "|---|---:|---:|---:|---:|---:|---:|",
     ]

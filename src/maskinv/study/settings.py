@@ -45,6 +45,8 @@ class DemoSettings:
     size: int
     val_identities: int
     val_pairs: int
+    select_identities: int
+    select_pairs: int
     difficulty: str
     backbone: str
     width_mult: float
@@ -59,18 +61,35 @@ class DemoSettings:
     lambda_lg: float
     lambda_hg: float
     with_hg: bool
+    with_control: bool
     head: str
+    teacher_head_kwargs: dict
     head_kwargs: dict
     precision: str
     threads: Optional[int]
     parallel: bool
     teacher_cache: bool
+    with_adapt: bool
+    adapt_identities: int
+    adapt_images_per_identity: int
+    adapt_val_identities: int
+    adapt_val_pairs: int
+    adapt_batch_size: int
+    adapt_steps: int
+    adapt_evals: int
+    adapt_patience: int
     protocols: tuple
-    eval_seed: int
+    eval_seed: Optional[int]
     mask_kind: str
     flip: bool
     eval_precision: str
+    bootstrap: int
     train_overrides: list
+
+    @property
+    def mask_seed(self) -> int:
+        """Seed of the evaluation masks: ``eval_seed``, else the study seed (each seed its own masks)."""
+        return self.seed if self.eval_seed is None else self.eval_seed
 
     def scaled(self) -> "DemoSettings":
         """Step counts scaled by ``minutes / 10``: the default steps were sized for a 10-minute budget
@@ -82,7 +101,22 @@ class DemoSettings:
         s.teacher_steps = max(10, round(self.teacher_steps * f))
         s.student_steps = max(10, round(self.student_steps * f))
         s.hg_steps = max(5, round(self.hg_steps * f))
+        s.adapt_steps = max(5, round(self.adapt_steps * f))
         return s
+
+
+#: Settings of the adapt row: a study folder written before they existed is the same study when the
+#: row is off, and one that differs only in them keeps its runs (the adapt run is added or redone).
+ADAPT_KEYS = tuple(f.name for f in dataclasses.fields(DemoSettings) if f.name.startswith("adapt_")) + ("with_adapt",)
+
+
+def changed_settings(previous: dict, current: dict) -> list[str]:
+    """The settings that differ between two ``dataclasses.asdict`` documents; adapt settings absent
+    from ``previous`` (written before the adapt row) count as unchanged while ``with_adapt`` is off."""
+    keys = set(previous) | set(current)
+    if not current.get("with_adapt"):
+        keys -= {k for k in ADAPT_KEYS if k not in previous}
+    return sorted(k for k in keys if previous.get(k) != current.get(k))
 
 
 def _coerce(key: str, value: Any, raw: Any) -> Any:

@@ -205,7 +205,8 @@ def build_masker(cfg: TrainConfig, image_size: int, device: torch.device):
         return None
     from maskinv.masks import BatchMasker
 
-    return BatchMasker(image_size=image_size, kinds=tuple(cfg.masks.kinds), device=device)
+    # the run's seed drives the mask bank too (seed 0 = the bank every run used before)
+    return BatchMasker(image_size=image_size, kinds=tuple(cfg.masks.kinds), device=device, seed=cfg.runtime.seed)
 
 
 @dataclass

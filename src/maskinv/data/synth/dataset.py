@@ -18,6 +18,8 @@ from .render import _image_rng, encode_jpeg, render_face, render_faces
 
 __all__ = ["generate_dataset", "preview_grid"]
 
+_SELECT_TAG = 0x5E1  # pair stream of the validation (selection) split
+
 
 def _render_job(args: tuple) -> tuple[bytes, np.ndarray]:
     seed, ident, j, size, difficulty = args
@@ -63,6 +65,35 @@ def _map(jobs: list[tuple], workers: int, progress: bool, desc: str):
             pool.join()
 
 
+def _write_pairs(out: Path, name: str, seed: int, tag: int, first: int, n_ids: int, n_pairs: int, size: int,
+                 difficulty, workers: int, progress: bool) -> np.ndarray:
+    """``{name}.bin`` (+ landmarks): ``n_pairs`` pairs of identities ``first .. first+n_ids-1``,
+    alternately genuine and impostor; returns ``issame``."""
+    from maskinv.data.bins import save_bin
+    from maskinv.utils.io import atomic_path
+
+    prng = np.random.default_rng([int(seed), tag])
+    vjobs = []
+    issame = np.zeros(n_pairs, bool)
+    for p in range(n_pairs):
+        genuine = p % 2 == 0  # alternate: every contiguous fold stays balanced
+        a = int(prng.integers(0, n_ids))
+        b = a if genuine else int((a + prng.integers(1, n_ids)) % n_ids)
+        issame[p] = genuine
+        # image indices of held-out identities are unique per pair slot
+        vjobs.append((seed, first + a, 2 * p, size, difficulty))
+        vjobs.append((seed, first + b, 2 * p + 1, size, difficulty))
+    vimgs, vlms = [], np.empty((2 * n_pairs, 68, 2), np.float32)
+    for i, (data, lm) in enumerate(_map(vjobs, workers, progress, name)):
+        vimgs.append(data)
+        vlms[i] = lm
+    save_bin(out / f"{name}.bin", vimgs, issame)
+    with atomic_path(out / f"{name}_landmarks.npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, vlms)
+    return issame
+
+
 def generate_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -72,6 +103,8 @@ def generate_dataset(
     size: int = 112,
     val_identities: int = 0,
     val_pairs: int = 0,
+    select_identities: int = 0,
+    select_pairs: int = 0,
     difficulty: str | float = "default",
     workers: int = 1,
     progress: bool = False,
@@ -84,20 +117,25 @@ def generate_dataset(
     ``(max_key + 1, 68, 2)`` indexed by record key, NaN for non-image records), and when
     ``val_pairs > 0``: ``synth_val.bin`` (pairs of held-out identities
     ``identities .. identities+val_identities-1``, alternately genuine and impostor) with
-    ``synth_val_landmarks.npy`` ((2 * val_pairs, 68, 2)), plus ``synth_meta.json``.
+    ``synth_val_landmarks.npy`` ((2 * val_pairs, 68, 2)), plus ``synth_meta.json``. When
+    ``select_pairs > 0`` also ``synth_select.bin`` (+ landmarks): a validation split for choosing
+    settings, of ``select_identities`` further identities (disjoint from training and from
+    ``synth_val.bin``); without it the output is unchanged.
     Output bytes depend only on the arguments (not on ``workers``).  Returns a summary dict.
     """
-    from maskinv.data.bins import save_bin
     from maskinv.data.recordio import write_insightface_recordio
     from maskinv.errors import ConfigError
     from maskinv.utils.io import atomic_path, atomic_write_json
 
     for name, v, lo in (("identities", identities, 1), ("images_per_identity", images_per_identity, 1), ("size", size, 16),
-                        ("val_identities", val_identities, 0), ("val_pairs", val_pairs, 0), ("workers", workers, 1)):
+                        ("val_identities", val_identities, 0), ("val_pairs", val_pairs, 0),
+                        ("select_identities", select_identities, 0), ("select_pairs", select_pairs, 0), ("workers", workers, 1)):
         if int(v) != v or v < lo:
             raise ConfigError(f"generate_dataset: {name} must be an integer >= {lo}, got {v!r}")
     if val_pairs and val_identities < 2:
         raise ConfigError("generate_dataset: val_pairs needs val_identities >= 2 (impostor pairs need two identities)")
+    if select_pairs and select_identities < 2:
+        raise ConfigError("generate_dataset: select_pairs needs select_identities >= 2 (impostor pairs need two identities)")
     _difficulty(difficulty)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,27 +163,17 @@ def generate_dataset(
         "difficulty": difficulty,
     }
     if val_pairs:
-        prng = np.random.default_rng([int(seed), _PAIR_TAG])
-        vjobs = []
-        issame = np.zeros(val_pairs, bool)
-        for p in range(val_pairs):
-            genuine = p % 2 == 0  # alternate: every contiguous fold stays balanced
-            a = int(prng.integers(0, val_identities))
-            b = a if genuine else int((a + prng.integers(1, val_identities)) % val_identities)
-            issame[p] = genuine
-            # image indices of held-out identities are unique per pair slot
-            vjobs.append((seed, identities + a, 2 * p, size, difficulty))
-            vjobs.append((seed, identities + b, 2 * p + 1, size, difficulty))
-        vimgs, vlms = [], np.empty((2 * val_pairs, 68, 2), np.float32)
-        for i, (data, lm) in enumerate(_map(vjobs, workers, progress, "synth val")):
-            vimgs.append(data)
-            vlms[i] = lm
-        save_bin(out / "synth_val.bin", vimgs, issame)
-        with atomic_path(out / "synth_val_landmarks.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, vlms)
+        issame = _write_pairs(out, "synth_val", seed, _PAIR_TAG, identities, val_identities, val_pairs, size,
+                              difficulty, workers, progress)
         summary.update(val_bin=str(out / "synth_val.bin"), val_landmarks=str(out / "synth_val_landmarks.npy"),
                        num_pairs=int(val_pairs), num_genuine=int(issame.sum()), val_identities=int(val_identities))
+    if select_pairs:
+        # a second held-out split for choosing settings: identities after the test ones, another pair stream
+        issame = _write_pairs(out, "synth_select", seed, _SELECT_TAG, identities + val_identities, select_identities,
+                              select_pairs, size, difficulty, workers, progress)
+        summary.update(select_bin=str(out / "synth_select.bin"), select_landmarks=str(out / "synth_select_landmarks.npy"),
+                       select_num_pairs=int(select_pairs), select_num_genuine=int(issame.sum()),
+                       select_identities=int(select_identities))
     meta = {"generator": "SynthFaces", "version": 1, **{k: v for k, v in summary.items() if k != "out_dir"},
             "images_per_identity": images_per_identity, "landmarks_convention": "68 iBUG points, output pixel coordinates"}
     atomic_write_json(out / "synth_meta.json", meta)
