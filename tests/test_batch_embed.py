@@ -94,7 +94,7 @@ def test_aligned_crops_of_another_size_are_resized_with_one_note(model32, files,
     assert len(notes) == 1 and "2 of 3 aligned images (112x112)" in str(notes[0].message)
     assert "32x32" in str(notes[0].message)
     assert emb.shape == (3, 32)
-    np.testing.assert_allclose(emb[0], emb[1])
+    np.testing.assert_allclose(emb[0], emb[1], atol=1e-6)  # same crop; batch position may move the last bits
     # the same numbers as the embedding core (evaluation) gives for the same crops
     import cv2
 
