@@ -40,19 +40,9 @@ def _photos() -> dict[str, np.ndarray]:
 
 
 def _mask_photo(img, landmarks, seed, kind, **pin):
-    """apply_mask rendered in a 5-eye-distance square around the face, pasted back."""
-    from maskinv.masks import apply_mask
+    from maskinv.masks import mask_photo
 
-    pts = np.asarray(landmarks, np.float64)
-    eyes = (pts[36:42].mean(0), pts[42:48].mean(0)) if len(pts) == 68 else (pts[0], pts[1])
-    iod = np.linalg.norm(eyes[1] - eyes[0])
-    cx, cy = pts.mean(0)
-    h, w = img.shape[:2]
-    x0, y0 = max(0, int(cx - 2.5 * iod)), max(0, int(cy - 2.5 * iod))
-    x1, y1 = min(w, int(cx + 2.5 * iod)), min(h, int(cy + 2.5 * iod))
-    out = img.copy()
-    out[y0:y1, x0:x1] = apply_mask(img[y0:y1, x0:x1], pts - [x0, y0], seed, kind, **pin).image
-    return out
+    return mask_photo(img, landmarks, seed, kind, **pin).image
 
 
 def _eye_error(face, ref) -> float:

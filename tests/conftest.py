@@ -9,6 +9,19 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_synth_cache(tmp_path_factory):
+    """Generated SynthFaces go to a per-session cache: never the user's ~/.cache/maskinv, and
+    never shared with another process writing the same dataset at the same time."""
+    old = os.environ.get("MASKINV_CACHE")
+    os.environ["MASKINV_CACHE"] = str(tmp_path_factory.mktemp("maskinv_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MASKINV_CACHE", None)
+    else:
+        os.environ["MASKINV_CACHE"] = old
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

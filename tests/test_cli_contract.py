@@ -80,6 +80,8 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
         ("eval",): ({}, [*model, "--bench", str(r / "tiny.bin"), "--out", str(new / "eval"), "--no-plots"]),
         ("metrics",): ({"scores": _p(r, "scores.csv")}, []),
         ("demo",): ({}, ["--quick", "--out", str(new / "demo")]),
+        ("adapt",): ({"overrides": []}, ["--teacher", str(r / "model.pt"), "--images", str(r / "faces"), "--aligned",
+                                         "--out", str(new / "adapt"), "--max-steps", "1", "--val", str(r / "tiny.bin")]),
         ("study",): ({}, ["--quick", "--seeds", "1,2", "--out", str(new / "study")]),
         ("align",): ({"image": _p(r, "crop0.png"), "out": [str(new / "a.png")]}, []),
         # batch commands skip an unreadable image (exit 1) by design; --strict makes it the error
@@ -150,6 +152,7 @@ def _bad_values(action, r: Path) -> list[str]:
         "device": ["bogus", "cuda:99"],
         "existing_file": [missing, folder, a_file],  # a text file is no model, image, .bin, CSV, ...
         "model_ref": [missing, folder, a_file],
+        "bin_file": [missing, folder, a_file],
         "number": ["x", "nan", "inf"],
         "protocol_list": ["xy", ","],
         "existing_dir": [missing, a_file],

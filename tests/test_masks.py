@@ -277,3 +277,23 @@ def test_mask_pair_protocols():
 def test_random_kind_covers_every_realistic_kind(face):
     kinds = {apply_mask(face, None, s).params["kind"] for s in range(40)}
     assert kinds == set(RANDOM_KINDS)
+
+
+def test_mask_photo_masks_only_around_the_face_of_a_real_photo():
+    """A full photo: the mask lands on the lower face given by the landmarks; the rest is untouched."""
+    skdata = pytest.importorskip("skimage.data")
+    from maskinv.errors import DataFormatError
+    from maskinv.masks import mask_photo
+
+    photo = skdata.astronaut()
+    five = np.array([[190.0, 110.0], [245.0, 108.0], [218.0, 140.0], [196.0, 165.0], [240.0, 163.0]])
+    res = mask_photo(photo, five, 3, "surgical")
+    changed = np.argwhere(np.any(res.image != photo, axis=-1))
+    assert changed.size > 0 and res.alpha.shape == photo.shape[:2]
+    (ymin, xmin), (ymax, xmax) = changed.min(0), changed.max(0)
+    iod = 55.0
+    assert ymin > five[:2, 1].mean() - 0.5 * iod  # nothing above the eyes
+    assert 218 - 2.5 * iod <= xmin and xmax <= 218 + 2.5 * iod
+    assert np.array_equal(mask_photo(photo, five, 3, "surgical").image, res.image)  # seeded
+    with pytest.raises(DataFormatError, match="landmarks"):
+        mask_photo(photo, five[:3], 0)

@@ -43,19 +43,9 @@ def _eye_error(face, ref_landmarks) -> float:
 
 
 def _mask_photo(img, landmarks, seed, kind, **pin):
-    """``apply_mask`` on a full photo, rendered in a 5-eye-distance square around the face only
-    (a mask never reaches further; rendering the whole 512x512 photo costs ~5x more)."""
-    from maskinv.masks import apply_mask
+    from maskinv.masks import mask_photo
 
-    pts = np.asarray(landmarks, np.float64)
-    iod = np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0)) if len(pts) == 68 else np.linalg.norm(pts[1] - pts[0])
-    cx, cy = pts.mean(0)
-    h, w = img.shape[:2]
-    x0, y0 = max(0, int(cx - 2.5 * iod)), max(0, int(cy - 2.5 * iod))
-    x1, y1 = min(w, int(cx + 2.5 * iod)), min(h, int(cy + 2.5 * iod))
-    out = img.copy()
-    out[y0:y1, x0:x1] = apply_mask(img[y0:y1, x0:x1], pts - [x0, y0], seed, kind, **pin).image
-    return out
+    return mask_photo(img, landmarks, seed, kind, **pin).image
 
 
 # ----------------------------------------------------------------------------- nets

@@ -34,7 +34,7 @@ from .transform import invert_affine, similarity_matrix, transform_points, umeya
 __all__ = [
     "AlignedFace", "Face", "DEFAULT_DETECTOR", "FaceDetector", "DlibDetector", "DetectorUnavailableError",
     "align_face", "align_faces", "detect_faces", "five_from_68", "get_detector",
-    "list_detectors", "register_detector", "read_image", "describe_source",
+    "list_detectors", "register_detector", "resolve_detector", "read_image", "describe_source",
     "umeyama", "similarity_matrix", "transform_points", "invert_affine", "warp_to_template",
 ]
 
@@ -51,7 +51,9 @@ class AlignedFace:
         return self.face.to_dict()
 
 
-def _resolve(detector: str | FaceDetector | None) -> FaceDetector:
+def resolve_detector(detector: str | FaceDetector | None = None) -> FaceDetector:
+    """The detector object for a name, an object, or None (the package default: MTCNN, else dlib
+    with one warning); its ``name`` says which one really runs (cache keys, run records)."""
     if detector is None:
         return get_detector()  # mtcnn, or dlib with a one-line warning if its weights are missing
     if isinstance(detector, str):
@@ -61,7 +63,7 @@ def _resolve(detector: str | FaceDetector | None) -> FaceDetector:
 
 def detect_faces(image, detector: str | FaceDetector | None = None) -> list[Face]:
     """All faces in ``image`` (path, bytes or uint8 RGB array), largest first."""
-    return _resolve(detector).detect(read_image(image))
+    return resolve_detector(detector).detect(read_image(image))
 
 
 def align_face(image: np.ndarray, landmarks, size: int = INPUT_SIZE) -> np.ndarray:
@@ -81,7 +83,7 @@ def align_faces(image, detector: str | FaceDetector | None = None, *, size: int 
     if on_no_face not in ("raise", "empty"):
         raise ConfigError(f"on_no_face must be 'raise' or 'empty', got {on_no_face!r}")
     img = read_image(image, name=name)
-    faces = _resolve(detector).detect(img)
+    faces = resolve_detector(detector).detect(img)
     if not faces:
         if on_no_face == "raise":
             label = name or describe_source(image)

@@ -82,7 +82,7 @@ def align_folder(in_dir, out_dir, detector: str | FaceDetector | None = None, *,
     :class:`ConfigError` for a missing ``in_dir``, ``out_dir`` equal to it, or a tree without images.
     """
     from ..utils.io import atomic_write_json, atomic_write_text
-    from . import _resolve
+    from . import resolve_detector
 
     src, dst = Path(in_dir), Path(out_dir)
     if not src.is_dir():
@@ -92,7 +92,7 @@ def align_folder(in_dir, out_dir, detector: str | FaceDetector | None = None, *,
     images, skipped = _list_images(src.resolve(), dst.resolve())
     if not images:
         raise ConfigError(f"{src}: no images ({', '.join(IMAGE_SUFFIXES)}) found in the folder tree")
-    det = _resolve(detector)
+    det = resolve_detector(detector)
 
     from tqdm import tqdm
 

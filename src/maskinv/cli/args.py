@@ -194,6 +194,21 @@ def existing_file(text: str) -> str:
     return text
 
 
+def looks_like_bin(path: str | os.PathLike) -> bool:
+    """Every verification .bin is a pickle of protocol >= 2 (first byte 0x80)."""
+    with open(path, "rb") as fh:
+        return fh.read(1) == b"\x80"
+
+
+def bin_file(text: str) -> str:
+    """An existing verification ``.bin`` (checked by its first byte; decoded later)."""
+    existing_file(text)
+    if not looks_like_bin(text):
+        raise _Bad(f"{text}: not a verification .bin (a pickle of images and issame flags, "
+                   "as InsightFace and `maskinv data bin` write)")
+    return text
+
+
 def model_ref(text: str) -> str:
     """A model file, or ``dlib`` (dlib's built-in descriptor) when no file has that name."""
     if text == "dlib" and not Path(text).exists():

@@ -233,14 +233,13 @@ def eval_inputs(args: argparse.Namespace) -> tuple[list, list]:
 def _check_bench_files(args: argparse.Namespace) -> None:
     """A --bench file that is not a pickle (every .bin is one) fails here, before any model is
     loaded and any progress line printed (the contract: one line for a user mistake)."""
+    from maskinv.cli.args import looks_like_bin
     from maskinv.errors import DataFormatError
 
     for b in args.bench:
-        if Path(b).is_file():
-            with open(b, "rb") as fh:
-                if fh.read(1) != b"\x80":
-                    raise DataFormatError(f"{b}: not a verification .bin (a pickle of images and issame flags, "
-                                          "as InsightFace and `maskinv data bin` write)")
+        if Path(b).is_file() and not looks_like_bin(b):
+            raise DataFormatError(f"{b}: not a verification .bin (a pickle of images and issame flags, "
+                                  "as InsightFace and `maskinv data bin` write)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

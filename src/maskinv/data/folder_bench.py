@@ -74,10 +74,9 @@ def default_detector() -> Any:
 
     Resolved to an object here so its ``name`` keys the cache and the same object aligns.
     """
-    from maskinv import align
+    from maskinv.align import resolve_detector
 
-    resolve = getattr(align, "_resolve", None)  # align_faces' own default, whatever it becomes
-    return resolve(None) if resolve is not None else align.get_detector()
+    return resolve_detector(None)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:

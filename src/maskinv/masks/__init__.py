@@ -2,7 +2,7 @@
 
 Public API (docs/architecture.md, masks section)::
 
-    MASK_KINDS, apply_mask, MaskResult, image_rng, mask_pair_images, BatchMasker, mask_bin
+    MASK_KINDS, apply_mask, mask_photo, MaskResult, image_rng, mask_pair_images, BatchMasker, mask_bin
 
 ``BatchMasker`` (torch) and ``mask_bin`` are imported lazily so that importing this package
 does not import torch.
@@ -10,9 +10,9 @@ does not import torch.
 from __future__ import annotations
 
 from .kinds import MASK_KINDS, RANDOM_KINDS, TEXTURES
-from .render import MaskResult, apply_mask, image_rng, mask_pair_images
+from .render import MaskResult, apply_mask, image_rng, mask_pair_images, mask_photo
 
-__all__ = ["MASK_KINDS", "RANDOM_KINDS", "TEXTURES", "MaskResult", "apply_mask", "image_rng",
+__all__ = ["MASK_KINDS", "RANDOM_KINDS", "TEXTURES", "MaskResult", "apply_mask", "mask_photo", "image_rng",
            "mask_pair_images", "BatchMasker", "mask_bin"]
 
 

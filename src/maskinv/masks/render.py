@@ -313,6 +313,30 @@ def apply_mask(image, landmarks=None, rng=0, kind: str = "random", **params) -> 
     return MaskResult(image=out, alpha=alpha, params=p)
 
 
+def mask_photo(image, landmarks, rng=0, kind: str = "random", **params) -> MaskResult:
+    """:func:`apply_mask` on a full photo (any size, several faces possible): the mask is
+    rendered only in a square of 5 eye distances around the face given by ``landmarks`` (a mask
+    never reaches further) and pasted back, so masking one face of a 512x512 photo costs about
+    what an aligned crop costs. ``landmarks``: (5, 2) ArcFace-order or (68, 2) iBUG points in
+    photo pixels (e.g. a detector's). Returns the whole photo with the mask alpha over it."""
+    image = _check_image(image)
+    pts = np.asarray(landmarks, np.float64)
+    if pts.ndim != 2 or pts.shape not in ((5, 2), (68, 2)):
+        raise DataFormatError(f"mask_photo: landmarks must be (5, 2) or (68, 2), got {pts.shape}")
+    eyes = (pts[36:42].mean(0), pts[42:48].mean(0)) if len(pts) == 68 else (pts[0], pts[1])
+    iod = float(np.linalg.norm(eyes[1] - eyes[0]))
+    cx, cy = pts.mean(0)
+    h, w = image.shape[:2]
+    x0, y0 = max(0, int(cx - 2.5 * iod)), max(0, int(cy - 2.5 * iod))
+    x1, y1 = min(w, int(cx + 2.5 * iod)), min(h, int(cy + 2.5 * iod))
+    if x1 <= x0 or y1 <= y0:
+        raise DataFormatError(f"mask_photo: the face at ({cx:.0f}, {cy:.0f}) lies outside the {w}x{h} photo")
+    res = apply_mask(image[y0:y1, x0:x1], pts - [x0, y0], rng, kind, **params)
+    out, alpha = image.copy(), np.zeros(image.shape[:2], res.alpha.dtype)
+    out[y0:y1, x0:x1], alpha[y0:y1, x0:x1] = res.image, res.alpha
+    return MaskResult(image=out, alpha=alpha, params=res.params)
+
+
 def mask_pair_images(images, protocol: str, seed: int, kind: str = "random", *, landmarks=None) -> np.ndarray:
     """Masked copy of a pair list ``images`` (2N, H, W, 3) uint8 under a verification protocol.
 

@@ -4,18 +4,20 @@
 2. train the teacher (ElasticFace-Arc, clean images) and, from the same data and schedule, the
    ElasticFace-Arc-Aug baseline (masks, λ = 0) side by side; then MaskInv-LG (masks + KD from the
    frozen teacher, the same runtime seed as Aug); then MaskInv-HG (large λ, from the LG student)
-   and its control (LG continued for the same steps) when ``with_hg``/``with_control``
-   (:mod:`.recipe` says what each run is, :mod:`.runs` trains them);
+   and its control (LG continued for the same steps) when ``with_hg``/``with_control``; with
+   ``with_adapt`` MaskInv-adapt beside LG: the teacher adapted without labels on photos of other
+   identities (:mod:`.adapt_row`) (:mod:`.recipe` says what each run is, :mod:`.runs` trains them);
 3. evaluate every model on U-U, M-U and M-M with :func:`maskinv.evaluate.evaluate_models`
    (masks of the study seed, fp32 by default);
 4. paired-bootstrap comparisons (LG − Aug, HG − Aug, control − Aug, HG − control, LG − teacher
-   on U-U) on the per-pair scores (:func:`maskinv.evaluate.bootstrap.results_comparisons`);
+   on U-U; adapt − teacher, adapt − LG on M-U) on the per-pair scores (:func:`maskinv.evaluate.bootstrap.results_comparisons`);
 5. write ``results.json`` (``{"seed", "models": {name: {"uu", "mu", "mm", "run"}}, "comparisons": [...], ...}``),
    ``report.md`` (:mod:`.report`), the evaluation report with plots in ``eval/`` and a mask
    gallery; print the table.
 
 A re-run into the same folder with the same settings reuses finished runs and resumes
-interrupted ones; other settings are refused.
+interrupted ones; other settings are refused, except the adapt settings alone (the other runs
+are kept, the adapt row is added).
 """
 from __future__ import annotations
 
@@ -32,15 +34,15 @@ from maskinv.utils.io import atomic_write_json, atomic_write_text
 from .recipe import stages, study_plan, train_config
 from .report import mask_gallery, num, report_markdown, results_table
 from .runs import train_runs
-from .settings import DemoSettings, default_settings
+from .settings import ADAPT_KEYS, DemoSettings, changed_settings, default_settings
 from .validate import check_settings
 
 _SUMMARY_KEYS = ("backbone", "step", "status", "loss", "head_loss", "kd_loss", "images_per_s", "elapsed_s",
-                 "weights_sha256")
+                 "weights_sha256", "backbone_step")
 
 
 # what a demo writes into its folder (an unfinished demo with other settings is replaced: only these go)
-_STUDY_OUTPUTS = ("data", "runs", "teacher_cache", "eval", "results.json", "report.md", "mask_gallery.png")
+_STUDY_OUTPUTS = ("data", "adapt_data", "runs", "teacher_cache", "eval", "results.json", "report.md", "mask_gallery.png")
 
 
 def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lambda msg: None) -> None:
@@ -53,7 +55,17 @@ def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lam
             previous = json.loads(settings_file.read_text())
         except (OSError, ValueError):
             previous = {}
-        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        changed = changed_settings(previous, current)
+        if changed and set(changed) <= set(ADAPT_KEYS):
+            # the other runs do not depend on these: keep them (the adapt run's own folder is
+            # reused only when its settings are unchanged)
+            say(f"[demo] {out}: only the adapt settings changed ({', '.join(changed)}): keeping the other runs")
+            import shutil
+
+            for p in (out / "adapt_data", out / "runs" / "maskinv_adapt"):
+                if p.is_dir():
+                    shutil.rmtree(p)
+            changed = []
         if changed and (out / "results.json").is_file():
             raise ConfigError(f"{out} holds a finished demo run with other settings ({', '.join(changed)}); "
                               "use another --out (or delete that folder)")
@@ -101,6 +113,14 @@ def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Calla
         jobs = []
         for run in stage:
             teacher = Path(runs[run.teacher]["backbone"]) if run.teacher else None
+            if run.role == "adapt":
+                from .adapt_row import adapt_job
+
+                say(f"[demo] training {run.name}: {run.steps} steps x {s.adapt_batch_size} unlabeled images, "
+                    f"mask prob {run.mask_prob}, λ {run.kd}, no head")
+                jobs.append((run.name, adapt_job(s, teacher, out / "adapt_data", out / "adapt_data" / "synth_val.bin"),
+                             out / "runs" / run.name))
+                continue
             init = Path(runs[run.init]["backbone"]) if run.init else None
             cfg = train_config(s, run, data_dir, teacher=teacher, init=init, cache_dir=out / "teacher_cache",
                                progress=sys.stderr.isatty())
@@ -122,7 +142,8 @@ def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Calla
 
 def demo_pairs(s: DemoSettings) -> list[tuple]:
     """The comparisons the study reports (B − A): each student against Aug on every protocol, HG
-    against its step-matched control, LG against the teacher on unmasked pairs."""
+    against its step-matched control, LG against the teacher on unmasked pairs; MaskInv-adapt
+    against the teacher on every protocol and against LG on M-U."""
     out: list[tuple] = [("elasticface_arc_aug", "maskinv_lg", None)]
     if s.with_hg:
         out.append(("elasticface_arc_aug", "maskinv_hg", None))
@@ -131,6 +152,8 @@ def demo_pairs(s: DemoSettings) -> list[tuple]:
     if s.with_hg and s.with_control:
         out.append(("maskinv_lg_long", "maskinv_hg", None))
     out.append(("teacher", "maskinv_lg", ["uu"]))
+    if s.with_adapt:
+        out += [("teacher", "maskinv_adapt", ["mu", "mm", "uu"]), ("maskinv_lg", "maskinv_adapt", ["mu"])]
     return out
 
 
@@ -171,9 +194,15 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     data_dir = out / "data"
     t0 = time.perf_counter()
     val_bin = _make_data(s, data_dir, say)["test"]
+    if s.with_adapt:
+        from .adapt_row import make_adapt_data
+
+        make_adapt_data(s, out / "adapt_data", say)
     timings["data_s"] = time.perf_counter() - t0
 
     runs = _train(s, out, data_dir, timings, say)
+    if "maskinv_adapt" in runs:  # the adapt row last in the table (it trains beside LG)
+        runs = {**{k: v for k, v in runs.items() if k != "maskinv_adapt"}, "maskinv_adapt": runs["maskinv_adapt"]}
 
     # every model scores the same masked copies of the held-out pairs (masked once)
     t0 = time.perf_counter()

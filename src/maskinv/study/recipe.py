@@ -24,7 +24,8 @@ STUDENT_SEED_OFFSET = 2
 class RunPlan:
     """One training run of the study. ``teacher``/``init`` name earlier runs whose backbone
     this run needs (the frozen KD teacher; the student it starts from). ``role`` is
-    ``teacher`` or ``student`` (head settings and runtime seed follow it)."""
+    ``teacher`` or ``student`` (head settings and runtime seed follow it), or ``adapt``: not a
+    trainer config of this module but :func:`maskinv.train.adapt.adapt_model` (:mod:`.adapt_row`)."""
 
     name: str
     steps: int
@@ -48,12 +49,19 @@ def study_plan(s: DemoSettings) -> list[RunPlan]:
     """Teacher (clean images), ElasticFace-Arc-Aug (masks, λ=0), MaskInv-LG (masks + KD from the
     teacher); with ``with_hg`` MaskInv-HG (from LG's backbone and head, large λ, ``hg_lr``) and with
     ``with_control`` the control ``maskinv_lg_long``: LG continued for HG's steps at HG's rate with
-    LG's λ, so that HG − control isolates the large λ from the extra steps."""
+    LG's λ, so that HG − control isolates the large λ from the extra steps; with ``with_adapt``
+    ``maskinv_adapt``, the teacher adapted without labels (it needs only the teacher: it trains
+    beside LG)."""
     plan = [
         RunPlan("teacher", s.teacher_steps, 0.0, 0.0, role="teacher"),
         RunPlan("elasticface_arc_aug", s.student_steps, s.mask_prob, 0.0),
         RunPlan("maskinv_lg", s.student_steps, s.mask_prob, s.lambda_lg, teacher="teacher"),
     ]
+    if s.with_adapt:
+        from maskinv.train.adapt import ADAPT_DEFAULTS
+
+        plan.append(RunPlan("maskinv_adapt", s.adapt_steps, ADAPT_DEFAULTS["masks"]["prob"],
+                            ADAPT_DEFAULTS["kd"]["weight"], role="adapt", teacher="teacher"))
     if s.with_hg:
         plan.append(RunPlan("maskinv_hg", s.hg_steps, s.mask_prob, s.lambda_hg, teacher="teacher",
                             init="maskinv_lg", lr=s.hg_lr))

@@ -15,11 +15,12 @@ MODEL_TITLES = {
     "maskinv_lg": "MaskInv-LG (masks + KD, λ={lambda_lg:g})",
     "maskinv_hg": "MaskInv-HG (from LG, λ={lambda_hg:g}, +{hg_steps} steps)",
     "maskinv_lg_long": "control: LG +{hg_steps} steps (λ={lambda_lg:g})",
+    "maskinv_adapt": "MaskInv-adapt (no labels)",
 }
 
 #: Short names for the comparison lines.
 SHORT_NAMES = {"teacher": "teacher", "elasticface_arc_aug": "Aug", "maskinv_lg": "LG", "maskinv_hg": "HG",
-               "maskinv_lg_long": "LG+steps"}
+               "maskinv_lg_long": "LG+steps", "maskinv_adapt": "adapt"}
 
 
 def model_title(name: str, settings: dict) -> str:

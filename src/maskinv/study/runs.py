@@ -1,8 +1,8 @@
 """Training the study's runs through the library: reuse finished runs, train independent runs
 side by side in child processes, one thread each.
 
-Children are started with the ``spawn`` method and call :func:`maskinv.train.run_training`
-directly (no CLI in between): forking a process in which torch/OpenMP already started can hang.
+Children are started with the ``spawn`` method and call :func:`maskinv.train.run_training` (an
+adapt job: :func:`.adapt_row.run_adapt`) directly (no CLI in between): forking a process in which torch/OpenMP already started can hang.
 A child's stdout/stderr go to ``run_dir/train.log``. This module imports no torch at module
 level, so a spawned child sets its thread count before torch loads.
 """
@@ -36,11 +36,33 @@ def _rerooted(summary: dict, run_dir: Path) -> dict:
     return out
 
 
-def finished_summary(run_dir: Path) -> dict | None:
-    """The summary of a run that already completed in ``run_dir`` (a re-run reuses it), its
-    paths pointing into ``run_dir`` wherever the folder now is."""
+def _is_adapt(cfg: dict) -> bool:
+    """An adapt job (:mod:`.adapt_row`) rather than a trainer config."""
+    return "adapt" in cfg
+
+
+def _summary_file(cfg: dict) -> str:
+    from .adapt_row import DONE
+
+    return DONE if _is_adapt(cfg) else "summary.json"
+
+
+def _run_one(cfg: dict, run_dir: str | Path) -> dict:
+    """Train one job in this process: an adapt job, or a trainer config (resumed when interrupted)."""
+    if _is_adapt(cfg):
+        from .adapt_row import run_adapt
+
+        return run_adapt(cfg, run_dir)
+    from maskinv.train import run_training
+
+    return run_training(cfg, run_dir, resume=True)
+
+
+def finished_summary(run_dir: Path, name: str = "summary.json") -> dict | None:
+    """The summary (file ``name``) of a run that already completed in ``run_dir`` (a re-run reuses
+    it), its paths pointing into ``run_dir`` wherever the folder now is."""
     try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        summary = json.loads((Path(run_dir) / name).read_text())
     except (OSError, ValueError):
         return None
     if summary.get("status") != "completed":
@@ -78,9 +100,7 @@ def _child(cfg: dict, run_dir: str, threads: int) -> None:
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
     try:
-        from maskinv.train import run_training
-
-        summary = run_training(cfg, run_dir, resume=True)
+        summary = _run_one(cfg, run_dir)
     except BaseException:
         traceback.print_exc()
         log.flush()
@@ -102,11 +122,11 @@ def train_runs(jobs: list[tuple[str, dict, Path]], *, threads: int | None, paral
     cores = os.cpu_count() or 1
     todo = []
     for name, cfg, run_dir in jobs:
-        done = finished_summary(run_dir)
+        done = finished_summary(run_dir, _summary_file(cfg))
         if done is not None:
             yield name, cfg, done
             continue
-        if moved_since_stopped(run_dir, cfg):
+        if not _is_adapt(cfg) and moved_since_stopped(run_dir, cfg):
             import shutil
             import sys
 
@@ -116,12 +136,10 @@ def train_runs(jobs: list[tuple[str, dict, Path]], *, threads: int | None, paral
     if not todo:
         return
     if not parallel or len(todo) == 1:
-        from maskinv.train import run_training
-
         for name, cfg, run_dir in todo:
             cfg = copy.deepcopy(cfg)
             cfg["runtime"]["threads"] = threads or min(cores, 4)
-            yield name, cfg, run_training(cfg, run_dir, resume=True)
+            yield name, cfg, _run_one(cfg, run_dir)
         return
     # a small net trains faster as two 1-thread processes than as one 2-thread process on 2 cores
     per_job = threads or max(1, cores // len(todo))
@@ -151,4 +169,4 @@ def train_runs(jobs: list[tuple[str, dict, Path]], *, threads: int | None, paral
     if failed:
         raise MaskinvError(failed)
     for name, cfg, run_dir, _ in procs:
-        yield name, cfg, json.loads((run_dir / "summary.json").read_text())
+        yield name, cfg, json.loads((run_dir / _summary_file(cfg)).read_text())

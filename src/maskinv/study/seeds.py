@@ -25,7 +25,7 @@ from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .pipeline import run_demo
 from .report import SHORT_NAMES, model_title
-from .settings import DemoSettings
+from .settings import DemoSettings, changed_settings
 
 _METRICS = (("accuracy_mean", "acc"), ("eer", "EER"), ("fmr100", "FMR100"))
 _PROTO = {"uu": "U-U", "mu": "M-U", "mm": "M-M"}
@@ -58,7 +58,7 @@ def _finished(seed_dir: Path, s: DemoSettings) -> dict | None:
     except (OSError, ValueError):
         return None
     want = json.loads(json.dumps(dataclasses.asdict(s.scaled())))
-    return doc if doc.get("settings") == want else None
+    return doc if not changed_settings(doc.get("settings") or {}, want) else None
 
 
 def run_study(out_dir: str | Path, base: DemoSettings, seeds: Sequence[int], *,

@@ -69,6 +69,15 @@ class DemoSettings:
     threads: Optional[int]
     parallel: bool
     teacher_cache: bool
+    with_adapt: bool
+    adapt_identities: int
+    adapt_images_per_identity: int
+    adapt_val_identities: int
+    adapt_val_pairs: int
+    adapt_batch_size: int
+    adapt_steps: int
+    adapt_evals: int
+    adapt_patience: int
     protocols: tuple
     eval_seed: Optional[int]
     mask_kind: str
@@ -92,7 +101,22 @@ class DemoSettings:
         s.teacher_steps = max(10, round(self.teacher_steps * f))
         s.student_steps = max(10, round(self.student_steps * f))
         s.hg_steps = max(5, round(self.hg_steps * f))
+        s.adapt_steps = max(5, round(self.adapt_steps * f))
         return s
+
+
+#: Settings of the adapt row: a study folder written before they existed is the same study when the
+#: row is off, and one that differs only in them keeps its runs (the adapt run is added or redone).
+ADAPT_KEYS = tuple(f.name for f in dataclasses.fields(DemoSettings) if f.name.startswith("adapt_")) + ("with_adapt",)
+
+
+def changed_settings(previous: dict, current: dict) -> list[str]:
+    """The settings that differ between two ``dataclasses.asdict`` documents; adapt settings absent
+    from ``previous`` (written before the adapt row) count as unchanged while ``with_adapt`` is off."""
+    keys = set(previous) | set(current)
+    if not current.get("with_adapt"):
+        keys -= {k for k in ADAPT_KEYS if k not in previous}
+    return sorted(k for k in keys if previous.get(k) != current.get(k))
 
 
 def _coerce(key: str, value: Any, raw: Any) -> Any:

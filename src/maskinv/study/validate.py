@@ -29,6 +29,15 @@ def check_settings(s: DemoSettings, out: str | Path = "demo_out") -> None:
                      ("val_pairs", 2), ("batch_size", 1), ("embedding_size", 1), ("teacher_steps", 1),
                      ("student_steps", 1), ("hg_steps", 1)):
         _int_at_least(s, name, lo)
+    if s.with_adapt:
+        for name, lo in (("adapt_identities", 1), ("adapt_images_per_identity", 1), ("adapt_val_identities", 2),
+                         ("adapt_val_pairs", 2), ("adapt_batch_size", 1), ("adapt_steps", 1), ("adapt_evals", 1),
+                         ("adapt_patience", 1)):
+            _int_at_least(s, name, lo)
+        if s.adapt_identities * s.adapt_images_per_identity < s.adapt_batch_size:
+            raise ConfigError(f"demo setting adapt_batch_size: {s.adapt_batch_size} is more than the "
+                              f"{s.adapt_identities * s.adapt_images_per_identity} adapt photos "
+                              "(adapt_identities x adapt_images_per_identity)")
     if s.minutes <= 0:
         raise ConfigError(f"demo setting minutes: must be positive, got {s.minutes}")
     if s.threads is not None:
@@ -66,6 +75,8 @@ def _check_runs(s: DemoSettings, out: Path) -> None:
 
     cfg = None
     for run in study_plan(s):
+        if run.role == "adapt":  # the adapt defaults with the teacher's architecture (adapt_model checks them)
+            continue
         init = out / "runs" / run.init / "backbone.pt" if run.init else None
         teacher = out / "runs" / run.teacher / "backbone.pt" if run.teacher else None
         try:

@@ -90,10 +90,15 @@ def build_models(cfg: TrainConfig, num_classes: int, image_size: int, *, rank: i
     kw["input_size"] = image_size
     if "embedding_size" in kw:
         raise ConfigError("model.kwargs.embedding_size: set model.embedding_size instead")
-    backbone = get_model(cfg.model.name, embedding_size=cfg.model.embedding_size, seed=cfg.runtime.seed, **kw)
+    if cfg.model.init_from_teacher:
+        backbone = _teacher_copy(cfg, image_size)
+    else:
+        backbone = get_model(cfg.model.name, embedding_size=cfg.model.embedding_size, seed=cfg.runtime.seed, **kw)
     if cfg.model.init:
         src = load_backbone(cfg.model.init)
         load_state_dict_strict(backbone, src.state_dict(), source=cfg.model.init)
+    if cfg.head.name == "none":  # distillation only: no class centres, labels unused
+        return backbone, None, None
     hkw = dict(cfg.head.kwargs)
     hkw.setdefault("seed", cfg.runtime.seed + 1)
     pfc = None
@@ -116,6 +121,23 @@ def build_models(cfg: TrainConfig, num_classes: int, image_size: int, *, rank: i
     return backbone, head, pfc
 
 
+def _teacher_copy(cfg: TrainConfig, image_size: int) -> nn.Module:
+    """``model.init_from_teacher``: a trainable copy of the teacher (its architecture and weights)."""
+    from maskinv.models import load_backbone
+    from maskinv.models.embedding import model_input_size
+
+    p = Path(cfg.teacher.path)
+    if not p.is_file():
+        raise CheckpointError(f"teacher.path: {p}: teacher checkpoint not found (model.init_from_teacher)")
+    backbone = load_backbone(p, cfg.teacher.name, **dict(cfg.teacher.kwargs))
+    size = model_input_size(backbone)
+    if size is not None and int(size) != image_size:
+        raise ConfigError(f"model.init_from_teacher: teacher {p} takes {size}x{size} crops but the training "
+                          f"images are {image_size}x{image_size}")
+    backbone.requires_grad_(True)
+    return backbone.train()
+
+
 def header_source(path: str):
     """What ``head.init`` names, for ``load_header``: our training checkpoint's state, else the path."""
     p = Path(path)
@@ -133,9 +155,21 @@ def build_teacher(cfg: TrainConfig, teacher_module: nn.Module | None = None) -> 
         return teacher_module
     if not cfg.teacher.path or cfg.kd.weight <= 0:
         return None
-    from maskinv.distill import load_teacher
+    from .config import is_external_teacher
 
-    return load_teacher(cfg.teacher.path, cfg.teacher.name, **dict(cfg.teacher.kwargs))
+    if is_external_teacher(cfg.teacher.path):
+        from .external_teacher import load_external_teacher
+
+        teacher = load_external_teacher(cfg.teacher.path, data_root=cfg.data.path)
+    else:
+        from maskinv.distill import load_teacher
+
+        teacher = load_teacher(cfg.teacher.path, cfg.teacher.name, **dict(cfg.teacher.kwargs))
+    size = getattr(teacher, "embedding_size", None)
+    if cfg.head.name == "none" and not cfg.model.init_from_teacher and size and int(size) != cfg.model.embedding_size:
+        raise ConfigError(f"model.embedding_size={cfg.model.embedding_size} but teacher {cfg.teacher.path} "
+                          f"gives {size}-d templates (distillation needs the same size)")
+    return teacher
 
 
 def build_optimizers(cfg: TrainConfig, world_size: int, params_main, params_pfc, *,
@@ -194,7 +228,7 @@ def assemble_student(cfg: TrainConfig, info: D.DistInfo, device: torch.device, p
                      backbone: nn.Module, head: nn.Module | None, pfc: nn.Module | None,
                      autocast: Callable[[], Any], steps_per_epoch: int) -> Student:
     """Wrap the (already placed) modules for training: StudentNet (+ DDP), optimisers, schedules, scaler."""
-    net = StudentNet(backbone, head, autocast)
+    net = StudentNet(backbone, head, autocast, freeze_bn_stats=cfg.model.freeze_bn_stats)
     model: nn.Module = net
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP

@@ -35,13 +35,14 @@ from maskinv.errors import ConfigError
 from .config_schema import (DataConfig, HeadConfig, KDConfig, MaskConfig, ModelConfig, OptimConfig, Origin,
                             PartialFCConfig, PrecisionConfig, RuntimeConfig, ScheduleConfig, SynthSpec,
                             TeacherCacheConfig, TeacherConfig, TrainConfig, coerce, dataclass_from_dict, path_keys)
+from .config_label_free import check_label_free as _check_label_free, is_external_teacher
 
 __all__ = [
     "DataConfig", "SynthSpec", "ModelConfig", "HeadConfig", "PartialFCConfig", "TeacherConfig",
     "TeacherCacheConfig", "MaskConfig", "KDConfig", "OptimConfig", "ScheduleConfig",
     "PrecisionConfig", "RuntimeConfig", "TrainConfig",
     "load_config", "config_from_dict", "config_to_dict", "apply_overrides", "validate_config",
-    "config_to_yaml", "save_config", "config_hash", "config_diff", "path_keys",
+    "config_to_yaml", "save_config", "config_hash", "config_diff", "path_keys", "is_external_teacher",
 ]
 
 RELATIVE_KEY = "paths_relative_to_this_file"  # top-level list in a saved run config, not a config field
@@ -231,6 +232,7 @@ def validate_config(cfg: TrainConfig, *, origin: str | Origin | None = None) -> 
         bad("teacher.path", f"kd.weight={cfg.kd.weight} needs a teacher checkpoint (teacher.path)", "kd.weight")
     if cfg.teacher.cache.enabled and not cfg.teacher.path:
         bad("teacher.cache.enabled", "the teacher cache needs teacher.path")
+    _check_label_free(cfg, bad)
 
     o = cfg.optim
     if o.name not in ("sgd", "adamw"):
@@ -413,9 +415,16 @@ _HASH_EXCLUDE = {
 }
 
 
+# Fields added after runs were saved: hashed only when set, so older runs keep their hash.
+_HASH_IF_SET = {("data", "labels"): "use", ("model", "init_from_teacher"): False, ("model", "freeze_bn_stats"): False}
+
+
 def _identity(cfg: TrainConfig, run_dir: str | os.PathLike | None) -> dict:
     """The fields that define the training trajectory; paths inside ``run_dir`` as ``<run>/...``."""
     d, _ = _run_relative_dict(cfg, run_dir, mark="<run>/")
+    for (section, key), default in _HASH_IF_SET.items():
+        if d.get(section, {}).get(key) == default:
+            d[section].pop(key)
     for path in _HASH_EXCLUDE:
         node = d
         for p in path[:-1]:

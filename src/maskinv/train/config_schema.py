@@ -60,6 +60,7 @@ class DataConfig:
     flip: bool = True
     in_memory: bool = False
     val_bins: list[str] = field(default_factory=list)
+    labels: str = "use"  # "ignore": every label reads -1 (label-free runs: head.name none, `maskinv adapt`)
 
 
 @dataclass
@@ -68,12 +69,18 @@ class ModelConfig:
 
     ``init``: optional backbone file to start from (MaskInv-HG starts from a trained student).
     ``input_size`` defaults to the dataset's image size.
+    ``init_from_teacher``: the student is a copy of the teacher (its architecture and weights,
+    loaded from ``teacher.path``); ``name``/``embedding_size``/``kwargs`` are then not used.
+    ``freeze_bn_stats``: BatchNorm layers run in eval mode while training (running statistics
+    frozen, affine weights still train): a small unlabeled adaptation set must not drift them.
     """
 
     name: str = "r100"
     embedding_size: int = 512
     kwargs: dict = field(default_factory=dict)
     init: Optional[str] = field(default=None, metadata=PATH)
+    init_from_teacher: bool = False
+    freeze_bn_stats: bool = False
 
 
 @dataclass
@@ -86,7 +93,8 @@ class PartialFCConfig:
 
 @dataclass
 class HeadConfig:
-    """Margin head: ``maskinv.heads.get_head(name, embedding_size, num_classes, **kwargs)``."""
+    """Margin head: ``maskinv.heads.get_head(name, embedding_size, num_classes, **kwargs)``;
+    ``name: none`` trains without a head (distillation only, labels unused)."""
 
     name: str = "elastic_arc"
     kwargs: dict = field(default_factory=dict)
@@ -110,7 +118,11 @@ class TeacherCacheConfig:
 
 @dataclass
 class TeacherConfig:
-    """Frozen teacher: a backbone file (with sidecar, or ``name`` + ``kwargs``) or none."""
+    """Frozen teacher: a backbone file (with sidecar, or ``name`` + ``kwargs``) or none.
+
+    ``path`` may also be an ``.onnx`` model or ``dlib`` (dlib's descriptor): such teachers
+    cannot run inside the step, so they need ``cache.enabled`` with ``cache.mode: prepass``.
+    """
 
     path: Optional[str] = field(default=None, metadata=PATH)
     name: Optional[str] = None

@@ -73,14 +73,36 @@ def _generate_synth(root: Path, s) -> None:
 
 
 def build_dataset(cfg: TrainConfig, root: Path):
-    """The training dataset for ``data.source`` (RecordIO for recordio/synth, folders otherwise)."""
+    """The training dataset for ``data.source`` (RecordIO for recordio/synth, folders otherwise);
+    with ``data.labels: ignore`` every label reads -1 (the run never sees one)."""
     if cfg.data.source == "folder":
         from maskinv.data.folders import ImageFolderDataset
 
-        return ImageFolderDataset(root)
-    from maskinv.data.recordio import RecordIODataset
+        ds = ImageFolderDataset(root)
+    else:
+        from maskinv.data.recordio import RecordIODataset
 
-    return RecordIODataset(root)
+        ds = RecordIODataset(root)
+    return UnlabeledDataset(ds) if cfg.data.labels == "ignore" else ds
+
+
+class UnlabeledDataset:
+    """A dataset's images with every label -1 and no classes (label-free training)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.labels = np.full(len(ds), -1, dtype=np.int64)
+        self.num_classes = 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return self.ds[i][0], -1
+
+    @property
+    def image_size(self):
+        return self.ds.image_size
 
 
 class IndexedDataset:

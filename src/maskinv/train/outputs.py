@@ -38,10 +38,14 @@ def export_student(cfg: TrainConfig, out: Path, backbone: nn.Module, head: nn.Mo
     from maskinv.models import export_backbone
 
     bb = out / "backbone.pt"
-    export_backbone(backbone, bb, extra_meta={
-        "trained_steps": step, "run_name": cfg.name, "config_hash": config_hash(cfg),
-        "head": cfg.head.name, "kd_weight": cfg.kd.weight, "mask_prob": cfg.masks.prob,
-        "teacher": cfg.teacher.path if cfg.kd.weight > 0 else None})
+    meta = {"trained_steps": step, "run_name": cfg.name, "config_hash": config_hash(cfg),
+            "head": cfg.head.name, "kd_weight": cfg.kd.weight, "mask_prob": cfg.masks.prob,
+            "teacher": cfg.teacher.path if cfg.kd.weight > 0 else None}
+    if cfg.head.name == "none":  # label-free (`maskinv adapt`): say so, and which teacher it imitates
+        from .external_teacher import teacher_file_fingerprint
+
+        meta.update(labels_used=False, teacher_fingerprint=teacher_file_fingerprint(cfg.teacher.path))
+    export_backbone(backbone, bb, extra_meta=meta)
     paths = {"backbone": str(bb), "backbone_meta": str(bb.with_suffix(".json"))}
     if head is not None:
         from maskinv.utils.io import atomic_torch_save

@@ -39,6 +39,14 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
     return g
 
 
+def freeze_bn_stats(module: nn.Module) -> None:
+    """BatchNorm layers to eval mode (running statistics used and left unchanged; their weights
+    still train). Re-applied before every forward: anything may call ``.train()`` in between."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            m.eval()
+
+
 class StudentNet(nn.Module):
     """Backbone + (full) margin head as one module, so DDP synchronises both.
 
@@ -46,13 +54,17 @@ class StudentNet(nn.Module):
     outside autocast. With PartialFC the head is ``None`` and the loss is computed outside.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module | None, autocast: Callable[[], Any]):
+    def __init__(self, backbone: nn.Module, head: nn.Module | None, autocast: Callable[[], Any],
+                 freeze_bn_stats: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self._autocast = autocast
+        self.freeze_bn_stats = bool(freeze_bn_stats)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None):
+        if self.freeze_bn_stats:
+            freeze_bn_stats(self.backbone)
         with self._autocast():
             emb = self.backbone(x)
         emb = emb.float()
@@ -201,19 +213,20 @@ class TrainStep:
 
             t_emb = self.teacher_embeddings(teacher_u8, indices, flips)
             kd = kd_loss(emb, t_emb, self.kd_weight)
-            loss = loss + kd
+            loss = kd if loss is None else loss + kd  # no head (head.name none): distillation only
         loss_d = loss.detach()
         kd_d = kd.detach() if kd is not None else 0.0
+        head_t = head_loss.detach() if head_loss is not None else 0.0
         masked = applied.float().mean() if applied.numel() else 0.0
         finite = None
         if self.check_finite:
-            loss_d, head_d = float(loss_d), float(head_loss.detach())
+            loss_d, head_d = float(loss_d), float(head_t)
             kd_d, masked = float(kd_d), float(masked)
             finite = bool(np.isfinite(loss_d))
             if not finite:  # leave the weights untouched; the trainer stops the run
                 return StepResult(loss_d, head_d, kd_d, masked, applied, flips, False)
         else:
-            head_d = head_loss.detach()
+            head_d = head_t
 
         gnorm = None
         if self.scaler is not None:

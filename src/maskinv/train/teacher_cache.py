@@ -39,6 +39,9 @@ def teacher_fingerprint(model: torch.nn.Module, extra: str = "") -> str:
     arch = getattr(model, "arch", None) or getattr(getattr(model, "model", None), "arch", None)
     h.update(json.dumps(arch, sort_keys=True, default=str).encode())
     h.update(extra.encode())
+    fp = getattr(model, "fingerprint", None)
+    if isinstance(fp, str):  # ONNX / dlib teachers: no tensors here, their weights' fingerprint
+        h.update(fp.encode())
     return update_with_tensors(h, model.state_dict().items()).hexdigest()
 
 
@@ -170,11 +173,12 @@ def open_shared_cache(folder: str | os.PathLike, *, is_main: bool, **kw: Any) ->
 
 def prepass(cache: TeacherCache, teacher_forward: Callable[[torch.Tensor], torch.Tensor],
             images_at: Callable[[list[int]], np.ndarray], *, rank: int, world_size: int, batch_size: int,
-            device: torch.device) -> None:
+            device: torch.device, records_forward: Callable[[list[int], int], torch.Tensor] | None = None) -> None:
     """Fill every (record, flip) slot missing from the cache before training; ranks split the records.
 
     ``teacher_forward``: uint8 (B, 3, H, W) on ``device`` -> float32 embeddings (B, D);
-    ``images_at``: record indices -> uint8 (B, H, W, 3).
+    ``images_at``: record indices -> uint8 (B, H, W, 3). ``records_forward(indices, flip)``: a
+    teacher that embeds records from their own source (dlib: the original photos) instead.
     """
     todo = [i for i in range(rank, cache.n, world_size)]
     filled = np.asarray(cache.filled)
@@ -183,6 +187,9 @@ def prepass(cache: TeacherCache, teacher_forward: Callable[[torch.Tensor], torch
         miss = [i for i in todo if not filled[i, fl]]
         for s in range(0, len(miss), bs):
             chunk = miss[s:s + bs]
+            if records_forward is not None:
+                cache.store(np.asarray(chunk), np.full(len(chunk), fl), records_forward(chunk, fl))
+                continue
             x = torch.from_numpy(images_at(chunk)).permute(0, 3, 1, 2).contiguous().to(device)
             if fl:
                 x = x.flip(3)

@@ -182,7 +182,8 @@ class _Trainer:
             from .teacher_cache import prepass
 
             prepass(self.cache, self.step_fn.teacher_forward, self.source.images_at, rank=info.rank,
-                    world_size=info.world_size, batch_size=cfg.runtime.batch_size, device=dev)
+                    world_size=info.world_size, batch_size=cfg.runtime.batch_size, device=dev,
+                    records_forward=getattr(teacher, "embed_records", None))
 
     def _open_cache(self, teacher):
         from .teacher_cache import data_fingerprint, open_shared_cache, teacher_fingerprint

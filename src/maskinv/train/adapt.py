@@ -1,0 +1,282 @@
+"""``maskinv adapt``: make a pretrained face model mask-invariant from unlabeled photos.
+
+Not a second training loop: a config of the one trainer (:func:`maskinv.train.trainer.run_training`)
+— no margin head (``head.name: none``), labels ignored (``data.labels: ignore``), the student a
+copy of the teacher (``model.init_from_teacher``) with BatchNorm statistics frozen
+(``model.freeze_bn_stats``), masks with probability ``masks.prob`` on the student's view, and the
+template distillation loss only (``kd.weight`` · MSE of normalised embeddings).
+
+* :func:`prepare_images` — a folder tree of photos, detected and aligned once into a RecordIO
+  cache (``RUN_DIR/data``; each crop's photo and face box in ``sources.json`` for teachers that
+  align their own way), or already aligned crops (``aligned=True``), or an existing RecordIO
+  folder (its labels are ignored).
+* :func:`adapt_config` — the run config for a teacher (torch file: copied; ONNX or ``dlib``: a
+  student of ``model.name`` with the teacher's embedding size, templates cached by the pre-pass).
+* :func:`adapt_model` — both, then :func:`run_training` (resume, checkpoints, exports as ``train``).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from maskinv.errors import ConfigError, DataFormatError
+
+from .config import TrainConfig, apply_overrides, config_from_dict, is_external_teacher, load_config
+
+# The shipped defaults (configs/adapt.yaml holds the same values; a test keeps them equal).
+# lr 0.1 per 512 images (0.0125 at the default batch 64): the KD term alone gives small gradients;
+# on the demo's teacher and 2,400 unlabeled photos, validation M-U rose from 71.1 to 75.9 (lr
+# 0.01, 3 epochs), 81.0 (0.04, 5 epochs), 82.5 (0.1, after 4 epochs), U-U within 0.3 points of
+# the teacher's (docs/adapt.md). 5 epochs, linear decay: a few thousand photos seen a few times.
+# λ 100: the paper's LG weight. BN statistics frozen: a small set must not drift them.
+ADAPT_DEFAULTS: dict[str, Any] = {
+    "name": "adapt",
+    "data": {"source": "recordio", "labels": "ignore", "flip": True, "in_memory": False, "val_bins": []},
+    "model": {"name": "r50", "init_from_teacher": True, "freeze_bn_stats": True},
+    "head": {"name": "none"},
+    "teacher": {"cache": {"enabled": True, "mode": "lazy"}},
+    "masks": {"prob": 0.5, "kinds": ["random"]},
+    "kd": {"weight": 100.0},
+    "optim": {"name": "sgd", "lr": 0.1, "lr_reference_batch": 512, "momentum": 0.9, "weight_decay": 5.0e-4,
+              "clip_grad_norm": 5.0},
+    "schedule": {"kind": "poly", "epochs": 5, "power": 1.0, "warmup_epochs": 0.0, "milestones": []},
+    "precision": {"mode": "auto"},
+    "runtime": {"batch_size": 64, "workers": 0, "log_every": 10, "eval_every": 0, "checkpoint_every": 200,
+                "keep_last": 2, "device": "auto", "progress": True, "tensorboard": False},
+}
+IN_MEMORY_LIMIT = 1 << 30  # decode the aligned set into RAM when it is smaller than this
+MANIFEST = "manifest.json"
+
+
+def _log(log: Callable[[str], None] | None, msg: str) -> None:
+    if log is not None:
+        log(msg)
+
+
+# ----------------------------------------------------------------------------- images -> RecordIO
+def _is_recordio(p: Path) -> bool:
+    return p.is_file() and p.suffix == ".rec" or p.is_dir() and any(p.glob("*.rec"))
+
+
+def scan_photos(root: str | os.PathLike) -> list[Path]:
+    """Image files under ``root`` (any depth, hidden entries skipped), sorted by relative path."""
+    from maskinv.utils.images import IMAGE_EXTENSIONS
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(2, "No such directory", str(root))
+    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    if not files:
+        raise DataFormatError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) under this folder")
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _photos_fingerprint(root: Path, files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def prepare_images(images: str | os.PathLike, data_dir: str | os.PathLike, *, aligned: bool = False,
+                   detector: Any = None, size: int = 112, log: Callable[[str], None] | None = None) -> Path:
+    """The RecordIO folder to adapt on (see module doc); photos are aligned once into ``data_dir``.
+
+    A RecordIO folder (or ``.rec`` file) is used in place. Photos whose detector finds no face
+    are listed in ``data_dir/manifest.json`` (``no_face``) and reported through ``log``; a set
+    with no face at all raises :class:`DataFormatError`. A ``data_dir`` built from other photos
+    or settings is refused (use another run folder).
+    """
+    src = Path(images)
+    if not src.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(src))
+    if _is_recordio(src):
+        from maskinv.data.recordio import RecordIODataset
+
+        root = src.parent if src.is_file() else src
+        n = len(RecordIODataset(root))  # readable, and says how many images (labels ignored)
+        _log(log, f"[adapt] {n} images from RecordIO {root} (labels ignored)")
+        return root
+    files = scan_photos(src)
+    if not aligned:
+        from maskinv.align import resolve_detector
+
+        detector = resolve_detector(detector)  # the one that really runs (MTCNN, else dlib): recorded
+    det_name = None if aligned else getattr(detector, "name", type(detector).__name__)
+    want = {"format": "maskinv-adapt-data", "source": str(src.resolve()), "aligned": bool(aligned),
+            "detector": det_name, "size": None if aligned else int(size),
+            "photos": _photos_fingerprint(src, files)}
+    out = Path(data_dir)
+    if (out / MANIFEST).is_file():
+        have = json.loads((out / MANIFEST).read_text())
+        if {k: have.get(k) for k in want} != want:
+            diff = [k for k in want if have.get(k) != want[k]]
+            raise DataFormatError(f"{out}: already holds images aligned from other photos or settings "
+                                  f"({', '.join(diff)}); use a new run folder")
+        _log(log, f"[adapt] reusing {have['num_images']} aligned faces in {out}")
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        info = _write_faces(src, files, tmp, aligned=aligned, detector=detector, size=size, log=log)
+        from maskinv.utils.io import atomic_write_json
+
+        atomic_write_json(tmp / MANIFEST, {**want, **info})
+        if out.exists() and not any(out.iterdir()):
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_faces(src: Path, files: list[Path], out: Path, *, aligned: bool, detector: Any, size: int,
+                 log: Callable[[str], None] | None) -> dict[str, Any]:
+    """Write ``train.rec/.idx`` (plain layout, label -1) + ``sources.json``; returns manifest fields."""
+    import time
+
+    from maskinv.data.recordio import IRHeader, RecordWriter, pack_record
+    from maskinv.utils.images import decode_image, encode_image
+    from maskinv.utils.io import atomic_write_json
+
+    from .external_teacher import SOURCES_FORMAT
+
+    det = None
+    if not aligned:
+        from maskinv.align import get_detector
+
+        det = get_detector(detector or "dlib") if isinstance(detector, str) or detector is None else detector
+    records, no_face = [], []
+    shape = None
+    t0 = time.perf_counter()
+    with RecordWriter(out / "train.rec", out / "train.idx") as wr:
+        for n, path in enumerate(files):
+            rel = path.relative_to(src).as_posix()
+            data = path.read_bytes()
+            img = decode_image(data, str(path))
+            if aligned:
+                if img.shape[0] != img.shape[1] or (shape is not None and img.shape != shape):
+                    raise DataFormatError(f"{path}: aligned crops must all be square and the same size "
+                                          f"({'x'.join(map(str, (shape or img.shape)[:2]))}), got {img.shape[1]}x{img.shape[0]}")
+                shape = img.shape
+                payload, box = data, [0, 0, img.shape[1] - 1, img.shape[0] - 1]
+            else:
+                from maskinv.align import align_faces
+
+                faces = align_faces(img, det, size=size, on_no_face="empty", max_faces=1, name=str(path))
+                if not faces:
+                    no_face.append(rel)
+                    continue
+                payload = encode_image(faces[0].crop, "jpg", quality=95)
+                box = [round(float(v), 2) for v in faces[0].face.box]
+            key = len(records)
+            wr.write(key, pack_record(IRHeader(0, -1.0, key, 0), payload))
+            records.append({"photo": rel, "box": box})
+            if log is not None and (n + 1) % 200 == 0:
+                log(f"[adapt] aligned {n + 1}/{len(files)} photos ({time.perf_counter() - t0:.0f} s)")
+    if not records:
+        raise DataFormatError(f"{src}: no face found in any of its {len(files)} photos")
+    atomic_write_json(out / "sources.json", {"format": SOURCES_FORMAT, "root": str(src.resolve()), "records": records})
+    secs = time.perf_counter() - t0
+    _log(log, f"[adapt] {len(records)} faces from {len(files)} photos in {secs:.1f} s"
+         + (f"; no face in {len(no_face)} (listed in {MANIFEST})" if no_face else ""))
+    return {"num_images": len(records), "no_face": no_face, "align_seconds": round(secs, 2)}
+
+
+# ----------------------------------------------------------------------------- config
+def teacher_info(teacher: str, arch: str | None = None) -> dict[str, Any]:
+    """``{"external", "embedding_size", "input_size", "fingerprint"}`` of a teacher path (or ``dlib``);
+    ``arch``: the architecture of a bare ``.pth`` that does not say (``teacher.name=r100``)."""
+    from maskinv.models.loading import load_model
+
+    if not is_external_teacher(teacher) and not Path(teacher).is_file():
+        from maskinv.errors import CheckpointError
+
+        raise CheckpointError(f"--teacher: {teacher}: model file not found")
+    m = load_model(teacher, arch)
+    ext = is_external_teacher(teacher)
+    return {"external": ext, "embedding_size": int(m.embedding_size),
+            "input_size": 112 if teacher == "dlib" else int(m.input_size), "fingerprint": m.fingerprint}
+
+
+def adapt_config(teacher: str, data_root: str | os.PathLike, *, overrides: list[str] | None = None,
+                 info: dict[str, Any] | None = None) -> TrainConfig:
+    """The adaptation run config: :data:`ADAPT_DEFAULTS` + the teacher + the data + ``overrides``.
+
+    A torch teacher is copied (``model.init_from_teacher``, templates cached lazily); an ONNX or
+    dlib teacher gets a student of ``model.name`` with its embedding size, templates computed by
+    the cache pre-pass. ``data.in_memory`` is on for sets under 1 GiB decoded.
+    """
+    info = info or teacher_info(teacher)
+    d = copy.deepcopy(ADAPT_DEFAULTS)
+    d["teacher"]["path"] = str(teacher)
+    d["data"]["path"] = str(data_root)
+    if info["external"]:
+        d["model"]["init_from_teacher"] = False
+        d["model"]["embedding_size"] = info["embedding_size"]
+        d["teacher"]["cache"]["mode"] = "prepass"
+    try:
+        from maskinv.data.recordio import RecordIODataset
+
+        ds = RecordIODataset(data_root)
+        h, w = ds.image_size
+        d["data"]["in_memory"] = len(ds) * h * w * 3 < IN_MEMORY_LIMIT
+    except (DataFormatError, OSError):
+        pass  # the trainer reports unreadable data with its own message
+    cfg = config_from_dict(apply_overrides(d, overrides))
+    if cfg.head.name != "none" or cfg.data.labels != "ignore":
+        raise ConfigError("maskinv adapt trains without labels: head.name must stay none and data.labels ignore")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- run
+def adapt_model(teacher: str, images: str | os.PathLike | None, out_dir: str | os.PathLike, *, aligned: bool = False,
+                detector: Any = None, max_steps: int | None = None, resume: bool = False,
+                overrides: list[str] | None = None, log: Callable[[str], None] | None = None,
+                val: str | os.PathLike | None = None, eval_every: int = 0, tolerance: float = 1.0,
+                patience: int = 3) -> dict[str, Any]:
+    """Adapt ``teacher`` on ``images`` into ``out_dir`` (the ``maskinv train`` run-folder contract);
+    returns the trainer's summary plus ``data`` (the RecordIO folder used).
+
+    ``resume``: continue ``out_dir`` from its config and newest checkpoint (``teacher``/``images``
+    may then be None; ``overrides`` still apply). ``val`` + ``eval_every``: validation while
+    adapting (:mod:`.adapt_select`): U-U/M-U on ``val`` every ``eval_every`` steps, early stop
+    after ``patience`` evaluations without a better M-U, the best step whose U-U is within
+    ``tolerance`` points of the teacher's exported as ``backbone.pt``.
+    """
+    from .trainer import run_training
+
+    out = Path(out_dir)
+    if val is not None:
+        from .adapt_select import train_with_selection
+
+        def run_training(cfg, out, *, max_steps, resume):  # noqa: F811 - the same run, in validated chunks
+            return train_with_selection(cfg, out, teacher=cfg.teacher.path, val=str(val), eval_every=eval_every,
+                                        tolerance=tolerance, patience=patience, max_steps=max_steps,
+                                        resume=resume, log=log)
+    if resume:
+        saved = out / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {out}: no config.yaml (not a run folder)")
+        cfg = load_config(saved, overrides)
+        if teacher is not None and str(teacher) != cfg.teacher.path:
+            raise ConfigError(f"--resume {out}: the run adapts teacher {cfg.teacher.path}, not {teacher}")
+        return {**run_training(cfg, out, max_steps=max_steps, resume=True), "data": cfg.data.path}
+    if teacher is None or images is None:
+        raise ConfigError("adapt: give --teacher and --images (or --resume RUN_DIR)")
+    arch = next((o.split("=", 1)[1].strip() for o in overrides or [] if o.startswith("teacher.name=")), None)
+    info = teacher_info(str(teacher), arch or None)
+    data = prepare_images(images, out / "data", aligned=aligned, detector=detector, size=info["input_size"], log=log)
+    cfg = adapt_config(str(teacher), data, overrides=overrides, info=info)
+    _log(log, f"[adapt] teacher {teacher} ({info['embedding_size']}-d, "
+         f"{'templates cached once, student ' + cfg.model.name + ' from scratch' if info['external'] else 'student = copy'})")
+    return {**run_training(cfg, out, max_steps=max_steps, resume=False), "data": str(data)}

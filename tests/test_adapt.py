@@ -1,0 +1,307 @@
+"""`maskinv adapt`: label-free distillation as a config of the one trainer (issue 14)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maskinv.errors import ConfigError
+from maskinv.train.adapt import ADAPT_DEFAULTS, adapt_config, adapt_model, prepare_images
+from maskinv.train.metrics import read_metrics
+
+from helpers.toy_data import make_toy_recordio
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["runtime.batch_size=16", "runtime.device=cpu", "runtime.threads=1", "runtime.progress=false",
+        "precision.mode=fp32", "runtime.log_every=1"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from maskinv.models import export_backbone, get_model
+
+    d = tmp_path_factory.mktemp("adapt")
+    make_toy_recordio(d / "data", classes=4, per_class=8, size=32, seed=3)
+    teacher = d / "teacher.pt"
+    export_backbone(get_model("r18", embedding_size=32, width_mult=0.125, input_size=32, seed=5), teacher)
+    return d, teacher
+
+
+def _steps(run):
+    return [r for r in read_metrics(Path(run) / "metrics.jsonl") if "event" not in r]
+
+
+def _sd(run):
+    return torch.load(Path(run) / "backbone.pt", weights_only=True)
+
+
+def _bn_stats(sd):
+    return {k: v for k, v in sd.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_shipped_config_matches_defaults():
+    import yaml
+
+    assert yaml.safe_load((ROOT / "configs" / "adapt.yaml").read_text()) == ADAPT_DEFAULTS
+
+
+def test_p0_first_step_is_the_teacher_and_bn_frozen(setup, tmp_path):
+    d, teacher = setup
+    s = adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=2, overrides=FAST + ["masks.prob=0"])
+    first = _steps(tmp_path / "run")[0]
+    assert first["step"] == 1 and first["loss"] < 1e-6 and first["head_loss"] == 0.0
+    assert s["status"] == "max_steps" and s["num_classes"] == 0
+    t = torch.load(teacher, weights_only=True)
+    out = _sd(tmp_path / "run")
+    for k, v in _bn_stats(t).items():  # frozen statistics: bit-identical after training
+        assert torch.equal(out[k], v), k
+    assert any(not torch.equal(out[k], t[k]) for k in t if k.endswith("weight"))  # weights did train
+    meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
+    from maskinv.models import model_fingerprint
+
+    assert meta["labels_used"] is False and meta["head"] == "none"
+    assert meta["teacher_fingerprint"] == model_fingerprint(teacher)
+    assert meta["arch"] == "r18" and meta["embedding_size"] == 32
+    assert not (tmp_path / "run" / "head.pt").exists()
+
+
+def test_unfrozen_bn_stats_move(setup, tmp_path):
+    d, teacher = setup
+    adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=2,
+                overrides=FAST + ["masks.prob=0", "model.freeze_bn_stats=false"])
+    t, out = torch.load(teacher, weights_only=True), _sd(tmp_path / "run")
+    assert any(not torch.equal(out[k], v) for k, v in _bn_stats(t).items())
+    assert _steps(tmp_path / "run")[0]["loss"] > 1e-6  # batch statistics != running statistics
+
+
+def _write_unlabeled(tmp, n=32, size=32, seed=0):
+    """A plain RecordIO whose every label is -1."""
+    from maskinv.data.recordio import IRHeader, RecordWriter, pack_record
+    from maskinv.utils.images import encode_image
+
+    rng = np.random.default_rng(seed)
+    tmp.mkdir(parents=True)
+    with RecordWriter(tmp / "train.rec", tmp / "train.idx") as wr:
+        for k in range(n):
+            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            wr.write(k, pack_record(IRHeader(0, -1.0, k, 0), encode_image(img, "png")))
+    return tmp
+
+
+def test_labels_all_minus_one_train_with_masks(setup, tmp_path):
+    _, teacher = setup
+    data = _write_unlabeled(tmp_path / "unl")
+    s = adapt_model(str(teacher), data, tmp_path / "run", max_steps=3, overrides=FAST)
+    assert s["step"] == 3 and np.isfinite(s["loss"]) and s["loss"] > 0
+    assert any(r["masked_fraction"] > 0 for r in _steps(tmp_path / "run"))
+
+
+def test_aligned_crop_folder_without_labels(setup, tmp_path):
+    from maskinv.utils.images import encode_image
+
+    _, teacher = setup
+    rng = np.random.default_rng(1)
+    for i in range(20):  # a flat tree, no identity folders
+        sub = tmp_path / "crops" / ("a" if i % 2 else "b" / Path("deep"))
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{i:03d}.png").write_bytes(encode_image(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "png"))
+    s = adapt_model(str(teacher), tmp_path / "crops", tmp_path / "run", aligned=True, max_steps=1, overrides=FAST)
+    assert s["num_images"] == 20 and Path(s["data"]) == tmp_path / "run" / "data"
+    manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
+    assert manifest["num_images"] == 20 and manifest["aligned"] is True
+    # a second preparation reuses the cache; other photos into the same folder are refused
+    assert prepare_images(tmp_path / "crops", tmp_path / "run" / "data", aligned=True) == tmp_path / "run" / "data"
+    (tmp_path / "crops" / "a" / "001.png").unlink()
+    from maskinv.errors import DataFormatError
+
+    with pytest.raises(DataFormatError, match="other photos"):
+        prepare_images(tmp_path / "crops", tmp_path / "run" / "data", aligned=True)
+
+
+def test_photos_detected_aligned_and_sources_kept(tmp_path):
+    """Detection runs once per photo; no-face photos are listed, each crop keeps its photo + box."""
+    from maskinv.align import Face, FaceDetector
+    from maskinv.constants import ARCFACE_TEMPLATE_112
+    from maskinv.utils.images import encode_image
+
+    class Fake(FaceDetector):
+        name = "fake"
+
+        def detect(self, image):
+            if image.mean() < 20:  # the dark photo has no face
+                return []
+            pts = np.asarray(ARCFACE_TEMPLATE_112, np.float32) * 1.5 + 20
+            return [Face(box=np.array([20, 20, 188, 188], np.float32), landmarks=pts, score=1.0)]
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    for i in range(5):
+        img = rng.integers(40, 255, (220, 230, 3), dtype=np.uint8) if i != 2 else np.zeros((220, 230, 3), np.uint8)
+        (tmp_path / "photos" / f"p{i}.jpg").write_bytes(encode_image(img, "jpg"))
+    data = prepare_images(tmp_path / "photos", tmp_path / "data", detector=Fake(), size=32)
+    from maskinv.data.recordio import RecordIODataset
+
+    ds = RecordIODataset(data)
+    assert len(ds) == 4 and ds.image_size == (32, 32)
+    man = json.loads((data / "manifest.json").read_text())
+    assert man["no_face"] == ["p2.jpg"] and man["detector"] == "fake"
+    src = json.loads((data / "sources.json").read_text())
+    assert [r["photo"] for r in src["records"]] == ["p0.jpg", "p1.jpg", "p3.jpg", "p4.jpg"]
+    assert src["records"][0]["box"] == [20.0, 20.0, 188.0, 188.0]
+
+
+def test_onnx_teacher_cached_once_trains_a_student(setup, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from maskinv.api import load_model
+    from maskinv.export import export_onnx
+
+    d, teacher = setup
+    onnx_path = tmp_path / "teacher.onnx"
+    export_onnx(str(teacher), onnx_path)
+    over = FAST + ["model.name=r18", "model.kwargs.width_mult=0.125"]
+    s = adapt_model(str(onnx_path), d / "data", tmp_path / "run", max_steps=3, overrides=over)
+    assert s["step"] == 3 and s["teacher_cache"]["filled"] == 1.0  # every (image, flip) once, up front
+    cfg = adapt_config(str(onnx_path), d / "data", overrides=over)
+    assert not cfg.model.init_from_teacher and cfg.model.embedding_size == 32 and cfg.teacher.cache.mode == "prepass"
+    meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
+    assert meta["teacher_fingerprint"] == load_model(onnx_path).fingerprint and meta["labels_used"] is False
+    # the cached templates are the ONNX model's, on the training crops
+    from maskinv.data.recordio import RecordIODataset
+    from maskinv.preprocess import to_tensor
+
+    emb = np.memmap(tmp_path / "run" / "teacher_cache" / "emb.bin", dtype=np.float32, mode="r").reshape(-1, 2, 32)
+    img = RecordIODataset(d / "data")[0][0]
+    ref = load_model(onnx_path).session.run(to_tensor(img[None]).numpy())[0]
+    np.testing.assert_allclose(emb[0, 0], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_is_exact(setup, tmp_path):
+    d, teacher = setup
+    over = FAST + ["runtime.checkpoint_every=2", "masks.prob=0.5"]
+    adapt_model(str(teacher), d / "data", tmp_path / "straight", max_steps=4, overrides=over)
+    adapt_model(str(teacher), d / "data", tmp_path / "split", max_steps=2, overrides=over)
+    s = adapt_model(None, None, tmp_path / "split", max_steps=4, resume=True)
+    assert s["step"] == 4
+    a, b = _sd(tmp_path / "straight"), _sd(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    la = [(r["step"], r["loss"]) for r in _steps(tmp_path / "straight")]
+    lb = [(r["step"], r["loss"]) for r in _steps(tmp_path / "split")]
+    assert la == lb
+
+
+def test_config_validation(setup, tmp_path):
+    from maskinv.train.config import load_config
+
+    d, teacher = setup
+    base = [f"teacher.path={teacher}", "data.path=x", "head.name=none"]
+    with pytest.raises(ConfigError, match="kd.weight"):
+        load_config(None, base)
+    with pytest.raises(ConfigError, match="data.labels"):
+        load_config(None, ["data.path=x", "data.labels=ignore"])
+    with pytest.raises(ConfigError, match="teacher.cache"):
+        load_config(None, ["data.path=x", "head.name=none", "kd.weight=1", "teacher.path=m.onnx"])
+    with pytest.raises(ConfigError, match="init_from_teacher"):
+        load_config(None, ["data.path=x", "model.init_from_teacher=true"])
+    with pytest.raises(ConfigError, match="labels"):
+        adapt_config(str(teacher), d / "data", overrides=["head.name=arcface"])
+
+
+def _cli(*argv):
+    from maskinv.cli import main
+
+    return main(list(argv))
+
+
+def test_cli_bad_inputs_one_line_exit_2(setup, tmp_path, capsys):
+    d, teacher = setup
+    cases = [
+        ("--images", str(d / "data"), "--out", str(tmp_path / "r")),                      # no teacher
+        ("--teacher", str(tmp_path / "nope.pt"), "--images", str(d / "data"), "--out", str(tmp_path / "r")),
+        ("--teacher", str(teacher), "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "r")),
+        ("--teacher", str(teacher), "--images", str(d / "data"), "--out", str(tmp_path / "r"), "kd.weight=0"),
+        ("--teacher", str(teacher), "--images", str(d / "data"), "--out", str(tmp_path / "r"), "nokey=1"),
+        ("--resume", str(tmp_path / "nothing")),
+    ]
+    for argv in cases:
+        assert _cli("adapt", *argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("maskinv adapt: error:") and "\n" not in err, (argv, err)
+
+
+def test_cli_runs_and_resumes(setup, tmp_path, capsys):
+    d, teacher = setup
+    run = tmp_path / "run"
+    assert _cli("adapt", "--teacher", str(teacher), "--images", str(d / "data"), "--out", str(run),
+                "--max-steps", "1", *FAST) == 0
+    assert "status: max_steps" in capsys.readouterr().out
+    assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()
+    assert _cli("adapt", "--resume", str(run), "--max-steps", "2") == 0
+    assert "step: 2/" in capsys.readouterr().out
+
+
+def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
+    from maskinv.data.bins import save_bin
+    from maskinv.data.recordio import RecordIODataset
+
+    d, teacher = setup
+    ds = RecordIODataset(d / "data")
+    imgs = [ds.read_encoded(i)[0] for i in range(32)]
+    # 16 pairs: genuine within a class (8 images each), impostors across classes
+    pairs = [(imgs[c * 8 + k], imgs[c * 8 + k + 1], True) for c in range(4) for k in (0, 2)]
+    pairs += [(imgs[c * 8], imgs[((c + 1) % 4) * 8 + 3], False) for c in range(4) for _ in (0, 1)]
+    save_bin(tmp_path / "val.bin", [x for a, b, _ in pairs for x in (a, b)], np.array([g for *_, g in pairs]))
+    s = adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=6, overrides=FAST,
+                    val=tmp_path / "val.bin", eval_every=2, tolerance=100.0, patience=5)
+    sel = json.loads((tmp_path / "run" / "adapt_select.json").read_text())
+    assert [e["step"] for e in sel["evals"]] == [2, 4, 6] and s["step"] == 6
+    best = max(sel["evals"], key=lambda e: (e["mu"], -e["step"]))
+    assert sel["best_step"] == best["step"] == s["backbone_step"]
+    assert 0.0 <= sel["teacher"]["uu"] <= 1.0
+    meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
+    assert meta["trained_steps"] == best["step"]
+    assert (tmp_path / "run" / "backbone.pt").read_bytes() == (tmp_path / "run" / "best" / "backbone.pt").read_bytes()
+
+
+def test_dlib_teacher_embeds_the_original_photos(tmp_path):
+    """dlib sees its own chip of each original photo (and its mirror), the student our crop."""
+    pytest.importorskip("dlib")
+    from maskinv.align import Face, FaceDetector
+    from maskinv.api import load_model
+    from maskinv.constants import ARCFACE_TEMPLATE_112
+    from maskinv.data.synth import render_faces
+    from maskinv.utils.images import encode_image
+
+    class Fake(FaceDetector):  # the synthetic face fills the frame: a fixed box and template points
+        name = "fake"
+
+        def detect(self, image):
+            return [Face(box=np.array([8, 8, 104, 104], np.float32),
+                         landmarks=np.asarray(ARCFACE_TEMPLATE_112, np.float32), score=1.0)]
+
+    faces, _ = render_faces(list(range(8)), seed=3, image_indices=[0] * 8, size=112)
+    (tmp_path / "photos").mkdir()
+    for i, f in enumerate(faces):
+        (tmp_path / "photos" / f"{i}.png").write_bytes(encode_image(np.ascontiguousarray(f[:, 8:]), "png"))  # not square
+    data = prepare_images(tmp_path / "photos", tmp_path / "run" / "data", detector=Fake(), size=32)
+    over = FAST + ["model.name=r18", "model.kwargs.width_mult=0.125", "runtime.batch_size=4"]
+    s = adapt_model("dlib", data, tmp_path / "run", max_steps=2, overrides=over)
+    assert s["step"] == 2 and s["teacher_cache"]["filled"] == 1.0
+    emb = np.memmap(tmp_path / "run" / "teacher_cache" / "emb.bin", dtype=np.float32, mode="r").reshape(-1, 2, 128)
+    dlib = load_model("dlib")
+    photo = faces[0][:, 8:]
+    ref, _ = dlib.descriptors([photo], detector=Fake())
+    ref_flip, _ = dlib.descriptors([np.ascontiguousarray(photo[:, ::-1])], aligned=False,
+                                   detector=type("M", (FaceDetector,), {"detect": lambda self, im: [Face(
+                                       box=np.array([photo.shape[1] - 1 - 104, 8, photo.shape[1] - 1 - 8, 104], np.float32),
+                                       landmarks=np.zeros((5, 2), np.float32), score=1.0)]})())
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    np.testing.assert_allclose(emb[0, 0], unit(ref[0]), atol=1e-5)
+    np.testing.assert_allclose(emb[0, 1], unit(ref_flip[0]), atol=1e-5)
+    assert not np.allclose(emb[0, 0], emb[0, 1])
+    meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
+    assert meta["teacher_fingerprint"] == dlib.fingerprint and meta["embedding_size"] == 128

@@ -1,0 +1,137 @@
+"""The study's "MaskInv-adapt (no labels)" row: trained on photos of identities disjoint from the
+training and test identities, evaluated with the other rows, compared, reused on a re-run, and
+added to a finished study without retraining the other runs (seconds-scale settings)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from maskinv.study import apply_settings_overrides, default_settings, quick_settings, run_demo, stages, study_plan
+from maskinv.study.adapt_row import DONE, adapt_data_seed
+from maskinv.study.settings import changed_settings
+
+_NO_HG = ["with_hg=false", "with_control=false"]
+
+
+@pytest.fixture(scope="module")
+def adapt_runs(tmp_path_factory):
+    """A finished quick demo without the adapt row, then the same folder with it."""
+    out = tmp_path_factory.mktemp("demo_adapt")
+    base = apply_settings_overrides(quick_settings(seed=7), _NO_HG)
+    before = run_demo(out, base, log=lambda msg: None)
+    msgs: list[str] = []
+    after = run_demo(out, apply_settings_overrides(base, ["with_adapt=true"]), log=msgs.append)
+    return out, before, after, msgs
+
+
+def test_adapt_row_evaluated_with_the_others(adapt_runs):
+    out, before, after, _ = adapt_runs
+    assert "maskinv_adapt" not in before["models"]
+    assert list(after["models"])[-1] == "maskinv_adapt"  # last row of the table
+    row = after["models"]["maskinv_adapt"]
+    for proto in ("uu", "mu", "mm"):
+        assert 0.0 <= row[proto]["accuracy_mean"] <= 1.0
+        # the same test pairs as every other row
+        assert row[proto]["num_genuine"] == after["models"]["teacher"][proto]["num_genuine"]
+    run = row["run"]
+    assert run["status"] == "completed" and run["backbone_step"] >= 1
+    meta = json.loads((out / "runs" / "maskinv_adapt" / "backbone.json").read_text())
+    assert meta["labels_used"] is False
+    # validation while adapting used the adapt set's own pairs, never the study's test pairs
+    sel = json.loads((out / "runs" / "maskinv_adapt" / "adapt_select.json").read_text())
+    assert sel["val"] == str(out / "adapt_data" / "synth_val.bin") and sel["evals"]
+    report = (out / "report.md").read_text()
+    assert "MaskInv-adapt (no labels)" in report and "adapt − teacher" in report
+
+
+def test_adapt_comparisons(adapt_runs):
+    _, _, after, _ = adapt_runs
+    got = {(c["model_a"], c["model_b"], c["protocol"]) for c in after["comparisons"]}
+    for proto in ("mu", "mm", "uu"):
+        assert ("teacher", "maskinv_adapt", proto) in got
+    assert ("maskinv_lg", "maskinv_adapt", "mu") in got
+    assert ("maskinv_lg", "maskinv_adapt", "uu") not in got
+    c = next(c for c in after["comparisons"] if (c["model_a"], c["model_b"], c["protocol"]) == ("teacher", "maskinv_adapt", "mu"))
+    a, b = after["models"]["teacher"]["mu"]["accuracy_mean"], after["models"]["maskinv_adapt"]["mu"]["accuracy_mean"]
+    assert c["accuracy"]["diff"] == pytest.approx(100 * (b - a), abs=1e-6)
+
+
+def test_adding_the_row_keeps_the_other_runs_and_a_rerun_reuses_it(adapt_runs, monkeypatch):
+    out, before, after, msgs = adapt_runs
+    sha = {n: m["run"]["weights_sha256"] for n, m in before["models"].items()}
+    assert {n: after["models"][n]["run"]["weights_sha256"] for n in sha} == sha
+    assert any("keeping the other runs" in m for m in msgs)
+    import maskinv.study.adapt_row as adapt_row
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished adapt run must be reused")
+
+    monkeypatch.setattr(adapt_row, "run_adapt", no_training)
+    done = (out / "runs" / "maskinv_adapt" / DONE).stat().st_mtime_ns
+    s = apply_settings_overrides(quick_settings(seed=7), [*_NO_HG, "with_adapt=true"])
+    again = run_demo(out, s, log=lambda msg: None)
+    assert again["models"]["maskinv_adapt"]["run"]["weights_sha256"] == after["models"]["maskinv_adapt"]["run"]["weights_sha256"]
+    assert again["models"]["maskinv_adapt"]["mu"] == after["models"]["maskinv_adapt"]["mu"]
+    assert (out / "runs" / "maskinv_adapt" / DONE).stat().st_mtime_ns == done
+
+
+def test_adapt_photos_come_from_another_generator_seed(adapt_runs):
+    out, _, after, _ = adapt_runs
+    seed = after["seed"]
+    assert json.loads((out / "adapt_data" / "synth_meta.json").read_text())["seed"] == adapt_data_seed(seed) != seed
+    assert json.loads((out / "data" / "synth_meta.json").read_text())["seed"] == seed
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_adapt_identities_disjoint_from_training_test_and_validation(seed):
+    """SynthFaces identity k of seed s is drawn from rng([s, tag, k]) alone: compare the drawn faces
+    (neutral 3-D landmarks) of every adapt identity with every identity the study trains, tests or
+    selects on; none may coincide. At the default sizes, with a control that the check can fail."""
+    from maskinv.data.synth.identity import sample_identity
+
+    s = default_settings(seed)
+    study_ids = s.identities + s.val_identities + s.select_identities  # training, test, validation
+    adapt_ids = s.adapt_identities + s.adapt_val_identities
+
+    def shapes(gen_seed, n):
+        return np.stack([sample_identity(gen_seed, k).shape.ravel() for k in range(n)]).astype(np.float64)
+
+    a, b = shapes(seed, study_ids), shapes(adapt_data_seed(seed), adapt_ids)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    assert d2.min() > 1e-3
+    same = (a[:50] * a[:50]).sum(1)[:, None] + (a[:50] * a[:50]).sum(1)[None, :] - 2 * a[:50] @ a[:50].T
+    assert np.abs(np.diag(same)).max() < 1e-6  # the same identity would show as ~0
+
+
+def test_adapt_trains_beside_lg_and_scales_with_minutes():
+    s = apply_settings_overrides(default_settings(), ["with_adapt=true"])
+    names = [[r.name for r in st] for st in stages(study_plan(s))]
+    assert ["maskinv_lg", "maskinv_adapt"] in names
+    assert s.scaled().adapt_steps == s.adapt_steps
+    assert apply_settings_overrides(s, ["minutes=5"]).scaled().adapt_steps == round(s.adapt_steps / 2)
+    assert "maskinv_adapt" not in [r.name for r in study_plan(default_settings())]
+
+
+def test_folders_written_before_the_adapt_settings_are_the_same_study():
+    cur = json.loads(json.dumps(dataclasses.asdict(default_settings())))
+    old = {k: v for k, v in cur.items() if not k.startswith("adapt_") and k != "with_adapt"}
+    assert changed_settings(old, cur) == []
+    assert changed_settings(old, {**cur, "with_adapt": True})  # turning the row on is a change
+    assert changed_settings({**old, "size": 1}, cur) == ["size"]
+
+
+def test_seed_summary_includes_the_adapt_row(adapt_runs):
+    from maskinv.study.seeds import summarize, summary_markdown
+
+    _, _, after, _ = adapt_runs
+    other = json.loads(json.dumps(after))  # a second "seed" with other numbers
+    other["models"]["maskinv_adapt"]["mu"]["accuracy_mean"] += 0.01
+    summary = summarize({7: after, 8: other})
+    assert summary["models"]["maskinv_adapt"]["mu"]["accuracy_mean"]["sd"] > 0
+    comp = {(c["model_a"], c["model_b"], c["protocol"]) for c in summary["comparisons"]}
+    assert {("teacher", "maskinv_adapt", "mu"), ("maskinv_lg", "maskinv_adapt", "mu")} <= comp
+    md = summary_markdown(summary)
+    assert "MaskInv-adapt (no labels)" in md and "adapt − teacher" in md and "adapt − LG" in md
