@@ -160,8 +160,9 @@ def summary_markdown(summary: dict) -> str:
         f"# MaskInv seed study on SynthFaces: seeds {', '.join(map(str, seeds))}", "",
         f"Per seed: {s['identities']} identities × {s['images_per_identity']} images at {s['size']} px, "
         f"{s['teacher_steps']} teacher / {s['student_steps']} student steps (HG and control +{s['hg_steps']}), "
-        f"batch {s['batch_size']}, --minutes {s['minutes']:g}; {s['val_pairs']} test pairs; evaluation "
-        f"{s['eval_precision']}, masks of the seed. Values in %, mean ± sd over {len(seeds)} seeds.", "",
+        f"batch {s['batch_size']}, --minutes {s['minutes']:g}, λ LG {s['lambda_lg']:g} / HG {s['lambda_hg']:g}; "
+        f"{s['val_pairs']} test pairs of unseen identities; evaluation {s['eval_precision']}, flip test "
+        f"{'on' if s['flip'] else 'off'}, masks of the seed. Values in %, mean ± sd over {len(seeds)} seeds.", "",
         "| model | " + " | ".join(f"{_PROTO[p]} {lab}" for p in protos for _, lab in _METRICS) + " |",
         "|---|" + "---:|" * (len(protos) * len(_METRICS)),
     ]
