@@ -305,3 +305,42 @@ def test_dlib_teacher_embeds_the_original_photos(tmp_path):
     assert not np.allclose(emb[0, 0], emb[0, 1])
     meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
     assert meta["teacher_fingerprint"] == dlib.fingerprint and meta["embedding_size"] == 128
+
+
+def test_real_photos_end_to_end_with_the_default_detector(setup, tmp_path, capsys):
+    """A folder of real photos (astronaut, Grace Hopper, a masked astronaut, and a photo without a
+    face) goes through the default detector into adapt: faces found, the miss listed, the run trains."""
+    import cv2
+    from matplotlib import cbook
+    from skimage import data as skdata
+
+    from maskinv.align import get_detector, mtcnn as mt, read_image
+    from maskinv.masks import mask_photo
+
+    if mt.mtcnn_weights_dir() is None:
+        pytest.skip(f"MTCNN weights not installed ({mt.INSTALL_HINT})")
+    _, teacher = setup
+    astronaut = skdata.astronaut()
+    grace = read_image(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    face = get_detector().detect(astronaut)[0]
+    masked = mask_photo(astronaut, face.landmarks, 0, "surgical").image
+    photos = tmp_path / "photos"
+    (photos / "people").mkdir(parents=True)
+    for name, img in (("people/astronaut.png", astronaut), ("people/grace.jpg", grace),
+                      ("masked_astronaut.png", masked), ("coffee.jpg", skdata.coffee())):
+        cv2.imwrite(str(photos / name), np.ascontiguousarray(img[:, :, ::-1]))
+    run = tmp_path / "run"
+    assert _cli("adapt", "--teacher", str(teacher), "--images", str(photos), "--out", str(run),
+                "--max-steps", "2", *FAST, "runtime.batch_size=2") == 0
+    assert "status: max_steps" in capsys.readouterr().out
+    man = json.loads((run / "data" / "manifest.json").read_text())
+    assert man["detector"] == "mtcnn" and man["no_face"] == ["coffee.jpg"]
+    src = json.loads((run / "data" / "sources.json").read_text())
+    assert sorted(r["photo"] for r in src["records"]) == ["masked_astronaut.png", "people/astronaut.png",
+                                                          "people/grace.jpg"]
+    # the masked photo's face is found where the unmasked one is (same photo under the mask)
+    box = {r["photo"]: np.array(r["box"]) for r in src["records"]}
+    assert np.abs(box["masked_astronaut.png"] - box["people/astronaut.png"]).max() < 0.1 * (face.box[2] - face.box[0])
+    steps = _steps(run)
+    assert [r["step"] for r in steps] == [1, 2] and all(np.isfinite(r["loss"]) for r in steps)
+    assert json.loads((run / "backbone.json").read_text())["labels_used"] is False
