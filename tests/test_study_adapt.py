@@ -11,7 +11,7 @@ import pytest
 
 from maskinv.study import apply_settings_overrides, default_settings, quick_settings, run_demo, stages, study_plan
 from maskinv.study.adapt_row import DONE, adapt_data_seed
-from maskinv.study.settings import changed_settings
+from maskinv.study.settings import ADAPT_KEYS, changed_settings
 
 _NO_HG = ["with_hg=false", "with_control=false"]
 
@@ -40,9 +40,21 @@ def test_adapt_row_evaluated_with_the_others(adapt_runs):
     assert run["status"] == "completed" and run["backbone_step"] >= 1
     meta = json.loads((out / "runs" / "maskinv_adapt" / "backbone.json").read_text())
     assert meta["labels_used"] is False
-    # validation while adapting used the adapt set's own pairs, never the study's test pairs
+    # validation while adapting used the study's validation split, never its test pairs
     sel = json.loads((out / "runs" / "maskinv_adapt" / "adapt_select.json").read_text())
-    assert sel["val"] == str(out / "adapt_data" / "synth_val.bin") and sel["evals"]
+    assert sel["val"] == str(out / "adapt_data" / "val" / "synth_select.bin") and sel["evals"]
+    from maskinv.data.bins import load_bin
+    from maskinv.data.synth import generate_dataset
+
+    s = after["settings"]
+    ref = out.parent / "ref_select"
+    generate_dataset(ref, identities=s["identities"], images_per_identity=1, seed=s["seed"], size=s["size"],
+                     val_identities=s["val_identities"], select_identities=s["select_identities"],
+                     select_pairs=s["select_pairs"], difficulty=s["difficulty"])
+    assert (ref / "synth_select.bin").read_bytes() == (out / "adapt_data" / "val" / "synth_select.bin").read_bytes()
+    test_pairs, _ = load_bin(out / "data" / "synth_val.bin")
+    val_pairs, _ = load_bin(out / "adapt_data" / "val" / "synth_select.bin")
+    assert not set(val_pairs) & set(test_pairs)  # other identities: no image in common
     report = (out / "report.md").read_text()
     assert "MaskInv-adapt (no labels)" in report and "adapt − teacher" in report
 
@@ -94,7 +106,7 @@ def test_adapt_identities_disjoint_from_training_test_and_validation(seed):
 
     s = default_settings(seed)
     study_ids = s.identities + s.val_identities + s.select_identities  # training, test, validation
-    adapt_ids = s.adapt_identities + s.adapt_val_identities
+    adapt_ids = s.adapt_identities
 
     def shapes(gen_seed, n):
         return np.stack([sample_identity(gen_seed, k).shape.ravel() for k in range(n)]).astype(np.float64)
@@ -111,7 +123,9 @@ def test_adapt_trains_beside_lg_and_scales_with_minutes():
     names = [[r.name for r in st] for st in stages(study_plan(s))]
     assert ["maskinv_lg", "maskinv_adapt"] in names
     assert s.scaled().adapt_steps == s.adapt_steps
-    assert apply_settings_overrides(s, ["minutes=5"]).scaled().adapt_steps == round(s.adapt_steps / 2)
+    # epochs over the photo set, not a share of the labelled budget: --minutes leaves it alone
+    short = apply_settings_overrides(s, ["minutes=5"]).scaled()
+    assert short.adapt_steps == s.adapt_steps and short.student_steps == round(s.student_steps / 2)
     assert "maskinv_adapt" not in [r.name for r in study_plan(default_settings())]
 
 
@@ -121,6 +135,13 @@ def test_folders_written_before_the_adapt_settings_are_the_same_study():
     assert changed_settings(old, cur) == []
     assert changed_settings(old, {**cur, "with_adapt": True})  # turning the row on is a change
     assert changed_settings({**old, "size": 1}, cur) == ["size"]
+    # a folder from before the adapt row validated on its own pairs: the same study while the row is
+    # off; with the row on, only adapt settings changed (the adapt run is redone, the others kept)
+    retired = {**cur, "adapt_val_identities": 100, "adapt_val_pairs": 1000}
+    assert changed_settings(retired, cur) == []
+    on = {**cur, "with_adapt": True}
+    assert set(changed_settings({**retired, "with_adapt": True}, on)) == {"adapt_val_identities", "adapt_val_pairs"}
+    assert set(changed_settings({**retired, "with_adapt": True}, on)) <= set(ADAPT_KEYS)
 
 
 def test_seed_summary_includes_the_adapt_row(adapt_runs):

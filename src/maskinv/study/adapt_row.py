@@ -5,8 +5,11 @@ The photos come from another SynthFaces generator seed (:func:`adapt_data_seed`)
 of seed ``s`` is drawn from ``default_rng([s, 0x1D, k])`` alone (:mod:`maskinv.data.synth.identity`),
 so a different seed draws other identities than the training set and the test pairs (identities
 ``0 .. identities + val_identities - 1`` of the study seed); the test checks that no identity is
-shared. The set's own held-out pairs (``adapt_data/synth_val.bin``) choose the exported step — the
-study's test pairs are never seen before the table.
+shared. The exported step is chosen on the study's validation split (``select_pairs`` pairs of the
+``select_identities`` identities after the test ones, of the study seed: the split ``--select-lambda``
+chooses λ on, written to ``adapt_data/val/synth_select.bin``), so the tolerance on U-U is measured in
+the teacher's own domain, on identities neither the teacher, the adapt photos nor the test pairs
+contain. The study's test pairs are never seen before the table.
 
 The run goes through :mod:`.runs` like the other runs (spawned process, reused when finished);
 its job config is ``{"adapt": {...}, "runtime": {...}}`` (:func:`adapt_job`), trained by
@@ -34,24 +37,34 @@ def adapt_data_seed(seed: int) -> int:
 
 
 def make_adapt_data(s: DemoSettings, data_dir: Path, say: Callable[[str], None]) -> Path:
-    """The unlabeled photo set (RecordIO; its labels are ignored by adapt) and its validation pairs;
-    returns ``synth_val.bin`` of the set."""
+    """The unlabeled photo set (RecordIO; its labels are ignored by adapt) and the study's validation
+    split; returns the validation ``.bin``."""
     import shutil
     import sys
 
-    from maskinv.data.synth import generate_dataset
+    from maskinv.data.synth import generate_dataset, generate_select_split
 
     if not (data_dir / "synth_meta.json").exists():
         say(f"[demo] adapt photos: {s.adapt_identities} other identities x {s.adapt_images_per_identity} images "
-            f"(SynthFaces seed {adapt_data_seed(s.seed)}), {s.adapt_val_pairs} validation pairs of "
-            f"{s.adapt_val_identities} more")
+            f"(SynthFaces seed {adapt_data_seed(s.seed)})")
         if data_dir.exists():
             shutil.rmtree(data_dir)  # an interrupted generation: start over
         generate_dataset(data_dir, identities=s.adapt_identities, images_per_identity=s.adapt_images_per_identity,
-                         seed=adapt_data_seed(s.seed), size=s.size, val_identities=s.adapt_val_identities,
-                         val_pairs=s.adapt_val_pairs, difficulty=s.difficulty, workers=1,
+                         seed=adapt_data_seed(s.seed), size=s.size, difficulty=s.difficulty, workers=1,
                          progress=sys.stderr.isatty())
-    return data_dir / "synth_val.bin"
+    val = adapt_val_bin(data_dir)
+    if not val.exists():  # written atomically: present means complete
+        say(f"[demo] adapt validation: {s.select_pairs} pairs of {s.select_identities} further identities "
+            f"of seed {s.seed} (the study's validation split)")
+        generate_select_split(val.parent, seed=s.seed, identities=s.identities, val_identities=s.val_identities,
+                              select_identities=s.select_identities, select_pairs=s.select_pairs, size=s.size,
+                              difficulty=s.difficulty, workers=1, progress=sys.stderr.isatty())
+    return val
+
+
+def adapt_val_bin(data_dir: Path) -> Path:
+    """Where :func:`make_adapt_data` writes the validation pairs."""
+    return Path(data_dir) / "val" / "synth_select.bin"
 
 
 def adapt_job(s: DemoSettings, teacher: Path, data_dir: Path, val: Path) -> dict[str, Any]:

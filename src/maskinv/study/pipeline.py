@@ -114,11 +114,11 @@ def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Calla
         for run in stage:
             teacher = Path(runs[run.teacher]["backbone"]) if run.teacher else None
             if run.role == "adapt":
-                from .adapt_row import adapt_job
+                from .adapt_row import adapt_job, adapt_val_bin
 
                 say(f"[demo] training {run.name}: {run.steps} steps x {s.adapt_batch_size} unlabeled images, "
                     f"mask prob {run.mask_prob}, λ {run.kd}, no head")
-                jobs.append((run.name, adapt_job(s, teacher, out / "adapt_data", out / "adapt_data" / "synth_val.bin"),
+                jobs.append((run.name, adapt_job(s, teacher, out / "adapt_data", adapt_val_bin(out / "adapt_data")),
                              out / "runs" / run.name))
                 continue
             init = Path(runs[run.init]["backbone"]) if run.init else None

@@ -72,8 +72,6 @@ class DemoSettings:
     with_adapt: bool
     adapt_identities: int
     adapt_images_per_identity: int
-    adapt_val_identities: int
-    adapt_val_pairs: int
     adapt_batch_size: int
     adapt_steps: int
     adapt_evals: int
@@ -93,7 +91,9 @@ class DemoSettings:
 
     def scaled(self) -> "DemoSettings":
         """Step counts scaled by ``minutes / 10``: the default steps were sized for a 10-minute budget
-        (measured: 10 min wall on the 2-core CI machine, evaluation included)."""
+        (measured: 10 min wall on the 2-core CI machine, evaluation included). ``adapt_steps`` is not
+        scaled: it is epochs over the unlabeled photo set (5 x 2,400 / 64), not a share of the
+        labelled training budget, and takes about 2 min."""
         if self.minutes <= 0:
             raise ConfigError(f"--minutes must be positive, got {self.minutes}")
         f = self.minutes / 10.0
@@ -101,21 +101,25 @@ class DemoSettings:
         s.teacher_steps = max(10, round(self.teacher_steps * f))
         s.student_steps = max(10, round(self.student_steps * f))
         s.hg_steps = max(5, round(self.hg_steps * f))
-        s.adapt_steps = max(5, round(self.adapt_steps * f))
         return s
 
 
 #: Settings of the adapt row: a study folder written before they existed is the same study when the
 #: row is off, and one that differs only in them keeps its runs (the adapt run is added or redone).
-ADAPT_KEYS = tuple(f.name for f in dataclasses.fields(DemoSettings) if f.name.startswith("adapt_")) + ("with_adapt",)
+#: Settings the adapt row once had (its own validation pairs, replaced by the study's validation
+#: split): still adapt settings when an older folder records them.
+RETIRED_ADAPT_KEYS = ("adapt_val_identities", "adapt_val_pairs")
+ADAPT_KEYS = (tuple(f.name for f in dataclasses.fields(DemoSettings) if f.name.startswith("adapt_")) + ("with_adapt",)
+              + RETIRED_ADAPT_KEYS)
 
 
 def changed_settings(previous: dict, current: dict) -> list[str]:
-    """The settings that differ between two ``dataclasses.asdict`` documents; adapt settings absent
-    from ``previous`` (written before the adapt row) count as unchanged while ``with_adapt`` is off."""
+    """The settings that differ between two ``dataclasses.asdict`` documents; while ``with_adapt`` is
+    off, adapt settings that only one of them records (a folder written before the adapt row, or
+    before one of its settings was retired) count as unchanged."""
     keys = set(previous) | set(current)
     if not current.get("with_adapt"):
-        keys -= {k for k in ADAPT_KEYS if k not in previous}
+        keys -= {k for k in ADAPT_KEYS if (k in previous) != (k in current)}
     return sorted(k for k in keys if previous.get(k) != current.get(k))
 
 

@@ -30,8 +30,9 @@ def check_settings(s: DemoSettings, out: str | Path = "demo_out") -> None:
                      ("student_steps", 1), ("hg_steps", 1)):
         _int_at_least(s, name, lo)
     if s.with_adapt:
-        for name, lo in (("adapt_identities", 1), ("adapt_images_per_identity", 1), ("adapt_val_identities", 2),
-                         ("adapt_val_pairs", 2), ("adapt_batch_size", 1), ("adapt_steps", 1), ("adapt_evals", 1),
+        # the adapt row selects its step on the study's validation split (select_*)
+        for name, lo in (("adapt_identities", 1), ("adapt_images_per_identity", 1), ("select_identities", 2),
+                         ("select_pairs", 2), ("adapt_batch_size", 1), ("adapt_steps", 1), ("adapt_evals", 1),
                          ("adapt_patience", 1)):
             _int_at_least(s, name, lo)
         if s.adapt_identities * s.adapt_images_per_identity < s.adapt_batch_size:

@@ -30,7 +30,7 @@ alignment), :mod:`.render` with :mod:`.face` and :mod:`.canvas` (pixels), :mod:`
 """
 from __future__ import annotations
 
-from .dataset import generate_dataset, preview_grid
+from .dataset import generate_dataset, generate_select_split, preview_grid
 from .geometry import five_points
 from .identity import DIFFICULTIES, FaceIdentity, sample_identities, sample_identity
 from .render import encode_jpeg, render_face, render_faces
@@ -45,5 +45,6 @@ __all__ = [
     "five_points",
     "encode_jpeg",
     "generate_dataset",
+    "generate_select_split",
     "preview_grid",
 ]

@@ -94,6 +94,27 @@ def _write_pairs(out: Path, name: str, seed: int, tag: int, first: int, n_ids: i
     return issame
 
 
+def generate_select_split(out_dir: str | os.PathLike, *, seed: int, identities: int, val_identities: int,
+                          select_identities: int, select_pairs: int, size: int = 112,
+                          difficulty: str | float = "default", workers: int = 1, progress: bool = False) -> Path:
+    """Only the validation split of :func:`generate_dataset` with the same arguments: the same bytes
+    as its ``synth_select.bin`` (+ landmarks), written into ``out_dir`` without the training set.
+    Returns the ``.bin`` path. (The adapt row of the study selects its step on it.)"""
+    from maskinv.errors import ConfigError
+
+    for name, v, lo in (("identities", identities, 1), ("val_identities", val_identities, 0),
+                        ("select_identities", select_identities, 2), ("select_pairs", select_pairs, 2),
+                        ("size", size, 16), ("workers", workers, 1)):
+        if int(v) != v or v < lo:
+            raise ConfigError(f"generate_select_split: {name} must be an integer >= {lo}, got {v!r}")
+    _difficulty(difficulty)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_pairs(out, "synth_select", seed, _SELECT_TAG, identities + val_identities, select_identities,
+                 select_pairs, size, difficulty, workers, progress)
+    return out / "synth_select.bin"
+
+
 def generate_dataset(
     out_dir: str | os.PathLike,
     *,
