@@ -76,6 +76,10 @@ def test_adding_the_row_keeps_the_other_runs_and_a_rerun_reuses_it(adapt_runs, m
     sha = {n: m["run"]["weights_sha256"] for n, m in before["models"].items()}
     assert {n: after["models"][n]["run"]["weights_sha256"] for n in sha} == sha
     assert any("keeping the other runs" in m for m in msgs)
+    # the log says which runs were reused and which trained
+    assert any(m.startswith("[demo] reusing the finished teacher") for m in msgs)
+    assert any(m.startswith("[demo] training maskinv_adapt") for m in msgs)
+    assert not any(m.startswith("[demo] training teacher") for m in msgs)
     import maskinv.study.adapt_row as adapt_row
 
     def no_training(*a, **k):

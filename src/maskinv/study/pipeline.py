@@ -33,7 +33,7 @@ from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .recipe import stages, study_plan, train_config
 from .report import mask_gallery, num, report_markdown, results_table
-from .runs import train_runs
+from .runs import is_finished, train_runs
 from .settings import ADAPT_KEYS, DemoSettings, changed_settings, default_settings
 from .validate import check_settings
 
@@ -106,6 +106,13 @@ def _make_data(s: DemoSettings, data_dir: Path, say: Callable[[str], None], *, s
     return out
 
 
+def _announce(say: Callable[[str], None], name: str, cfg: dict, out: Path, what: str) -> None:
+    if is_finished(cfg, out / "runs" / name):
+        say(f"[demo] reusing the finished {name} ({what}) in {out / 'runs' / name}")
+    else:
+        say(f"[demo] training {name}: {what}")
+
+
 def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Callable[[str], None],
            plan: list | None = None) -> dict[str, dict]:
     runs: dict[str, dict] = {}
@@ -116,15 +123,16 @@ def _train(s: DemoSettings, out: Path, data_dir: Path, timings: dict, say: Calla
             if run.role == "adapt":
                 from .adapt_row import adapt_job, adapt_val_bin
 
-                say(f"[demo] training {run.name}: {run.steps} steps x {s.adapt_batch_size} unlabeled images, "
-                    f"mask prob {run.mask_prob}, λ {run.kd}, no head")
-                jobs.append((run.name, adapt_job(s, teacher, out / "adapt_data", adapt_val_bin(out / "adapt_data")),
-                             out / "runs" / run.name))
+                job = adapt_job(s, teacher, out / "adapt_data", adapt_val_bin(out / "adapt_data"))
+                _announce(say, run.name, job, out, f"{run.steps} steps x {s.adapt_batch_size} unlabeled images, "
+                          f"mask prob {run.mask_prob}, λ {run.kd}, no head")
+                jobs.append((run.name, job, out / "runs" / run.name))
                 continue
             init = Path(runs[run.init]["backbone"]) if run.init else None
             cfg = train_config(s, run, data_dir, teacher=teacher, init=init, cache_dir=out / "teacher_cache",
                                progress=sys.stderr.isatty())
-            say(f"[demo] training {run.name}: {run.steps} steps x {s.batch_size} images, mask prob {run.mask_prob}, λ {run.kd}")
+            _announce(say, run.name, cfg, out, f"{run.steps} steps x {s.batch_size} images, mask prob {run.mask_prob}, "
+                      f"λ {run.kd}")
             jobs.append((run.name, cfg, out / "runs" / run.name))
         t0 = time.perf_counter()
         for name, cfg, summary in train_runs(jobs, threads=s.threads, parallel=s.parallel):

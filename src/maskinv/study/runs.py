@@ -73,6 +73,11 @@ def finished_summary(run_dir: Path, name: str = "summary.json") -> dict | None:
     return None
 
 
+def is_finished(cfg: dict, run_dir: Path) -> bool:
+    """True when ``run_dir`` holds the finished run of job ``cfg``: :func:`train_runs` reuses it."""
+    return finished_summary(run_dir, _summary_file(cfg)) is not None
+
+
 def moved_since_stopped(run_dir: Path, cfg: dict) -> bool:
     """True when the unfinished run in ``run_dir`` differs from ``cfg`` only in paths (data,
     teacher, init): the study folder moved since it stopped, and its checkpoint names the old
