@@ -260,11 +260,32 @@ def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
     sel = json.loads((tmp_path / "run" / "adapt_select.json").read_text())
     assert [e["step"] for e in sel["evals"]] == [2, 4, 6] and s["step"] == 6
     best = max(sel["evals"], key=lambda e: (e["mu"], -e["step"]))
-    assert sel["best_step"] == best["step"] == s["backbone_step"]
+    assert sel["best_step"] == best["step"] == s["backbone_step"] and sel["met_tolerance"] is True
     assert 0.0 <= sel["teacher"]["uu"] <= 1.0
     meta = json.loads((tmp_path / "run" / "backbone.json").read_text())
     assert meta["trained_steps"] == best["step"]
     assert (tmp_path / "run" / "backbone.pt").read_bytes() == (tmp_path / "run" / "best" / "backbone.pt").read_bytes()
+
+
+def test_no_step_within_tolerance_exports_the_least_uu_loss_and_says_so(setup, tmp_path, monkeypatch):
+    """Every validated step loses more U-U than allowed: the step that lost least is exported (not
+    silently the last one), the state says the tolerance was not met, and the log warns."""
+    import maskinv.train.adapt_select as sel_mod
+
+    d, teacher = setup
+    scripted = iter([{"uu": 0.90, "mu": 0.60},                      # the teacher
+                     {"uu": 0.85, "mu": 0.70}, {"uu": 0.87, "mu": 0.72}, {"uu": 0.86, "mu": 0.75}])
+    monkeypatch.setattr(sel_mod, "score", lambda *a, **k: next(scripted))
+    (tmp_path / "val.bin").write_bytes(b"scored by the stub")
+    logs: list[str] = []
+    s = adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=6, overrides=FAST,
+                    val=tmp_path / "val.bin", eval_every=2, tolerance=1.0, patience=5, log=logs.append)
+    state = json.loads((tmp_path / "run" / "adapt_select.json").read_text())
+    assert state["best_step"] is None and state["met_tolerance"] is False and state["fallback_step"] == 4
+    assert s["backbone_step"] == 4 and s["step"] == 6
+    assert json.loads((tmp_path / "run" / "backbone.json").read_text())["trained_steps"] == 4
+    assert (tmp_path / "run" / "backbone.pt").read_bytes() == (tmp_path / "run" / "fallback" / "backbone.pt").read_bytes()
+    assert any("warning: no validated step kept U-U within 1" in m and "step 4" in m for m in logs)
 
 
 def test_dlib_teacher_embeds_the_original_photos(tmp_path):

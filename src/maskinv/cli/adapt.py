@@ -58,7 +58,9 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
                     tolerance=args.tolerance, patience=args.patience)
     print(f"run: {s['out_dir']}  status: {s['status']}  step: {s['step']}/{s['total_steps']}  loss: {s['loss']:.6f}")
     if s.get("backbone"):
-        print(f"backbone: {s['backbone']}" + (f"  (step {s['backbone_step']}, best on --val)" if s.get("backbone_step") else ""))
+        sel = s.get("selection") or {}
+        why = "best on --val" if sel.get("met_tolerance", True) else "no step within --tolerance: the least U-U loss"
+        print(f"backbone: {s['backbone']}" + (f"  (step {s['backbone_step']}, {why})" if s.get("backbone_step") else ""))
     if s["status"] == "interrupted":
         return 128 + int(s.get("signal") or 15)
     return 0

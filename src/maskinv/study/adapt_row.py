@@ -113,7 +113,8 @@ def run_adapt(job: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     sel = summary.pop("selection", {}) or {}
     done = {**summary, "status": "completed", "trainer_status": summary.get("status"),
             "backbone": str(backbone), "weights_sha256": file_sha256(backbone),
-            "backbone_step": sel.get("best_step") or summary.get("step"),
+            "backbone_step": summary.get("backbone_step") or summary.get("step"),
+            "met_tolerance": sel.get("met_tolerance"),
             "stopped_early": bool(sel.get("stopped_early")),
             # the whole call (chunks + validations; the trainer's elapsed_s is the last chunk's)
             "elapsed_s": time.perf_counter() - t0, "trainer_elapsed_s": summary.get("elapsed_s"),

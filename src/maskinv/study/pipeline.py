@@ -38,7 +38,7 @@ from .settings import ADAPT_KEYS, DemoSettings, changed_settings, default_settin
 from .validate import check_settings
 
 _SUMMARY_KEYS = ("backbone", "step", "status", "loss", "head_loss", "kd_loss", "images_per_s", "elapsed_s",
-                 "weights_sha256", "backbone_step")
+                 "weights_sha256", "backbone_step", "met_tolerance")
 
 
 # what a demo writes into its folder (an unfinished demo with other settings is replaced: only these go)

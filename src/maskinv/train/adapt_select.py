@@ -6,6 +6,11 @@ resumes the previous one (resume is exact, so the weights equal an uninterrupted
 each chunk the exported backbone is scored on the validation benchmark (``.bin``, never the test
 pairs). The teacher is scored once, at the start. State and history: ``RUN_DIR/adapt_select.json``;
 the best backbone is kept in ``RUN_DIR/best/`` and copied over ``RUN_DIR/backbone.pt`` at the end.
+
+When no validated step keeps U-U within the tolerance, the exported step is the one that lost the
+least U-U (``RUN_DIR/fallback/``), never silently the last one: the state records
+``met_tolerance: false`` and the log says so (the tolerance is the user's constraint; the step
+closest to meeting it is the nearest thing to what was asked).
 """
 from __future__ import annotations
 
@@ -83,6 +88,11 @@ def train_with_selection(cfg: TrainConfig, out: Path, *, teacher: str, val: str,
         if improved:
             _copy_export(out, out / "best")
             state["best_step"] = done
+        elif not ok and state["best_step"] is None:
+            fb = next((e for e in state["evals"] if e["step"] == state.get("fallback_step")), None)
+            if fb is None or (got["uu"], got["mu"]) > (fb["uu"], fb["mu"]):
+                _copy_export(out, out / "fallback")
+                state["fallback_step"] = done
         state["evals"].append({"step": done, **got, "within_tolerance": ok})
         say(f"[adapt] step {done}: U-U {100 * got['uu']:.2f}  M-U {100 * got['mu']:.2f}"
             + ("  (best)" if improved else "" if ok else "  (U-U below tolerance)"))
@@ -94,8 +104,19 @@ def train_with_selection(cfg: TrainConfig, out: Path, *, teacher: str, val: str,
         atomic_write_json(state_path, state)
         if summary["status"] == "completed" or (max_steps is not None and done >= max_steps):
             break
-    if state["best_step"] is not None and summary.get("status") != "interrupted":
-        _copy_export(out / "best", out)
-        summary["backbone_step"] = state["best_step"]
+    if summary.get("status") != "interrupted":
+        if state["best_step"] is not None:
+            _copy_export(out / "best", out)
+            summary["backbone_step"] = state["best_step"]
+            state["met_tolerance"] = True
+        elif state.get("fallback_step") is not None:
+            fb = next(e for e in state["evals"] if e["step"] == state["fallback_step"])
+            _copy_export(out / "fallback", out)
+            summary["backbone_step"] = state["fallback_step"]
+            state["met_tolerance"] = False
+            say(f"[adapt] warning: no validated step kept U-U within {tolerance:g} points of the teacher's "
+                f"({100 * state['teacher']['uu']:.2f}); exported step {fb['step']}, the one that lost least "
+                f"(U-U {100 * fb['uu']:.2f}, M-U {100 * fb['mu']:.2f}). A lower optim.lr or fewer steps keep "
+                "more U-U; a larger --tolerance accepts the loss")
     atomic_write_json(state_path, state)
     return {**summary, "selection": state}
