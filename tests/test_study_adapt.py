@@ -160,3 +160,20 @@ def test_seed_summary_includes_the_adapt_row(adapt_runs):
     assert {("teacher", "maskinv_adapt", "mu"), ("maskinv_lg", "maskinv_adapt", "mu")} <= comp
     md = summary_markdown(summary)
     assert "MaskInv-adapt (no labels)" in md and "adapt − teacher" in md and "adapt − LG" in md
+
+
+def test_adapt_lr_setting_reaches_the_adapt_job_only(tmp_path):
+    from maskinv.errors import ConfigError
+    from maskinv.study.adapt_row import adapt_job
+    from maskinv.study.validate import check_settings
+
+    base = apply_settings_overrides(default_settings(), ["with_adapt=true"])
+    assert base.adapt_lr is None
+    job = adapt_job(base, tmp_path / "t.pt", tmp_path / "d", tmp_path / "v.bin")
+    assert not any(o.startswith("optim.lr=") for o in job["adapt"]["overrides"])  # configs/adapt.yaml's
+    s = apply_settings_overrides(base, ["adapt_lr=0.04"])
+    assert "optim.lr=0.04" in adapt_job(s, tmp_path / "t.pt", tmp_path / "d", tmp_path / "v.bin")["adapt"]["overrides"]
+    assert changed_settings(dataclasses.asdict(base), dataclasses.asdict(s)) == ["adapt_lr"]
+    assert "adapt_lr" in ADAPT_KEYS  # only the adapt run is redone
+    with pytest.raises(ConfigError, match="adapt_lr"):
+        check_settings(apply_settings_overrides(base, ["adapt_lr=0"]), tmp_path / "out")

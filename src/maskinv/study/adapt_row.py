@@ -83,6 +83,8 @@ def adapt_job(s: DemoSettings, teacher: Path, data_dir: Path, val: Path) -> dict
         override("runtime.checkpoint_every", max(s.adapt_steps // evals, 1)),
         override("precision.mode", s.precision),
     ]
+    if s.adapt_lr is not None:
+        overrides.append(override("optim.lr", s.adapt_lr))
     return {
         "adapt": {"teacher": str(teacher), "images": str(data_dir), "overrides": overrides, "val": str(val),
                   "eval_every": max(1, math.ceil(s.adapt_steps / evals)), "patience": s.adapt_patience,

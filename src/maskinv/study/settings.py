@@ -76,6 +76,7 @@ class DemoSettings:
     adapt_steps: int
     adapt_evals: int
     adapt_patience: int
+    adapt_lr: Optional[float]
     protocols: tuple
     eval_seed: Optional[int]
     mask_kind: str

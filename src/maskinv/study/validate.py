@@ -35,6 +35,8 @@ def check_settings(s: DemoSettings, out: str | Path = "demo_out") -> None:
                          ("select_pairs", 2), ("adapt_batch_size", 1), ("adapt_steps", 1), ("adapt_evals", 1),
                          ("adapt_patience", 1)):
             _int_at_least(s, name, lo)
+        if s.adapt_lr is not None and not s.adapt_lr > 0:
+            raise ConfigError(f"demo setting adapt_lr: expected a positive learning rate or null, got {s.adapt_lr!r}")
         if s.adapt_identities * s.adapt_images_per_identity < s.adapt_batch_size:
             raise ConfigError(f"demo setting adapt_batch_size: {s.adapt_batch_size} is more than the "
                               f"{s.adapt_identities * s.adapt_images_per_identity} adapt photos "
