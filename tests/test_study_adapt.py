@@ -177,3 +177,15 @@ def test_adapt_lr_setting_reaches_the_adapt_job_only(tmp_path):
     assert "adapt_lr" in ADAPT_KEYS  # only the adapt run is redone
     with pytest.raises(ConfigError, match="adapt_lr"):
         check_settings(apply_settings_overrides(base, ["adapt_lr=0"]), tmp_path / "out")
+
+
+def test_adapt_dot_keys_override_the_adapt_run_only(tmp_path):
+    from maskinv.errors import ConfigError
+    from maskinv.study.adapt_row import adapt_job
+
+    s = apply_settings_overrides(default_settings(), ["with_adapt=true", "adapt.optim.weight_decay=0"])
+    assert s.adapt_overrides == ["optim.weight_decay=0"] and s.train_overrides == []
+    assert adapt_job(s, tmp_path / "t.pt", tmp_path / "d", tmp_path / "v.bin")["adapt"]["overrides"][-1] == "optim.weight_decay=0"
+    assert "adapt_overrides" in ADAPT_KEYS
+    with pytest.raises(ConfigError, match="nokey"):
+        apply_settings_overrides(default_settings(), ["adapt.nokey=1"])

@@ -85,6 +85,7 @@ def adapt_job(s: DemoSettings, teacher: Path, data_dir: Path, val: Path) -> dict
     ]
     if s.adapt_lr is not None:
         overrides.append(override("optim.lr", s.adapt_lr))
+    overrides += list(s.adapt_overrides)  # the user's, last: they win
     return {
         "adapt": {"teacher": str(teacher), "images": str(data_dir), "overrides": overrides, "val": str(val),
                   "eval_every": max(1, math.ceil(s.adapt_steps / evals)), "patience": s.adapt_patience,

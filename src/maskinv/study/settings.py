@@ -77,6 +77,7 @@ class DemoSettings:
     adapt_evals: int
     adapt_patience: int
     adapt_lr: Optional[float]
+    adapt_overrides: list
     protocols: tuple
     eval_seed: Optional[int]
     mask_kind: str
@@ -182,7 +183,8 @@ def apply_settings_overrides(s: DemoSettings, overrides: list[str]) -> DemoSetti
     """``KEY=VALUE`` strings (YAML-typed values) applied to a copy of ``s``.
 
     Dotted keys are trainer-config overrides (validated now by :func:`maskinv.train.config.apply_overrides`,
-    applied to every run); plain keys must name a study setting."""
+    applied to every run); ``adapt.KEY=VALUE`` is an override of the adapt row's config only
+    (``adapt.optim.weight_decay=0``); plain keys must name a study setting."""
     import yaml
 
     from maskinv.train.config import apply_overrides
@@ -192,14 +194,21 @@ def apply_settings_overrides(s: DemoSettings, overrides: list[str]) -> DemoSetti
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
+        if sep and key.startswith("adapt."):
+            from maskinv.train.adapt import ADAPT_DEFAULTS
+
+            sub = item.strip()[len("adapt."):]
+            apply_overrides(copy.deepcopy(ADAPT_DEFAULTS), [sub])  # unknown key / bad YAML -> ConfigError
+            out.adapt_overrides = [*out.adapt_overrides, sub]
+            continue
         if sep and "." in key:
             apply_overrides(recipe(), [item])  # unknown key / bad YAML -> ConfigError naming it
             out.train_overrides = [*out.train_overrides, item]
             continue
-        if not sep or key not in fields or key == "train_overrides":
+        if not sep or key not in fields or key in ("train_overrides", "adapt_overrides"):
             raise ConfigError(f"demo setting override {item!r}: expected KEY=VALUE with KEY one of "
-                              f"{', '.join(f for f in fields if f != 'train_overrides')}, or a trainer-config "
-                              "key such as optim.momentum")
+                              f"{', '.join(f for f in fields if f not in ('train_overrides', 'adapt_overrides'))}, "
+                              "a trainer-config key such as optim.momentum, or adapt.KEY for the adapt row only")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
