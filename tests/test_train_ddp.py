@@ -61,3 +61,22 @@ def test_nproc_flag_execs_torchrun_with_partial_fc(tmp_path):
     ck = latest_checkpoint(out)
     shapes = [load_state(ck.with_name(ck.name[:-3] + f".shard{r}.pt"))["pfc"]["kernel"].shape for r in range(2)]
     assert [tuple(s) for s in shapes] == [(32, 3), (32, 2)]
+
+
+def test_torchrun_worker_exit_keeps_its_output_and_status(tmp_path):
+    """A worker ends with os._exit after destroying the process group (C++ teardown can abort):
+    what it printed into a pipe still arrives, and the exit status is the run's."""
+    import socket
+
+    make_toy_recordio(tmp_path / "data", classes=4, per_class=4, size=32, seed=5)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(_env(), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cmd = [sys.executable, "-m", "maskinv", "train", str(TINY), "data.source=recordio", f"data.path={tmp_path / 'data'}",
+           "runtime.batch_size=8", "--out", str(tmp_path / "run"), "--max-steps", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "status: max_steps" in proc.stdout and proc.stdout.rstrip().splitlines()[-1].startswith("checkpoint: ")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["world_size"] == 1
