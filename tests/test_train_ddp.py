@@ -74,6 +74,7 @@ def test_torchrun_worker_exit_keeps_its_output_and_status(tmp_path):
         port = sock.getsockname()[1]
     env = dict(_env(), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    env.pop("PYTHONUNBUFFERED", None)  # a pipe is block-buffered: os._exit alone would drop the tail
     cmd = [sys.executable, "-m", "maskinv", "train", str(TINY), "data.source=recordio", f"data.path={tmp_path / 'data'}",
            "runtime.batch_size=8", "--out", str(tmp_path / "run"), "--max-steps", "1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
