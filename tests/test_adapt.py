@@ -12,7 +12,7 @@ from maskinv.errors import ConfigError
 from maskinv.train.adapt import ADAPT_DEFAULTS, adapt_config, adapt_model, prepare_images
 from maskinv.train.metrics import read_metrics
 
-from helpers.toy_data import make_toy_recordio
+from helpers.toy_data import export_tiny_teacher, make_toy_recordio
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["runtime.batch_size=16", "runtime.device=cpu", "runtime.threads=1", "runtime.progress=false",
@@ -23,12 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from maskinv.models import export_backbone, get_model
-
     d = tmp_path_factory.mktemp("adapt")
     make_toy_recordio(d / "data", classes=4, per_class=8, size=32, seed=3)
     teacher = d / "teacher.pt"
-    export_backbone(get_model("r18", embedding_size=32, width_mult=0.125, input_size=32, seed=5), teacher)
+    export_tiny_teacher(teacher, seed=5)
     return d, teacher
 
 

@@ -13,7 +13,7 @@ from maskinv.train.metrics import read_metrics
 from maskinv.train.teacher_cache import TeacherCache, data_fingerprint, teacher_fingerprint
 from maskinv.train.trainer import run_training
 
-from helpers.toy_data import make_toy_recordio
+from helpers.toy_data import export_tiny_teacher, make_toy_recordio
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 
@@ -75,11 +75,9 @@ def test_fingerprints_follow_weights_and_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def kd_setup(tmp_path_factory):
-    from maskinv.models import export_backbone, get_model
-
     d = tmp_path_factory.mktemp("tc")
     make_toy_recordio(d / "data", classes=8, per_class=6, size=32, seed=6)
-    export_backbone(get_model("r18", embedding_size=32, width_mult=0.125, input_size=32, seed=8), d / "teacher.pt")
+    export_tiny_teacher(d / "teacher.pt", seed=8)
     ov = ["data.source=recordio", f"data.path={d / 'data'}", "runtime.batch_size=16", "kd.weight=100",
           f"teacher.path={d / 'teacher.pt'}", "masks.prob=0.5", "precision.mode=fp32", "schedule.epochs=3"]
     return d, ov

@@ -7,7 +7,7 @@ import pytest
 
 from maskinv.train.checkpoint import latest_checkpoint, load_state
 from maskinv.train.config import load_config
-from helpers.toy_data import make_toy_recordio
+from helpers.toy_data import export_tiny_teacher, make_toy_recordio
 from maskinv.train.metrics import read_metrics
 from maskinv.train.trainer import run_training
 
@@ -18,12 +18,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_moved_run_folder_resumes_and_continues(tmp_path):
-    from maskinv.models import export_backbone, get_model
-
     run = tmp_path / "runs" / "first"
     make_toy_recordio(run / "data", classes=8, per_class=8, size=32, seed=2)  # data inside the run folder
     teacher = tmp_path / "teacher.pt"
-    export_backbone(get_model("r18", embedding_size=32, width_mult=0.125, input_size=32, seed=5), teacher)
+    export_tiny_teacher(teacher, seed=5)
     ov = ["data.source=recordio", f"data.path={run / 'data'}", "data.val_bins=[]", "runtime.batch_size=16",
           "kd.weight=10", f"teacher.path={teacher}", "teacher.cache.enabled=true",
           f"teacher.cache.path={run / 'teacher_cache'}", "runtime.checkpoint_every=3"]

@@ -16,7 +16,7 @@ from maskinv.train.config import load_config
 from maskinv.train.metrics import read_metrics
 from maskinv.train.trainer import run_training
 
-from helpers.toy_data import make_toy_recordio
+from helpers.toy_data import export_tiny_teacher, make_toy_recordio
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny-cpu.yaml"
@@ -27,12 +27,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from maskinv.models import export_backbone, get_model
-
     d = tmp_path_factory.mktemp("resume")
     make_toy_recordio(d / "data", classes=8, per_class=8, size=32, seed=2)
     teacher = d / "teacher.pt"
-    export_backbone(get_model("r18", embedding_size=32, width_mult=0.125, input_size=32, seed=5), teacher)
+    export_tiny_teacher(teacher, seed=5)
     overrides = ["data.source=recordio", f"data.path={d / 'data'}", "runtime.batch_size=16", "kd.weight=100",
                  f"teacher.path={teacher}", "masks.prob=0.5", "schedule.epochs=20", "schedule.milestones=[2, 3]",
                  "runtime.checkpoint_every=3", "runtime.keep_last=2"]

@@ -14,7 +14,7 @@ from maskinv.train.config import load_config
 from maskinv.train.step import StudentNet, TrainStep, prepare_views
 from maskinv.train.trainer import TrainingDivergedError, run_training
 
-from helpers.toy_data import make_toy_recordio
+from helpers.toy_data import export_tiny_teacher, make_toy_recordio
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 SIZE = 32
@@ -169,10 +169,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
 
 def test_teacher_is_frozen_and_not_optimised(data_dir, tmp_path):
     from maskinv.distill import load_teacher
-    from maskinv.models import export_backbone, get_model
 
     tpath = tmp_path / "teacher.pt"
-    export_backbone(get_model("r18", embedding_size=32, width_mult=0.125, input_size=SIZE, seed=9), tpath)
+    export_tiny_teacher(tpath, seed=9, size=SIZE)
     teacher = load_teacher(tpath)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     cfg = _cfg(data_dir, "kd.weight=100", f"teacher.path={tpath}", "masks.prob=0.5", "precision.channels_last=true")

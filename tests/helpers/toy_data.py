@@ -35,3 +35,11 @@ def make_toy_recordio(out_dir: str | Path, *, classes: int = 8, per_class: int =
             assert ok
             items.append((c, buf.tobytes()))
     return write_insightface_recordio(out_dir, items, classes, size)
+
+
+def export_tiny_teacher(path: str | Path, *, seed: int = 5, size: int = 32) -> Path:
+    """A frozen-teacher checkpoint the training tests share: r18 x0.125, 32-d, ``size`` px input."""
+    from maskinv.models import export_backbone, get_model
+
+    export_backbone(get_model("r18", embedding_size=32, width_mult=0.125, input_size=size, seed=seed), path)
+    return Path(path)
