@@ -189,3 +189,9 @@ def test_adapt_dot_keys_override_the_adapt_run_only(tmp_path):
     assert "adapt_overrides" in ADAPT_KEYS
     with pytest.raises(ConfigError, match="nokey"):
         apply_settings_overrides(default_settings(), ["adapt.nokey=1"])
+    from maskinv.study.validate import check_settings
+
+    bad = apply_settings_overrides(default_settings(), ["with_adapt=true", "adapt.optim.lr=x"])
+    with pytest.raises(ConfigError, match="optim.lr"):  # typed check before any run, not at the adapt run
+        check_settings(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

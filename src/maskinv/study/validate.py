@@ -17,6 +17,25 @@ def _int_at_least(s: DemoSettings, name: str, lo: int) -> None:
         raise ConfigError(f"demo setting {name}: must be an integer >= {lo}, got {v!r}")
 
 
+def _check_adapt_config(s: DemoSettings, out: Path) -> None:
+    """The adapt run's config (its defaults + the study's and the user's ``adapt.*`` overrides)
+    through the trainer's typed validation, so a bad value stops the study before any run."""
+    import copy
+
+    from maskinv.train.adapt import ADAPT_DEFAULTS
+    from maskinv.train.config import apply_overrides, config_from_dict
+
+    from .adapt_row import adapt_job
+
+    job = adapt_job(s, out / "teacher.pt", out / "adapt_data", out / "adapt_data" / "val.bin")
+    d = copy.deepcopy(ADAPT_DEFAULTS)
+    d["teacher"]["path"], d["data"]["path"] = job["adapt"]["teacher"], job["adapt"]["images"]
+    try:
+        config_from_dict(apply_overrides(d, job["adapt"]["overrides"]))
+    except MaskinvError as exc:
+        raise ConfigError(f"demo setting adapt_overrides: {exc}") from None
+
+
 def check_settings(s: DemoSettings, out: str | Path = "demo_out") -> None:
     """Raise :class:`ConfigError` naming the first bad setting; writes nothing."""
     import numpy as np
@@ -37,6 +56,7 @@ def check_settings(s: DemoSettings, out: str | Path = "demo_out") -> None:
             _int_at_least(s, name, lo)
         if s.adapt_lr is not None and not s.adapt_lr > 0:
             raise ConfigError(f"demo setting adapt_lr: expected a positive learning rate or null, got {s.adapt_lr!r}")
+        _check_adapt_config(s, Path(out))
         if s.adapt_identities * s.adapt_images_per_identity < s.adapt_batch_size:
             raise ConfigError(f"demo setting adapt_batch_size: {s.adapt_batch_size} is more than the "
                               f"{s.adapt_identities * s.adapt_images_per_identity} adapt photos "
