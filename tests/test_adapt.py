@@ -286,6 +286,24 @@ def test_no_step_within_tolerance_exports_the_least_uu_loss_and_says_so(setup, t
     assert any("warning: no validated step kept U-U within 1" in m and "step 4" in m for m in logs)
 
 
+def test_a_step_exactly_at_the_tolerance_is_within_it(setup, tmp_path, monkeypatch):
+    """Accuracies are fold means: 0.91066... - 0.01 rounds above 0.90066..., which is exactly one
+    point below (30 of 3,000 pairs). Such a step meets a 1-point tolerance."""
+    import maskinv.train.adapt_select as sel_mod
+
+    d, teacher = setup
+    assert 0.9006666666666666 < 0.9106666666666667 - 0.01  # the rounding the margin absorbs
+    scripted = iter([{"uu": 0.9106666666666667, "mu": 0.60}, {"uu": 0.9006666666666666, "mu": 0.70},
+                     {"uu": 0.9003333333333333, "mu": 0.75}])  # the second: 1.03 points below
+    monkeypatch.setattr(sel_mod, "score", lambda *a, **k: next(scripted))
+    (tmp_path / "val.bin").write_bytes(b"scored by the stub")
+    s = adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=4, overrides=FAST,
+                    val=tmp_path / "val.bin", eval_every=2, tolerance=1.0, patience=5)
+    state = json.loads((tmp_path / "run" / "adapt_select.json").read_text())
+    assert [e["within_tolerance"] for e in state["evals"]] == [True, False]
+    assert state["best_step"] == 2 == s["backbone_step"] and state["met_tolerance"] is True
+
+
 def test_dlib_teacher_embeds_the_original_photos(tmp_path):
     """dlib sees its own chip of each original photo (and its mirror), the student our crop."""
     pytest.importorskip("dlib")
