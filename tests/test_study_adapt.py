@@ -160,6 +160,36 @@ def test_seed_summary_includes_the_adapt_row(adapt_runs):
     assert {("teacher", "maskinv_adapt", "mu"), ("maskinv_lg", "maskinv_adapt", "mu")} <= comp
     md = summary_markdown(summary)
     assert "MaskInv-adapt (no labels)" in md and "adapt − teacher" in md and "adapt − LG" in md
+    assert "adapt's share of LG's gain" in md
+
+
+def test_adapt_share_of_lg_gain_per_seed_and_goal_count():
+    """Issue 14's goals in the summary: adapt's M-U gain over the teacher as a share of LG's on the
+    same seed, its U-U change, and how many seeds meet both."""
+    from maskinv.study.report import adapt_vs_lg
+    from maskinv.study.seeds import summarize, summary_markdown
+
+    def doc(t, lg, ad):  # (uu, mu) accuracies
+        models = {n: {"uu": {"accuracy_mean": v[0], "eer": 0.1, "fmr100": None},
+                      "mu": {"accuracy_mean": v[1], "eer": 0.2, "fmr100": None}}
+                  for n, v in (("teacher", t), ("maskinv_lg", lg), ("maskinv_adapt", ad))}
+        return {"models": models, "comparisons": [], "settings": default_settings().__dict__ | {"seed": 0},
+                "timings": {}}
+
+    a = doc((0.85, 0.70), (0.85, 0.80), (0.845, 0.76))   # share 60 %, U-U -0.5: both goals
+    b = doc((0.85, 0.70), (0.84, 0.82), (0.830, 0.78))   # share 67 %, U-U -2.0: misses U-U
+    c = doc((0.85, 0.70), (0.85, 0.80), (0.850, 0.74))   # share 40 %: misses the share
+    g = adapt_vs_lg(a["models"])
+    assert g["lg_mu_gain"] == pytest.approx(10.0) and g["adapt_mu_gain"] == pytest.approx(6.0)
+    assert g["share"] == pytest.approx(0.6) and g["adapt_uu_change"] == pytest.approx(-0.5)
+    assert adapt_vs_lg({k: v for k, v in a["models"].items() if k != "maskinv_lg"}) is None
+    s = summarize({1: a, 2: b, 3: c})
+    goal = s["adapt_vs_lg"]
+    assert goal["seeds_meeting_both"] == 1
+    assert goal["mean"]["share"] == pytest.approx((6 + 8 + 4) / (10 + 12 + 10))
+    md = summary_markdown(s)
+    assert "| 1 | +10.00 | +6.00 | 60 % | \u22120.50 |" in md and "1/3" in md
+    assert summarize({1: doc((0.8, 0.7), (0.8, 0.7), (0.8, 0.7))})["adapt_vs_lg"]["per_seed"]["1"]["share"] is None
 
 
 def test_adapt_lr_setting_reaches_the_adapt_job_only(tmp_path):

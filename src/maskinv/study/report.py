@@ -35,6 +35,37 @@ def comparisons_markdown(doc: dict) -> str:
     return render_comparisons_markdown(doc.get("comparisons") or [], SHORT_NAMES)
 
 
+def adapt_vs_lg(models: dict) -> dict[str, float | None] | None:
+    """MaskInv-adapt against issue 14's two goals on one seed, in accuracy points: its M-U gain over
+    the teacher, MaskInv-LG's, the share (adapt's / LG's; the goal: at least 0.5) and adapt's U-U
+    change (the goal: at least -1). None without the three rows."""
+    names = ("teacher", "maskinv_lg", "maskinv_adapt")
+    if any(not {"uu", "mu"} <= set(models.get(n) or ()) for n in names):
+        return None
+
+    def acc(name: str, proto: str) -> float:
+        return 100.0 * float(models[name][proto]["accuracy_mean"])
+
+    lg, ad = acc("maskinv_lg", "mu") - acc("teacher", "mu"), acc("maskinv_adapt", "mu") - acc("teacher", "mu")
+    return {"lg_mu_gain": lg, "adapt_mu_gain": ad, "share": ad / lg if lg > 0 else None,
+            "adapt_uu_change": acc("maskinv_adapt", "uu") - acc("teacher", "uu")}
+
+
+def adapt_vs_lg_markdown(rows: dict[str, dict]) -> str:
+    """``{label: adapt_vs_lg(...)}`` as a table (a row per seed, and whatever summary rows)."""
+    def share(r: dict) -> str:
+        return "n/a (LG gained nothing)" if r["share"] is None else f"{100 * r['share']:.0f} %"
+
+    def pts(x: float) -> str:
+        return f"{x:+.2f}".replace("-", "\u2212")
+
+    lines = ["| seed | LG − teacher M-U | adapt − teacher M-U | adapt's share of LG's gain (goal ≥ 50 %) | "
+             "adapt − teacher U-U (goal ≥ −1.00) |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {pts(r['lg_mu_gain'])} | {pts(r['adapt_mu_gain'])} | {share(r)} | {pts(r['adapt_uu_change'])} |"
+              for k, r in rows.items()]
+    return "\n".join(lines)
+
+
 def num(v: Any, fmt: str = ".3f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
@@ -77,6 +108,12 @@ def report_markdown(doc: dict, table: str) -> str:
         "All students of the seed share initialisation, batch order and mask and margin draws; every model "
         "scores the same masked pairs. Positive accuracy / negative EER differences favour B.", "",
         comparisons_markdown(doc) or "(no comparisons: bootstrap = 0)", "",
+    ]
+    goal = adapt_vs_lg(doc["models"])
+    if goal is not None:
+        lines += ["## MaskInv-adapt against MaskInv-LG (accuracy points)", "",
+                  adapt_vs_lg_markdown({str(doc["seed"]): goal}), ""]
+    lines += [
         "## Training", "",
         "| model | steps | final loss | head loss | KD loss | img/s | time (s) |", "|---|---:|---:|---:|---:|---:|---:|",
     ]

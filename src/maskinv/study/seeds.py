@@ -24,7 +24,7 @@ from maskinv.errors import ConfigError
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .pipeline import run_demo
-from .report import SHORT_NAMES, model_title
+from .report import SHORT_NAMES, adapt_vs_lg, adapt_vs_lg_markdown, model_title
 from .settings import DemoSettings, changed_settings
 
 _METRICS = (("accuracy_mean", "acc"), ("eer", "EER"), ("fmr100", "FMR100"))
@@ -130,8 +130,17 @@ def summarize(docs: dict[int, dict]) -> dict[str, Any]:
                                                       (p[m]["ci95"][0] > 0 or p[m]["ci95"][1] < 0))}
         comparisons.append(c)
     s = first["settings"]
+    goals = {sd: adapt_vs_lg(docs[sd]["models"]) for sd in seeds}
+    adapt_goal = None
+    if all(g is not None for g in goals.values()):
+        mean = {k: float(np.mean([g[k] for g in goals.values()])) for k in ("lg_mu_gain", "adapt_mu_gain", "adapt_uu_change")}
+        mean["share"] = mean["adapt_mu_gain"] / mean["lg_mu_gain"] if mean["lg_mu_gain"] > 0 else None
+        adapt_goal = {"per_seed": {str(sd): g for sd, g in goals.items()}, "mean": mean,
+                      "seeds_meeting_both": sum(1 for g in goals.values() if g["share"] is not None
+                                                and g["share"] >= 0.5 and g["adapt_uu_change"] >= -1.0)}
     return {
         "seeds": seeds,
+        "adapt_vs_lg": adapt_goal,
         "settings": {k: v for k, v in s.items() if k != "seed"},
         "models": models,
         "comparisons": comparisons,
@@ -183,6 +192,11 @@ def summary_markdown(summary: dict) -> str:
             per = "; ".join(f"{p['seed']}: {_signed(p[m]['diff'])} {_ci(p[m]['ci95'])}" for p in c["per_seed"] if m in p)
             lines.append(f"| {b} − {a} | {_PROTO.get(c['protocol'], c['protocol'])} | {lab} | "
                          f"{_signed(c[m]['mean'])} {_ci(c[m]['ci95'])} | {c[m]['seeds_ci_excludes_zero']}/{c[m]['n']} | {per} |")
+    goal = summary.get("adapt_vs_lg")
+    if goal:
+        lines += ["", "## MaskInv-adapt against MaskInv-LG (accuracy points, per seed; mean: the mean gains and their ratio)",
+                  "", adapt_vs_lg_markdown({**goal["per_seed"], "mean": goal["mean"]}), "",
+                  f"Seeds meeting both goals (share ≥ 50 %, U-U ≥ −1.00): {goal['seeds_meeting_both']}/{len(goal['per_seed'])}."]
     t = summary["timings_s"]
     lines += ["", "Wall time per seed (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in t.items() if v is not None), ""]
     return "\n".join(lines)
