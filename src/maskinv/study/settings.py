@@ -94,8 +94,9 @@ class DemoSettings:
     def scaled(self) -> "DemoSettings":
         """Step counts scaled by ``minutes / 10``: the default steps were sized for a 10-minute budget
         (measured: 10 min wall on the 2-core CI machine, evaluation included). ``adapt_steps`` is not
-        scaled: it is epochs over the unlabeled photo set (5 x 2,400 / 64), not a share of the
-        labelled training budget, and takes about 2 min."""
+        scaled: it is epochs over the unlabeled photo set (10 x 2,400 / 64), not a share of the
+        labelled training budget; the seed study at ``--minutes 3`` sets 5 epochs itself (chosen on
+        validation at that scale, docs/adapt.md)."""
         if self.minutes <= 0:
             raise ConfigError(f"--minutes must be positive, got {self.minutes}")
         f = self.minutes / 10.0
