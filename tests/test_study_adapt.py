@@ -190,6 +190,10 @@ def test_adapt_share_of_lg_gain_per_seed_and_goal_count():
     md = summary_markdown(s)
     assert "| 1 | +10.00 | +6.00 | 60 % | \u22120.50 |" in md and "1/3" in md
     assert summarize({1: doc((0.8, 0.7), (0.8, 0.7), (0.8, 0.7))})["adapt_vs_lg"]["per_seed"]["1"]["share"] is None
+    # exactly one point of U-U lost (30 of 3,000 pairs, as fold means) meets the goal despite rounding
+    edge = doc((0.9106666666666667, 0.70), (0.91, 0.80), (0.9006666666666666, 0.76))
+    assert adapt_vs_lg(edge["models"])["adapt_uu_change"] < -1.0
+    assert summarize({1: edge})["adapt_vs_lg"]["seeds_meeting_both"] == 1
 
 
 def test_adapt_lr_setting_reaches_the_adapt_job_only(tmp_path):

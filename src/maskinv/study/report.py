@@ -51,6 +51,12 @@ def adapt_vs_lg(models: dict) -> dict[str, float | None] | None:
             "adapt_uu_change": acc("maskinv_adapt", "uu") - acc("teacher", "uu")}
 
 
+def meets_adapt_goals(g: dict, *, slack: float = 1e-9) -> bool:
+    """Both goals of :func:`adapt_vs_lg` (share >= 0.5, U-U change >= -1 point); ``slack`` absorbs
+    the rounding of differences of fold means (exactly -1.00 can come out as -1.0000000000000142)."""
+    return g["share"] is not None and g["share"] >= 0.5 - slack and g["adapt_uu_change"] >= -1.0 - slack
+
+
 def adapt_vs_lg_markdown(rows: dict[str, dict]) -> str:
     """``{label: adapt_vs_lg(...)}`` as a table (a row per seed, and whatever summary rows)."""
     def share(r: dict) -> str:

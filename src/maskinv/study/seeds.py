@@ -24,7 +24,7 @@ from maskinv.errors import ConfigError
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .pipeline import run_demo
-from .report import SHORT_NAMES, adapt_vs_lg, adapt_vs_lg_markdown, model_title
+from .report import SHORT_NAMES, adapt_vs_lg, adapt_vs_lg_markdown, meets_adapt_goals, model_title
 from .settings import DemoSettings, changed_settings
 
 _METRICS = (("accuracy_mean", "acc"), ("eer", "EER"), ("fmr100", "FMR100"))
@@ -136,8 +136,7 @@ def summarize(docs: dict[int, dict]) -> dict[str, Any]:
         mean = {k: float(np.mean([g[k] for g in goals.values()])) for k in ("lg_mu_gain", "adapt_mu_gain", "adapt_uu_change")}
         mean["share"] = mean["adapt_mu_gain"] / mean["lg_mu_gain"] if mean["lg_mu_gain"] > 0 else None
         adapt_goal = {"per_seed": {str(sd): g for sd, g in goals.items()}, "mean": mean,
-                      "seeds_meeting_both": sum(1 for g in goals.values() if g["share"] is not None
-                                                and g["share"] >= 0.5 and g["adapt_uu_change"] >= -1.0)}
+                      "seeds_meeting_both": sum(1 for g in goals.values() if meets_adapt_goals(g))}
     return {
         "seeds": seeds,
         "adapt_vs_lg": adapt_goal,
