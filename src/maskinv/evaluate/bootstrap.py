@@ -419,7 +419,8 @@ def seed_summary(diffs: Sequence[float]) -> dict[str, Any]:
 _METRIC_NAMES = {"accuracy": "accuracy", "eer": "EER", "fmr100": "FMR100"}
 
 
-def _signed(x: float) -> str:
+def signed(x: float) -> str:
+    """``+1.23`` / ``−1.23`` (a typographic minus): points in the Markdown tables of the project."""
     return f"{x:+.2f}".replace("-", "\u2212")
 
 
@@ -432,7 +433,7 @@ def render_comparisons_markdown(entries: Sequence[dict], names: dict[str, str] |
         a, b = names.get(e["model_a"], e["model_a"]), names.get(e["model_b"], e["model_b"])
         proto = TITLES.get(str(e["protocol"]).lower(), e["protocol"])
         where = f"{e['benchmark']} {proto}" if e.get("benchmark") else proto
-        parts = [f"{_METRIC_NAMES[m]} {_signed(e[m]['diff'])} [{_signed(e[m]['ci95'][0])}, {_signed(e[m]['ci95'][1])}] "
+        parts = [f"{_METRIC_NAMES[m]} {signed(e[m]['diff'])} [{signed(e[m]['ci95'][0])}, {signed(e[m]['ci95'][1])}] "
                  f"{e.get('unit', 'points')}" for m in METRICS if m in e]
         lines.append(f"- {b} \u2212 {a}, {where}: " + "; ".join(parts))
     return "\n".join(lines) + ("\n" if lines else "")

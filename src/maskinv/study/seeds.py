@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError
+from maskinv.evaluate.bootstrap import signed
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .pipeline import run_demo
@@ -152,12 +153,8 @@ def _pm(st: dict) -> str:
     return f"{st['mean']:.2f} ± {st['sd']:.2f}" if st.get("sd") is not None else f"{st['mean']:.2f}"
 
 
-def _signed(x: float) -> str:
-    return f"{x:+.2f}".replace("-", "\u2212")
-
-
 def _ci(ci: list | None) -> str:
-    return "n/a" if ci is None else f"[{_signed(ci[0])}, {_signed(ci[1])}]"
+    return "n/a" if ci is None else f"[{signed(ci[0])}, {signed(ci[1])}]"
 
 
 def summary_markdown(summary: dict) -> str:
@@ -188,9 +185,9 @@ def summary_markdown(summary: dict) -> str:
         for m, lab in (("accuracy", "acc"), ("eer", "EER")):
             if m not in c:
                 continue
-            per = "; ".join(f"{p['seed']}: {_signed(p[m]['diff'])} {_ci(p[m]['ci95'])}" for p in c["per_seed"] if m in p)
+            per = "; ".join(f"{p['seed']}: {signed(p[m]['diff'])} {_ci(p[m]['ci95'])}" for p in c["per_seed"] if m in p)
             lines.append(f"| {b} − {a} | {_PROTO.get(c['protocol'], c['protocol'])} | {lab} | "
-                         f"{_signed(c[m]['mean'])} {_ci(c[m]['ci95'])} | {c[m]['seeds_ci_excludes_zero']}/{c[m]['n']} | {per} |")
+                         f"{signed(c[m]['mean'])} {_ci(c[m]['ci95'])} | {c[m]['seeds_ci_excludes_zero']}/{c[m]['n']} | {per} |")
     goal = summary.get("adapt_vs_lg")
     if goal:
         lines += ["", "## MaskInv-adapt against MaskInv-LG (accuracy points, per seed; mean: the mean gains and their ratio)",

@@ -38,6 +38,11 @@ def score(model: Any, val: str, *, seed: int = 0) -> dict[str, float]:
     return {p: float(metrics_of(doc, "m", "val", p)["accuracy_mean"]) for p in ("uu", "mu")}
 
 
+def _eval_at(state: dict, step: int | None) -> dict | None:
+    """The recorded validation of ``step`` (None for None or an unvalidated step)."""
+    return next((e for e in state["evals"] if e["step"] == step), None)
+
+
 def _copy_export(src_dir: Path, dst_dir: Path) -> None:
     """backbone.pt + .json from ``src_dir`` into ``dst_dir``, each file replaced atomically."""
     dst_dir.mkdir(parents=True, exist_ok=True)
@@ -87,13 +92,13 @@ def train_with_selection(cfg: TrainConfig, out: Path, *, teacher: str, val: str,
         done = summary["step"]
         got = score(out / "backbone.pt", val, seed=cfg.runtime.seed)
         ok = got["uu"] >= floor
-        best = next((e for e in state["evals"] if e["step"] == state["best_step"]), None)
+        best = _eval_at(state, state["best_step"])
         improved = ok and (best is None or got["mu"] > best["mu"])
         if improved:
             _copy_export(out, out / "best")
             state["best_step"] = done
         elif not ok and state["best_step"] is None:
-            fb = next((e for e in state["evals"] if e["step"] == state.get("fallback_step")), None)
+            fb = _eval_at(state, state.get("fallback_step"))
             if fb is None or (got["uu"], got["mu"]) > (fb["uu"], fb["mu"]):
                 _copy_export(out, out / "fallback")
                 state["fallback_step"] = done
@@ -114,7 +119,7 @@ def train_with_selection(cfg: TrainConfig, out: Path, *, teacher: str, val: str,
             summary["backbone_step"] = state["best_step"]
             state["met_tolerance"] = True
         elif state.get("fallback_step") is not None:
-            fb = next(e for e in state["evals"] if e["step"] == state["fallback_step"])
+            fb = _eval_at(state, state["fallback_step"])
             _copy_export(out / "fallback", out)
             summary["backbone_step"] = state["fallback_step"]
             state["met_tolerance"] = False
