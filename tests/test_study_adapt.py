@@ -229,3 +229,14 @@ def test_adapt_dot_keys_override_the_adapt_run_only(tmp_path):
     with pytest.raises(ConfigError, match="optim.lr"):  # typed check before any run, not at the adapt run
         check_settings(bad, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_study_with_a_bad_setting_writes_nothing(tmp_path):
+    """`maskinv study --set adapt_steps=0 ...`: one error naming the setting, no study folder."""
+    from maskinv.errors import ConfigError
+    from maskinv.study.seeds import run_study
+
+    bad = apply_settings_overrides(default_settings(), ["with_adapt=true", "adapt_steps=0"])
+    with pytest.raises(ConfigError, match="adapt_steps"):
+        run_study(tmp_path / "study", bad, [1, 2], log=lambda m: None)
+    assert not (tmp_path / "study").exists()

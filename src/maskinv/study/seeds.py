@@ -27,6 +27,7 @@ from maskinv.utils.io import atomic_write_json, atomic_write_text
 from .pipeline import run_demo
 from .report import SHORT_NAMES, adapt_vs_lg, adapt_vs_lg_markdown, meets_adapt_goals, model_title
 from .settings import DemoSettings, changed_settings
+from .validate import check_settings
 
 _METRICS = (("accuracy_mean", "acc"), ("eer", "EER"), ("fmr100", "FMR100"))
 _PROTO = {"uu": "U-U", "mu": "M-U", "mm": "M-M"}
@@ -67,6 +68,8 @@ def run_study(out_dir: str | Path, base: DemoSettings, seeds: Sequence[int], *,
     """Run (or reuse) every seed, then write ``summary.json`` and ``summary.md``; returns the summary."""
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out_dir)
+    for seed in seeds:  # a bad setting stops the study before any folder is made (as run_demo does)
+        check_settings(dataclasses.replace(base, seed=int(seed)).scaled(), out / f"seed_{seed}")
     out.mkdir(parents=True, exist_ok=True)
     docs: dict[int, dict] = {}
     t0 = time.perf_counter()
