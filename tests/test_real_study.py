@@ -38,8 +38,13 @@ register_detector("fixed-test", lambda **kw: _FixedDetector())
 
 
 def _shared_data() -> Path:
+    """``$MASKINV_SHARED_DATA``, else ``../shared/data`` of the checkout (a worktree under ``wt/`` looks one up)."""
     env = os.environ.get("MASKINV_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    cands = [here.parents[2] / "shared" / "data", here.parents[3] / "shared" / "data"]
+    return next((c for c in cands if c.is_dir()), cands[0])
 
 
 class TinySFace(torch.nn.Module):
@@ -152,7 +157,7 @@ def tiny(tmp_path_factory):
 def _settings(**kw):
     from maskinv.study.real.settings import RealSettings, apply_overrides
 
-    base = ["detector=fixed-test", "epochs=1", "hg_epochs=1", "batch_size=8", "n_boot=50", "select_lrs=0.01",
+    base = ["detector=fixed-test", "select_adapt=true", "epochs=1", "hg_epochs=1", "batch_size=8", "n_boot=50", "select_lrs=0.01",
             "select_lambdas=250", "select_epochs=1", "feature_batch=16"]
     return apply_overrides(RealSettings(), base + [f"{k}={v}" for k, v in kw.items()])
 

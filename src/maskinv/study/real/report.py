@@ -170,7 +170,7 @@ def report_markdown(doc: dict[str, Any]) -> str:
     L += [f"    {x}" for x in doc["cost"]["estimate"]]
     ms = doc["cost"]["measured_seconds"]
     fm = doc["cost"]["feature_ms_per_image"]
-    L.append(f"\nMeasured: data + features {ms['data_and_features'] / 60:.1f} min "
+    L.append(f"\nMeasured: test data + features {ms['test_data_and_features'] / 60:.1f} min "
              f"({doc['cost']['features_computed']} features computed"
              f"{f', {fm:.0f} ms/image' if fm else ''}, {doc['cost']['features_reused']} reused from the cache); "
              f"total {ms['total'] / 60:.1f} min.")

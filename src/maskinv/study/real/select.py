@@ -50,14 +50,15 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
     lrs, adapt_lrs = parse_list(s.select_lrs, "select_lrs"), parse_list(s.select_adapt_lrs, "select_adapt_lrs")
     lams = parse_list(s.select_lambdas, "select_lambdas") if str(s.select_lambdas).strip() else []
     n_lab_cands = 2 * len(lrs) + len([x for x in lams if x != s.lam_lg])
-    budget = (f"{n_lab_cands} labelled candidates + {len(adapt_lrs) if s.with_adapt else 0} adapt candidates, "
+    n_adapt = len(adapt_lrs) if (s.with_adapt and s.select_adapt) else 0
+    budget = (f"{n_lab_cands} labelled candidates + {n_adapt} adapt candidates, "
               f"{s.select_epochs:g} epochs each")
     log(f"select budget: {budget}")
 
     train, labels, classes = ctx.train_photos()
     data = ctx.train_set(train, labels)
     n_lab, n_all = int((labels >= 0).sum()), int(labels.size)
-    est = (n_lab_cands * s.select_epochs * n_lab + (len(adapt_lrs) * s.select_epochs * n_all if s.with_adapt else 0))
+    est = n_lab_cands * s.select_epochs * n_lab + n_adapt * s.select_epochs * n_all
     log(f"select training estimate: {int(est)} samples x 15 ms = {est * 15e-3 / 60:.1f} min (plus features)")
     pl, val = ctx.lfw_pairs(ctx.splits.val_pairs, "lfw_val")
     n_pairs = 600 * s.select_val_folds  # LFW View 2 folds: 600 pairs each, in file order
@@ -111,7 +112,7 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
     lg = choose([c for c in cands if c["family"] == "lg"] + [run("lg", lam, lg_lr["lr"], True)
                                                               for lam in lams if lam != s.lam_lg], base["uu_acc"], tol)
     chosen = {"lr_aug": aug["lr"], "lr_lg": lg["lr"], "lam_lg": lg["lam"]}
-    if s.with_adapt:
+    if s.with_adapt and s.select_adapt:
         ad = choose([run("adapt", s.lam_adapt, lr, False, s.adapt_unlabelled) for lr in adapt_lrs], base["uu_acc"], tol)
         chosen["lr_adapt"] = ad["lr"]
     total = time.perf_counter() - t_start

@@ -20,9 +20,9 @@ class RealSettings:
     seed: int = 0                 # training order, margins, mask draws
     split_k: int = 11             # trunk = stem + blocks 1..k (frozen, features cached); tail trained
     mask_prob: float = 0.5        # probability a training sample is shown masked
-    epochs: float = 2.0           # passes over the labelled photos (Aug, LG; adapt: over all its photos)
-    hg_epochs: float = 2.0        # HG's passes, continuing from LG (paper: HG starts from a trained student)
-    batch_size: int = 64
+    epochs: float = 1.0           # passes over the labelled photos (Aug, LG; adapt: over all its photos)
+    hg_epochs: float = 1.0        # HG's passes, continuing from LG (paper: HG starts from a trained student)
+    batch_size: int = 32
     lr_aug: float = 0.01
     lr_lg: float = 0.01           # also HG's
     lam_lg: float = 25.0          # maskinv's λ (per-element MSE): per-sample weight λ/D; paper LG 100/512 -> 25 at D=128
@@ -40,9 +40,10 @@ class RealSettings:
     select_lrs: str = "0.003,0.01"      # Aug and LG
     select_adapt_lrs: str = "0.02,0.1"  # MaskInv-adapt (KD-only loss: smaller gradients)
     select_lambdas: str = ""            # extra λ_LG tried at LG's chosen lr ("" = keep lam_lg, the paper's)
-    select_epochs: float = 2.0
+    select_epochs: float = 1.0
     select_uu_tolerance: float = 0.5   # points of val U-U accuracy a candidate may lose to SFace
     select_rmfd_dev: bool = False
+    select_adapt: bool = False          # also choose MaskInv-adapt's lr (select_adapt_lrs); off: lr_adapt as set
     select_val_folds: int = 1          # validation folds of lfw_val_pairs.txt used (600 pairs each)
 
     @property
