@@ -316,7 +316,7 @@ def model_help(what: str = "model") -> str:
     """``--model`` help naming the registered recognisers (built from the registry)."""
     from maskinv.models.recognizer import RECOGNIZERS
 
-    named = "; ".join(f"{n}: {RECOGNIZERS.get(n).summary}" for n in RECOGNIZERS.names())
+    named = "; ".join(f"{n}: {RECOGNIZERS.get(n).summary}" for n in RECOGNIZERS.names()).replace("%", "%%")
     return f"{what} (named models: {named})"
 
 

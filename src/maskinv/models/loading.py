@@ -223,7 +223,9 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
     convention = {k: arch_kwargs.pop(k) for k in ("input_mean", "input_std", "channel_order")
                   if arch_kwargs.get(k) is not None}
     if is_named_model(path):
-        return load_named(str(path), **arch_kwargs)
+        entry = named_recognizer(str(path))
+        runtime = {k: v for k, v in (("precision", precision), ("device", device)) if k in entry.options}
+        return load_named(str(path), **runtime, **arch_kwargs)
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if not isinstance(path, (str, os.PathLike)):

