@@ -199,12 +199,13 @@ class SFaceNet(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """conv/linear kaiming-normal (fan_out), linear bias 0; BN (1, 0), fresh running
+        """conv/linear kaiming-normal (fan_out per group), linear bias 0; BN (1, 0), fresh running
         stats; PReLU 0.25. Draws only from ``generator``."""
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 wt = m.weight
-                fan_out = wt.shape[0] * (wt[0][0].numel() if wt.dim() > 2 else 1)
+                groups = getattr(m, "groups", 1)  # depthwise: fan_out of one group (9), not C * 9
+                fan_out = (wt.shape[0] // groups) * (wt[0][0].numel() if wt.dim() > 2 else 1)
                 wt.normal_(0.0, math.sqrt(2.0 / fan_out), generator=generator)
                 if m.bias is not None:
                     m.bias.zero_()
