@@ -102,6 +102,9 @@ def report_markdown(doc: dict[str, Any]) -> str:
              f"total {doc['cost']['measured_seconds']['total'] / 60:.1f} min.  ")
     L.append(f"Primary model (declared before the run): **{doc['primary'].upper()}**. Renderer: `{doc['renderer']['name']}` "
              f"({doc['renderer']['function']}, kind {doc['renderer']['kind']}, from the crop's five aligned points).  ")
+    conv = doc["recogniser"].get("input_convention") or {}
+    L.append(f"Recogniser: {doc['recogniser']['class']} (weights sha256 `{doc['recogniser']['weights_fingerprint'][:16]}…`, "
+             f"fed {conv.get('channel_order', '?')} inside the module).  ")
     L.append(f"Trunk: {doc['recogniser']['trunk']}; trained: {doc['recogniser']['trained']}; flip off; "
              f"BN statistics frozen: {s['freeze_bn']}.\n")
     lam, lps = doc["lambda"], doc["lambda_per_sample"]

@@ -149,6 +149,8 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
                               "adapt": s.lam_adapt / ctx.embedding_size},
         "embedding_size": ctx.embedding_size, "renderer": RENDERER,
         "recogniser": {"class": type(ctx.model).__name__, "weights_fingerprint": ctx.weights_fingerprint,
+                       "input_convention": getattr(ctx.model, "input_convention", None),
+                       "meta": getattr(ctx.model, "maskinv_meta", None),
                        "trunk": f"stem + blocks 1..{s.split_k} (frozen, features cached fp16)",
                        "trained": f"blocks {s.split_k + 1}..13 + head"},
         "splits": {"dir": str(ctx.splits.root), "sha256": ctx.splits.sha256},
