@@ -176,6 +176,21 @@ def test_select_chooses_on_validation_only(tiny, tmp_path):
     assert "lfw_val" in (tmp_path / "sel" / "select.md").read_text() or "SFace" in (tmp_path / "sel" / "select.md").read_text()
     assert selected_overrides(sel)[0].startswith("lr_aug=")
 
+    # the study with the chosen settings reuses the matching candidates (deterministic training) instead
+    # of retraining them
+    from maskinv.study.real import run_real_study
+    from maskinv.study.real.settings import apply_overrides
+
+    s = apply_overrides(_settings(with_hg="false", with_adapt="false"), selected_overrides(sel))
+    doc = run_real_study(tmp_path / "full", tiny["lfw"], tiny["rmfd"], settings=s, splits_dir=tiny["splits"],
+                         cache_dir=tmp_path / "cache", model=_tiny_model(), selected=sel, quiet=True,
+                         reuse_dirs=(tmp_path / "sel" / "candidates",))
+    for r in ("aug", "lg"):
+        t = doc["results"][r]["training"]
+        assert t["reused"] is True and "candidates" in t["reused_from"]
+        assert (tmp_path / "full" / "models" / f"{r}.pt").is_file()
+    assert doc["cost"]["features_computed"] > 0 and doc["selected"]["chosen"] == sel["chosen"]
+
 
 def test_choose_rule():
     from maskinv.study.real.select import choose

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cache of aligned crops and trunk features (default: OUT/cache); shared by runs")
     p.add_argument("--select", action="store_true", help="choose lr and λ on validation pairs only (writes select.json)")
     p.add_argument("--selected", type=A.existing_file, default=None, metavar="SELECT_JSON",
-                   help="apply the settings a --select run chose (its select.json)")
+                   help="apply the settings a --select run chose (its select.json); its trained candidates with "
+                   "the same settings are reused, not retrained")
     p.add_argument("--threads", type=A.positive_int, default=1,
                    help="torch threads (default: 1; the same seed, torch version and threads give the same weights)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -67,8 +68,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from maskinv.study.real.run import run_real_study
 
+    reuse = (Path(args.selected).resolve().parent / "candidates",) if args.selected is not None else ()
     doc = run_real_study(args.out, args.lfw_dir, args.rmfd_dir, settings=s, splits_dir=args.splits,
-                         cache_dir=args.cache, selected=selected, command=command)
+                         cache_dir=args.cache, selected=selected, command=command, reuse_dirs=reuse)
     for k, g in doc["goals"].items():
         print(f"goal {k}: {g.get('verdict') or ('met' if g['met'] else 'not met')}")
     return 0

@@ -193,34 +193,74 @@ class StudyContext:
     def row_tail(self, model: Any) -> Any:
         return model.split(self.s.split_k)[1]
 
+    def row_key(self, spec: RowSpec, init_key: str | None) -> dict[str, Any]:
+        """Everything a trained row's bytes depend on (not its name): the spec, the training set's
+        composition, the trunk and what it starts from. Equal keys -> equal weights (same torch, threads)."""
+        sp = {k: v for k, v in spec.to_dict().items() if k != "name"}
+        return {"spec": sp, "weights_fingerprint": self.weights_fingerprint, "split_k": self.s.split_k,
+                "detector": self.s.detector, "renderer": "v1",
+                "train_set": "labelled+unlabelled" if (self.s.with_adapt and self.s.adapt_unlabelled) else "labelled",
+                "init": init_key or "sface", "torch": self.torch_version, "threads": self.threads}
+
+    def _find_trained(self, key: dict[str, Any], dirs: list[Path]) -> Path | None:
+        for d in dirs:
+            if not d.is_dir():
+                continue
+            for rp in sorted(d.glob("*.row.json")):
+                try:
+                    rec = json.loads(rp.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError):
+                    continue
+                if rec.get("key") == key and rp.with_name(rp.name[:-len(".row.json")] + ".pt").is_file():
+                    return rp
+        return None
+
     def train_row(self, spec: RowSpec, data: TrainSet, models_dir: Path, *, init: Any = None,
-                  head_state: dict | None = None) -> tuple[Any, dict[str, Any]]:
+                  head_state: dict | None = None, init_key: str | None = None,
+                  reuse_dirs: tuple[Path, ...] = ()) -> tuple[Any, dict[str, Any]]:
         """Train (or reload) one row; returns (full model, summary). Saved as ``models_dir/<name>.pt``
-        (maskinv backbone + sidecar) and ``<name>.row.json`` (the spec and its training log)."""
+        (maskinv backbone + sidecar), ``<name>.row.json`` (its key, spec and training log) and
+        ``<name>.head.pt``. A row with the same key in ``models_dir`` or ``reuse_dirs`` (e.g. the
+        ``--select`` candidates) is loaded instead of retrained: training is deterministic."""
+        import shutil
+
         import torch
 
         from maskinv.models import export_backbone
+        from maskinv.utils.hashing import file_sha256
+        from maskinv.utils.io import atomic_torch_save, atomic_write_json
 
         model = copy.deepcopy(init if init is not None else self.model)
         tail = self.row_tail(model)
+        models_dir.mkdir(parents=True, exist_ok=True)
         wpath, rpath, hpath = models_dir / f"{spec.name}.pt", models_dir / f"{spec.name}.row.json", \
             models_dir / f"{spec.name}.head.pt"
-        want = {"spec": spec.to_dict(), "weights_fingerprint": self.weights_fingerprint,
-                "settings_hash": self.s.training_hash(), "init": spec.init}
-        if wpath.is_file() and rpath.is_file():
-            rec = json.loads(rpath.read_text(encoding="utf-8"))
-            if all(rec.get(k) == v for k, v in want.items()):
-                sd = torch.load(wpath, map_location="cpu", weights_only=True)
-                model.load_state_dict(sd, strict=True)
-                model.eval()
-                self.log(f"row {spec.name}: reusing {wpath}")
-                rec["head_state"] = torch.load(hpath, weights_only=True) if hpath.is_file() else None
-                rec["reused"] = True
-                return model, rec
+        key = self.row_key(spec, init_key)
+        found = self._find_trained(key, [models_dir, *reuse_dirs])
+        if found is not None:
+            stem = found.name[:-len(".row.json")]
+            src_w, src_h = found.with_name(stem + ".pt"), found.with_name(stem + ".head.pt")
+            rec = json.loads(found.read_text(encoding="utf-8"))
+            if file_sha256(src_w) != rec.get("weights_sha256"):
+                raise CheckpointError(f"{src_w}: sha256 differs from {found}; delete both to retrain")
+            sd = torch.load(src_w, map_location="cpu", weights_only=True)
+            model.load_state_dict(sd, strict=True)
+            model.eval()
+            if found.parent != models_dir:  # copy it in: the run folder holds every row it reports
+                shutil.copyfile(src_w, wpath)
+                side = src_w.with_suffix(".json")
+                if side.is_file():
+                    shutil.copyfile(side, wpath.with_suffix(".json"))
+                if src_h.is_file():
+                    shutil.copyfile(src_h, hpath)
+                atomic_write_json(rpath, {**rec, "reused_from": str(found)})
+            self.log(f"row {spec.name}: reusing {src_w} (same key)")
+            rec["head_state"] = torch.load(src_h, weights_only=True) if src_h.is_file() else None
+            rec["reused"] = True
+            rec["reused_from"] = str(found)
+            return model, rec
         summary = train_tail(tail, data, spec, head_state=head_state, log=self.log)
         model.eval()
-        from maskinv.utils.io import atomic_torch_save, atomic_write_json
-
         meta = dict(getattr(self.model, "maskinv_meta", {}) or {})
         meta.update({"study": "maskinv study-real", "row": spec.name, "renderer": RENDERER["name"],
                      "lambda": spec.lam, "lambda_per_sample": spec.lam / self.embedding_size})
@@ -228,9 +268,7 @@ class StudyContext:
         head_state_ = summary.pop("head_state")
         if head_state_ is not None:
             atomic_torch_save(head_state_, hpath)
-        from maskinv.utils.hashing import file_sha256
-
-        rec = {**want, **summary, "weights_sha256": file_sha256(wpath), "torch": self.torch_version,
+        rec = {"key": key, **summary, "weights_sha256": file_sha256(wpath), "torch": self.torch_version,
                "threads": self.threads}
         atomic_write_json(rpath, rec)
         rec["head_state"] = head_state_

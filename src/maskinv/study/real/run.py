@@ -45,7 +45,8 @@ def _train_samples(specs: list[RowSpec], n_labelled: int, n_all: int) -> dict[st
 def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Path, *,
                    settings: RealSettings | None = None, splits_dir: str | Path | None = None,
                    cache_dir: str | Path | None = None, model: Any = None, selected: dict | None = None,
-                   command: str | None = None, quiet: bool = False) -> dict[str, Any]:
+                   command: str | None = None, quiet: bool = False,
+                   reuse_dirs: tuple[str | Path, ...] = ()) -> dict[str, Any]:
     """Train the rows, score every row on the same aligned sets, write results.json + report.md + plots."""
     from maskinv.utils.io import atomic_write_json, atomic_write_text
 
@@ -85,7 +86,9 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
     for spec in specs:
         init = models.get(spec.init) if spec.init != "sface" else None
         head_state = train_recs[spec.init].get("head_state") if spec.init in train_recs else None
-        model, rec = ctx.train_row(spec, data, models_dir, init=init, head_state=head_state)
+        init_key = train_recs[spec.init]["weights_sha256"] if spec.init in train_recs else None
+        model, rec = ctx.train_row(spec, data, models_dir, init=init, head_state=head_state, init_key=init_key,
+                                   reuse_dirs=tuple(Path(d) for d in reuse_dirs))
         models[spec.name] = model
         train_recs[spec.name] = rec
     del data
