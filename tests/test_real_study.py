@@ -365,3 +365,15 @@ def test_real_rmfd_photos_align_and_mask_with_renderer_v1(tmp_path):
     np.testing.assert_array_equal(a.crops, b.crops)
     m = mask_crops(a.crops[a.valid], a.landmarks[a.valid], [k for k, v in zip(a.keys, a.valid) if v], seed=0)
     assert m.shape == a.crops[a.valid].shape
+
+
+def test_validation_pairs_are_interleaved_so_every_fold_holds_both_kinds():
+    from maskinv.study.real.select import _interleave
+
+    issame = np.array([True] * 300 + [False] * 300)
+    order = _interleave(issame)
+    assert sorted(order.tolist()) == list(range(600))
+    folds = issame[order].reshape(10, 60)
+    assert (folds.sum(axis=1) == 30).all()
+    odd = np.array([True, True, True, False])
+    assert issame[_interleave(issame)].tolist()[:2] == [True, False] and _interleave(odd).tolist() == [0, 3, 1, 2]

@@ -23,6 +23,17 @@ from .tails import RowSpec
 __all__ = ["run_real_select", "choose"]
 
 
+VAL_FOLDS = 10
+
+
+def _interleave(issame: np.ndarray) -> np.ndarray:
+    """Pair order alternating genuine and impostor pairs (k-th genuine, k-th impostor, ...), the
+    surplus of either kind at the end."""
+    g, i = np.flatnonzero(issame), np.flatnonzero(~issame)
+    n = min(g.size, i.size)
+    return np.concatenate([np.column_stack([g[:n], i[:n]]).ravel(), g[n:], i[n:]]).astype(np.int64)
+
+
 def choose(cands: list[dict[str, Any]], sface_uu: float, tol_points: float) -> dict[str, Any]:
     ok = [c for c in cands if 100 * (sface_uu - c["uu_acc"]) <= tol_points + 1e-9]
     if ok:
@@ -72,6 +83,10 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
     probes = ctx.masked_subset_keys(val, second, "lfw_val_probes")  # M-U masks the second image only
     vm = [probes.get(i, vc[i]) for i in range(len(vc))]  # non-probe entries are never read as masked
     issame = np.asarray(pl.issame, bool)[:n_pairs]
+    # LFW folds list 300 genuine then 300 impostor pairs: interleave them so that the contiguous
+    # folds of the accuracy protocol each hold both kinds
+    order = _interleave(issame)
+    first, second, issame = first[order], second[order], issame[order]
     rkeys = None
     if use_rmfd:
         rset, is_probe = ctx.rmfd(ctx.splits.rmfd_dev, "rmfd_dev")
@@ -82,8 +97,7 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
     def evaluate(model: Any) -> dict[str, Any]:
         tail = ctx.row_tail(model)
         sc = lfw_scores(ctx.embed_keys(tail, vc), ctx.embed_keys(tail, vm), first, second, ("uu", "mu"))
-        nf = max(2, s.select_val_folds)
-        mu, uu = lfw_metrics(sc["mu"], issame, nf), lfw_metrics(sc["uu"], issame, nf)
+        mu, uu = lfw_metrics(sc["mu"], issame, VAL_FOLDS), lfw_metrics(sc["uu"], issame, VAL_FOLDS)
         r = {"uu_acc": uu["accuracy_mean"], "mu_acc": mu["accuracy_mean"], "mu_eer": mu["eer"], "uu_eer": uu["eer"]}
         if rkeys is not None:
             rs = rmfd_scores(ctx.embed_keys(tail, rkeys), rset.identities, is_probe)
@@ -118,7 +132,7 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
     total = time.perf_counter() - t_start
     doc = {"mode": "select", "command": command,
            "validation": f"LFW fold(s) 1-{s.select_val_folds} ({n_pairs} pairs of lfw_val_pairs.txt, aligned112), "
-           "M-U and U-U, 2-fold accuracy" + (" + rmfd_dev (reported, not used by the rule)" if use_rmfd else ""),
+           f"M-U and U-U, {VAL_FOLDS}-fold accuracy over genuine/impostor-interleaved pairs" + (" + rmfd_dev (reported, not used by the rule)" if use_rmfd else ""),
            "rule": f"highest val M-U accuracy with U-U >= SFace's - {tol:g} points (tie: lower M-U EER)",
            "budget": budget, "settings": s.to_dict(), "sface": base, "candidates": cands, "chosen": chosen,
            "hg": f"λ_HG = {s.hg_factor:g} x λ_LG = {s.hg_factor * chosen['lam_lg']:g}",
