@@ -158,8 +158,10 @@ def report_markdown(doc: dict[str, Any]) -> str:
     L.append("")
     L.append("## Data, detection and the same aligned set for every model\n")
     d = doc["data"]
+    unl = s.get("with_adapt") and s.get("adapt_unlabelled")
     L.append(f"Training: {d['train_photos']} detected LFW photos of the training people ({d['train_labelled']} of "
-             f"{d['train_classes']} people with >= 2 photos, labelled; the others only in MaskInv-adapt). "
+             f"{d['train_classes']} people with >= 2 photos, labelled, train every row; the one-photo people's "
+             f"{'photos are used by MaskInv-adapt only' if unl else 'photos are not used (adapt_unlabelled off)'}). "
              f"LFW test: {d['lfw_test_pairs']} pairs, {d['lfw_test_images']} crops. RMFD test: {d['rmfd_test_images']} "
              f"detected photos ({d['rmfd_test_probes']} masked probes, {d['rmfd_test_references']} references), "
              f"{d['rmfd_comparisons']} comparisons ({d['rmfd_genuine']} genuine).\n")
@@ -178,6 +180,9 @@ def report_markdown(doc: dict[str, Any]) -> str:
              f"({doc['cost']['features_computed']} features computed"
              f"{f', {fm:.0f} ms/image' if fm else ''}, {doc['cost']['features_reused']} reused from the cache); "
              f"total {ms['total'] / 60:.1f} min.")
+    if not doc["cost"]["features_computed"]:
+        L.append("(Every trunk feature came from the cache: earlier invocations with the same cache computed them; "
+                 "their logs give the per-image time.)")
     for n, r in res.items():
         t = r.get("training")
         if t:
