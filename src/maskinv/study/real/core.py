@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -302,6 +301,3 @@ def _rate(aset: AlignedSet) -> dict[str, Any]:
     return {"images": n, "detected": d, "rate": d / n if n else None,
             "detector": aset.info.get("detector"), "missed": [aset.keys[i] for i in np.flatnonzero(~aset.valid)]}
 
-
-def _stderr(msg: str) -> None:  # pragma: no cover - debugging aid
-    print(msg, file=sys.stderr)

@@ -87,6 +87,7 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
     # folds of the accuracy protocol each hold both kinds
     order = _interleave(issame)
     first, second, issame = first[order], second[order], issame[order]
+    n_folds = max(1, min(VAL_FOLDS, issame.size // 2))  # 10 on LFW's 600 pairs (fewer on a tiny list)
     rkeys = None
     if use_rmfd:
         rset, is_probe = ctx.rmfd(ctx.splits.rmfd_dev, "rmfd_dev")
@@ -97,7 +98,7 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
     def evaluate(model: Any) -> dict[str, Any]:
         tail = ctx.row_tail(model)
         sc = lfw_scores(ctx.embed_keys(tail, vc), ctx.embed_keys(tail, vm), first, second, ("uu", "mu"))
-        mu, uu = lfw_metrics(sc["mu"], issame, VAL_FOLDS), lfw_metrics(sc["uu"], issame, VAL_FOLDS)
+        mu, uu = lfw_metrics(sc["mu"], issame, n_folds), lfw_metrics(sc["uu"], issame, n_folds)
         r = {"uu_acc": uu["accuracy_mean"], "mu_acc": mu["accuracy_mean"], "mu_eer": mu["eer"], "uu_eer": uu["eer"]}
         if rkeys is not None:
             rs = rmfd_scores(ctx.embed_keys(tail, rkeys), rset.identities, is_probe)
@@ -132,7 +133,7 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
     total = time.perf_counter() - t_start
     doc = {"mode": "select", "command": command,
            "validation": f"LFW fold(s) 1-{s.select_val_folds} ({n_pairs} pairs of lfw_val_pairs.txt, aligned112), "
-           f"M-U and U-U, {VAL_FOLDS}-fold accuracy over genuine/impostor-interleaved pairs" + (" + rmfd_dev (reported, not used by the rule)" if use_rmfd else ""),
+           f"M-U and U-U, {n_folds}-fold accuracy over genuine/impostor-interleaved pairs" + (" + rmfd_dev (reported, not used by the rule)" if use_rmfd else ""),
            "rule": f"highest val M-U accuracy with U-U >= SFace's - {tol:g} points (tie: lower M-U EER)",
            "budget": budget, "settings": s.to_dict(), "sface": base, "candidates": cands, "chosen": chosen,
            "hg": f"λ_HG = {s.hg_factor:g} x λ_LG = {s.hg_factor * chosen['lam_lg']:g}",
