@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train SFace's last blocks + FC as ElasticFace-Arc-Aug, MaskInv-LG (primary), MaskInv-HG and MaskInv-adapt "
         "on the LFW training people of benchmarks/splits, and score every row on the same aligned sets: RMFD test "
         "(masked probes vs unmasked references) and LFW folds 6-10 (U-U, M-U, M-M), with identity-clustered "
-        "paired intervals against SFace. --select chooses lr and λ on validation only (LFW folds 1-2).",
+        "paired intervals against SFace. --select chooses lr and λ on validation only (LFW validation pairs: fold 1 by default; rmfd_dev optional).",
     )
     p.add_argument("lfw_dir", type=A.existing_dir, help="LFW folder with images/ (deep-funneled), aligned112/ and pairs.txt")
     p.add_argument("rmfd_dir", type=A.existing_dir, help="RMFD folder with images/ and masked.txt")
