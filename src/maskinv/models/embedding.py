@@ -112,7 +112,12 @@ def embed_with(forward: Callable, images: np.ndarray, *, batch_size: int = 256, 
             y = y[:b] + y[b:]
         if not bool(torch.isfinite(y).all()):
             raise DataFormatError("the model produced NaN/infinite embeddings (broken or untrained weights?)")
-        chunks.append(F.normalize(y, dim=1).cpu().numpy())
+        # outputs beyond ~1e19 overflow the squared norm: normalize() then returns all-zero rows
+        n = F.normalize(y, dim=1)
+        if not bool(torch.isfinite(n).all()) or bool((n.abs().amax(dim=1) == 0).any()):
+            raise DataFormatError("the model produced all-zero embeddings (outputs zero or overflowing: "
+                                  "broken or untrained weights?)")
+        chunks.append(n.cpu().numpy())
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
