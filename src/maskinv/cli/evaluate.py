@@ -223,7 +223,8 @@ def eval_inputs(args: argparse.Namespace) -> tuple[list, list]:
     cache = Path(args.align_cache) if args.align_cache else Path(args.out) / ".maskinv-align-cache"
     benches = [
         FolderBenchSpec(b, pairs=args.pairs, aligned=args.aligned, on_miss=args.on_miss, detector=args.detector,
-                        probe_list=args.probe_list, cache_dir=cache, min_false_matches=args.min_false_matches)
+                        probe_list=args.probe_list, cache_dir=cache, min_false_matches=args.min_false_matches,
+                        strict=args.strict)
         if b in folders else b
         for b in args.bench
     ]
