@@ -209,10 +209,21 @@ def bin_file(text: str) -> str:
     return text
 
 
+#: Models named rather than given as a file (the lead's registry of named recognisers replaces this).
+NAMED_MODELS = ("dlib",)
+
+
 def model_ref(text: str) -> str:
-    """A model file, or ``dlib`` (dlib's built-in descriptor) when no file has that name."""
-    if text == "dlib" and not Path(text).exists():
+    """A model file, or a named model (``dlib``: dlib's built-in descriptor) when no file has that
+    name; a missing file whose name is close to a named model says so (``dilb`` -> ``dlib``)."""
+    if text in NAMED_MODELS and not Path(text).exists():
         return text
+    if not Path(text).exists() and os.sep not in text and "." not in text:
+        import difflib
+
+        close = difflib.get_close_matches(text.lower(), NAMED_MODELS, n=1, cutoff=0.6)
+        if close:
+            raise _Bad(f"{text}: no such file; did you mean the named model {close[0]!r}?")
     return existing_file(text)
 
 
