@@ -63,8 +63,6 @@ _CLI_PHRASES = (
     ("pass name=", "pass --arch NAME", "--arch"),
     ("pass threshold=", "pass --threshold T", "--threshold"),
     ("input_mean/input_std/channel_order", "--input-mean/--input-std/--channel-order", "--input-mean"),
-    ("(--resume / resume=True)", "(--resume RUN_DIR)", "--resume"),
-    ("pass on_error=\"skip\"", "drop --strict", "--strict"),
 )
 _MAX_NOTES = 20  # a flood of warnings (one per corrupt image) ends in one "suppressed" line
 

@@ -85,7 +85,8 @@ def add_folder_bench_options(p) -> None:
 def add_strict_option(p) -> None:
     """``--strict``: stop at the first unreadable image (default: skip it, with its pairs, and report it)."""
     p.add_argument("--strict", action="store_true",
-                   help="stop at the first unreadable or undecodable image (default: skip it, and its pairs, and list it)")
+                   help="stop at the first unreadable or undecodable image (default: skip and list it; a benchmark "
+                        "drops its pairs)")
 
 
 def prepare_folder_from_args(images_dir, args, default_cache: Path, probe_list: bool = False):
