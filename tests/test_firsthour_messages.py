@@ -19,7 +19,7 @@ def test_a_misspelt_named_model_suggests_it(tmp_path, capsys, monkeypatch):
         (tmp_path / n).write_bytes(b"x")
     assert _cli("verify", "a.png", "b.png", "--model", "dilb", "--threshold", "0.5") == 2
     err = capsys.readouterr().err.strip()
-    assert "dilb: no such file; did you mean the named model 'dlib'?" in err and "\n" not in err
+    assert "dilb: no such file (did you mean the model 'dlib'?)" in err and "\n" not in err
 
 
 def test_data_pack_help_names_the_files_it_writes(capsys):

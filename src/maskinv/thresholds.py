@@ -229,10 +229,11 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
         raise ConfigError("protocol probe_ref needs a folder benchmark and --probe-list FILE")
     else:
         check_protocol(protocol)
-    dest = Path(out) if out is not None else (thresholds_path(model.path) if getattr(model, "path", None) else None)
+    dest = Path(out) if out is not None else getattr(model, "thresholds_file", None)
     if write:
         if dest is None:
-            raise ConfigError("this model has no file to store thresholds beside (e.g. dlib); pass --thresholds PATH")
+            raise ConfigError("this model has no file to store thresholds beside (a named model such as dlib); "
+                              "pass --thresholds PATH")
         check_destination(dest, model.fingerprint)
     counts = calibration_counts(bench, protocol=protocol, pairs=pairs, probe_list=probe_list)
     need = _needed_impostors(f)
