@@ -491,3 +491,4 @@ def test_resume_hint_names_adapt_and_chunks_do_not_log_resumed(setup, tmp_path):
     finally:
         T.MetricsLogger.write_line = orig
     assert not [x for x in lines if x.startswith("resumed from")]
+    assert sum(x.startswith("precision ") for x in lines) == 1  # once per run, not per validation chunk

@@ -313,7 +313,8 @@ def _folder_scores(model, bench: Path, *, protocol, pairs, probe_list, aligned, 
     spec = FolderBenchSpec(bench, pairs=pairs, aligned=aligned, on_miss=on_miss, detector=detector,
                            probe_list=probe_list, cache_dir=cache_dir, strict=strict)
     opts = {"precision": getattr(model, "precision", "auto") or "auto"}
-    doc = evaluate_models({"model": model}, [spec], ("uu",) if protocol == PROBE_REF else (protocol,), seed=seed,
+    label = Path(model.path).stem if getattr(model, "path", None) else str(getattr(model, "name", None) or "model")
+    doc = evaluate_models({label: model}, [spec], ("uu",) if protocol == PROBE_REF else (protocol,), seed=seed,
                           mask_kind=mask_kind, flip=flip, batch_size=batch_size, plots=False, scores=False,
                           log=log, **opts)
     res = next(r for r in doc["results"] if r["protocol"] == protocol)

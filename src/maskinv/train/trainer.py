@@ -231,7 +231,8 @@ class _Trainer:
                                     progress=cfg.runtime.progress, total_steps=self.stop)
         self.evaluate = PeriodicEval(cfg, self.data_root, backbone=self.student.backbone, logger=self.logger,
                                      is_main=info.is_main)
-        self.logger.write_line(f"precision {self.precision} ({cfg.precision.mode}: {self.precision_reason})")
+        if not self.chunk:
+            self.logger.write_line(f"precision {self.precision} ({cfg.precision.mode}: {self.precision_reason})")
         if state is not None and not self.chunk:
             self.logger.write_line(f"resumed from {state['_path']} at step {step}")
         self.meter = TrainMeter(cfg.runtime.batch_size * info.world_size, cfg.runtime.log_every)
