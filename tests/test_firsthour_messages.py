@@ -69,3 +69,17 @@ def test_max_steps_beyond_the_schedule_is_noted(tmp_path, capsys):
     assert _cli("adapt", "--teacher", tmp_path / "t.pt", "--images", tmp_path / "data", "--out", tmp_path / "run",
                 "--max-steps", "50", *fast) == 0
     assert "--max-steps 50 is beyond the schedule's 2 steps; the run stops at 2" in capsys.readouterr().err
+
+
+def test_skipped_photo_lines_speak_cli_words(tmp_path, capsys):
+    """`gallery evaluate` / `embed` listed skipped photos with "(pass aligned=True ...)"."""
+    from skimage import data as skdata
+
+    from maskinv.models import export_backbone, get_model
+    from maskinv.utils.images import encode_image
+
+    export_backbone(get_model("r18", width_mult=0.125, embedding_size=16, seed=0), tmp_path / "m.pt")
+    (tmp_path / "coffee.jpg").write_bytes(encode_image(skdata.coffee(), "jpg"))
+    assert _cli("embed", tmp_path / "coffee.jpg", "--model", tmp_path / "m.pt", "--out", tmp_path / "e.npy") in (1, 2)
+    err = capsys.readouterr().err
+    assert "no face" in err and "aligned=True" not in err and "--aligned" in err

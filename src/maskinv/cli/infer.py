@@ -251,13 +251,27 @@ def _embed_batch(args, m):
                        on_error="raise" if args.strict else "skip")
 
 
+def _cli_words(text: str, args) -> str:
+    """A library hint in command-line words (``pass aligned=True`` -> ``pass --aligned``), or dropped
+    when this command has no such flag (the same table as the one-line errors)."""
+    import re
+
+    from maskinv.cli import _CLI_PHRASES
+
+    for py, cli, flag in _CLI_PHRASES:
+        if py in text:
+            has = hasattr(args, flag.lstrip("-").replace("-", "_"))
+            text = text.replace(py, cli) if has else re.sub(rf"\s*\([^()]*{re.escape(py)}[^()]*\)", "", text)
+    return text
+
+
 def _report_misses(args, r, what: str) -> int:
     """One stderr line per skipped image, then a summary; the exit code (1 when any was skipped)."""
     if not r.misses:
         return 0
     cmd = " ".join(x for x in (args.command, getattr(args, "gallery_command", None)) if x)
     for miss in r.misses:
-        print(f"maskinv {cmd}: skipped {miss.reason}", file=sys.stderr)
+        print(f"maskinv {cmd}: skipped {_cli_words(miss.reason, args)}", file=sys.stderr)
     print(f"maskinv {cmd}: {r.summary()}; {what} (--strict stops at the first)", file=sys.stderr)
     return 1
 
