@@ -133,3 +133,24 @@ def test_a_folder_with_a_probe_list_calibrates_probe_ref(assets, tmp_path, capsy
     assert _cli("calibrate", "--model", assets / "model.pt", "--bench", assets / "people", "--aligned",
                 "--fmr", "0.1", "--thresholds", tmp_path / "x.json") == 2
     assert "no pairs.txt" in _err_line(capsys)
+
+
+def test_sface_calibrates_into_thresholds_path(assets, tmp_path, capsys):
+    """Any named model: no file of its own to store beside, so --thresholds PATH (checked first)."""
+    from maskinv.errors import MaskinvError
+    from maskinv.models.recognizer import is_named_model
+
+    if not is_named_model("sface"):
+        pytest.skip("sface is not a registered model here")
+    try:
+        from maskinv.models.sface import sface_weights_path
+
+        sface_weights_path()
+    except MaskinvError as e:
+        pytest.skip(f"SFace weights not installed: {e}")
+    assert _cli("calibrate", "--model", "sface", "--bench", assets / "small.bin", "--fmr", "0.1") == 2
+    assert "pass --thresholds PATH" in _err_line(capsys)
+    t = tmp_path / "sface.thresholds.json"
+    assert _cli("calibrate", "--model", "sface", "--bench", assets / "small.bin", "--fmr", "0.1", "--protocol", "uu",
+                "--thresholds", t) == 0
+    assert "uu@0.1" in json.loads(t.read_text())["entries"]

@@ -162,7 +162,9 @@ def embed_images(
     size = model_input_size(model)
     if size is not None and arr.shape[1:3] != (size, size):
         warnings.warn(
-            f"resizing {arr.shape[0]} images from {arr.shape[1]}x{arr.shape[2]} to the model's input size {size}x{size}",
+            # no count: evaluation embeds the same images once per protocol and side, so a count per call
+            # over-counts and makes each call's note different (the CLI prints a note once per text)
+            f"resizing images from {arr.shape[1]}x{arr.shape[2]} to the model's input size {size}x{size}",
             stacklevel=2,
         )
     side = size or arr.shape[1]
