@@ -175,6 +175,9 @@ class IResNet(nn.Module):
         residual sums add) keeps eval-mode activations O(1). Data-free, no random draws; training
         replaces the statistics (momentum) and loaded checkpoints overwrite them.
         """
+        if self.conv1.weight.is_meta:  # shape checks on the meta device: no values to match
+            return
+
         def conv_gain(conv: nn.Conv2d) -> float:
             fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] // conv.groups
             return fan_in * float(conv.weight.float().pow(2).mean())
