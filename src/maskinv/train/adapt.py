@@ -323,7 +323,7 @@ def adapt_model(teacher: str, images: str | os.PathLike | None, out_dir: str | o
         if scratch and n is not None and n < MIN_SCRATCH_PHOTOS:
             _log(log, f"[adapt] warning: {n} photos cannot train a face model from scratch (a student that "
                       f"is not a copy needs at least {MIN_SCRATCH_PHOTOS:,}, better hundreds of thousands); "
-                      f"adapting works from a torch teacher (.pt/.pth), which the student copies")
+                      f"adapting works from a teacher the student can copy: a torch model (.pt/.pth) or --teacher sface")
         return {**run_training(cfg, out, max_steps=max_steps, resume=False), "data": str(data)}
     except BaseException as e:
         if isinstance(e, (MaskinvError, OSError)):
