@@ -193,17 +193,32 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
     bridge = m[list(NOSE_BRIDGE)]
     top_rng = {"n95": (0.15, 0.35), "kn95": (0.15, 0.35)}.get(kind, (0.2, 0.5))
     top_c = _along(bridge, top_rng[0] + (top_rng[1] - top_rng[0]) * p["top"])
-    # Side corners: oval positions between 454/234 (eye level) and 361/132 (nose-tip level).
-    side = 0.6 + 1.2 * p["side"]
+    # Side corners: oval positions between just below 454/234 (eye level) and 361/132 (nose tip).
+    side = 0.3 + 0.9 * p["side"]
     r_pos, l_pos = _R_EDGE + side, _L_EDGE - side
-    inset = 0.9 if kind == "n95" else 1.0
+    inset = 1.0
     e = 1.0 + p["expand"]
 
     def out(q, f=e):
         return centre + (np.asarray(q) - centre) * f
 
-    tr, tl = out(_oval_at(ov, r_pos), e * inset), out(_oval_at(ov, l_pos), e * inset)
-    lower = [out(ov[i], e * (inset if abs(i - _CHIN_I) > 4 else 1.0))
+    # Silhouette: under yaw the far side's visible edge is the cheek, not the oval's vertices.
+    # Each oval point moves out to the farthest lower-face mesh point in its direction (+-12 deg).
+    _, yy = fr.to_local(m)
+    _, y_top = fr.to_local(top_c)
+    low_pts = m[yy > y_top - 0.05] - centre
+    ang_l, rad_l = np.arctan2(low_pts[:, 1], low_pts[:, 0]), np.linalg.norm(low_pts, axis=1)
+
+    def sil(q):
+        d = np.asarray(q) - centre
+        a = np.arctan2(d[1], d[0])
+        near = np.abs(np.angle(np.exp(1j * (ang_l - a)))) < np.deg2rad(12)
+        r = float(np.linalg.norm(d))
+        r_max = float(rad_l[near].max()) if near.any() else r
+        return centre + d * (max(r, r_max) / max(r, 1e-9))
+
+    tr, tl = out(sil(_oval_at(ov, r_pos)), e * inset), out(sil(_oval_at(ov, l_pos)), e * inset)
+    lower = [out(sil(ov[i]), e * (inset if abs(i - _CHIN_I) > 4 else 1.0))
              for i in range(int(np.ceil(r_pos + 1e-6)), int(np.floor(l_pos - 1e-6)) + 1)]
     down = fr.ey * fr.em * p["bottom"]
     # Push the lower part (around the chin) down: masks wrap under the chin.
@@ -255,8 +270,8 @@ def _luma(img: np.ndarray) -> np.ndarray:
 def face_light(image: np.ndarray, mesh, fill: np.ndarray, anchors: Anchors) -> tuple[float, float]:
     """(brightness factor, left/right balance) of the skin the mask leaves visible.
 
-    Skin = mesh points outside the mask fill, away from the eyes; brightness = median luma / 150
-    (a well-lit skin), clipped to [0.4, 1.15]; balance = (right - left) / median in the face
+    Skin = mesh points outside the mask fill, away from the eyes; brightness = median luma / 135
+    (a well-lit skin), clipped to [0.4, 1.2]; balance = (right - left) / median in the face
     frame, clipped to [-0.8, 0.8] (positive: lit from the image right)."""
     m = _check_mesh(mesh)[:, :2]
     h, w = image.shape[:2]
@@ -275,7 +290,7 @@ def face_light(image: np.ndarray, mesh, fill: np.ndarray, anchors: Anchors) -> t
     bal = 0.0
     if right.size >= 4 and left.size >= 4 and med > 1:
         bal = float(np.clip((np.median(right) - np.median(left)) / med * 2.0, -0.8, 0.8))
-    return float(np.clip(med / 150.0, 0.4, 1.15)), bal
+    return float(np.clip(med / 135.0, 0.4, 1.2)), bal
 
 
 def render_mesh_mask(image: np.ndarray, mesh, p: dict) -> tuple[np.ndarray, np.ndarray]:
