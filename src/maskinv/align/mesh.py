@@ -243,8 +243,7 @@ def _build_module():
                     y = F.conv2d(self._conv_pad(a, st), p[st["w"]], None if st["b"] is None else p[st["b"]],
                                  stride=st["stride"], dilation=st["dil"], groups=st["groups"])
                 elif kind == "PRELU":
-                    w = p[st["w"]].view(1, -1, 1, 1)
-                    y = torch.where(a >= 0, a, a * w)
+                    y = F.prelu(a, p[st["w"]])
                 elif kind == "ADD":
                     y = a + vals[st["in2"]]
                 elif kind == "MAX_POOL_2D":
