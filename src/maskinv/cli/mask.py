@@ -76,8 +76,9 @@ def register(subparsers) -> None:
                    help="text file listing the real masked photos (relative paths, one per line)")
     r.add_argument("--people", default=None, type=A.existing_file,
                    help="only these identities (one folder name per line), e.g. benchmarks/splits/rmfd_dev.txt")
-    r.add_argument("--renderer", default="v1", choices=("v1", "mesh"),
-                   help="synthetic mask renderer: v1 (5-point outlines) or mesh (468-point mesh, real-world looks)")
+    r.add_argument("--renderer", default="v1", type=A.choice_list(("v1", "mesh"), "renderer"),
+                   help="synthetic mask renderer(s): v1 (5-point outlines), mesh (468-point mesh, real-world looks), "
+                        "or v1,mesh (both in one run, sharing detections and embeddings; files get a _v1/_mesh suffix)")
     r.add_argument("--kind", default="random", choices=kinds, help="mask kind (default: random per probe)")
     r.add_argument("--seed", type=A.seed, default=0, help="seed of the probe choice and the masks (default 0)")
     r.add_argument("--holdout", type=A.positive_int, default=1,
@@ -175,21 +176,27 @@ def cmd_mask_realism(args: argparse.Namespace) -> int:
 
     from maskinv.errors import ConfigError
 
-    if args.renderer == "mesh" and args.kind not in ("random",) + MESH_KINDS:
+    renderers = list(dict.fromkeys(x.strip() for x in args.renderer.split(",")))
+    if "mesh" in renderers and args.kind not in ("random",) + MESH_KINDS:
         raise ConfigError(f"argument --kind: the mesh renderer draws {', '.join(MESH_KINDS)} or random, not {args.kind!r}")
     model = load_model(args.model, args.arch)
-    res = realism(model, args.bench, args.probe_list, people_file=args.people, renderer=args.renderer,
-                  kind=args.kind, seed=args.seed, holdout=args.holdout, bootstrap=args.bootstrap)
-    sheet = res.pop("_sheet")
     out = Path(args.out)
-    atomic_write_json(out / "realism.json", res)
-    atomic_write_text(out / "realism.md", realism_report(res))
-    if sheet is not None:
-        _write(out / "contact_sheet.png", sheet, 95)
-    r = res["ratio"]["eer"]
-    pt = "n/a" if r["point"] is None else f"{r['point']:.2f}"
-    ci = "" if r["ci95"] is None else f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
-    print(f"realism ratio (EER) {pt}{ci}; EER unmasked/synthetic/real "
-          + "/".join(f"{100 * res['metrics'][c]['eer']:.2f}" for c in ("unmasked", "synthetic", "real"))
-          + f" % -> {out}")
+    cache: dict = {}
+    results = []
+    for rname in renderers:
+        res = realism(model, args.bench, args.probe_list, people_file=args.people, renderer=rname,
+                      kind=args.kind, seed=args.seed, holdout=args.holdout, bootstrap=args.bootstrap, cache=cache)
+        results.append((rname, res.pop("_sheet"), res))
+    for rname, sheet, res in results:   # write only once every renderer has run
+        sfx = f"_{rname}" if len(renderers) > 1 else ""
+        atomic_write_json(out / f"realism{sfx}.json", res)
+        atomic_write_text(out / f"realism{sfx}.md", realism_report(res))
+        if sheet is not None:
+            _write(out / f"contact_sheet{sfx}.png", sheet, 95)
+        r = res["ratio"]["eer"]
+        pt = "n/a" if r["point"] is None else f"{r['point']:.2f}"
+        ci = "" if r["ci95"] is None else f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+        print(f"{rname}: realism ratio (EER) {pt}{ci}; EER unmasked/synthetic/real "
+              + "/".join(f"{100 * res['metrics'][c]['eer']:.2f}" for c in ("unmasked", "synthetic", "real"))
+              + f" % -> {out}")
     return 0

@@ -185,12 +185,14 @@ def _crop_view(image: np.ndarray, face, size: int = 112) -> np.ndarray:
 def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str | Path | None = None,
             renderer: str = "v1", kind: str = "random", seed: int = 0, holdout: int = 1,
             bootstrap: int = 1000, fmr: float = 1e-2, detector=None, sheet_rows: int = 8,
-            pad: float = 0.25, progress=None) -> dict[str, Any]:
+            pad: float = 0.25, progress=None, cache: dict | None = None) -> dict[str, Any]:
     """Run the realism measurement (module doc). Returns a JSON-able result dict plus the contact
     sheet image under ``"_sheet"`` (uint8, real | synthetic | unmasked per row).
 
     ``pad``: every photo gets a border of ``pad`` x its size (edge pixels repeated) before
-    detection, the same in every condition: tight face crops (RMFD) leave MTCNN no margin."""
+    detection, the same in every condition: tight face crops (RMFD) leave MTCNN no margin.
+    ``cache``: a dict shared between calls on the same benchmark (e.g. one per renderer): photos,
+    detections and the embeddings of unmasked, real and reference photos are computed once."""
     from maskinv.align import resolve_detector
     from maskinv.align.image import read_image
     from maskinv.masks import image_rng, mask_photo
@@ -222,7 +224,10 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     sp = split_probes(identities, masked, holdout=holdout, seed=seed, people=people)
     det = resolve_detector(detector if detector is not None else "mtcnn")
     t0 = time.perf_counter()
-    cache: dict[int, tuple] = {}
+    if cache is None:
+        cache = {}
+    if cache.setdefault("_setup", (str(root), pad, getattr(det, "name", None))) != (str(root), pad, getattr(det, "name", None)):
+        raise ConfigError("realism: a cache is shared only between runs on the same benchmark, pad and detector")
 
     def load(i):
         if i not in cache:
@@ -267,13 +272,21 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     if not ref:
         raise DataFormatError("realism: no reference photo has a detected face")
     t1 = time.perf_counter()
-    re = _embed(model, [r[1] for r in ref], [r[2] for r in ref])
+    fp = getattr(model, "fingerprint", id(model))
+
+    def embed(items):
+        key = ("emb", fp, tuple(r[0] for r in items))
+        if key not in cache:
+            cache[key] = _embed(model, [r[1] for r in items], [r[2] for r in items])
+        return cache[key]
+
+    re = embed(ref)
     rid = np.array([code[identities[r[0]]] for r in ref])
     comps, counts = {}, {}
     for cond, items in (("unmasked", loaded["unmasked"]), ("synthetic", synth), ("real", loaded["real"])):
         if not items:
             raise DataFormatError(f"realism: no {cond} probe has a detected face")
-        pe = _embed(model, [r[1] for r in items], [r[2] for r in items])
+        pe = embed(items) if cond != "synthetic" else _embed(model, [r[1] for r in items], [r[2] for r in items])
         pid = np.array([code[identities[r[0]]] for r in items])
         comps[cond] = _scores(pe, re, pid, rid)
         counts[cond] = {"probes": len(items), "identities": int(np.unique(pid).size)}
