@@ -234,7 +234,9 @@ def _build_module():
             return x
 
         def forward(self, x):
-            vals = {self._inputs[0]: x}
+            # channels_last: oneDNN's fast path for the depthwise/pointwise convolutions (1.75x
+            # on one CPU thread, benchmarks/bench_masks_mesh.py).
+            vals = {self._inputs[0]: x.contiguous(memory_format=torch.channels_last)}
             p = self.params
             for st, free in zip(self._plan, self._free):
                 a = vals[st["in"]]

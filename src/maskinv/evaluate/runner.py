@@ -230,7 +230,8 @@ def evaluate_models(
             src.check()
     say = log or (lambda msg: None)
     doc = new_results({
-        "protocols": list(protos), "seed": seed, "mask_kind": mask_kind, "flip": flip, "batch_size": batch_size,
+        "protocols": list(protos), "seed": seed, "mask_kind": mask_kind, "mask_renderer": "v1", "flip": flip,
+        "batch_size": batch_size,
         "precision": precision, "precision_used": resolve_precision(precision, device), "device": str(device or "cpu"),
         "folds": folds, "accuracy_protocol": "exact-midpoints" if exact else "insightface-grid",
     })
