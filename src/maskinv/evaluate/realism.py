@@ -331,22 +331,18 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
         "caveat": SESSION_CAVEAT,
         "seconds": {"detect_and_mask": round(t_detect, 1), "embed": round(t_embed, 1)},
     }
-    # Contact sheet: per person (first sheet_rows with all three), real | synthetic | unmasked.
+    # Contact sheet: per person (the first sheet_rows with a real masked probe and a synthetic one):
+    # real | synthetic | the same probe unmasked.
     rows = []
     by_real = {identities[i]: (img, f) for i, img, f in loaded["real"]}
-    for (i, img, f), (_, simg, sf) in zip(loaded["unmasked"], synth if len(synth) == len(loaded["unmasked"]) else []):
+    clean = {i: (img, f) for i, img, f in loaded["unmasked"]}
+    for i, simg, sf in synth:
         n = identities[i]
         if n in by_real:
             rimg, rf = by_real[n]
-            rows.append(np.concatenate([_crop_view(rimg, rf), _crop_view(simg, sf), _crop_view(img, f)], 1))
+            rows.append(np.concatenate([_crop_view(rimg, rf), _crop_view(simg, sf), _crop_view(*clean[i])], 1))
         if len(rows) >= sheet_rows:
             break
-    if not rows:  # some synthetic probe lost its face: pair by index of what remains
-        for (i, simg, sf) in synth[:sheet_rows]:
-            n = identities[i]
-            if n in by_real:
-                rimg, rf = by_real[n]
-                rows.append(np.concatenate([_crop_view(rimg, rf), _crop_view(simg, sf)], 1))
     out["_sheet"] = np.concatenate(rows, 0) if rows else None
     return out
 
