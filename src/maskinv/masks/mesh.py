@@ -196,7 +196,6 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
     # Side corners: oval positions between just below 454/234 (eye level) and 361/132 (nose tip).
     side = 0.3 + 0.9 * p["side"]
     r_pos, l_pos = _R_EDGE + side, _L_EDGE - side
-    inset = 1.0
     e = 1.0 + p["expand"]
 
     def out(q, f=e):
@@ -217,8 +216,8 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
         r_max = float(rad_l[near].max()) if near.any() else r
         return centre + d * (max(r, r_max) / max(r, 1e-9))
 
-    tr, tl = out(sil(_oval_at(ov, r_pos)), e * inset), out(sil(_oval_at(ov, l_pos)), e * inset)
-    lower = [out(sil(ov[i]), e * (inset if abs(i - _CHIN_I) > 4 else 1.0))
+    tr, tl = out(sil(_oval_at(ov, r_pos))), out(sil(_oval_at(ov, l_pos)))
+    lower = [out(sil(ov[i]))
              for i in range(int(np.ceil(r_pos + 1e-6)), int(np.floor(l_pos - 1e-6)) + 1)]
     down = fr.ey * fr.em * p["bottom"]
     # Push the lower part (around the chin) down: masks wrap under the chin.
