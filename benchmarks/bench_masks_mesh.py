@@ -7,7 +7,8 @@ Measures (median over repeats, one thread):
   reference LiteRT runtime (batch 1, XNNPACK, one thread) when ``ai-edge-litert`` is installed;
 * render: ms per 112 px aligned crop of the NumPy renderer, ``v1`` (5 points) and ``mesh`` (from
   a cached mesh, the fixture tests/helpers/mesh_astronaut.npy moved onto the crop), 128 images;
-* batched: ms per image of the training-time ``BatchMasker`` (v1 bank), batch 128, uint8.
+* batched: ms per image of the training-time ``BatchMasker``, batch 128, uint8: the v1 bank and
+  the mesh bank (entries rendered from a cached mesh: the fixture mesh on the 112 px template).
 """
 from __future__ import annotations
 
@@ -84,6 +85,10 @@ def main() -> None:
     t = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
     gen = torch.Generator().manual_seed(0)
     out["batchmasker_v1_ms_per_image_b128"] = _median_ms(lambda: bm(t, 1.0, gen), 128, a.repeats)
+    t0 = time.perf_counter()
+    bmm = BatchMasker(112, renderer="mesh", meshes=mesh112[None], per_kind=6, seed=0)
+    out["batchmasker_mesh_bank_build_s"] = time.perf_counter() - t0
+    out["batchmasker_mesh_ms_per_image_b128"] = _median_ms(lambda: bmm(t, 1.0, gen), 128, a.repeats)
     for k, v in out.items():
         print(f"{k}: {v if not isinstance(v, float) else round(v, 3)}")
     if a.json:

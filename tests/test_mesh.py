@@ -267,3 +267,40 @@ def test_mesh_cache_round_trip(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(DataFormatError, match="bad.npz"):
         MeshCache(tmp_path / "bad.npz")
+
+
+def _mesh_on_template(size: int = 112) -> np.ndarray:
+    import cv2
+
+    from maskinv.constants import template_for_size
+    from maskinv.masks.mesh import mesh_five
+
+    m = np.load(MESH_FIXTURE).astype(np.float64)
+    A, _ = cv2.estimateAffinePartial2D(mesh_five(m).astype(np.float32),
+                                       template_for_size((size, size)).astype(np.float32))
+    return np.c_[m[:, :2] @ A[:, :2].T + A[:, 2], m[:, 2:] * np.hypot(*A[:, 0])]
+
+
+def test_batchmasker_mesh_bank_masks_the_lower_face():
+    import torch
+
+    from maskinv.masks.batched import BatchMasker
+    from maskinv.masks.mesh import MESH_KINDS
+
+    mesh = _mesh_on_template()
+    bm = BatchMasker(112, renderer="mesh", meshes=mesh[None], per_kind=2, seed=0)
+    assert bm.renderer == "mesh" and len(bm) == 2 * len(MESH_KINDS) and bm.p_random_colour == 0.0
+    x = torch.full((16, 3, 112, 112), 128, dtype=torch.uint8)
+    out, applied = bm(x, 1.0, torch.Generator().manual_seed(0))
+    assert bool(applied.all())
+    changed = (out != x).any(1).float().mean(0)           # share of images changing each pixel
+    nose, chin = np.round(mesh[1, :2]).astype(int), np.round(mesh[152, :2]).astype(int)
+    eye = np.round(mesh[159, :2]).astype(int)
+    assert changed[nose[1], nose[0]] > 0.9 and changed[chin[1] - 2, chin[0]] > 0.9
+    assert changed[eye[1], eye[0]] < 0.1
+    with pytest.raises(ConfigError, match="meshes"):
+        BatchMasker(112, renderer="mesh")
+    with pytest.raises(ConfigError, match="random"):
+        BatchMasker(112, kinds=("surgical",), renderer="mesh", meshes=mesh[None])
+    with pytest.raises(ConfigError, match="468"):
+        BatchMasker(112, renderer="mesh", meshes=np.zeros((1, 10, 2)))

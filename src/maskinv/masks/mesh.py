@@ -295,9 +295,16 @@ def face_light(image: np.ndarray, mesh, fill: np.ndarray, anchors: Anchors) -> t
 def render_mesh_mask(image: np.ndarray, mesh, p: dict) -> tuple[np.ndarray, np.ndarray]:
     """Draw the mask ``p`` (:func:`sample_mesh_params`) on a copy of ``image`` from ``mesh``.
     Returns (uint8 image, float32 alpha)."""
-    import cv2
+    from .render import composite
 
-    from .render import _gauss, _raster_fill, composite, render_layers
+    layers, q = mesh_layers(image, mesh, p)
+    return composite(image, layers, q)
+
+
+def mesh_layers(image: np.ndarray, mesh, p: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """The float32 (H, W) layers (alpha, shade, pattern, shadow, loops) of a mesh-renderer mask
+    lit like the face in ``image``, and the parameters to composite them with."""
+    from .render import _gauss, _raster_fill, render_layers
 
     anchors = mesh_anchors(mesh)
     outline = mesh_outline(mesh, anchors, p)
@@ -325,7 +332,7 @@ def render_mesh_mask(image: np.ndarray, mesh, p: dict) -> tuple[np.ndarray, np.n
             shade = shade * (1.0 - 0.08 * np.exp(-((d - c0) / (1.2 * px)) ** 2)).astype(np.float32)
     layers["shade"] = np.clip(shade * np.float32(bright), 0.0, 1.25).astype(np.float32)
     q["loop_color"] = [int(c * bright) for c in p["loop_color"]]
-    return composite(image, layers, q)
+    return layers, q
 
 
 # ----------------------------------------------------------------------------- cache
