@@ -304,3 +304,15 @@ def test_batchmasker_mesh_bank_masks_the_lower_face():
         BatchMasker(112, kinds=("surgical",), renderer="mesh", meshes=mesh[None])
     with pytest.raises(ConfigError, match="468"):
         BatchMasker(112, renderer="mesh", meshes=np.zeros((1, 10, 2)))
+
+
+def test_v1_kinds_are_dataclasses_in_a_registry():
+    """kinds.py's table (issue 21: dataclasses the registry helper reuses); order fixes bank seeds."""
+    from maskinv.masks.kinds import KINDS, MASK_KINDS, RANDOM_KINDS, MaskKind
+    from maskinv.masks.mesh import LOOKS, MESH_KINDS
+
+    assert MASK_KINDS == ("surgical", "n95", "kn95", "cloth", "wide", "round", "paper")
+    assert RANDOM_KINDS == MASK_KINDS[:-1]
+    assert all(isinstance(KINDS.get(n), MaskKind) for n in MASK_KINDS)
+    assert KINDS.get("Surgical").over_nose_p == 0.85          # names are case-insensitive
+    assert all(lk.weight > 0 for lk in LOOKS) and {lk.kind for lk in LOOKS} == set(MESH_KINDS)

@@ -67,7 +67,8 @@ class Look:
     texture: str = "none"
 
 
-#: The default mix (weights sum to 1). Source and tuning: docs/masks.md. Colours of the
+#: The default mix (relative weights, normalised when drawn: they sum to 0.96, so a look's share
+#: is weight / 0.96). Source and tuning: docs/masks.md. Colours of the
 #: unmasked-photo masks in RMFD's dev identities (benchmarks/splits/rmfd_dev.txt), read by eye
 #: from contact sheets: black and dark cloth, white, light-blue surgical, few others.
 LOOKS: tuple[Look, ...] = (
