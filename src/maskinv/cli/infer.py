@@ -33,18 +33,19 @@ become PNG) and writes OUT_DIR/align_report.csv and .json (per image: found, sco
 five landmarks, or the reason of a miss). A miss never stops the run.
 exit codes: single image: 0 aligned, 2 error (no face, unreadable file).
 folder: 0 every image aligned, 1 some images missed (see the report), 2 error (no images, bad path).
-detector: mtcnn (default; finds masked faces) or dlib (HOG; misses most masked faces). Without
+detector: mtcnn (default; finds masked faces), yunet (best on tight masked crops such as RMFD's)
+or dlib (HOG; misses most masked faces). Without
 the MTCNN weights the default falls back to dlib with a warning; install them with
 `pip install --no-deps facenet-pytorch==2.6.0`."""
 
-DETECTOR_HELP = ("face detector: mtcnn (default; dlib with a warning if its weights are missing) "
-                 "or dlib (HOG, misses most masked faces)")
+DETECTOR_HELP = ("face detector: mtcnn (default; dlib with a warning if its weights are missing), "
+                 "yunet (best on tight masked crops) or dlib (HOG, misses most masked faces)")
 
 
 def _add_detector_arg(p: argparse.ArgumentParser) -> None:
     # default None (not "mtcnn") so an explicit --detector mtcnn without weights is an error,
     # while the default falls back to dlib
-    p.add_argument("--detector", choices=("mtcnn", "dlib"), default=None, help=DETECTOR_HELP)
+    p.add_argument("--detector", choices=("mtcnn", "dlib", "yunet"), default=None, help=DETECTOR_HELP)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
