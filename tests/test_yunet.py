@@ -50,7 +50,7 @@ def _eye_error(face, ref) -> float:
 # ----------------------------------------------------------------------------- registry
 def test_registry_lists_yunet():
     assert "yunet" in list_detectors()
-    assert "yunet" in backends._REGISTRY
+    assert "yunet" in backends.DETECTORS.names()
 
 
 @needs_model
