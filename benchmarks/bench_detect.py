@@ -24,7 +24,8 @@ BGR pixels, no flip test) of the MTCNN and YuNet crops on
 RMFD's probe/reference protocol (masked probes vs unmasked references, ``maskinv eval
 --probe-list``'s scoring code) and on the LFW pairs, each detector on its own found set and both on
 the images both found, with paired-bootstrap 95 % intervals of the differences (YuNet without its
-retry passes = the YuNet crops of the images its plain pass found). Writes ``benchmarks/results/rmfd_detect/detect_real.json`` and a contact sheet of
+retry passes = the YuNet crops of the images its plain pass found; ``mtcnn+yunet`` = MTCNN's crops
+where it found a face, else YuNet's). Writes ``benchmarks/results/rmfd_detect/detect_real.json`` and a contact sheet of
 100 random RMFD masked crops aligned by each detector (no-face cells black)::
 
     .venv/bin/python -m benchmarks.bench_detect --real [--boot 200]
@@ -338,7 +339,7 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
                                "thresholds": list(dets["mtcnn"].thresholds)},
                      "yunet": {"score_threshold": dets["yunet"].score_threshold, "pad": dets["yunet"].pad,
                                "retry": dets["yunet"].retry}}}
-    emb, found = {}, {}
+    emb, found, sheets = {}, {}, {}
     rng = np.random.default_rng(sheet_seed)
     sheet_idx = np.sort(rng.choice(np.flatnonzero(is_probe), SHEET_N, replace=False))
     for name, det in dets.items():
@@ -361,13 +362,32 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
                                                "sface_probe_ref_own_found_set": _short(probe_ref_from_embeddings(
                                                    emb[name], ident, is_probe, plain))}
         if name in ("mtcnn", "yunet"):
-            sheet = crops[sheet_idx]
+            sheet = sheets[name] = crops[sheet_idx]
             atomic_write_bytes(out_dir / f"sheet_masked100_{name}.jpg",
                                encode_image(image_grid(sheet, 10), "jpg"))
         print(f"rmfd {name}: masked {entry['masked']}, unmasked {entry['unmasked']}, {ms:.1f} ms/image", flush=True)
         load.append(os.getloadavg()[0])
+    # mtcnn+yunet (MTCNN, YuNet where MTCNN finds nothing) from the two runs above: the same crops the
+    # chained detector makes (both are deterministic; tests/test_yunet.py checks the chain's parts)
+    fm = found["mtcnn"]
+    found["mtcnn+yunet"] = fm | found["yunet"]
+    emb["mtcnn+yunet"] = np.where(fm[:, None], emb["mtcnn"], emb["yunet"])
+    ok = found["mtcnn+yunet"]
+    entry = {"note": "MTCNN's crop where MTCNN found a face, else YuNet's (detector 'mtcnn+yunet')",
+             "from_mtcnn": int(fm.sum()), "from_yunet": int((~fm & found["yunet"]).sum())}
+    for sub, sel in (("masked", is_probe), ("unmasked", ~is_probe)):
+        entry[sub] = _rate(ok[sel])
+        entry[sub + "_dev"] = _rate(ok[sel & is_dev])
+        entry[sub + "_test"] = _rate(ok[sel & ~is_dev])
+    entry["all"] = _rate(ok)
+    entry["sface_probe_ref_own_found_set"] = _short(probe_ref_from_embeddings(emb["mtcnn+yunet"], ident, is_probe, ok))
+    res["rmfd"]["mtcnn+yunet"] = entry
+    chain_sheet = np.where(fm[sheet_idx][:, None, None, None], sheets["mtcnn"], sheets["yunet"])
+    atomic_write_bytes(out_dir / "sheet_masked100_mtcnn+yunet.jpg", encode_image(image_grid(chain_sheet, 10), "jpg"))
+    print(f"rmfd mtcnn+yunet: masked {entry['masked']}, unmasked {entry['unmasked']}", flush=True)
     res["rmfd_sheet"] = {"seed": sheet_seed, "images": [keys[i] for i in sheet_idx],
-                         "found": {n: int(found[n][sheet_idx].sum()) for n in ("mtcnn", "yunet")}}
+                         "found": {n: int(found[n][sheet_idx].sum()) for n in ("mtcnn", "yunet", "mtcnn+yunet")},
+                         "from_mtcnn_in_chain": int(fm[sheet_idx].sum())}
     common = found["mtcnn"] & found["yunet"]
     comp = {}
     for name in sface_dets:
@@ -390,6 +410,8 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
         load.append(os.getloadavg()[0])
     keep = np.logical_and.reduce([lfw_found[n][plist.first] & lfw_found[n][plist.second] for n in lfw_dets])
     sc = {n: np.einsum("ij,ij->i", lfw_emb[n][plist.first], lfw_emb[n][plist.second])[keep] for n in lfw_dets}
+    res["lfw_val"]["mtcnn+yunet"] = "= mtcnn (MTCNN found every LFW photo, so YuNet never ran)" if all(
+        lfw_found["mtcnn"]) else "not measured: MTCNN missed LFW photos"
     res["lfw_val_yunet_minus_mtcnn_common_pairs"] = paired_bootstrap(
         sc["mtcnn"], sc["yunet"], plist.issame[keep], n_boot=max(n_boot, 1000), seed=0, metrics=("accuracy", "eer"),
         folds=10)
@@ -398,6 +420,11 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
     assert np.array_equal(g, comp["yunet"]["genuine"])
     res["rmfd_yunet_minus_mtcnn_common_set"] = cluster_bootstrap_eer(
         comp["mtcnn"]["scores"], comp["yunet"]["scores"], g, comp["mtcnn"]["probe_identity"], n_boot)
+    # the chain against yunet alone on the images both find (= yunet's found set)
+    both = found["mtcnn+yunet"] & found["yunet"]
+    cy = {n: probe_ref_from_embeddings(emb[n], ident, is_probe, both) for n in ("yunet", "mtcnn+yunet")}
+    res["rmfd_chain_minus_yunet_on_yunet_found_set"] = cluster_bootstrap_eer(
+        cy["yunet"]["scores"], cy["mtcnn+yunet"]["scores"], cy["yunet"]["genuine"], cy["yunet"]["probe_identity"], n_boot)
     res["loadavg_1min"] = load
     atomic_write_json(out_dir / "detect_real.json", res)
     print(f"wrote {out_dir / 'detect_real.json'}")

@@ -11,7 +11,7 @@ import pytest
 
 from maskinv.align import backends, get_detector, list_detectors
 from maskinv.align import yunet as yn
-from maskinv.align.backends import DetectorUnavailableError, Face
+from maskinv.align.backends import DetectorUnavailableError, Face, FaceDetector
 from maskinv.errors import ConfigError
 
 needs_model = pytest.mark.skipif(yn.yunet_model_path() is None,
@@ -308,3 +308,41 @@ def test_rmfd_masked_crops_found(det):
     assert len(keys) == 781
     found = sum(bool(det.detect(read_image(str(data / "rmfd" / "images" / k)))) for k in keys)
     assert found / len(keys) >= 0.97, f"{found}/{len(keys)}"
+
+
+# ----------------------------------------------------------------------------- mtcnn+yunet
+def test_fallback_runs_the_second_detector_only_on_a_miss():
+    from maskinv.align.backends import FallbackDetector
+
+    class Fixed(FaceDetector):
+        def __init__(self, name, faces):
+            self.name, self.faces, self.calls = name, faces, 0
+
+        def detect(self, image):
+            self.calls += 1
+            return list(self.faces)
+
+    face = _face_at(np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]]))
+    a, b = Fixed("a", [face]), Fixed("b", [])
+    chain = FallbackDetector(a, b)
+    assert chain.name == "a+b"
+    assert chain.detect(np.zeros((8, 8, 3), np.uint8)) == [face] and b.calls == 0
+    a.faces, b.faces = [], [face]
+    assert chain.detect(np.zeros((8, 8, 3), np.uint8)) == [face] and b.calls == 1
+
+
+@needs_model
+def test_mtcnn_yunet_is_registered_and_equals_its_parts(astronaut):
+    from maskinv.align import mtcnn as mt
+
+    if mt.mtcnn_weights_dir() is None:
+        pytest.skip(f"MTCNN weights not installed ({mt.INSTALL_HINT})")
+    assert "mtcnn+yunet" in list_detectors()
+    chain = get_detector("mtcnn+yunet")
+    assert chain.name == "mtcnn+yunet"
+    got = chain.detect(astronaut)[0].landmarks
+    assert np.array_equal(got, get_detector("mtcnn").detect(astronaut)[0].landmarks)
+    blank = np.full((160, 160, 3), 127, np.uint8)
+    assert chain.detect(blank) == []
+    with pytest.raises(ConfigError, match="takes no settings"):
+        get_detector("mtcnn+yunet", pad=0.1)
