@@ -346,3 +346,17 @@ def test_mtcnn_yunet_is_registered_and_equals_its_parts(astronaut):
     assert chain.detect(blank) == []
     with pytest.raises(ConfigError, match="takes no settings"):
         get_detector("mtcnn+yunet", pad=0.1)
+
+
+@needs_model
+def test_cli_align_with_yunet(astronaut, tmp_path):
+    from maskinv.cli import main
+    from maskinv.utils.images import decode_image, encode_image
+
+    src, out = tmp_path / "a.png", tmp_path / "aligned.png"
+    src.write_bytes(encode_image(astronaut, "png"))
+    assert main(["align", str(src), str(out), "--detector", "yunet"]) == 0
+    crop = decode_image(out.read_bytes(), str(out))
+    assert crop.shape == (112, 112, 3)
+    again = get_detector("yunet").detect(crop)
+    assert again and abs(again[0].landmarks[0, 1] - 51.7) < 6  # eyes on the template's row
