@@ -35,7 +35,8 @@ become PNG) and writes OUT_DIR/align_report.csv and .json (per image: found, sco
 five landmarks, or the reason of a miss). A miss never stops the run.
 exit codes: single image: 0 aligned, 2 error (no face, unreadable file).
 folder: 0 every image aligned, 1 some images missed (see the report), 2 error (no images, bad path).
-detector: mtcnn (default; finds masked faces) or dlib (HOG; misses most masked faces). Without
+detector: mtcnn (default; finds masked faces), yunet (best on tight masked crops such as RMFD's)
+or dlib (HOG; misses most masked faces). Without
 the MTCNN weights the default falls back to dlib with a warning; install them with
 `pip install --no-deps facenet-pytorch==2.6.0`."""
 
