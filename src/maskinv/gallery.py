@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
 
-__all__ = ["Gallery", "Match"]
+__all__ = ["Gallery", "Match", "set_durable"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -195,6 +195,16 @@ class Gallery:
     def __len__(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0])
 
+    def template_of(self, name: str) -> np.ndarray | None:
+        """The L2-normalised mean of ``name``'s templates (D,), or ``None`` if no such identity."""
+        d = self.embedding_size or 0
+        rows = self._conn.execute("SELECT t.vector FROM templates t JOIN identities i ON i.id = t.identity_id "
+                                  "WHERE i.name = ?", (name,)).fetchall()
+        if not rows:
+            return None
+        m = np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").astype(np.float64).reshape(len(rows), d).mean(0)
+        return (m / np.linalg.norm(m)).astype(np.float32)
+
     def _load(self) -> None:
         key = self._conn.execute("SELECT COUNT(*), MAX(id) FROM templates").fetchone()
         if self._matrix is not None and key == self._cache_key:
@@ -270,3 +280,14 @@ def _topk(row: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(row))
     idx = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
     return idx[np.lexsort((idx, -row[idx]))]
+
+
+def set_durable(gallery: Gallery) -> dict[str, str]:
+    """Settings for a long-running writer (``maskinv serve``): WAL journal (readers never wait for
+    a writer), ``synchronous=FULL`` (a committed transaction survives a crash or kill -9) and
+    ``secure_delete`` (removed templates are overwritten on disk). Returns the values in force."""
+    c = gallery._conn
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("PRAGMA secure_delete=ON")
+    return {k: str(c.execute(f"PRAGMA {k}").fetchone()[0]) for k in ("journal_mode", "synchronous", "secure_delete")}
