@@ -66,10 +66,25 @@ def prep(model_name: str) -> Path:
     rows = {"path": [], "person": [], "masked": [], "n_faces": [], "split": []}
     crops, embs = [], []
     split_of = {p: "dev" for p in people("rmfd_dev.txt")} | {p: "test" for p in people("rmfd_test.txt")}
-    files = sorted((data / "images").glob("*/*.jpg"))
+    from maskinv.utils.images import IMAGE_EXTENSIONS
+
+    files = sorted(f for f in (data / "images").glob("*/*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+    out = CACHE / f"rmfd_{model_name}.npz"
+    done = {}
+    if out.is_file():  # incremental: photos already in the cache keep their rows
+        z = load_cache(model_name)
+        if str(z["fingerprint"]) == model.fingerprint:
+            done = {p: i for i, p in enumerate(z["path"])}
     t0 = time.time()
     for i, f in enumerate(files):
         rel = f"{f.parent.name}/{f.name}"
+        if rel in done:
+            j = done[rel]
+            crops.append(z["crops"][j])
+            embs.append(z["emb"][j])
+            for k in ("path", "person", "masked", "n_faces", "split"):
+                rows[k].append(z[k][j].item() if hasattr(z[k][j], "item") else z[k][j])
+            continue
         img = read_image(f)
         try:
             a = pipe.analyse(img, name=rel)
@@ -90,7 +105,6 @@ def prep(model_name: str) -> Path:
         if i % 200 == 0:
             print(f"{i}/{len(files)} {time.time() - t0:.0f}s", flush=True)
     CACHE.mkdir(parents=True, exist_ok=True)
-    out = CACHE / f"rmfd_{model_name}.npz"
     np.savez_compressed(out, crops=np.stack(crops), emb=np.stack(embs), fingerprint=model.fingerprint,
                         **{k: np.asarray(v) for k, v in rows.items()})
     print(f"wrote {out}: {len(files)} photos, {sum(1 for n in rows['n_faces'] if n == 0)} without a face, "

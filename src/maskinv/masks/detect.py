@@ -132,7 +132,7 @@ def load_mask_classifier(path: str | Path | None = None) -> MaskClassifier:
             raise CheckpointError(f"{p}: mask classifier weights not found")
         info = read_json_file(p.with_suffix(".json"), "mask classifier sidecar", CheckpointError)
         if not isinstance(info, dict) or info.get("format") != FORMAT:
-            raise CheckpointError(f"{p.with_suffix('.json')}: missing or not a mask classifier sidecar")
+            raise CheckpointError(f"{p}: not a mask classifier (no {p.with_suffix('.json').name} sidecar with its cut-offs)")
         if info.get("sha256") != file_sha256(p):
             raise CheckpointError(f"{p}: weights do not match the sha256 in {p.with_suffix('.json').name}")
         net = build_net()
@@ -192,7 +192,7 @@ def train_classifier(crops: np.ndarray, labels: np.ndarray, *, epochs: int = 12,
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += float(loss.detach()) * len(idx)
         if log:
             log(f"epoch {ep + 1}/{epochs}: loss {tot / len(labels):.4f}")
     return net.eval()

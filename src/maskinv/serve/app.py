@@ -5,16 +5,19 @@ naming the field and the problem; nothing is stored for a refused request. Uploa
 in memory (the multipart parser's spool limit is raised to the request limit, so photos never
 touch the disk) and the body size is enforced while it is received.
 """
-from __future__ import annotations
-
 import asyncio
 import logging
 import time
 from importlib import resources
-from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from ..errors import ConfigError, DataFormatError, MaskinvError, ModelMismatchError, NoFaceError
 from .errors import ServeError
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations
+# (``request: Request``) at run time.
 
 __all__ = ["create_app", "run"]
 
@@ -63,8 +66,6 @@ class _BodyLimit:
         return await self.app(scope, limited, send)
 
     async def _refuse(self, scope, send, n):
-        from starlette.responses import JSONResponse
-
         msg = (f"request body of {n} bytes is over the {self.limit} byte limit" if n >= 0
                else "Content-Length is not a number")
         self.on_error(scope.get("path", ""), "request_too_large")
@@ -77,10 +78,8 @@ async def _drain_receive():  # pragma: no cover - the response never reads the b
     return {"type": "http.disconnect"}
 
 
-def create_app(service) -> Any:
+def create_app(service) -> tuple:
     """The FastAPI application of ``service``."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
     from starlette import formparsers
 
     cfg = service.cfg
@@ -284,6 +283,13 @@ def run(cfg, *, ready=None) -> int:
     config = uvicorn.Config(asgi, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=30, limit_concurrency=cfg.max_inflight * 2, lifespan="off")
     server = uvicorn.Server(config)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with these handlers in place
+    # that is a no-op, so the service is closed below and the process exits 0
+    import signal
+
+    stopped = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda s, f: stopped.append(s))
     if ready is not None:
         import threading
 
