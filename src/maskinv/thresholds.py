@@ -191,10 +191,12 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
 
 
 # ----------------------------------------------------------------------------- folder / probe-reference calibration
-#: How many of the highest impostor scores an entry from :func:`calibrate_from_scores` keeps, so
-#: that a threshold at a smaller FMR than the calibrated one (identification: FPIR over N enrolled
-#: identities) can be read off the same measurement without inventing anything.
+#: How many of the highest impostor scores an entry from :func:`calibrate_from_scores` keeps (at
+#: least this many, and at least 2 % of them, at most :data:`IMPOSTOR_TAIL_MAX`), so that a
+#: threshold at another FMR up to 2 % (identification: FPIR over N enrolled identities) can be read
+#: off the same measurement without inventing anything.
 IMPOSTOR_TAIL = 2000
+IMPOSTOR_TAIL_MAX = 20000
 
 
 def threshold_for_fmr(impostor_tail, num_impostor: int, fmr: float) -> float | None:
@@ -237,7 +239,8 @@ def calibrate_from_scores(scores, genuine, *, fmr: float, protocol: str, fingerp
         reason = metrics["undefined"].get(f"threshold_at_fmr[{f:g}]", "undefined")
         raise ConfigError(f"{source.get('bench', 'scores')}: cannot calibrate FMR {f:g}: {reason}")
     imp = s[~g]
-    tail = np.sort(imp)[::-1][:IMPOSTOR_TAIL]
+    keep = min(len(imp), max(IMPOSTOR_TAIL, min(IMPOSTOR_TAIL_MAX, math.ceil(0.02 * len(imp)) + 1)))
+    tail = np.sort(imp)[::-1][:keep]
     return {
         "protocol": protocol, "fmr": f, "threshold": float(thr),
         "decision": "accept iff cosine score >= threshold",

@@ -214,6 +214,9 @@ class Service:
             raise ServeError(400, "bad_name", "name: give a non-empty identity name (at most 200 printable characters)")
         if not photos:
             raise ServeError(400, "missing_field", "images: no enrolment photo sent")
+        if self.db(lambda g: g.template_of(name)) is not None:   # cheap refusal first (checked again on write)
+            raise ServeError(409, "identity_exists", f"name: identity {name!r} is already enrolled "
+                             "(DELETE it first to re-enrol)")
         imgs = [self.decode(*p) for p in photos]            # every photo is checked before anything is stored
         analyses = []
         for img, p in zip(imgs, photos):
