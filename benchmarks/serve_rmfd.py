@@ -301,6 +301,7 @@ def calibrate(model_name: str, fmrs: list[float]) -> dict:
                             "unmasked_impostor_fmr_under_mu_threshold": k / len(imp),
                             "ci95": wilson(k, len(imp)), "impostor_pairs": int(len(imp))}
     report["unmasked_impostors_under_mu_threshold_rmfd_test"] = attack
+    report["end_to_end_rmfd_test"] = end_to_end(c, entries, fmrs)
     from maskinv.thresholds import write_entry
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -314,6 +315,40 @@ def calibrate(model_name: str, fmrs: list[float]) -> dict:
     (OUT / f"{model_name}_rmfd_calibration.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report
+
+
+def end_to_end(c, entries, fmrs) -> dict:
+    """rmfd_test as the service judges it: every probe (face found) against every unmasked reference
+    photo of another file, the threshold chosen from the probe's mask decision (M-U if masked,
+    U-U if unmasked, the higher if unsure), FMR and TAR per true probe condition."""
+    from maskinv.masks.detect import load_mask_classifier
+
+    clf = load_mask_classifier()
+    ok = (c["split"] == "test") & (c["n_faces"] > 0)
+    idx = np.flatnonzero(ok)
+    ref = idx[~c["masked"][idx]]
+    dec = np.array([clf.decide(float(v)) for v in clf.predict_proba(c["crops"][idx])])
+    out = {}
+    for f in fmrs:
+        t = {e["protocol"]: e["threshold"] for e in entries if e["fmr"] == f}
+        thr_of = {"masked": t["mu"], "unmasked": t["uu"], "unsure": max(t["uu"], t["mu"])}
+        row = {}
+        for truth in (True, False):
+            sel = c["masked"][idx] == truth
+            probes, pdec = idx[sel], dec[sel]
+            s = c["emb"][probes] @ c["emb"][ref].T
+            gen = c["person"][probes][:, None] == c["person"][ref][None, :]
+            same = probes[:, None] == ref[None, :]
+            thr = np.array([thr_of[d] for d in pdec])[:, None]
+            acc = s >= thr
+            imp, gn = ~gen, gen & ~same
+            ki, kg = int((acc & imp).sum()), int((acc & gn).sum())
+            row["masked_probes" if truth else "unmasked_probes"] = {
+                "probes": int(len(probes)), "decisions": {d: int((pdec == d).sum()) for d in ("masked", "unmasked", "unsure")},
+                "fmr": ki / int(imp.sum()), "fmr_ci95": wilson(ki, int(imp.sum())), "impostor_pairs": int(imp.sum()),
+                "tar": kg / int(gn.sum()), "tar_ci95": wilson(kg, int(gn.sum())), "genuine_pairs": int(gn.sum())}
+        out[f"{f:g}"] = row
+    return out
 
 
 def main(argv=None) -> None:
