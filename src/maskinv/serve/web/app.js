@@ -84,7 +84,7 @@ $("check-go").onclick = async () => {
   if (against) form.append("identity", against);
   const verdict = $("verdict");
   verdict.className = ""; verdict.textContent = "checking…";
-  $("why").textContent = ""; $("condition").textContent = ""; $("bar").hidden = true;
+  $("why").textContent = ""; $("condition").textContent = ""; $("bar").hidden = true; $("bar-label").textContent = "";
   try {
     const r = await api("POST", against ? "/v1/verify" : "/v1/identify", form);
     const crop = $("crop"); crop.src = r.probe.crop; crop.hidden = false;
@@ -96,11 +96,13 @@ $("check-go").onclick = async () => {
     $("why").textContent = `threshold ${r.threshold.value.toFixed(3)} (${r.threshold.protocol}): ${r.threshold.why}`;
     const score = against ? r.score : (r.candidates[0] || {}).score;
     if (score !== undefined) {   // raw scores come only with an admin key
-      const pos = (v) => Math.max(0, Math.min(100, (v + 0.2) / 1.2 * 100));   // cosine -0.2..1 onto the bar
+      // the bar spans [threshold - 0.2, 1]: the threshold mark sits at a sixth, the score is left or right of it
+      const lo = r.threshold.value - 0.2;
+      const pos = (v) => Math.max(0, Math.min(100, (v - lo) / (1 - lo) * 100));
       $("bar-fill").style.width = pos(score) + "%";
       $("bar-thr").style.left = pos(r.threshold.value) + "%";
       $("bar").hidden = false;
-      $("bar").title = `score ${score.toFixed(3)} vs threshold ${r.threshold.value.toFixed(3)}`;
+      $("bar-label").textContent = `score ${score.toFixed(3)} vs threshold ${r.threshold.value.toFixed(3)}`;
     }
   } catch (e) { verdict.className = "reject"; verdict.textContent = e.message; }
 };
