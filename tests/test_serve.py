@@ -229,3 +229,34 @@ def test_gallery_file_is_durable_sqlite(srv):
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         c.close()
+
+
+def test_sigterm_finishes_the_request_in_flight(tmp_path, photos):
+    """Graceful shutdown: a verify request whose body is still arriving when SIGTERM comes is
+    answered (200), then the server exits 0."""
+    import http.client
+    import signal
+
+    from helpers.serve import multipart
+
+    from maskinv.serve.keys import add_key
+
+    key = add_key(tmp_path / "keys.json", "door", ["verify"], 1000)
+    s = Server(tmp_path).start()
+    body, ctype = multipart(None, [("image", "a.jpg", photos["astronaut"], "image/jpeg"),
+                                   ("reference", "b.jpg", photos["camera"], "image/jpeg")])
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+    c.putrequest("POST", "/v1/verify")
+    for h, v in (("X-API-Key", key), ("Content-Type", ctype), ("Content-Length", str(len(body)))):
+        c.putheader(h, v)
+    c.endheaders(body[:1000])
+    import time
+
+    time.sleep(0.5)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    c.send(body[1000:])
+    r = c.getresponse()
+    answer = json.loads(r.read())
+    assert r.status == 200 and answer["decision"] == "reject", answer
+    assert s.proc.wait(timeout=60) == 0
