@@ -51,7 +51,9 @@ class Analysis:
 
 
 class Pipeline:
-    """``model``: a loaded recogniser (``maskinv.load_model``); ``detector``: name or object
+    """``model``: a loaded :class:`maskinv.models.recognizer.Recognizer` (``maskinv.load_model``:
+    a file or a named model such as ``"sface"`` / ``"dlib"``), used through that protocol and its
+    thread-safety contract (``embed_aligned`` / ``embed_photos`` may run concurrently); ``detector``: name or object
     (None: the package default); ``mask_classifier``: a :class:`maskinv.masks.detect.MaskClassifier`
     or None. Thread-safe as far as its parts are: the recogniser and detector are shared."""
 
@@ -81,9 +83,9 @@ class Pipeline:
 
     def embed(self, image: np.ndarray, face, crop112: np.ndarray | None = None) -> np.ndarray:
         m = self.model
-        if getattr(m, "needs_photo", False):
-            emb, _, _ = m.embed_images([image], detector=OneFace([face]))
+        if m.needs_photo:  # the Recognizer protocol (maskinv.models.recognizer): it aligns the photo itself
+            emb, _, _ = m.embed_photos([image], detector=OneFace([face]))
             return np.asarray(emb[0], np.float32)
         size = int(getattr(m, "input_size", INPUT_SIZE))
         crop = crop112 if (crop112 is not None and size == INPUT_SIZE) else warp_to_template(image, face.landmarks, size)[0]
-        return np.asarray(m.embed_aligned(crop[None], flip=getattr(m, "supports_flip", True))[0], np.float32)
+        return np.asarray(m.embed_aligned(crop[None], flip=m.supports_flip)[0], np.float32)
