@@ -97,11 +97,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=15.0)
-    ap.add_argument("--model", default="dlib")
+    ap.add_argument("--model", default="sface", help="sface (default) or dlib; the server gets the same")
     ap.add_argument("--people", type=int, default=20)
-    ap.add_argument("--thresholds", default=str(HERE / "results" / "serve" / "dlib_rmfd.thresholds.json"))
+    ap.add_argument("--thresholds", default=None, help="default: benchmarks/results/serve/MODEL_rmfd.thresholds.json")
     ap.add_argument("--out", default=str(HERE / "results" / "serve" / "bench_serve.json"))
     a = ap.parse_args(argv)
+    a.thresholds = a.thresholds or str(HERE / "results" / "serve" / f"{a.model}_rmfd.thresholds.json")
     os.environ["OMP_NUM_THREADS"] = "1"
     import tempfile
 
@@ -150,9 +151,9 @@ def main(argv=None) -> dict:
     keys = tmp / "keys.json"
     hr = add_key(keys, "hr", ["enrol"], 1e6)
     door = add_key(keys, "door", ["verify"], 1e9)  # rate limit far above the test load
-    # (--thresholds given last overrides the helper's default file)
+    # (--model / --thresholds given last override the helper's choice)
     srv = Server(tmp, "--workers", str(a.clients), "--torch-threads", "1", "--max-inflight", str(4 * a.clients),
-                 "--thresholds", a.thresholds, port=free_port()).start()
+                 "--model", a.model, "--thresholds", a.thresholds, port=free_port()).start()
     enrolled = {}
     try:
         for person, (rel, data, an) in enrol.items():

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-THRESHOLDS = REPO / "benchmarks" / "results" / "serve" / "dlib_rmfd.thresholds.json"
+RESULTS = REPO / "benchmarks" / "results" / "serve"
+#: Models the service tests can use, in order of preference, each with its committed RMFD thresholds.
+MODELS = ("sface", "dlib")
+_PICKED: list = []
 
 
 def free_port() -> int:
@@ -32,22 +35,47 @@ def shared_data() -> Path | None:
     return next((c for c in cands if c.is_dir()), None)
 
 
-def skip_reason() -> str | None:
-    """Why the service tests cannot run here, or None."""
+def pick_model() -> tuple[str | None, Path | None, str | None]:
+    """``(model name, thresholds file, None)`` of the first usable model of :data:`MODELS`, or
+    ``(None, None, why not)``: the serve extra, the model and its committed thresholds must be there,
+    and the thresholds must belong to the installed weights (same fingerprint)."""
+    if _PICKED:
+        return _PICKED[0]
     import importlib.util
 
-    for mod, extra in (("fastapi", "serve"), ("uvicorn", "serve"), ("multipart", "serve"), ("dlib", "detect")):
+    why = None
+    for mod, extra in (("fastapi", "serve"), ("uvicorn", "serve"), ("multipart", "serve")):
         if importlib.util.find_spec(mod) is None:
-            return f"{mod} is not installed (pip install 'maskinv[{extra}]')"
-    if not THRESHOLDS.is_file():
-        return f"{THRESHOLDS} missing"
-    from maskinv import load_model
-    from maskinv.thresholds import read_thresholds
+            why = f"{mod} is not installed (pip install 'maskinv[{extra}]')"
+    reasons = []
+    if why is None:
+        from maskinv import load_model
+        from maskinv.errors import MaskinvError
+        from maskinv.thresholds import read_thresholds
 
-    fp = read_thresholds(THRESHOLDS)["model_fingerprint"]
-    if load_model("dlib").fingerprint != fp:
-        return "the installed dlib model files differ from the ones the committed thresholds were calibrated with"
-    return None
+        for name in MODELS:
+            thr = RESULTS / f"{name}_rmfd.thresholds.json"
+            if not thr.is_file():
+                reasons.append(f"{thr.name} missing")
+                continue
+            try:
+                fp = load_model(name).fingerprint
+            except (MaskinvError, ImportError) as exc:
+                reasons.append(f"{name}: {exc}")
+                continue
+            if read_thresholds(thr)["model_fingerprint"] != fp:
+                reasons.append(f"{name}: installed weights differ from the calibrated ones")
+                continue
+            _PICKED.append((name, thr, None))
+            return _PICKED[0]
+        why = "no model for the service tests: " + "; ".join(reasons)
+    _PICKED.append((None, None, why))
+    return _PICKED[0]
+
+
+def skip_reason() -> str | None:
+    """Why the service tests cannot run here, or None."""
+    return pick_model()[2]
 
 
 class Server:
@@ -64,8 +92,11 @@ class Server:
     def start(self, timeout: float = 90.0) -> "Server":
         env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    OMP_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "maskinv", "serve", "--gallery", str(self.gallery), "--model", "dlib",
-               "--keys", str(self.keys), "--thresholds", str(THRESHOLDS), "--port", str(self.port), *self.extra]
+        model, thresholds, why = pick_model()
+        if why:
+            raise RuntimeError(why)
+        cmd = [sys.executable, "-m", "maskinv", "serve", "--gallery", str(self.gallery), "--model", model,
+               "--keys", str(self.keys), "--thresholds", str(thresholds), "--port", str(self.port), *self.extra]
         self._logf = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env)
         t0 = time.time()
