@@ -100,8 +100,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default="sface", help="sface (default) or dlib; the server gets the same")
     ap.add_argument("--people", type=int, default=20)
     ap.add_argument("--thresholds", default=None, help="default: benchmarks/results/serve/MODEL_rmfd.thresholds.json")
-    ap.add_argument("--out", default=str(HERE / "results" / "serve" / "bench_serve.json"))
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/serve/bench_serve_MODEL.json")
     a = ap.parse_args(argv)
+    a.out = a.out or str(HERE / "results" / "serve" / f"bench_serve_{a.model}.json")
     a.thresholds = a.thresholds or str(HERE / "results" / "serve" / f"{a.model}_rmfd.thresholds.json")
     os.environ["OMP_NUM_THREADS"] = "1"
     import tempfile
