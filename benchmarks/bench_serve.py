@@ -99,10 +99,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=float, default=15.0)
     ap.add_argument("--model", default="sface", help="sface (default) or dlib; the server gets the same")
     ap.add_argument("--people", type=int, default=20)
+    ap.add_argument("--micro-batch", type=int, default=0, help="the server's --micro-batch (0: off)")
     ap.add_argument("--thresholds", default=None, help="default: benchmarks/results/serve/MODEL_rmfd.thresholds.json")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/serve/bench_serve_MODEL.json")
     a = ap.parse_args(argv)
-    a.out = a.out or str(HERE / "results" / "serve" / f"bench_serve_{a.model}.json")
+    a.out = a.out or str(HERE / "results" / "serve" / f"bench_serve_{a.model}{'_mb' + str(a.micro_batch) if a.micro_batch > 1 else ''}.json")
     a.thresholds = a.thresholds or str(HERE / "results" / "serve" / f"{a.model}_rmfd.thresholds.json")
     os.environ["OMP_NUM_THREADS"] = "1"
     import tempfile
@@ -154,7 +155,8 @@ def main(argv=None) -> dict:
     door = add_key(keys, "door", ["verify"], 1e9)  # rate limit far above the test load
     # (--model / --thresholds given last override the helper's choice)
     srv = Server(tmp, "--workers", str(a.clients), "--torch-threads", "1", "--max-inflight", str(4 * a.clients),
-                 "--model", a.model, "--thresholds", a.thresholds, port=free_port()).start()
+                 "--model", a.model, "--thresholds", a.thresholds, "--micro-batch", str(a.micro_batch),
+                 port=free_port()).start()
     enrolled = {}
     try:
         for person, (rel, data, an) in enrol.items():
@@ -228,9 +230,10 @@ def main(argv=None) -> dict:
           "server_rss_growth": (rss1 - rss0) / rss0 if rss0 > 0 else None,
           "server_exit_code_on_sigterm": code,
           "verify_decisions_in_metrics": [ln for ln in metrics.splitlines() if ln.startswith("maskinv_decisions_total")],
+          "micro_batching_in_metrics": [ln for ln in metrics.splitlines() if ln.startswith("maskinv_embed_b")],
           "settings": {"clients": a.clients, "seconds_per_arm": a.seconds, "halves": 2, "warmup_s": a.warmup,
                        "model": a.model, "fingerprint": model.fingerprint[:21], "torch_threads": 1,
-                       "server_workers": a.clients, "enrolled": len(enrolled), "probes": len(probes),
+                       "server_workers": a.clients, "micro_batch": a.micro_batch, "enrolled": len(enrolled), "probes": len(probes),
                        "cpu": _cpu_name(), "cores": os.cpu_count()},
           "command": "python -m benchmarks.bench_serve " + " ".join(argv or sys.argv[1:])}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -206,3 +206,34 @@ def test_metrics_render_prometheus_text():
     assert 'maskinv_decisions_total{condition="mu",decision="accept",endpoint="verify"} 1' in t
     assert 'maskinv_errors_total{code="no_face",endpoint="/v1/verify"} 1' in t
     assert "maskinv_uptime_seconds 1.5" in t
+
+
+def test_micro_batcher_matches_one_by_one_and_batches_concurrent_calls(one_thread):
+    import threading
+
+    from maskinv import load_model
+    from maskinv.models import get_model
+    from maskinv.serve.batching import MicroBatcher
+
+    m = load_model(get_model("r18", width_mult=0.125, input_size=32, embedding_size=16, seed=0))
+    crops = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    ref = m.embed_aligned(crops, flip=True, batch_size=2)
+    b = MicroBatcher(m, max_batch=8, max_wait_ms=50)
+    out = [None] * len(crops)
+
+    def call(i):
+        out[i] = b.embed(crops[i])
+
+    ts = [threading.Thread(target=call, args=(i,)) for i in range(len(crops))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    b.close()
+    np.testing.assert_allclose(np.stack(out), ref, atol=1e-5)
+    assert b.items == 12 and b.batches < 12                  # concurrent calls shared forward passes
+    b2 = MicroBatcher(m, max_batch=4, max_wait_ms=1)
+    with pytest.raises(Exception):
+        b2.embed(np.zeros((32, 32), np.uint8))              # a bad crop: the error reaches its caller
+    np.testing.assert_allclose(b2.embed(crops[0]), ref[0], atol=1e-5)   # and the batcher lives on
+    b2.close()

@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=A.positive_int, default=5, help="images per request (default: 5)")
     p.add_argument("--max-inflight", type=A.positive_int, default=64,
                    help="requests waiting for inference before 503 (default: 64)")
+    p.add_argument("--micro-batch", type=A.non_negative_int, default=0,
+                   help="compute the templates of up to N concurrent requests in one batch (0/1: off; "
+                   "torch/ONNX models only, dlib embeds photo by photo; default: 0)")
+    p.add_argument("--batch-wait-ms", type=A.non_negative_float, default=2.0,
+                   help="how long the batcher waits for more requests (default: 2)")
     p.add_argument("--keep-crops", type=A.output_dir, default=None,
                    help="keep aligned enrolment crops in this folder (default: no photo is stored, templates only)")
     p.add_argument("--audit-log", type=A.output_file, default=None,
@@ -107,7 +112,8 @@ def _run(args: argparse.Namespace) -> int:
                       fmr=args.fmr, fpir=args.fpir, workers=args.workers, torch_threads=args.torch_threads,
                       max_request_bytes=int(args.max_request_mb * (1 << 20)),
                       max_pixels=int(args.max_megapixels * 1e6), max_images=args.max_images,
-                      max_inflight=args.max_inflight, keep_crops=Path(args.keep_crops) if args.keep_crops else None,
+                      max_inflight=args.max_inflight, micro_batch=args.micro_batch, batch_wait_ms=args.batch_wait_ms,
+                      keep_crops=Path(args.keep_crops) if args.keep_crops else None,
                       audit_log=Path(args.audit_log) if args.audit_log else None, cors_origins=origins,
                       detector=args.detector,
                       mask_classifier=Path(args.mask_classifier) if args.mask_classifier else None)

@@ -240,7 +240,11 @@ def create_app(service) -> tuple:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics():
-        return PlainTextResponse(service.metrics.render({"maskinv_uptime_seconds": round(time.time() - service.started, 1)}),
+        extra = {"maskinv_uptime_seconds": round(time.time() - service.started, 1)}
+        if service.batcher is not None:
+            extra.update({"maskinv_embed_batches_total": service.batcher.batches,
+                          "maskinv_embed_batched_items_total": service.batcher.items})
+        return PlainTextResponse(service.metrics.render(extra),
                                  media_type="text/plain; version=0.0.4")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

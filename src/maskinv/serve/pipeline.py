@@ -57,10 +57,11 @@ class Pipeline:
     (None: the package default); ``mask_classifier``: a :class:`maskinv.masks.detect.MaskClassifier`
     or None. Thread-safe as far as its parts are: the recogniser and detector are shared."""
 
-    def __init__(self, model, detector: str | FaceDetector | None = None, mask_classifier=None):
+    def __init__(self, model, detector: str | FaceDetector | None = None, mask_classifier=None, batcher=None):
         self.model = model
         self.detector = resolve_detector(detector)
         self.mask_classifier = mask_classifier
+        self.batcher = batcher  # a maskinv.serve.batching.MicroBatcher, or None: embed in the calling thread
 
     def analyse(self, image: np.ndarray, *, name: str = "image", embed: bool = True) -> Analysis:
         """Detect, align, classify and embed the largest face of ``image`` (uint8 RGB).
@@ -88,4 +89,6 @@ class Pipeline:
             return np.asarray(emb[0], np.float32)
         size = int(getattr(m, "input_size", INPUT_SIZE))
         crop = crop112 if (crop112 is not None and size == INPUT_SIZE) else warp_to_template(image, face.landmarks, size)[0]
+        if self.batcher is not None:
+            return self.batcher.embed(crop)
         return np.asarray(m.embed_aligned(crop[None], flip=m.supports_flip)[0], np.float32)

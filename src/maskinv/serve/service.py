@@ -45,6 +45,8 @@ class ServeConfig:
     max_pixels: int = 16_000_000
     max_images: int = 5
     max_inflight: int = 64
+    micro_batch: int = 0          # > 1: templates of concurrent requests computed together (not for dlib)
+    batch_wait_ms: float = 2.0
     keep_crops: Path | None = None
     audit_log: Path | None = None
     cors_origins: tuple[str, ...] = ()
@@ -80,7 +82,12 @@ class Service:
                               "(a file with U-U and M-U entries, e.g. from `python -m benchmarks.serve_rmfd calibrate`)")
         self.policy = Policy(thr, self.model.fingerprint, fmr=cfg.fmr, fpir=cfg.fpir)
         self.classifier = load_mask_classifier(cfg.mask_classifier)
-        self.pipeline = Pipeline(self.model, cfg.detector, self.classifier)
+        self.batcher = None
+        if cfg.micro_batch > 1 and not self.model.needs_photo:
+            from .batching import MicroBatcher
+
+            self.batcher = MicroBatcher(self.model, max_batch=cfg.micro_batch, max_wait_ms=cfg.batch_wait_ms)
+        self.pipeline = Pipeline(self.model, cfg.detector, self.classifier, self.batcher)
         self.metrics = Metrics()
         self.pool = ThreadPoolExecutor(max_workers=max(1, int(cfg.workers)), thread_name_prefix="maskinv-infer")
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskinv-gallery")
@@ -105,6 +112,8 @@ class Service:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        if self.batcher is not None:
+            self.batcher.close()
         self._db.submit(lambda: self._gallery.close()).result()
         self._db.shutdown(wait=True)
         with self._audit_lock:
