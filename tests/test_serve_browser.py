@@ -28,7 +28,8 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,760"):
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,760",
+              "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):  # a synthetic webcam
         opts.add_argument(a)
     d = webdriver.Chrome(service=ChromeService(executable_path=shutil.which("chromedriver")), options=opts)
     yield d
@@ -80,5 +81,14 @@ def test_page_enrols_and_verifies(tmp_path, browser):
         assert results["masked"]["condition"].startswith("masked"), results
         assert "(mu)" in results["masked"]["why"] and "M-U" in results["masked"]["why"]
         assert results["masked"]["verdict"].split(" ")[0] in ("ACCEPT", "REJECT")
+        # the webcam path: chromium's fake camera shows a test pattern, so the snapshot reaches the
+        # server as a JPEG upload and is refused for having no face
+        d.find_element(By.ID, "enrol-name").clear()
+        d.find_element(By.ID, "enrol-name").send_keys("webcam person")
+        d.find_element(By.ID, "enrol-webcam").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "enrol-result"), "1 snapshot(s) ready"))
+        d.find_element(By.ID, "enrol-go").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "enrol-result"), "webcam0.jpg"))
+        assert "no face detected" in d.find_element(By.ID, "enrol-result").text
     finally:
         srv.stop()

@@ -206,7 +206,8 @@ def create_app(service) -> tuple:
         """Enrol ``name`` from one or more unmasked photos (all or none are stored)."""
         key, form = await form_of(request, "enrol")
         files = [v for v in form.getlist("images") if not isinstance(v, str)]
-        photos = [(await f.read(), f"images[{i}]", f.content_type) for i, f in enumerate(files)]
+        photos = [(await f.read(), f"images[{i}]" + (f" ({f.filename[:80]})" if f.filename else ""), f.content_type)
+                  for i, f in enumerate(files)]
         name = form.get("name")
         return await run_in_pool(service.enrol, key, name if isinstance(name, str) else "", photos, flag(form, "return_crop"))
 
