@@ -66,10 +66,19 @@ def test_health_openapi_and_page(srv):
     assert st == 200 and "/v1/verify" in js
 
 
+def _mirrored(data: bytes) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", cv2.imdecode(np.frombuffer(data, np.uint8), 1)[:, ::-1])[1].tobytes()
+
+
 def test_enrol_verify_identify_remove(srv, photos):
-    st, body = enrol(srv, "astronaut", photos["astronaut"])
+    # two photos -> one mean template
+    st, body = request(srv.url + "/v1/identities", "POST", key=srv.k["enrol"], fields={"name": "astronaut"},
+                       files=[("images", "a.jpg", photos["astronaut"], "image/jpeg"),
+                              ("images", "b.png", _mirrored(photos["astronaut"]), "image/png")])
     assert st == 201, body
-    assert body["photos"] == 1 and body["faces"][0]["condition"] == "unmasked"
+    assert body["photos"] == 2 and all(f["condition"] == "unmasked" for f in body["faces"])
     assert "astronaut" in names(srv)
     st, one = request(srv.url + "/v1/identities/astronaut", key=srv.k["enrol"])
     assert st == 200 and one["templates"] == 1
@@ -109,10 +118,7 @@ def test_enrol_verify_identify_remove(srv, photos):
     assert st == 200 and i2["decision"] == "no_match" and i2["identity"] is None, i2
 
     # duplicates are refused before enrolling (the mirrored astronaut is the same person)
-    import cv2
-
-    mirrored = cv2.imencode(".png", cv2.imdecode(np.frombuffer(photos["astronaut"], np.uint8), 1)[:, ::-1])[1].tobytes()
-    st, d = enrol(srv, "someone else", mirrored)
+    st, d = enrol(srv, "someone else", _mirrored(photos["astronaut"]))
     assert_error(st, d, 409, "duplicate", "astronaut")
     st, d = enrol(srv, "astronaut", photos["camera"])
     assert_error(st, d, 409, "identity_exists", "astronaut")

@@ -237,3 +237,16 @@ def test_micro_batcher_matches_one_by_one_and_batches_concurrent_calls(one_threa
         b2.embed(np.zeros((32, 32), np.uint8))              # a bad crop: the error reaches its caller
     np.testing.assert_allclose(b2.embed(crops[0]), ref[0], atol=1e-5)   # and the batcher lives on
     b2.close()
+
+
+def test_serve_key_command(tmp_path, capsys):
+    from maskinv.cli import main
+    from maskinv.serve.keys import KeyStore
+
+    assert main(["serve-key", str(tmp_path / "k.json"), "door", "--scopes", "verify,enrol", "--rate", "30"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("mk_") and key not in (tmp_path / "k.json").read_text()
+    ak = KeyStore(tmp_path / "k.json").authenticate(key, "enrol")
+    assert ak.name == "door" and ak.scopes == ("verify", "enrol") and ak.rate_per_minute == 30
+    assert main(["serve-key", str(tmp_path / "k.json"), "door"]) == 2          # a second key of that name
+    assert "exists" in capsys.readouterr().err
