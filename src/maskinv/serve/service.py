@@ -95,6 +95,7 @@ class Service:
         self._inflight = threading.BoundedSemaphore(max(1, int(cfg.max_inflight)))
         self.audit_path = cfg.audit_log or Path(cfg.gallery).with_suffix(".audit.jsonl")
         self._audit_lock = threading.Lock()
+        Path(self.audit_path).parent.mkdir(parents=True, exist_ok=True)
         self._audit = open(self.audit_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.started = time.time()
 
