@@ -91,6 +91,7 @@ def test_enrol_verify_identify_remove(srv, photos):
     assert v["probe"]["condition"] == "unmasked" and v["threshold"]["protocol"] == "uu"
     assert "score" not in v and "crop" not in v["probe"]
     assert set(v["timings_ms"]) >= {"decode", "total"}
+    assert not list(srv.tmp.rglob("*.jpg")) and not list(srv.tmp.rglob("*.png"))   # no photo stored by default
 
     # masked probe, admin key: the M-U threshold applies and says why; score and crop come back
     st, m = request(srv.url + "/v1/verify", "POST", key=srv.k["admin"],

@@ -47,7 +47,7 @@ def test_page_enrols_and_verifies(tmp_path, browser):
     f = faces()
     for name in ("astronaut", "masked"):
         (tmp_path / f"{name}.jpg").write_bytes(jpeg(f[name]))
-    srv = Server(tmp_path).start()
+    srv = Server(tmp_path, "--keep-crops", str(tmp_path / "crops")).start()   # the opt-in to keep enrolment crops
     shots = os.environ.get("MASKINV_SCREENSHOTS") == "1"
     try:
         d = browser
@@ -60,6 +60,8 @@ def test_page_enrols_and_verifies(tmp_path, browser):
         d.find_element(By.ID, "enrol-go").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "enrol-result"), "enrolled Eileen Collins"))
         wait.until(EC.text_to_be_present_in_element((By.ID, "identities"), "Eileen Collins"))
+        kept = list((tmp_path / "crops").rglob("*.jpg"))
+        assert len(kept) == 1 and (kept[0].parent / "identity.txt").read_text().strip() == "Eileen Collins"
         wait.until(lambda _: len(Select(d.find_element(By.ID, "against")).options) == 2)
         Select(d.find_element(By.ID, "against")).select_by_value("Eileen Collins")
         results = {}
