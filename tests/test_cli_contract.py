@@ -94,6 +94,8 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
                              [*model, "--aligned", "--strict"]),
         ("gallery", "search"): ({"db": _p(r, "g.db"), "images": _p(r, "crop1.png")},
                                 [*model, "--aligned", "--strict"]),
+        ("gallery", "evaluate"): ({"db": _p(r, "g.db"), "folder": _p(r, "faces")},
+                                  [*model, "--aligned", "--strict"]),
         ("gallery", "list"): ({"db": _p(r, "g.db")}, []),
         ("gallery", "remove"): ({"db": _p(r, "g.db"), "name": ["someone"]}, []),
         ("export", "onnx"): ({"model": _p(r, "model.pt"), "out": [str(new / "m.onnx")]}, []),

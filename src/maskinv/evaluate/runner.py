@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
-from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOLS, parse_protocols
+from maskinv.masks.protocols import MASKED_PROTOCOLS, PROBE_REF, PROTOCOLS, parse_protocols
 
 from .model_specs import EvalModel, ModelSpec, load_eval_model, model_specs
 
@@ -93,11 +93,15 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
     return out, skipped
 
 
-def _summary(m: dict[str, Any]) -> str:
-    acc = "n/a" if m.get("accuracy_mean") is None else f"{100 * m['accuracy_mean']:.2f}%"
+def _summary(m: dict[str, Any], protocol: str = "") -> str:
     tar = (m.get("tar_at_far") or {}).get(5e-4)
-    return (f"accuracy {acc}  EER {100 * m['eer']:.2f}%  TAR@FAR=1:2000 {'n/a' if tar is None else f'{100 * tar:.2f}%'}"
-            f"  ({m['num_genuine']} genuine, {m['num_impostor']} impostor)")
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    counts = f"  ({m['num_genuine']} genuine, {m['num_impostor']} impostor)"
+    if protocol == PROBE_REF:  # few genuine among many impostors: accuracy would reward "always no"
+        return (f"EER {100 * m['eer']:.2f}%  FNMR@FMR=1e-2 {pct(m.get('fmr100'))}  FNMR@FMR=1e-3 {pct(m.get('fmr1000'))}"
+                f"  FNMR@FMR=1:2000 {pct(None if tar is None else 1 - tar)}" + counts)
+    acc = "n/a" if m.get("accuracy_mean") is None else f"{100 * m['accuracy_mean']:.2f}%"
+    return f"accuracy {acc}  EER {100 * m['eer']:.2f}%  TAR@FAR=1:2000 {pct(tar)}" + counts
 
 
 def evaluate_models(
@@ -196,7 +200,7 @@ def evaluate_models(
             res, skipped = _score_benchmark(model, bench, protos, masked, opts)
             for proto, m in res.items():
                 doc["results"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "metrics": m})
-                say(f"{model.label} {blabel} {proto}: {_summary(m)}")
+                say(f"{model.label} {blabel} {proto}: {_summary(m, proto)}")
             for proto, why in skipped.items():
                 doc["not_scored"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "reason": why})
                 say(f"{model.label} {blabel} {proto}: not scored ({why})")
