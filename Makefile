@@ -4,9 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.maskinv-installed
-# Extras installed into .venv: test tools, ONNX, and the offline face detectors (dlib; MTCNN
-# weights from the facenet-pytorch wheel, installed --no-deps: its torch/numpy pins must not apply).
-EXTRAS ?= dev,detect
+# Extras installed into .venv: test tools, ONNX, the offline face detectors (dlib; MTCNN
+# weights from the facenet-pytorch wheel, installed --no-deps: its torch/numpy pins must not apply)
+# and the serve extra (FastAPI, uvicorn) for `maskinv serve`.
+EXTRAS ?= dev,detect,serve
 
 .PHONY: venv test demo bench clean lint
 

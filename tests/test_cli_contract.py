@@ -101,6 +101,9 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
         ("gallery", "list"): ({"db": _p(r, "g.db")}, []),
         ("gallery", "remove"): ({"db": _p(r, "g.db"), "name": ["someone"]}, []),
         ("export", "onnx"): ({"model": _p(r, "model.pt"), "out": [str(new / "m.onnx")]}, []),
+        ("serve",): ({}, ["--gallery", str(new / "staff.db"), *model, "--keys", str(r / "keys.json"),
+                          "--thresholds", str(r / "serve.thresholds.json"), "--port", "8765"]),
+        ("serve-key",): ({"keys": [str(new / "keys.json")], "name": ["door"]}, ["--scopes", "verify"]),
     }
     return table[cmd]
 

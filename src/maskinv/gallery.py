@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
 
-__all__ = ["Gallery", "Match", "DuplicateTemplateError", "identification_metrics", "UNKNOWN"]
+__all__ = ["Gallery", "Match", "DuplicateTemplateError", "identification_metrics", "UNKNOWN", "set_durable"]
 
 #: The answer of a thresholded search whose best score is below the threshold.
 UNKNOWN = "unknown"
@@ -248,6 +248,16 @@ class Gallery:
     def __len__(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0])
 
+    def template_of(self, name: str) -> np.ndarray | None:
+        """The L2-normalised mean of ``name``'s templates (D,), or ``None`` if no such identity."""
+        d = self.embedding_size or 0
+        rows = self._conn.execute("SELECT t.vector FROM templates t JOIN identities i ON i.id = t.identity_id "
+                                  "WHERE i.name = ?", (name,)).fetchall()
+        if not rows:
+            return None
+        m = np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").astype(np.float64).reshape(len(rows), d).mean(0)
+        return (m / np.linalg.norm(m)).astype(np.float32)
+
     def _load(self) -> None:
         key = self._conn.execute("SELECT COUNT(*), MAX(id) FROM templates").fetchone()
         if self._matrix is not None and key == self._cache_key:
@@ -404,3 +414,14 @@ def identification_metrics(scores: np.ndarray, names: Sequence[str], labels: Seq
         out["threshold_at_fpir"][float(f)] = t
         out["fnir_at_fpir"][float(f)] = float(1.0 - (first_ok & (own >= t)).mean())
     return out
+
+
+def set_durable(gallery: Gallery) -> dict[str, str]:
+    """Settings for a long-running writer (``maskinv serve``): WAL journal (readers never wait for
+    a writer), ``synchronous=FULL`` (a committed transaction survives a crash or kill -9) and
+    ``secure_delete`` (removed templates are overwritten on disk). Returns the values in force."""
+    c = gallery._conn
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("PRAGMA secure_delete=ON")
+    return {k: str(c.execute(f"PRAGMA {k}").fetchone()[0]) for k in ("journal_mode", "synchronous", "secure_delete")}

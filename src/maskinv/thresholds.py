@@ -26,7 +26,8 @@ from .utils.hashing import file_sha256
 from .utils.io import read_json_file
 
 __all__ = ["thresholds_path", "entry_key", "read_thresholds", "write_entry", "lookup", "calibrate", "PROTOCOLS",
-           "calibration_counts", "check_destination", "PROBE_REF"]
+           "calibration_counts", "check_destination", "PROBE_REF", "threshold_for_fmr", "calibrate_from_scores",
+           "check_entry"]
 
 FORMAT = "maskinv-thresholds"
 FORMAT_VERSION = 1
@@ -324,3 +325,95 @@ def _folder_scores(model, bench: Path, *, protocol, pairs, probe_list, aligned, 
             "probe_list": str(Path(probe_list).resolve()) if probe_list is not None else None,
             "num_images_dropped": meta.get("num_images_dropped")}
     return np.asarray(m["scores"], np.float64), np.asarray(m["genuine"], bool), info
+
+
+# ----------------------------------------------------------------------------- folder / probe-reference calibration
+#: How many of the highest impostor scores an entry from :func:`calibrate_from_scores` keeps (at
+#: least this many, and at least 2 % of them, at most :data:`IMPOSTOR_TAIL_MAX`), so that a
+#: threshold at another FMR up to 2 % (identification: FPIR over N enrolled identities) can be read
+#: off the same measurement without inventing anything.
+IMPOSTOR_TAIL = 2000
+IMPOSTOR_TAIL_MAX = 20000
+
+
+def threshold_for_fmr(impostor_tail, num_impostor: int, fmr: float) -> float | None:
+    """The smallest threshold whose FMR (share of ``num_impostor`` impostor scores ``>=`` it) is at
+    most ``fmr``, from the highest impostor scores (``impostor_tail``, any order); ``None`` when the
+    measurement cannot resolve ``fmr`` (fewer than one impostor per ``1/fmr`` or the tail is too short)."""
+    import numpy as np
+
+    f = _check_fmr(fmr)
+    tail = np.sort(np.asarray(impostor_tail, np.float64))[::-1]
+    allowed = int(math.floor(f * num_impostor))        # impostors allowed at or above the threshold
+    if allowed < 1 or allowed >= len(tail):
+        return None
+    # accept iff score >= t: t just above the (allowed+1)-th highest impostor score, unless ties push it up
+    t = float(np.nextafter(tail[allowed], np.inf))
+    return t if int((tail >= t).sum()) <= allowed else None
+
+
+def calibrate_from_scores(scores, genuine, *, fmr: float, protocol: str, fingerprint: str, source: dict[str, Any],
+                          flip: bool = False, precision: str = "fp32") -> dict[str, Any]:
+    """A thresholds entry from pair scores measured elsewhere (an image-folder benchmark such
+    as RMFD's masked probes against unmasked references): the same fields as :func:`calibrate`
+    plus ``impostor_tail`` (see :data:`IMPOSTOR_TAIL`); ``source`` describes the benchmark
+    (its split, pair rule, pipeline). Store it with :func:`write_entry`."""
+    import numpy as np
+
+    from . import __version__
+    from .evaluate import verification_metrics
+
+    f = _check_fmr(fmr)
+    check_protocol(protocol)
+    s = np.asarray(scores, np.float64)
+    g = np.asarray(genuine, bool)
+    if s.shape != g.shape or s.ndim != 1 or not g.any() or g.all():
+        raise DataFormatError(f"calibrate_from_scores: need matching 1-d scores and labels with both genuine and "
+                              f"impostor pairs, got {s.shape} / {g.shape}")
+    metrics = verification_metrics(s, g, far_targets=(f,))
+    thr = metrics["threshold_at_fmr"].get(f)
+    if thr is None:
+        reason = metrics["undefined"].get(f"threshold_at_fmr[{f:g}]", "undefined")
+        raise ConfigError(f"{source.get('bench', 'scores')}: cannot calibrate FMR {f:g}: {reason}")
+    imp = s[~g]
+    keep = min(len(imp), max(IMPOSTOR_TAIL, min(IMPOSTOR_TAIL_MAX, math.ceil(0.02 * len(imp)) + 1)))
+    tail = np.sort(imp)[::-1][:keep]
+    return {
+        "protocol": protocol, "fmr": f, "threshold": float(thr),
+        "decision": "accept iff cosine score >= threshold",
+        "fmr_achieved": float((imp >= thr).mean()), "tar": float(metrics["tar_at_far"][f]),
+        "eer": float(metrics["eer"]),
+        "bench": {**source, "num_pairs": int(len(s)), "num_genuine": int(g.sum()), "num_impostor": int((~g).sum())},
+        "impostor_tail": [round(float(v), 6) for v in tail],
+        "flip": bool(flip), "precision": precision,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "maskinv_version": __version__,
+        "model_path": None, "model_fingerprint": fingerprint,
+    }
+
+
+def check_entry(entry: dict[str, Any], scores, genuine, *, what: str) -> dict[str, Any]:
+    """The FMR and TAR a calibrated ``entry`` achieves on other pairs (a test split), with
+    Wilson 95 % intervals (pairs treated as independent: they share photos, so the intervals are
+    too narrow)."""
+    import numpy as np
+
+    s = np.asarray(scores, np.float64)
+    g = np.asarray(genuine, bool)
+    t = float(entry["threshold"])
+    out = {"on": what, "num_impostor": int((~g).sum()), "num_genuine": int(g.sum())}
+    for name, mask in (("fmr", ~g), ("tar", g)):
+        n = int(mask.sum())
+        k = int((s[mask] >= t).sum())
+        out[name] = k / n if n else None
+        out[f"{name}_ci95"] = list(_wilson(k, n))
+    return out
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
