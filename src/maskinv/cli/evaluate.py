@@ -245,6 +245,10 @@ def _check_bench_files(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from maskinv.evaluate import evaluate_models
 
+    if args.bootstrap and len(args.model) < 2:  # a mistake is caught before any model is loaded
+        from maskinv.errors import ConfigError
+
+        raise ConfigError(f"--bootstrap compares models: give two or more --model, got {len(args.model)}")
     _check_bench_files(args)
     models, benches = eval_inputs(args)
     doc = evaluate_models(
