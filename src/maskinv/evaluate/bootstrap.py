@@ -135,16 +135,34 @@ class Resamples:
         return cls(np.repeat(np.arange(b, dtype=np.int64), sizes), pair, sizes, folds)
 
     @classmethod
-    def dyadic(cls, codes: np.ndarray, n_boot: int, rng: np.random.Generator, folds: int) -> "Resamples":
+    def dyadic(cls, codes: np.ndarray, n_boot: int, rng: np.random.Generator, folds: int,
+               genuine: np.ndarray | None = None) -> "Resamples":
         """The identity (vertex) bootstrap: ``codes`` (n, 2) identity codes ``0..K-1`` of both sides of
         every pair; each replicate draws K identities with replacement; a pair ``(i, j)`` comes
-        ``m_i · m_j`` times (``i != j``) or ``m_i`` times (``i == j``), ``m`` the draw counts."""
+        ``m_i · m_j`` times (``i != j``) or ``m_i`` times (``i == j``), ``m`` the draw counts.
+
+        With ``genuine`` given, a replicate without genuine or without impostor pairs, or with fewer
+        pairs than ``folds`` (possible only with few identities) is drawn again (up to 100 times, then
+        :class:`DataFormatError`): the interval is conditional on a measurable replicate."""
         k = int(codes.max()) + 1
-        mult = np.zeros((n_boot, k), np.int64)
-        drawn = rng.integers(0, k, (n_boot, k))
-        np.add.at(mult, (np.repeat(np.arange(n_boot), k), drawn.ravel()), 1)
         a, b = codes[:, 0], codes[:, 1]
-        counts = np.where(a == b, mult[:, a], mult[:, a] * mult[:, b])
+
+        def draw(rows: int) -> np.ndarray:
+            mult = np.zeros((rows, k), np.int64)
+            np.add.at(mult, (np.repeat(np.arange(rows), k), rng.integers(0, k, (rows, k)).ravel()), 1)
+            return np.where(a == b, mult[:, a], mult[:, a] * mult[:, b])
+
+        counts = draw(n_boot)
+        if genuine is not None:
+            for _ in range(100):
+                n_gen, n_all = counts[:, genuine].sum(axis=1), counts.sum(axis=1)
+                bad = np.flatnonzero((n_gen == 0) | (n_gen == n_all) | (n_all < folds))
+                if bad.size == 0:
+                    break
+                counts[bad] = draw(bad.size)
+            else:
+                raise DataFormatError(f"identity bootstrap: {k} identities give replicates without genuine or "
+                                      f"impostor pairs, or with fewer than {folds} pairs; use more identities")
         return cls.from_counts(counts, folds)
 
     @classmethod
@@ -401,7 +419,7 @@ def _resamples(g: np.ndarray, groups: Any, n_boot: int, seed: int, folds: int) -
             raise DataFormatError("groups: a single cluster; the cluster bootstrap needs at least 2")
         if gr.ndim == 2:
             unit = "identities (both sides of every pair)"
-            rs = Resamples.dyadic(codes, n_boot, rng, folds)
+            rs = Resamples.dyadic(codes, n_boot, rng, folds, genuine=g)
         else:
             unit = "clusters (groups)"
             rs = Resamples.clustered(codes, n_boot, rng, folds)
