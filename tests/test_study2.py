@@ -182,3 +182,21 @@ def test_evaluation_only_change_keeps_the_runs(toy):
     assert any("only evaluation settings changed (accuracy)" in m for m in lines)
     assert sum("reusing the finished" in m for m in lines) == 7 and not any("training" in m for m in lines)
     assert doc["accuracy_protocol"] == "insightface-grid"
+
+
+def test_select_aug_quick_writes_its_record(tmp_path):
+    from maskinv.study.select import select_aug
+
+    doc = select_aug(tmp_path, quick_settings(seed=100), [0.05, 0.1], [32.0], log=lambda m: None)
+    saved = json.loads((tmp_path / "select_aug.json").read_text())
+    assert saved["chosen_lr"] in (0.05, 0.1) and saved["chosen_s"] == 32.0 and saved["chosen_lr"] == doc["chosen_lr"]
+    assert [(c["lr"], c["s"]) for c in saved["candidates"]] == [(0.05, 32.0), (0.1, 32.0)]
+    assert saved["accuracy_protocol"] == "exact-midpoints" and saved["teacher"] == {}
+    assert saved["comparisons"][0]["resampling"] == "identities (both sides of every pair)"
+    runs = {n: r for n, r in saved["runs"].items()}
+    assert set(runs) == {"elasticface_arc_aug_lr0.05_s32", "elasticface_arc_aug_lr0.1_s32"}
+    cfg = json.loads(json.dumps(__import__("yaml").safe_load((tmp_path / "runs" / "elasticface_arc_aug_lr0.1_s32" /
+                                                             "config.yaml").read_text())))
+    assert cfg["optim"]["lr"] == 0.1 and cfg["head"]["kwargs"]["s"] == 32.0
+    md = (tmp_path / "select_aug.md").read_text()
+    assert "Chosen: lr =" in md and "| 0.05 | 32 |" in md
