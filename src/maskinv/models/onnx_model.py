@@ -18,9 +18,16 @@ graph's own input convention first. The convention comes from, strongest first:
 
 The input side comes from the graph's input shape when it is fixed, else the sidecar, else 112.
 Where each value came from is recorded in ``meta["input_convention_source"]``.
+
+Graphs as zoos ship them: initializers (or unused tensors) declared as extra graph inputs are
+dropped in memory (only the image input is fed), and a fixed batch dimension is honoured
+(``max_batch``; :meth:`OnnxEmbedder.run` feeds larger batches in chunks). An operator the
+installed onnxruntime cannot run is one :class:`~maskinv.errors.CheckpointError` line.
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +71,89 @@ def _from_fields(d: dict[str, Any], source: str) -> dict[str, Any] | None:
     return None
 
 
+def _image_input_names(proto) -> list[str]:
+    """Graph inputs that are real inputs: not initializers and read by some node."""
+    inits = {i.name for i in proto.graph.initializer}
+    used = {x for n in proto.graph.node for x in n.input} | {o.name for o in proto.graph.output}
+    return [i.name for i in proto.graph.input if i.name not in inits and i.name in used]
+
+
 def graph_normalizes_itself(proto) -> bool:
     """InsightFace's test for zoo graphs with the normalisation built in (Sub and Mul among
-    the first 8 nodes), skipping the Identity/Constant nodes exporters put in front."""
-    ops = [n.op_type for n in proto.graph.node if n.op_type not in ("Identity", "Constant")][:8]
+    the first 8 nodes), counting only nodes that depend on the image input (so Identity /
+    Constant nodes and weight-only subgraphs, e.g. DequantizeLinear + Reshape of int8
+    weights, that exporters put in front are skipped)."""
+    live = set(_image_input_names(proto))
+    ops = []
+    for n in proto.graph.node:
+        if any(x in live for x in n.input):
+            live.update(n.output)
+            if n.op_type != "Identity":
+                ops.append(n.op_type)
+    ops = ops[:8]
     return "Sub" in ops and "Mul" in ops
+
+
+def _decode_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata values are strings: numbers / JSON objects of the convention fields decoded."""
+    out = dict(meta)
+    for k in ("normalization", "input_mean", "input_std"):
+        v = out.get(k)
+        if isinstance(v, str) and v[:1] in "{[-0123456789.":
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                pass
+    return out
+
+
+_NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\((\d+)\)")
+_NO_OP = re.compile(r"No Op registered for (\w+) with domain_version of (\d+)")
+
+
+def _session_error(src: str, exc: Exception) -> CheckpointError:
+    """One line for onnxruntime's load errors, naming an operator it cannot run."""
+    text = str(exc)
+    m = _NO_KERNEL.search(text) or _NO_OP.search(text)
+    if m:
+        try:
+            import onnxruntime as ort
+
+            ver = f" {ort.__version__}"
+        except ImportError:  # pragma: no cover - we got here through onnxruntime
+            ver = ""
+        return CheckpointError(f"{src}: onnxruntime{ver} cannot run operator {m.group(1)} (opset {m.group(2)}) "
+                               "of this graph; a newer onnxruntime may, or convert the graph")
+    first = " ".join(text.split())[:300]
+    return CheckpointError(f"{src}: onnxruntime cannot load this model: {first}")
+
+
+def _make_session(ort, src: str, model: str | bytes):
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise _session_error(src, exc) from exc
+
+
+def _without_extra_inputs(src: str) -> tuple[bytes, list[str]]:
+    """The graph with every input but the real image input removed (initializers declared as
+    inputs, inputs no node reads), serialised; and the names dropped."""
+    import onnx
+
+    proto = onnx.load(src, load_external_data=False)
+    real = _image_input_names(proto)
+    if len(real) != 1:
+        raise CheckpointError(f"{src}: the graph needs {len(real)} inputs ({', '.join(real) or 'none'}); "
+                              "an embedding model takes one image tensor")
+    dropped = [i.name for i in proto.graph.input if i.name != real[0]]
+    keep = [i for i in proto.graph.input if i.name == real[0]]
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    if proto.ir_version < 4:  # before IR 4 initializers had to be graph inputs
+        proto.ir_version = 4
+    return proto.SerializeToString(), dropped
 
 
 class OnnxEmbedder:
@@ -87,15 +172,17 @@ class OnnxEmbedder:
         src = str(self.path)
         if channel_order is not None and str(channel_order).upper() not in ("RGB", "BGR"):
             raise ConfigError(f"{src}: channel_order must be RGB or BGR, got {channel_order!r}")
-        try:
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            self.session = ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise CheckpointError(f"{src}: onnxruntime cannot load this model: {exc}") from exc
+        self.session = _make_session(ort, src, src)
+        self.dropped_inputs: list[str] = []
+        if len(self.session.get_inputs()) > 1:  # initializers / unused tensors declared as inputs
+            data, self.dropped_inputs = _without_extra_inputs(src)
+            self.session = _make_session(ort, src, data)
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.meta: dict[str, Any] = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
+        self.meta = _decode_meta(self.meta)
         inp = self.session.get_inputs()[0]
+        #: largest batch the graph accepts (a fixed batch dimension), None when dynamic
+        self.max_batch: int | None = inp.shape[0] if len(inp.shape) and isinstance(inp.shape[0], int) else None
         self.input_name = inp.name
         if len(inp.shape) != 4:
             raise CheckpointError(f"{src}: expected a 4-d NCHW image input, the graph's input {inp.name!r} is {inp.shape}")
@@ -148,11 +235,24 @@ class OnnxEmbedder:
             if swap:
                 x = x[:, ::-1]
             x = x * np.asarray(a, np.float32).reshape(1, 3, 1, 1) + np.asarray(b, np.float32).reshape(1, 3, 1, 1)
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-        out = np.asarray(out, dtype=np.float32)
-        if out.ndim != 2:
-            out = out.reshape(len(out), -1)
-        return out
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) == 0 and getattr(self, "embedding_size", None):
+            return np.zeros((0, self.embedding_size), np.float32)
+        step = max(1, self.max_batch or len(x))
+        outs = []
+        for i in range(0, max(len(x), 1), step):
+            chunk = x[i:i + step]
+            n = len(chunk)
+            if self.max_batch is not None and n < self.max_batch:  # fixed batch: pad the last chunk
+                chunk = np.concatenate([chunk, np.zeros((self.max_batch - n, *chunk.shape[1:]), np.float32)])
+            try:
+                out = self.session.run(None, {self.input_name: chunk})[0]
+            except Exception as exc:  # onnxruntime's own exception types
+                raise CheckpointError(f"{self.path}: onnxruntime failed on a batch of {len(chunk)}: "
+                                      f"{' '.join(str(exc).split())[:300]}") from exc
+            out = np.asarray(out, dtype=np.float32)
+            outs.append(out.reshape(len(out), -1)[:n])
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
     def get_inputs(self):  # onnxruntime-session look-alike for older callers
         return self.session.get_inputs()
