@@ -200,3 +200,25 @@ def test_select_aug_quick_writes_its_record(tmp_path):
     assert cfg["optim"]["lr"] == 0.1 and cfg["head"]["kwargs"]["s"] == 32.0
     md = (tmp_path / "select_aug.md").read_text()
     assert "Chosen: lr =" in md and "| 0.05 | 32 |" in md
+
+
+def test_an_old_folder_takes_the_adapt_row_and_a_new_evaluation_together(tmp_path):
+    """README's path: `maskinv demo --set with_adapt=true` on a finished folder written before issue 23
+    (no `accuracy` recorded: the grid) keeps its runs, adds the row and evaluates again."""
+    import dataclasses
+
+    from maskinv.study.pipeline import _check_settings
+
+    s = quick_settings()
+    old = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(s))).items() if k not in ("accuracy",)}
+    (tmp_path / "demo_settings.json").write_text(json.dumps(old))
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "runs" / "maskinv_lg").mkdir(parents=True)
+    lines: list[str] = []
+    _check_settings(tmp_path, apply_settings_overrides(s, ["with_adapt=true"]), lines.append)
+    assert (tmp_path / "runs" / "maskinv_lg").is_dir() and not (tmp_path / "results.json").exists()
+    assert any("adapt settings changed" in m for m in lines) and any("evaluation settings changed (accuracy)" in m
+                                                                       for m in lines)
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(ConfigError, match="other settings"):
+        _check_settings(tmp_path, apply_settings_overrides(s, ["with_adapt=true", "size=40"]))

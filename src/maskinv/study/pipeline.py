@@ -61,28 +61,28 @@ def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lam
         except (OSError, ValueError):
             previous = {}
         changed = changed_settings(previous, current)
-        if changed and set(changed) <= set(ADAPT_KEYS):
-            # the other runs do not depend on these: keep them (the adapt run's own folder is
-            # reused only when its settings are unchanged)
-            say(f"[demo] {out}: only the adapt settings changed ({', '.join(changed)}): keeping the other runs")
+        adapt_changed = [k for k in changed if k in ADAPT_KEYS]
+        eval_changed = [k for k in changed if k in EVAL_ONLY_KEYS]
+        if changed and len(adapt_changed) + len(eval_changed) == len(changed):
             import shutil
 
-            for p in (out / "adapt_data", out / "runs" / "maskinv_adapt"):
-                if p.is_dir():
-                    shutil.rmtree(p)
-            changed = []
-        if changed and set(changed) <= set(EVAL_ONLY_KEYS):
-            # the runs do not depend on these: keep them, evaluate again
-            say(f"[demo] {out}: only evaluation settings changed ({', '.join(changed)}): keeping the runs, "
-                "evaluating again")
-            import shutil
-
-            for name in ("eval", "results.json", "report.md", REPLICATES):
-                p = out / name
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                elif p.exists() or p.is_symlink():
-                    p.unlink()
+            if adapt_changed:
+                # the other runs do not depend on these: keep them (the adapt run's own folder is
+                # reused only when its settings are unchanged)
+                say(f"[demo] {out}: only the adapt settings changed ({', '.join(adapt_changed)}): keeping the other runs")
+                for p in (out / "adapt_data", out / "runs" / "maskinv_adapt"):
+                    if p.is_dir():
+                        shutil.rmtree(p)
+            if eval_changed:
+                # the runs do not depend on these: keep them, evaluate again
+                say(f"[demo] {out}: only evaluation settings changed ({', '.join(eval_changed)}): keeping the runs, "
+                    "evaluating again")
+                for name in ("eval", "results.json", "report.md", REPLICATES):
+                    p = out / name
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    elif p.exists() or p.is_symlink():
+                        p.unlink()
             changed = []
         if changed and (out / "results.json").is_file():
             raise ConfigError(f"{out} holds a finished demo run with other settings ({', '.join(changed)}); "
