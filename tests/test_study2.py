@@ -222,3 +222,22 @@ def test_an_old_folder_takes_the_adapt_row_and_a_new_evaluation_together(tmp_pat
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(ConfigError, match="other settings"):
         _check_settings(tmp_path, apply_settings_overrides(s, ["with_adapt=true", "size=40"]))
+
+
+def test_summary_lists_every_seeds_collapse_checks():
+    from maskinv.study.seeds import summarize, summary_markdown
+
+    def doc(warnings):
+        m = {"accuracy_mean": 0.8, "eer": 0.2, "fmr100": None}
+        d = {"models": {"teacher": {"uu": m}, "elasticface_arc_aug": {"uu": m}}, "comparisons": [],
+             "settings": {**json.loads(json.dumps(__import__("dataclasses").asdict(quick_settings())))},
+             "timings": {"total_s": 1.0}}
+        if warnings is not None:
+            d["warnings"] = warnings
+        return d
+
+    w = [{"model": "elasticface_arc_aug", "protocol": "uu", "check": "score_range", "message": "scores span 1e-4"}]
+    s = summarize({1: doc([]), 2: doc(w), 3: doc(None)})
+    assert s["warnings"] == {"1": [], "2": w, "3": None}
+    md = summary_markdown(s)
+    assert "- seed 1: no warning" in md and "- seed 2: **Aug** U-U: scores span 1e-4" in md and "seed 3: not checked" in md

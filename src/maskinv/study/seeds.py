@@ -191,6 +191,9 @@ def summarize(docs: dict[int, dict], replicates: dict[int, dict] | None = None) 
         "models": models,
         "comparisons": comparisons,
         "timings_s": {str(sd): docs[sd]["timings"].get("total_s") for sd in seeds},
+        # every seed is reported, collapsed ones included: what the collapse checks found per seed
+        # (None: a seed evaluated before the checks existed)
+        "warnings": {str(sd): docs[sd].get("warnings") for sd in seeds},
         "titles": {n: model_title(n, s) for n in first["models"]},
     }
 
@@ -254,6 +257,20 @@ def summary_markdown(summary: dict) -> str:
         if uu and uu["ci95"]:
             lines.append(f"adapt − teacher U-U: {signed(uu['estimate'])} {_ci(uu['ci95'])} (two-level 95 %); "
                          f"non-inferior (lower bound ≥ −1): {'yes' if uu['ci95'][0] >= -1 else 'no'}.")
+    warn = summary.get("warnings") or {}
+    if warn:
+        from .report import SHORT_NAMES as _S
+
+        lines += ["", "## Collapse checks per seed (every seed is in the tables above, collapsed ones included)", ""]
+        for sd, ws in warn.items():
+            if ws is None:
+                lines.append(f"- seed {sd}: not checked (evaluated before the checks existed)")
+            elif not ws:
+                lines.append(f"- seed {sd}: no warning")
+            else:
+                lines += [f"- seed {sd}: **{_S.get(w['model'], w['model'])}**"
+                          f"{' ' + _PROTO.get(w.get('protocol') or '', '') if w.get('protocol') else ''}: {w['message']}"
+                          for w in ws]
     t = summary["timings_s"]
     lines += ["", "Wall time per seed (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in t.items() if v is not None), ""]
     return "\n".join(lines)
