@@ -104,6 +104,8 @@ def test_collapse_warnings():
     assert {w["check"] for w in collapse_warnings(exact, s)} == {"score_range"}
     healthy = np.where(g, rng.normal(0.5, 0.2, 400), rng.normal(0.0, 0.2, 400))
     assert collapse_warnings(verification_metrics(healthy, g, exact=True), healthy) == []
+    few = {**grid, "num_pairs": 40}  # the gap is not checked on a few pairs
+    assert {w["check"] for w in collapse_warnings(few, s)} == {"score_range"}
 
 
 def test_run_warnings_flag_a_student_whose_loss_fell_below_half_the_teachers():

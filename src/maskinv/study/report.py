@@ -50,8 +50,8 @@ def model_title(name: str, settings: dict) -> str:
 def warnings_markdown(warnings: list[dict]) -> str:
     """The collapse warnings of a results document as Markdown lines ("none" when there are none)."""
     if not warnings:
-        return "None: every model's scores span more than 1e-3, accuracy and 100 − EER agree within 2 points, " \
-               "and no student's training loss fell below half the teacher's.\n"
+        return "None: every model's scores span more than 1e-3, accuracy and 100 − EER agree within 2 points " \
+               "(checked on 200 pairs or more), and no student's training loss fell below half the teacher's.\n"
     return "".join(f"- **{SHORT_NAMES.get(w['model'], w['model'])}**"
                    f"{' ' + title(w['protocol']) if w.get('protocol') in PROTOCOLS else ''}: {w['message']}\n"
                    for w in warnings)
