@@ -243,3 +243,39 @@ def test_summary_lists_every_seeds_collapse_checks():
     assert s["warnings"] == {"1": [], "2": w, "3": None}
     md = summary_markdown(s)
     assert "- seed 1: no warning" in md and "- seed 2: **Aug** U-U: scores span 1e-4" in md and "seed 3: not checked" in md
+
+
+def test_summary_two_level_intervals_non_inferiority_and_gain_share():
+    import dataclasses
+
+    from maskinv.study.seeds import summarize, summary_markdown
+
+    rng = np.random.default_rng(1)
+    settings = json.loads(json.dumps(dataclasses.asdict(quick_settings())))
+    docs, reps = {}, {}
+    for sd in (1, 2, 3):
+        vals = {"teacher": {"uu": 85.0, "mu": 72.0}, "maskinv_lg": {"uu": 84.8, "mu": 84.0},
+                "maskinv_adapt": {"uu": 84.9, "mu": 79.0}}
+        reps[sd] = {}
+        models = {}
+        for name, protos in vals.items():
+            models[name] = {}
+            for proto, v in protos.items():
+                v = v + rng.normal(0, 0.1)
+                models[name][proto] = {"accuracy_mean": v / 100, "eer": (100 - v) / 100, "fmr100": None}
+                reps[sd][(name, "synth_val", proto, "accuracy")] = np.concatenate([[v], v + rng.normal(0, 0.2, 200)])
+                reps[sd][(name, "synth_val", proto, "eer")] = np.concatenate([[100 - v], 100 - v + rng.normal(0, 0.2, 200)])
+        comp = [{"model_a": "teacher", "model_b": "maskinv_lg", "benchmark": "synth_val", "protocol": "uu",
+                 "accuracy": {"diff": models["maskinv_lg"]["uu"]["accuracy_mean"] * 100 - models["teacher"]["uu"]["accuracy_mean"] * 100,
+                              "ci95": [-1.0, 1.0]},
+                 "eer": {"diff": 0.0, "ci95": [-1.0, 1.0]}}]
+        docs[sd] = {"models": models, "comparisons": comp, "settings": settings, "timings": {"total_s": 1.0}, "warnings": []}
+    s = summarize(docs, reps)
+    c = s["comparisons"][0]["accuracy"]
+    assert c["two_level"]["n_seeds"] == 3 and c["two_level"]["ci95"][0] < c["mean"] < c["two_level"]["ci95"][1]
+    assert c["non_inferior"] is True  # a −0.2 point difference with a narrow interval
+    share = s["adapt_vs_lg"]["share_two_level"]
+    assert 0.5 < share["estimate"] < 0.7 and share["ci95"][0] > 0.5
+    md = summary_markdown(s)
+    assert "non-inferior" in md and "Share of LG's M-U gain" in md and "met by its bound: yes" in md
+    assert summarize(docs)["comparisons"][0]["accuracy"].get("two_level") is None  # no replicates: no two-level
