@@ -320,3 +320,19 @@ def test_results_comparisons_use_given_identities_and_export_replicates():
     assert reps[("b", "x", "mu")]["eer"].shape == (41,)
     d = reps[("b", "x", "mu")]["eer"][1:] - reps[("a", "x", "mu")]["eer"][1:]
     assert np.percentile(d, 2.5) == pytest.approx(direct["metrics"]["eer"]["ci95"][0])
+
+
+def test_identity_bootstrap_is_expanded_chunk_by_chunk(monkeypatch):
+    # small chunks: several chunks per metric, each whole replicates; results equal one big chunk's
+    import maskinv.evaluate.bootstrap as B
+
+    a, b, g, ids = _identity_draw(np.random.default_rng(4))
+    big = paired_bootstrap(a, b, g, n_boot=30, groups=ids, exact=True, metrics=("accuracy", "eer", "fmr100"))
+    rs = B.Resamples.dyadic(ids, 30, np.random.default_rng(0), 10, genuine=g)
+    assert not hasattr(rs, "_Resamples__dict__") and rs._full is None  # nothing expanded yet
+    monkeypatch.setattr(B, "_CHUNK_ELEMENTS", 3_000)
+    chunks = list(rs.chunk_arrays(100))
+    assert len(chunks) > 3 and chunks[0][0] == 0 and chunks[-1][1] == 30
+    assert all(c[2].max() < c[1] - c[0] for c in chunks)
+    small = paired_bootstrap(a, b, g, n_boot=30, groups=ids, exact=True, metrics=("accuracy", "eer", "fmr100"))
+    assert small == big

@@ -143,27 +143,9 @@ class Resamples:
 
         With ``genuine`` given, a replicate without genuine or without impostor pairs, or with fewer
         pairs than ``folds`` (possible only with few identities) is drawn again (up to 100 times, then
-        :class:`DataFormatError`): the interval is conditional on a measurable replicate."""
-        k = int(codes.max()) + 1
-        a, b = codes[:, 0], codes[:, 1]
-
-        def draw(rows: int) -> np.ndarray:
-            mult = np.zeros((rows, k), np.int64)
-            np.add.at(mult, (np.repeat(np.arange(rows), k), rng.integers(0, k, (rows, k)).ravel()), 1)
-            return np.where(a == b, mult[:, a], mult[:, a] * mult[:, b])
-
-        counts = draw(n_boot)
-        if genuine is not None:
-            for _ in range(100):
-                n_gen, n_all = counts[:, genuine].sum(axis=1), counts.sum(axis=1)
-                bad = np.flatnonzero((n_gen == 0) | (n_gen == n_all) | (n_all < folds))
-                if bad.size == 0:
-                    break
-                counts[bad] = draw(bad.size)
-            else:
-                raise DataFormatError(f"identity bootstrap: {k} identities give replicates without genuine or "
-                                      f"impostor pairs, or with fewer than {folds} pairs; use more identities")
-        return cls.from_counts(counts, folds)
+        :class:`DataFormatError`): the interval is conditional on a measurable replicate. The
+        replicates are expanded chunk by chunk (:class:`DyadicResamples`)."""
+        return DyadicResamples(codes, n_boot, rng, folds, genuine)
 
     @classmethod
     def clustered(cls, codes: np.ndarray, n_boot: int, rng: np.random.Generator, folds: int) -> "Resamples":
@@ -189,6 +171,94 @@ class Resamples:
             r1 = min(self.count, r0 + step)
             yield r0, r1, slice(int(self.starts[r0]), int(self.starts[r1]))
 
+    def chunk_arrays(self, cells_per_replicate: int):
+        """``(r0, r1, rep - r0, pair, fold)`` per chunk of whole replicates (:meth:`chunks`)."""
+        for r0, r1, sl in self.chunks(cells_per_replicate):
+            yield r0, r1, self.rep[sl] - r0, self.pair[sl], self.fold[sl]
+
+
+def _fold_of_position(sizes: np.ndarray, folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate (local) and fold of every entry of replicates of ``sizes`` laid end to end
+    (``KFold(shuffle=False)`` sizes: the first ``n % folds`` folds get one more)."""
+    rep = np.repeat(np.arange(sizes.shape[0], dtype=np.int64), sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    pos = np.arange(rep.shape[0], dtype=np.int64) - starts[:-1][rep]
+    n = sizes[rep]
+    q, r = n // folds, n % folds
+    return rep, np.where(pos < r * (q + 1), pos // (q + 1), r + (pos - r * (q + 1)) // q)
+
+
+class DyadicResamples(Resamples):
+    """The identity bootstrap (:meth:`Resamples.dyadic`) without holding every replicate: only the
+    identities' draw counts (B, K) are kept, and each chunk of replicates is expanded when a metric
+    needs it, so memory stays bounded for large probe/reference sets (P·R comparisons × B)."""
+
+    _ROWS = 16  # replicates expanded at once while drawing (bounds the (rows, n) count matrix)
+
+    def __init__(self, codes: np.ndarray, n_boot: int, rng: np.random.Generator, folds: int,
+                 genuine: np.ndarray | None = None):
+        self.codes, self.folds = codes, folds
+        self._a, self._b = codes[:, 0], codes[:, 1]
+        self._same = self._a == self._b
+        k = int(codes.max()) + 1
+        self.mult = np.zeros((n_boot, k), np.int64)
+        sizes = np.empty(n_boot, np.int64)
+        for r0 in range(0, n_boot, self._ROWS):
+            r1 = min(n_boot, r0 + self._ROWS)
+            for attempt in range(101):
+                todo = np.arange(r0, r1) if attempt == 0 else bad
+                m = np.zeros((todo.size, k), np.int64)
+                np.add.at(m, (np.repeat(np.arange(todo.size), k), rng.integers(0, k, (todo.size, k)).ravel()), 1)
+                self.mult[todo] = m
+                c = self._counts_of(m)
+                n_all = c.sum(axis=1)
+                sizes[todo] = n_all
+                if genuine is None:
+                    break
+                n_gen = c[:, genuine].sum(axis=1)
+                bad = todo[(n_gen == 0) | (n_gen == n_all) | (n_all < folds)]
+                if bad.size == 0:
+                    break
+            else:
+                raise DataFormatError(f"identity bootstrap: {k} identities give replicates without genuine or "
+                                      f"impostor pairs, or with fewer than {folds} pairs; use more identities")
+        if np.any(sizes < folds):
+            raise DataFormatError(f"a resample has {int(sizes.min())} pairs, fewer than {folds} folds")
+        self.sizes = sizes
+        self.starts = np.concatenate([[0], np.cumsum(sizes)])
+        self._full: tuple | None = None
+
+    def _counts_of(self, mult: np.ndarray) -> np.ndarray:
+        return np.where(self._same, mult[:, self._a], mult[:, self._a] * mult[:, self._b])
+
+    def _expand(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        counts = self._counts_of(self.mult[r0:r1])
+        n = counts.shape[1]
+        pair = np.repeat(np.tile(np.arange(n, dtype=np.int64), r1 - r0), counts.ravel())
+        rep, fold = _fold_of_position(self.sizes[r0:r1], self.folds)
+        return rep, pair, fold
+
+    def chunk_arrays(self, cells_per_replicate: int):
+        r0 = 0
+        while r0 < self.count:
+            r1 = r0 + 1  # whole replicates, at most ~_CHUNK_ELEMENTS cells and entries (at least one)
+            while (r1 < self.count and (r1 + 1 - r0) * cells_per_replicate <= _CHUNK_ELEMENTS
+                   and self.starts[r1 + 1] - self.starts[r0] <= _CHUNK_ELEMENTS):
+                r1 += 1
+            yield (r0, r1, *self._expand(r0, r1))
+            r0 = r1
+
+    def _materialize(self) -> tuple:
+        if self._full is None:
+            rep, pair, fold = self._expand(0, self.count)
+            self._full = (rep, pair, fold)
+        return self._full
+
+    # the eager attributes, materialised on demand (small sets, tests)
+    rep = property(lambda self: self._materialize()[0])
+    pair = property(lambda self: self._materialize()[1])
+    fold = property(lambda self: self._materialize()[2])
+
 
 # ----------------------------------------------------------------------------- batched metrics
 def _accuracy(scores: np.ndarray, genuine: np.ndarray, rs: Resamples) -> np.ndarray:
@@ -205,9 +275,8 @@ def _accuracy(scores: np.ndarray, genuine: np.ndarray, rs: Resamples) -> np.ndar
     code = np.searchsorted(cand, k0, side="left")  # first segment whose start >= k0; C = never "same"
     F = rs.folds
     out = np.empty(rs.count)
-    for r0, r1, sl in rs.chunks(F * 2 * (C + 1)):
-        p = rs.pair[sl]
-        key = (((rs.rep[sl] - r0) * F + rs.fold[sl]) * 2 + genuine[p]) * (C + 1) + code[p]
+    for r0, r1, rep, p, fold in rs.chunk_arrays(F * 2 * (C + 1)):
+        key = ((rep * F + fold) * 2 + genuine[p]) * (C + 1) + code[p]
         h = np.bincount(key, minlength=(r1 - r0) * F * 2 * (C + 1)).reshape(r1 - r0, F, 2, C + 1)
         # correct(j) = #genuine with score > thr + #impostors with score <= thr
         #            = cumsum(genuine - impostor)[j] + #impostors: one cumulative sum per fold
@@ -246,10 +315,9 @@ def _accuracy_exact(scores: np.ndarray, genuine: np.ndarray, rs: Resamples) -> n
         mid = np.where((mid >= ul) & (mid < uh), mid, ul)
         return np.where(lo < 0, np.nextafter(uh, -np.inf), np.where(hi >= U, ul, mid))
 
-    for r0, r1, sl in rs.chunks(F * 2 * (U + 1)):
+    for r0, r1, rep, p, fold in rs.chunk_arrays(F * 2 * (U + 1)):
         R = r1 - r0
-        p = rs.pair[sl]
-        key = (((rs.rep[sl] - r0) * F + rs.fold[sl]) * 2 + genuine[p]) * U + inv[p]
+        key = ((rep * F + fold) * 2 + genuine[p]) * U + inv[p]
         h = np.bincount(key, minlength=R * F * 2 * U).reshape(R, F, 2, U)
         zero = np.zeros((R, F, 1), np.int64)
         gen_tail = np.concatenate([np.cumsum(h[:, :, 1, ::-1], axis=-1)[..., ::-1], zero], axis=-1)  # genuine >= u[j]
@@ -288,9 +356,8 @@ def _operating(scores: np.ndarray, genuine: np.ndarray, rs: Resamples, far: floa
     u, inv = np.unique(scores, return_inverse=True)
     U = u.shape[0]
     out = np.empty(rs.count)
-    for r0, r1, sl in rs.chunks(2 * (U + 1)):
-        p = rs.pair[sl]
-        h = np.bincount(((rs.rep[sl] - r0) * 2 + genuine[p]) * U + inv[p],
+    for r0, r1, rep, p, _ in rs.chunk_arrays(2 * (U + 1)):
+        h = np.bincount((rep * 2 + genuine[p]) * U + inv[p],
                         minlength=(r1 - r0) * 2 * U).reshape(r1 - r0, 2, U)
         ih, gh = h[:, 0], h[:, 1]
         n_imp, n_gen = ih.sum(axis=1, keepdims=True), gh.sum(axis=1, keepdims=True)
@@ -417,12 +484,10 @@ def _resamples(g: np.ndarray, groups: Any, n_boot: int, seed: int, folds: int) -
         n_clusters = int(codes.max()) + 1
         if n_clusters < 2:
             raise DataFormatError("groups: a single cluster; the cluster bootstrap needs at least 2")
-        if gr.ndim == 2:
-            unit = "identities (both sides of every pair)"
-            rs = Resamples.dyadic(codes, n_boot, rng, folds, genuine=g)
-        else:
-            unit = "clusters (groups)"
-            rs = Resamples.clustered(codes, n_boot, rng, folds)
+        if gr.ndim == 2:  # replicates checked while drawn (and drawn again when unmeasurable)
+            return Resamples.dyadic(codes, n_boot, rng, folds, genuine=g), n_clusters, "identities (both sides of every pair)"
+        unit = "clusters (groups)"
+        rs = Resamples.clustered(codes, n_boot, rng, folds)
         n_gen_rep = np.bincount(rs.rep, weights=g[rs.pair], minlength=n_boot)
         if np.any(n_gen_rep == 0) or np.any(n_gen_rep == rs.sizes):
             raise DataFormatError("groups: a cluster resample holds only genuine or only impostor pairs; "
