@@ -264,6 +264,10 @@ def probe_writable(folder: str | Path) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from maskinv.evaluate import evaluate_models
 
+    if args.bootstrap and len(args.model) < 2:  # a mistake is caught before any model is loaded
+        from maskinv.errors import ConfigError
+
+        raise ConfigError(f"--bootstrap compares models: give two or more --model, got {len(args.model)}")
     _check_bench_files(args)
     probe_writable(args.out)
     models, benches = eval_inputs(args)

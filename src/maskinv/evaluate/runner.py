@@ -33,7 +33,7 @@ def _photo_mode(model: EvalModel, bench: Any) -> bool:
 
 
 def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], masked: np.ndarray | None,
-                     opts: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+                     opts: dict[str, Any], groups_out: dict | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """``({protocol: metrics}, {protocol: why it was not scored})`` of one model on one benchmark.
 
     Pair protocols score the benchmark's kept pairs (``bench.images``/``bench.issame``, masks
@@ -86,9 +86,12 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
             m["num_pairs_dropped"] = int(fb.info.get("num_pairs_dropped", 0))
             m["num_images_dropped"] = int(fb.info.get("num_images_dropped", 0))
     if bench.probe is not None:
-        out[PROBE_REF] = report_metrics(probe_ref_from_embeddings(
+        full = probe_ref_from_embeddings(
             emb, fb.identities, bench.probe, fb.valid, folds=opts["folds"], exact=opts["exact"], far_targets=FAR_GRID,
-            min_false_matches=bench.min_false_matches))
+            min_false_matches=bench.min_false_matches)
+        if groups_out is not None:  # the subjects of both sides: the bootstrap resamples subjects
+            groups_out[(bench.label, PROBE_REF)] = np.stack([full["probe_identity"], full["reference_identity"]], axis=1)
+        out[PROBE_REF] = report_metrics(full)
     return out, skipped
 
 
@@ -217,6 +220,8 @@ def evaluate_models(
     from .reports import new_results, write_report
 
     protos = parse_protocols(protocols)
+    if bootstrap and len(model_specs(models)) < 2:  # before any model is loaded or scored
+        raise ConfigError(f"bootstrap compares models: give two or more, got {len(model_specs(models))}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if folds < 1:
@@ -250,6 +255,7 @@ def evaluate_models(
 
     opts = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact,
                 seed=seed, mask_kind=mask_kind)
+    groups: dict[Any, np.ndarray] = {}  # the bootstrap's resampling units (identities), kept out of the document
     for blabel, src in benches:
         # decode / align once per benchmark: every model is scored on the same pairs and drops
         bench = load_benchmark(src, blabel)
@@ -257,11 +263,13 @@ def evaluate_models(
             raise DataFormatError(f"benchmark {blabel}: no pair left ({bench.meta.get('num_pairs_dropped', 0)} dropped: "
                                   "no face in their images); try on_miss='center' or another detector")
         doc["benchmarks"][blabel] = bench.describe()
+        if bench.pair_identity is not None:
+            groups[blabel] = bench.pair_identity
         # mask once per benchmark; every model sees the same bytes
         crops = bench.has_pairs and any(not _photo_mode(m, bench) for m in loaded)
         masked = masked_images(bench.images, protos, seed, mask_kind) if crops else None
         for model in loaded:
-            res, skipped = _score_benchmark(model, bench, protos, masked, opts)
+            res, skipped = _score_benchmark(model, bench, protos, masked, opts, groups_out=groups)
             for proto, m in res.items():
                 doc["results"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "metrics": m})
                 say(f"{model.label} {blabel} {proto}: {_summary(m, proto)}")
@@ -272,21 +280,24 @@ def evaluate_models(
 
     # steps on the scored document go here: paired comparisons between models
     if bootstrap:
-        doc["comparisons"] = paired_comparisons(doc, bootstrap, seed=seed)
+        doc["comparisons"] = paired_comparisons(doc, bootstrap, seed=seed, groups=groups, exact=exact)
     if out_dir is not None:
         doc["report"] = write_report(out_dir, doc, plots=plots, scores=scores)
     return doc
 
 
-def paired_comparisons(doc: Mapping[str, Any], n_boot: int, *, seed: int = 0) -> list[dict[str, Any]]:
+def paired_comparisons(doc: Mapping[str, Any], n_boot: int, *, seed: int = 0, groups: Mapping[Any, Any] | None = None,
+                       exact: bool = False) -> list[dict[str, Any]]:
     """Every pair of models on the same benchmark and protocol (B − A in model order, paired by
     pair index): ``comparisons`` entries with paired-bootstrap 95 % CIs of accuracy and EER.
-    ``probe_ref`` resamples probe identities and is skipped when its result has none."""
+    ``groups``: ``{benchmark or (benchmark, protocol): (N, 2) identities}`` (the pairs' identities;
+    probe_ref: probe and reference subjects): identities are resampled there, pairs elsewhere (the
+    entry's ``resampling`` says which); ``probe_ref`` without subjects is skipped."""
     from .bootstrap import results_comparisons
 
     if len(doc["models"]) < 2:
         raise ConfigError(f"--bootstrap compares models: give two or more, got {len(doc['models'])}")
-    return results_comparisons(doc["results"], n_boot=int(n_boot), seed=seed)
+    return results_comparisons(doc["results"], n_boot=int(n_boot), seed=seed, groups=groups, exact=exact)
 
 
 def metrics_of(doc: Mapping[str, Any], model: str, benchmark: str, protocol: str) -> dict[str, Any]:
