@@ -317,6 +317,8 @@ def test(model_name: str, detector: str = DEFAULT_DETECTOR) -> dict:
         "detection_failures_masked": int((te & ~found & c["masked"]).sum()),
         "classified": n, "accuracy": k_ok / n, "accuracy_ci95": wilson(k_ok, n),
         "accuracy_counting_detection_failures_as_errors": k_ok / (n + n_fail),
+        "accuracy_counting_detection_failures_as_errors_ci95": wilson(k_ok, n + n_fail),
+        "detector": detector,
         "false_masked": fm / nu, "false_masked_ci95": wilson(fm, nu), "unmasked": nu,
         "masked_detected": float((pred_m & truth).sum() / truth.sum()), "masked": int(truth.sum()),
         "unsure_rate": float((dec == "unsure").mean()),
@@ -335,7 +337,7 @@ def test(model_name: str, detector: str = DEFAULT_DETECTOR) -> dict:
         "rmfd_test_unmasked_with_synthetic_masks": {"n": len(pu), "detected": float((pu >= clf.masked_at).mean())},
         "why": "RMFD's masked and unmasked photos come from different sources: a source detector would call LFW "
                "(a third source) and synthetic masks on RMFD's unmasked source by source, not by mask"}
-    out["command"] = "python -m benchmarks.serve_rmfd test"
+    out["command"] = f"python -m benchmarks.serve_rmfd test --model {model_name} --detector {detector}"
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "mask_classifier_test.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
@@ -402,7 +404,7 @@ def calibrate(model_name: str, fmrs: list[float], detector: str = DEFAULT_DETECT
     for e in entries:
         write_entry(tf, fp, e)
     report["thresholds_file"] = str(tf.relative_to(HERE.parent))
-    report["command"] = "python -m benchmarks.serve_rmfd calibrate"
+    report["command"] = f"python -m benchmarks.serve_rmfd calibrate --model {model_name} --detector {detector}"
     (OUT / f"{model_name}_rmfd_calibration.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report
