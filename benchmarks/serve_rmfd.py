@@ -9,7 +9,9 @@
 Splits: ``benchmarks/splits/rmfd_dev.txt`` / ``rmfd_test.txt`` (people), LFW training / validation
 people (``lfw_train_people.txt`` / ``lfw_val_people.txt``, aligned112 crops) for the classifier's
 other-source negatives; LFW test-fold people only in ``test``. Every photo goes through
-:class:`maskinv.serve.pipeline.Pipeline` (MTCNN, ArcFace crop, the recogniser), as in the service.
+:class:`maskinv.serve.pipeline.Pipeline` (``--detector``, default the service's ``mtcnn+yunet``;
+ArcFace crop; the recogniser), as in the service. ``choose`` re-chooses the classifier's masked cut
+on the dev validation fifth only (round 2); ``test`` is then run once.
 Results: ``benchmarks/results/serve/``.
 """
 from __future__ import annotations
