@@ -55,6 +55,7 @@ def enrol(srv, name, *imgs, key="enrol", ctype="image/jpeg"):
 def test_health_openapi_and_page(srv):
     st, h = request(srv.url + "/health")
     assert st == 200 and h["status"] == "ok"
+    assert h["detector"] == "mtcnn+yunet"                # the service default: MTCNN, YuNet where it finds nothing
     assert h["thresholds"]["uu"]["threshold"] != h["thresholds"]["mu"]["threshold"]
     st, doc = request(srv.url + "/openapi.json")
     assert st == 200

@@ -250,3 +250,25 @@ def test_serve_key_command(tmp_path, capsys):
     assert ak.name == "door" and ak.scopes == ("verify", "enrol") and ak.rate_per_minute == 30
     assert main(["serve-key", str(tmp_path / "k.json"), "door"]) == 2          # a second key of that name
     assert "exists" in capsys.readouterr().err
+
+
+def test_serve_detector_option_defaults_to_mtcnn_then_yunet_and_refuses_unknown(capsys):
+    """``--detector`` takes its choices from the DETECTORS registry; the default is MTCNN with YuNet
+    where MTCNN finds nothing (docs/serve.md "Which detector")."""
+    import argparse
+
+    from maskinv.align.backends import DETECTORS
+    from maskinv.cli import main
+    from maskinv.cli import serve as serve_cli
+    from maskinv.serve import DEFAULT_SERVE_DETECTOR
+    from maskinv.serve.service import ServeConfig
+
+    assert DEFAULT_SERVE_DETECTOR == "mtcnn+yunet" and DEFAULT_SERVE_DETECTOR in DETECTORS.names()
+    assert ServeConfig(gallery="g.db", model="sface", keys="k.json").detector == DEFAULT_SERVE_DETECTOR
+    ap = argparse.ArgumentParser()
+    serve_cli.register(ap.add_subparsers(dest="cmd"))
+    act = next(a for a in ap._subparsers._group_actions[0].choices["serve"]._actions if a.dest == "detector")
+    assert act.default == DEFAULT_SERVE_DETECTOR and list(act.choices) == DETECTORS.names()
+    assert main(["serve", "--gallery", "g.db", "--model", "sface", "--keys", __file__, "--detector", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--detector" in err and "nope" in err

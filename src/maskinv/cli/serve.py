@@ -47,7 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JSON-lines audit log of decisions, without images (default: GALLERY.audit.jsonl)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser requests from this origin, e.g. https://desk.example.org (repeatable; default: none)")
-    p.add_argument("--detector", default=None, help="face detector (default: mtcnn)")
+    from maskinv.align.backends import DETECTORS
+    from maskinv.serve import DEFAULT_SERVE_DETECTOR
+
+    p.add_argument("--detector", choices=DETECTORS.names(), default=DEFAULT_SERVE_DETECTOR,
+                   help=f"face detector: {', '.join(DETECTORS.names())} (default: {DEFAULT_SERVE_DETECTOR}: MTCNN, "
+                   "and YuNet where MTCNN finds no face, e.g. tight masked crops)")
     p.add_argument("--mask-classifier", type=A.existing_file, default=None,
                    help="mask classifier weights (default: the one shipped with maskinv)")
     p.set_defaults(func=_run)

@@ -8,3 +8,8 @@
 
 Docs: ``docs/serve.md``. Nothing here is imported by ``import maskinv``.
 """
+
+#: The service's face detector unless ``--detector`` names another: MTCNN, and YuNet on photos where
+#: MTCNN finds nothing (tight masked crops; docs/serve.md "Which detector"). On photos where MTCNN
+#: finds a face it is exactly MTCNN.
+DEFAULT_SERVE_DETECTOR = "mtcnn+yunet"

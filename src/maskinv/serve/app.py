@@ -234,7 +234,8 @@ def create_app(service) -> tuple:
     @app.get("/health")
     async def health():
         n = await asyncio.get_running_loop().run_in_executor(None, lambda: len(service.identities()))
-        return {"status": "ok", "model": service.model.fingerprint[:21], "identities": n,
+        return {"status": "ok", "model": service.model.fingerprint[:21], "detector": service.pipeline.detector.name,
+                "identities": n,
                 "uptime_s": round(time.time() - service.started, 1), "thresholds": service.policy.describe(),
                 "mask_classifier": {"masked_at": service.classifier.masked_at,
                                     "unmasked_below": service.classifier.unmasked_below}}

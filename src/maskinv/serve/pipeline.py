@@ -1,6 +1,7 @@
 """One photo -> face, aligned crop, mask probability, template: the pipeline the service runs.
 
-Detection runs once per photo (the configured detector, default MTCNN: it finds masked faces);
+Detection runs once per photo (the configured detector; the service's default is ``mtcnn+yunet``,
+:data:`maskinv.serve.DEFAULT_SERVE_DETECTOR`; a Pipeline built without one uses the package default);
 the largest face is used. The 112 px ArcFace crop feeds the mask classifier (and is what the
 answer may show); the template comes from the recogniser: a model that aligns photos itself
 (``needs_photo``, dlib) gets the photo and the *same* detection (its own 5-point predictor runs

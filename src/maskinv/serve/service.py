@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, NoFaceError
+from . import DEFAULT_SERVE_DETECTOR
 from .errors import ServeError
 from .images import decode_upload
 
@@ -50,7 +51,7 @@ class ServeConfig:
     keep_crops: Path | None = None
     audit_log: Path | None = None
     cors_origins: tuple[str, ...] = ()
-    detector: str | None = None
+    detector: str = DEFAULT_SERVE_DETECTOR
     mask_classifier: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
