@@ -41,6 +41,7 @@ ONNX_META_PREFIX = "maskinv."
 # Loading lives in models/loading.py (evaluation uses it too); the facade re-exports it.
 from .models.loading import FaceModel, load_model  # noqa: E402
 from .models.loading import is_model as _is_model  # noqa: E402
+from .models.recognizer import is_named_model  # noqa: E402
 
 
 _MODEL_CACHE: dict[tuple, FaceModel] = {}
@@ -48,18 +49,20 @@ _CACHE_LOCK = threading.Lock()
 
 
 def _resolve_model(model) -> FaceModel:
-    """A FaceModel, or a path loaded once and cached (keyed by path, size and mtime)."""
+    """A loaded recogniser, or a path / registered name loaded once and cached (files keyed by
+    path, size and mtime; names by name)."""
     if _is_model(model):
         return model
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
-        if str(model) == "dlib" and not p.exists():
-            with _CACHE_LOCK:  # loading dlib's two model files takes ~0.5 s: once
-                if ("dlib",) not in _MODEL_CACHE:
-                    _MODEL_CACHE[("dlib",)] = load_model("dlib")
-                return _MODEL_CACHE[("dlib",)]
+        if is_named_model(model):
+            key = (os.fspath(model).lower(),)
+            with _CACHE_LOCK:  # loading a named model's files (dlib ~0.5 s) happens once
+                if key not in _MODEL_CACHE:
+                    _MODEL_CACHE[key] = load_model(model)
+                return _MODEL_CACHE[key]
         if not p.is_file():
-            raise CheckpointError(f"{p}: model file not found")
+            return load_model(model)  # raises CheckpointError naming the file (and a close model name)
         st = p.stat()
         key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
         with _CACHE_LOCK:
@@ -99,8 +102,8 @@ def embed_faces(images, model, aligned: bool = False, *, flip: bool = True, dete
     """Like :func:`embed`, also returning the face used per image (box, landmarks, score;
     ``None`` when aligned) and timings in milliseconds."""
     m = _resolve_model(model)
-    if getattr(m, "needs_photo", False):  # the recogniser aligns photos itself (dlib)
-        return m.embed_images(_as_list(images), aligned=aligned, detector=detector)
+    if m.needs_photo:  # the recogniser aligns photos itself (dlib)
+        return m.embed_photos(_as_list(images), aligned=aligned, detector=detector)
     r = embed_batch(images, m, aligned, flip=flip, detector=detector, batch_size=batch_size, on_error="raise")
     return r.embeddings, r.faces, r.timings
 
@@ -120,14 +123,14 @@ def embed_batch(images, model, aligned: bool = False, *, flip: bool = True, dete
     check_on_error(on_error)
     m = _resolve_model(model)
     items = _as_list(images)
-    if getattr(m, "needs_photo", False):  # dlib: it aligns photos itself, so go image by image
+    if m.needs_photo:  # it aligns photos itself (dlib), so go image by image
         from .align import describe_source
 
         rows, faces, kept, names, misses = [], [], [], [], []
         t0 = time.perf_counter()
         for i, im in enumerate(items):
             try:
-                e, f, _ = m.embed_images([im], aligned=aligned, detector=detector)
+                e, f, _ = m.embed_photos([im], aligned=aligned, detector=detector)
             except PER_IMAGE_ERRORS as exc:
                 if on_error == "raise":
                     raise

@@ -85,7 +85,17 @@ def load_teacher(path: str | os.PathLike, name: str | None = None, **kw: Any) ->
     one, or one that does not match the architecture raises :class:`CheckpointError`.
     """
     from .models import load_backbone
+    from .models.recognizer import is_named_model
 
+    if is_named_model(path):  # a named torch recogniser (e.g. sface)
+        from .models.loading import load_named
+
+        rec = load_named(os.fspath(path))
+        if rec.module is None:
+            raise CheckpointError(f"teacher {path}: not a torch model; it runs as a cached teacher only "
+                                  "(teacher.cache.enabled=true, teacher.cache.mode=prepass)")
+        rec.module.maskinv_source = f"{os.fspath(path)} ({rec.fingerprint})"
+        return FrozenTeacher(rec.module)
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: teacher checkpoint not found")

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, DataFormatError, UnknownNameError
+from .utils.registry import Registry
 
 __all__ = [
     "MarginHead",
@@ -349,22 +350,21 @@ class ElasticCosFace(_Elastic):
         return cos_y - self.draw_margins(cos_y, generator)
 
 
-# name -> (class, default kwargs)
-_HEADS: dict[str, tuple[type[MarginHead], dict[str, Any]]] = {
-    "arcface": (ArcFace, {"s": 64.0, "m": 0.5}),
-    "cosface": (CosFace, {"s": 64.0, "m": 0.35}),
-    "combined": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
-    "elastic_arc": (ElasticArcFace, {"s": 64.0, "m": 0.5, "std": 0.05}),
-    "elastic_cos": (ElasticCosFace, {"s": 64.0, "m": 0.35, "std": 0.05}),
-    "elastic_arc_plus": (ElasticArcFace, {"s": 64.0, "m": 0.5, "std": 0.0175, "plus": True}),
-    "elastic_cos_plus": (ElasticCosFace, {"s": 64.0, "m": 0.35, "std": 0.025, "plus": True}),
-}
+#: name -> (class, default kwargs)
+HEADS: Registry[tuple[type[MarginHead], dict[str, Any]]] = Registry("head")
+HEADS.register("arcface", (ArcFace, {"s": 64.0, "m": 0.5}))
+HEADS.register("cosface", (CosFace, {"s": 64.0, "m": 0.35}))
+HEADS.register("combined", (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}))
+HEADS.register("elastic_arc", (ElasticArcFace, {"s": 64.0, "m": 0.5, "std": 0.05}))
+HEADS.register("elastic_cos", (ElasticCosFace, {"s": 64.0, "m": 0.35, "std": 0.05}))
+HEADS.register("elastic_arc_plus", (ElasticArcFace, {"s": 64.0, "m": 0.5, "std": 0.0175, "plus": True}))
+HEADS.register("elastic_cos_plus", (ElasticCosFace, {"s": 64.0, "m": 0.35, "std": 0.025, "plus": True}))
 _COMMON = {"eps", "seed"}
 
 
 def list_heads() -> list[str]:
     """Names accepted by :func:`get_head`."""
-    return list(_HEADS)
+    return HEADS.names()
 
 
 def get_head(name: str, embedding_size: int, num_classes: int, **kw: Any) -> MarginHead:
@@ -374,9 +374,9 @@ def get_head(name: str, embedding_size: int, num_classes: int, **kw: Any) -> Mar
     The head carries ``head.spec = {"name", "kwargs"}`` (JSON-able).
     """
     key = str(name).strip().lower().replace("-", "_").replace("+", "_plus")
-    if key not in _HEADS:
+    if key not in HEADS:
         raise UnknownNameError(f"unknown head {name!r}; known: {', '.join(list_heads())}")
-    cls, defaults = _HEADS[key]
+    cls, defaults = HEADS.get(key)
     allowed = set(defaults) | _COMMON
     bad = sorted(set(kw) - allowed)
     if bad:

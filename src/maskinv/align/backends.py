@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DataFormatError, MaskinvError, UnknownNameError
+from ..errors import DataFormatError, MaskinvError
+from ..utils.registry import Registry
 
 __all__ = [
     "Face", "FaceDetector", "DlibDetector", "DetectorUnavailableError",
@@ -172,19 +173,26 @@ def _mtcnn(**kwargs: Any) -> FaceDetector:
     return MTCNNDetector(**kwargs)
 
 
-_REGISTRY: dict[str, Callable[..., FaceDetector]] = {"mtcnn": _mtcnn, "dlib": DlibDetector}
+#: Detector backends by name (CLI ``--detector`` choices come from it); plug-ins register through
+#: the ``maskinv.detectors`` entry-point group.
+DETECTORS: Registry[Callable[..., FaceDetector]] = Registry("detector backend", entry_points="maskinv.detectors")
+DETECTORS.register("mtcnn", _mtcnn)
+DETECTORS.register("dlib", DlibDetector)
 _CACHE: dict[tuple, FaceDetector] = {}
 _CACHE_LOCK = threading.RLock()
 
 
 def register_detector(name: str, factory: Callable[..., FaceDetector]) -> None:
-    """Make ``factory(**kwargs) -> FaceDetector`` available as ``get_detector(name)``."""
-    _REGISTRY[name] = factory
+    """Make ``factory(**kwargs) -> FaceDetector`` available as ``get_detector(name)`` and ``--detector name``."""
+    DETECTORS.register(name, factory, replace=True)
+    with _CACHE_LOCK:  # a re-registered name must not keep serving the old instance
+        for key in [k for k in _CACHE if k[0] == str(name).lower()]:
+            del _CACHE[key]
 
 
 def list_detectors() -> list[str]:
     """Names of the registered backends."""
-    return sorted(_REGISTRY)
+    return DETECTORS.names()
 
 
 def get_detector(name: str | None = None, **kwargs: Any) -> FaceDetector:
@@ -195,13 +203,12 @@ def get_detector(name: str | None = None, **kwargs: Any) -> FaceDetector:
     """
     if name is None:
         return _default_detector(**kwargs)
-    if name not in _REGISTRY:
-        raise UnknownNameError(f"unknown detector backend {name!r}; known: {', '.join(list_detectors())}")
+    name = DETECTORS.canonical(name)  # UnknownNameError naming the known backends
     key = (name, tuple(sorted(kwargs.items())))
     with _CACHE_LOCK:
         det = _CACHE.get(key)
         if det is None:
-            det = _REGISTRY[name](**kwargs)
+            det = DETECTORS.get(name)(**kwargs)
             _CACHE[key] = det
     return det
 

@@ -19,8 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--images", type=A.existing_path, help="a folder tree of photos, of aligned crops (--aligned), or a RecordIO folder/.rec")
     p.add_argument("--out", type=A.output_dir, help="run folder")
     p.add_argument("--aligned", action="store_true", help="the images are already aligned square crops")
-    p.add_argument("--detector", choices=("mtcnn", "dlib"), default=None,
-                   help="face detector for photos: mtcnn (default; dlib with a warning if its weights are missing) or dlib")
+    A.detector_arg(p, "face detector for photos")
     p.add_argument("--max-steps", type=A.positive_int, default=None, help="total optimiser steps (a resumed run stops at the same total)")
     p.add_argument("--resume", metavar="RUN_DIR", type=A.existing_dir, help="continue the run in RUN_DIR from its newest checkpoint")
     p.add_argument("--val", metavar="BIN", type=A.bin_file, help="validation pairs (.bin; never the test pairs): U-U/M-U while adapting")

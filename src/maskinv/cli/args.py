@@ -210,9 +210,16 @@ def bin_file(text: str) -> str:
 
 
 def model_ref(text: str) -> str:
-    """A model file, or ``dlib`` (dlib's built-in descriptor) when no file has that name."""
-    if text == "dlib" and not Path(text).exists():
+    """A model file, or a registered recogniser name (``dlib``, ...) when no file has that name;
+    a missing file whose name is close to one gets a suggestion (``dilb`` -> ``dlib``)."""
+    from maskinv.models.recognizer import RECOGNIZERS, is_named_model
+
+    if is_named_model(text):
         return text
+    if not Path(text).exists() and not Path(text).suffix and os.sep not in text:
+        close = RECOGNIZERS.suggest(text)
+        if close:
+            raise _Bad(f"{text}: no such file (did you mean the model {close!r}?)")
     return existing_file(text)
 
 
@@ -290,3 +297,31 @@ def output_path(text: str) -> str:
         raise _Bad(f"{text}: permission denied (file not writable)")
     _check_creatable(p, text)
     return text
+
+
+def detector_arg(p, help_text: str = "face detector") -> None:
+    """``--detector`` with the registered backends as choices (:data:`maskinv.align.backends.DETECTORS`).
+
+    Default None (not "mtcnn") so an explicit ``--detector mtcnn`` without its weights is an
+    error, while the default falls back to dlib with a warning."""
+    from maskinv.align.backends import DEFAULT_DETECTOR, DETECTORS
+
+    names = DETECTORS.names()
+    p.add_argument("--detector", choices=names, default=None,
+                   help=f"{help_text}: {', '.join(names)} (default {DEFAULT_DETECTOR}; dlib with a warning if "
+                        "its weights are missing; dlib's HOG misses most masked faces)")
+
+
+def model_help(what: str = "model") -> str:
+    """``--model`` help naming the registered recognisers (built from the registry)."""
+    from maskinv.models.recognizer import RECOGNIZERS
+
+    named = "; ".join(f"{n}: {RECOGNIZERS.get(n).summary}" for n in RECOGNIZERS.names()).replace("%", "%%")
+    return f"{what} (named models: {named})"
+
+
+def arch_help() -> str:
+    """``--arch`` help listing the backbone registry's names."""
+    from maskinv.models.registry import list_models
+
+    return f"architecture name for a bare .pth ({' '.join(list_models())})"

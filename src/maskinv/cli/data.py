@@ -73,8 +73,7 @@ def add_folder_bench_options(p) -> None:
     p.add_argument("--aligned", action="store_true", help="images are already 112x112 ArcFace crops: no detection")
     p.add_argument("--on-miss", choices=("drop", "center"), default="drop",
                    help="image without a detected face: drop it and its pairs (default) or use a centre crop")
-    p.add_argument("--detector", default=None, choices=("mtcnn", "dlib"),
-                   help="face detector: mtcnn (default; finds masked faces) or dlib (HOG)")
+    A.detector_arg(p)
     p.add_argument("--align-cache", default=None, metavar="DIR", type=A.output_dir,
                    help="cache of aligned crops, keyed by file sha256 + detector + size (default: next to the output)")
 

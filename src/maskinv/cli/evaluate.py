@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from maskinv.cli import args as A
+from maskinv.utils.precision import MODES_INFER
 
 from maskinv.masks.protocols import DESCRIPTIONS, PROTOCOLS, TITLES
 
@@ -26,8 +27,8 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--model", action="append", required=True, metavar="MODEL", type=A.model_ref,
-                   help="backbone.pt (+ .json sidecar), training checkpoint, InsightFace/ElasticFace/MagFace .pth, "
-                        ".onnx, or 'dlib' (sees a folder's original photos); repeat to compare")
+                   help=A.model_help("backbone.pt (+ .json sidecar), training checkpoint, InsightFace/ElasticFace/MagFace "
+                                     ".pth, .onnx or a named model; repeat to compare"))
     p.add_argument("--arch", action="append", default=None, metavar="NAME",
                    help="architecture for raw .pth files without a sidecar (once for all models, or once per --model)")
     p.add_argument("--layout", action="append", default=None, choices=("auto", "insightface", "elasticface", "magface"),
@@ -46,7 +47,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mask-kind", default="random", type=A.mask_kind, help="mask kind (default: random mix of all kinds)")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (embedding of x only)")
     p.add_argument("--batch-size", type=A.positive_int, default=256, help="images per forward pass (default 256)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=MODES_INFER, default="auto",
                    help="auto: bf16 autocast where the device supports it natively")
     p.add_argument("--device", default=None, type=A.device, help="torch device (default: cpu)")
     p.add_argument("--folds", type=A.positive_int, default=10, help="folds of the accuracy protocol (default 10)")
@@ -175,11 +176,11 @@ def _summary_lines(m: dict) -> list[str]:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from maskinv.evaluate.metrics import DEFAULT_FAR_TARGETS, verification_metrics
+    from maskinv.evaluate.metrics import FAR_GRID, verification_metrics
     from maskinv.evaluate.reports import results_json
 
     scores, genuine = read_scores_csv(args.scores)
-    far = tuple(args.far or ()) + DEFAULT_FAR_TARGETS
+    far = tuple(args.far or ()) + FAR_GRID
     for f in far:
         if not 0.0 < f < 1.0:
             from maskinv.errors import ConfigError

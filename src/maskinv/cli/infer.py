@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from maskinv.cli import args as A
+from maskinv.utils.precision import MODES_INFER
+from maskinv.masks.protocols import DEFAULT_PROTOCOL, DESCRIPTIONS, PROTOCOLS
 
 VERIFY_EPILOG = """exit codes: 0 = verified (same person), 1 = not verified, 2 = error
 (unreadable image, no face found, model/threshold problem).
@@ -37,21 +39,15 @@ detector: mtcnn (default; finds masked faces) or dlib (HOG; misses most masked f
 the MTCNN weights the default falls back to dlib with a warning; install them with
 `pip install --no-deps facenet-pytorch==2.6.0`."""
 
-DETECTOR_HELP = ("face detector: mtcnn (default; dlib with a warning if its weights are missing) "
-                 "or dlib (HOG, misses most masked faces)")
-
-
 def _add_detector_arg(p: argparse.ArgumentParser) -> None:
-    # default None (not "mtcnn") so an explicit --detector mtcnn without weights is an error,
-    # while the default falls back to dlib
-    p.add_argument("--detector", choices=("mtcnn", "dlib"), default=None, help=DETECTOR_HELP)
+    A.detector_arg(p)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=A.model_ref,
-                   help="backbone.pt (+ .json sidecar), an InsightFace/ElasticFace/MagFace .pth, an .onnx "
-                        "(ours or an ArcFace-style zoo model), or 'dlib' (dlib's ResNet descriptor, no training)")
-    p.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
+                   help=A.model_help("backbone.pt (+ .json sidecar), an InsightFace/ElasticFace/MagFace .pth, an .onnx "
+                                     "(ours or an ArcFace-style zoo model)"))
+    p.add_argument("--arch", default=None, help=A.arch_help())
     p.add_argument("--layout", choices=("auto", "insightface", "elasticface", "magface"), default=None,
                    help=".pth checkpoint layout (default auto: MagFace is detected from its key prefix)")
     p.add_argument("--input-mean", type=A.number, default=None,
@@ -60,7 +56,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-std", type=A.positive_float, default=None, help="see --input-mean (e.g. 127.5)")
     p.add_argument("--channel-order", choices=("RGB", "BGR"), default=None, help="channel order the model expects")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None, help="default: from the file suffix")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="torch backend only")
+    p.add_argument("--precision", choices=[m for m in MODES_INFER if m != "auto"], default="fp32",
+                   help="torch backend only")
 
 
 def _add_face_args(p: argparse.ArgumentParser) -> None:
@@ -113,8 +110,8 @@ def register(subparsers) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fmr", type=A.probability, default=None, help="use the threshold calibrated at this false-match rate")
     g.add_argument("--threshold", type=A.cosine, default=None, help="explicit cosine threshold in [-1, 1]")
-    p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu",
-                   help="calibration scenario of the threshold (default mu: masked probe vs unmasked)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                   help=f"calibration scenario of the threshold (default {DEFAULT_PROTOCOL}: masked probe vs unmasked)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=_cmd_verify)
 
@@ -123,8 +120,8 @@ def register(subparsers) -> None:
                                           "at --fmr, with provenance, to <model stem>.thresholds.json beside the model.")
     _add_model_args(p)
     p.add_argument("--bench", required=True, type=A.existing_file, help="verification .bin (pairs)")
-    p.add_argument("--protocol", choices=("uu", "mu", "mm"), default="mu",
-                   help="uu: no masks; mu: second image of every pair masked (default); mm: both")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                   help="; ".join(f"{p}: {DESCRIPTIONS[p]}" for p in PROTOCOLS) + f" (default {DEFAULT_PROTOCOL})")
     p.add_argument("--fmr", type=A.probability, default=1e-3, help="target false-match rate (default 1e-3)")
     p.add_argument("--seed", type=A.seed, default=0, help="mask seed of the protocol")
     p.add_argument("--mask-kind", default="random", type=A.mask_kind, help="mask kind (default: random mix of all kinds)")
@@ -166,7 +163,7 @@ def register(subparsers) -> None:
     o = esub.add_parser("onnx", help="ONNX with dynamic batch, metadata and a parity check vs PyTorch")
     o.add_argument("model", type=A.existing_file, help="PyTorch backbone (.pt + sidecar, training checkpoint or .pth)")
     o.add_argument("out", type=A.output_file, help="output .onnx")
-    o.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
+    o.add_argument("--arch", default=None, help=A.arch_help())
     o.add_argument("--opset", type=A.int_range(17, 23), default=17, help="ONNX opset version, 17..23 (default 17)")
     o.add_argument("--tol", type=A.non_negative_float, default=1e-4, help="max cosine distance allowed by the parity check")
     o.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from maskinv.cli import args as A
+from maskinv.masks.protocols import DESCRIPTIONS, MASKED_PROTOCOLS
 
 #: Output formats of ``maskinv mask`` images and previews.
 _OUTPUT_FORMATS = ("jpg", "jpeg", "png")
@@ -48,8 +49,8 @@ def register(subparsers) -> None:
                     "mask in mu and mm files with the same seed. Unmasked images keep their bytes.")
     b.add_argument("input", type=A.existing_file, help="input .bin")
     b.add_argument("output", type=A.output_file, help="output .bin")
-    b.add_argument("--protocol", required=True, choices=("mu", "mm"),
-                   help="mu: the second image of every pair masked; mm: both")
+    b.add_argument("--protocol", required=True, choices=MASKED_PROTOCOLS,
+                   help="; ".join(f"{p}: {DESCRIPTIONS[p]}" for p in MASKED_PROTOCOLS))
     b.add_argument("--seed", type=A.seed, required=True, help="mask seed; image i uses image_rng(seed, i)")
     b.add_argument("--kind", default="random", choices=kinds, help="mask kind (default: random per image)")
     b.add_argument("--format", dest="image_format", default="jpg", choices=("jpg", "png"),

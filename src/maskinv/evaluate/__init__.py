@@ -23,6 +23,7 @@ _EXPORTS = {
     "Benchmark": "benchmarks",
     "load_benchmark": "benchmarks",
     "FolderBenchSpec": "benchmarks",
+    "register_loader": "benchmarks",
     "VerificationCallback": "callback",
     "write_report": "reports",
     "markdown_table": "reports",

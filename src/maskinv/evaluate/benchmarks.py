@@ -2,7 +2,7 @@
 
 Every evaluation entry point (:func:`maskinv.evaluate.evaluate_models`, ``maskinv eval``, the
 study) turns its inputs into :class:`Benchmark` objects with :func:`load_benchmark`; that is
-the one place a new source plugs in: add a loader to ``_LOADERS``.
+the one place a new source plugs in: :func:`register_loader`.
 
 Sources: a verification ``.bin``; ``(images, issame)`` arrays; an image folder (one
 sub-folder per identity, LFW-style ``pairs.txt``) given as a path or as a
@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
+from maskinv.utils.registry import Registry
 
 
 @dataclass
@@ -149,11 +150,21 @@ def _load_folder(spec: FolderBenchSpec, label: str | None) -> "Benchmark":
                      min_false_matches=spec.min_false_matches)
 
 
-#: (accepts(path), load(path, label) -> Benchmark) in order; the first that accepts wins.
-_LOADERS: list[tuple[Callable[[Path], bool], Callable[[Path, str | None], "Benchmark"]]] = [
-    (lambda p: p.is_file(), _load_bin),
-    (lambda p: p.is_dir(), lambda p, label: _load_folder(FolderBenchSpec(p), label)),
-]
+#: name -> (accepts(path), load(path, label) -> Benchmark), in registration order; the first that
+#: accepts a path wins. Plug-ins: :func:`register_loader` or the ``maskinv.benchmarks`` entry points.
+LOADERS: Registry[tuple[Callable[[Path], bool], Callable[[Path, str | None], "Benchmark"]]] = Registry(
+    "benchmark loader", entry_points="maskinv.benchmarks")
+LOADERS.register("bin", (lambda p: p.is_file(), _load_bin))
+LOADERS.register("folder", (lambda p: p.is_dir(), lambda p, label: _load_folder(FolderBenchSpec(p), label)))
+
+
+def register_loader(name: str, accepts: Callable[[Path], bool], load: Callable[[Path, str | None], "Benchmark"],
+                    *, first: bool = False) -> None:
+    """A new benchmark source: ``accepts(path)`` says whether ``load(path, label)`` reads it.
+    ``first``: try it before the built-in loaders (a file format the ``.bin`` reader would claim)."""
+    LOADERS.register(name, (accepts, load))
+    if first:
+        LOADERS.move_to_front(name)
 
 
 def _check(images: Any, issame: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +192,7 @@ def load_benchmark(source: Any, label: str | None = None) -> Benchmark:
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(2, "No such file or directory", str(path))
-        for accepts, load in _LOADERS:
+        for _, (accepts, load) in LOADERS.items():
             if accepts(path):
                 return load(path, label)
         raise ConfigError(f"benchmark {path}: not a verification .bin file or an image folder")

@@ -2,7 +2,7 @@
 
 Any model :func:`maskinv.load_model` accepts is evaluable: our exports and raw ``.pth``
 checkpoints (InsightFace / ElasticFace / MagFace layouts, ``arch``, input convention), ``.onnx``
-files, ``"dlib"``, in-memory ``nn.Module``\\ s and loaded ``FaceModel``\\ s. Files are loaded by
+files, registered names (``"dlib"``), in-memory ``nn.Module``\\ s and loaded recognisers. Files are loaded by
 ``load_model`` itself (one loader, one set of rules). Torch backbones are then embedded by the
 embedding core with the run's options (``precision``, ``device``, ``channels_last=None``:
 exactly what :func:`maskinv.evaluate.evaluate_bin` does); other backends through their own
@@ -22,7 +22,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError
-from maskinv.models.embedding import l2_normalize, resize_images
+from maskinv.models.embedding import resize_images
+from maskinv.models.recognizer import is_named_model, is_recognizer
 
 #: File stems that say nothing about the model (our exports are all ``backbone.pt``): such a
 #: model is labelled by its folder (``teacher/backbone.pt`` -> ``teacher``).
@@ -33,7 +34,7 @@ GENERIC_STEMS = frozenset({"backbone", "model", "weights", "checkpoint", "last",
 class ModelSpec:
     """A model to evaluate.
 
-    ``path``: a model file or ``"dlib"``; ``arch`` for raw ``.pth`` files without a sidecar;
+    ``path``: a model file or a registered name (``"dlib"``); ``arch`` for raw ``.pth`` files without a sidecar;
     ``layout`` (``auto``/``insightface``/``elasticface``/``magface``), ``input_mean``,
     ``input_std``, ``channel_order``: as :func:`maskinv.load_model` takes them. Or ``module``:
     an in-memory backbone / loaded model (``sha256`` then identifies it if known).
@@ -115,7 +116,7 @@ def model_specs(models: Any) -> list[ModelSpec]:
             spec = ModelSpec(**{**m.__dict__, "label": label or m.label})
         elif isinstance(m, (str, os.PathLike)):
             spec = ModelSpec(label, m)
-        elif hasattr(m, "parameters") or hasattr(m, "embed_aligned"):
+        elif hasattr(m, "parameters") or is_recognizer(m):
             spec = ModelSpec(label, module=m)
         else:
             raise ConfigError(f"model {label or m!r}: expected a path, 'dlib', an nn.Module, a loaded model or a ModelSpec")
@@ -136,7 +137,7 @@ def model_specs(models: Any) -> list[ModelSpec]:
 @dataclass
 class EvalModel:
     """A loaded model: a torch ``module`` (embedded by the core with the run's options) or a
-    ``face`` model with its own ``embed_aligned`` (ONNX, dlib)."""
+    :class:`~maskinv.models.recognizer.Recognizer` ``face`` with its own ``embed_aligned`` (ONNX, dlib)."""
 
     label: str
     info: dict[str, Any]
@@ -146,7 +147,7 @@ class EvalModel:
     @property
     def needs_photo(self) -> bool:
         """Embeds from photos with its own alignment (dlib)."""
-        return bool(getattr(self.face, "needs_photo", False))
+        return self.face is not None and bool(self.face.needs_photo)
 
     def embedder(self, *, flip: bool, batch_size: int, device: Any, precision: str) -> Callable[[np.ndarray], np.ndarray]:
         """``embed(crops (N, H, W, 3) uint8) -> (N, D)`` L2-normalised, with the run's options."""
@@ -160,7 +161,7 @@ class EvalModel:
 
             return embed
         face = self.face
-        size = None if self.needs_photo else int(getattr(face, "input_size", 0) or 0) or None
+        size = None if self.needs_photo else int(face.input_size or 0) or None
 
         def embed_face(images: np.ndarray) -> np.ndarray:
             images = np.asarray(images)
@@ -182,13 +183,13 @@ class EvalModel:
         detect = [k for k in range(len(paths)) if not (aligned or center[k])]
         whole = [k for k in range(len(paths)) if aligned or center[k]]
         if detect:
-            out[detect] = l2_normalize(self.face.descriptors([paths[k] for k in detect], aligned=False, detector=detector)[0])
+            out[detect] = self.face.embed_photos([paths[k] for k in detect], aligned=False, detector=detector)[0]
         if whole:
             crops = []
             for k in whole:
                 img = read_image(paths[k], name=str(paths[k]))
                 crops.append(img if aligned else center_crop(img, min(img.shape[:2])))
-            out[whole] = l2_normalize(self.face.descriptors(crops, aligned=True, names=[str(paths[k]) for k in whole])[0])
+            out[whole] = self.face.embed_photos(crops, aligned=True)[0]
         return out
 
 
@@ -206,10 +207,10 @@ def load_eval_model(spec: ModelSpec, device: Any = None) -> EvalModel:
     obj = spec.module
     path = spec.path
     if obj is None:
-        if isinstance(path, str) and path == "dlib" and not Path(path).exists():
+        if is_named_model(path):
             if spec.load_options() or spec.arch:
-                raise ConfigError("model dlib: arch/layout/input_mean/input_std/channel_order apply to model files")
-            obj = load_model("dlib")
+                raise ConfigError(f"model {path}: arch/layout/input_mean/input_std/channel_order apply to model files")
+            obj = load_model(path)
         else:
             if not Path(path).exists():
                 from maskinv.errors import CheckpointError
@@ -219,7 +220,7 @@ def load_eval_model(spec: ModelSpec, device: Any = None) -> EvalModel:
     elif spec.load_options():
         raise ConfigError(f"model {spec.label!r}: layout/input_mean/input_std/channel_order apply to model files, "
                           "not to an in-memory model")
-    info: dict[str, Any] = {"path": str(Path(path).resolve()) if path is not None and path != "dlib" else path}
+    info: dict[str, Any] = {"path": str(Path(path).resolve()) if path is not None and not is_named_model(path) else path}
     if hasattr(obj, "parameters"):  # a bare torch module
         module, face = obj, None
         info.update(sha256=spec.sha256, backend="torch")
@@ -228,8 +229,8 @@ def load_eval_model(spec: ModelSpec, device: Any = None) -> EvalModel:
         info.update(sha256=spec.sha256 or obj.fingerprint, backend="torch")
     else:  # ONNX FaceModel, dlib, or another recogniser with embed_aligned
         module, face = None, obj
-        info.update(sha256=spec.sha256 or getattr(obj, "fingerprint", None), backend=getattr(obj, "backend", "other"))
-        if getattr(obj, "needs_photo", False):
+        info.update(sha256=spec.sha256 or obj.fingerprint, backend=getattr(obj, "backend", "other"))
+        if not obj.supports_flip:
             info["flip_test"] = False
     if module is not None:
         if device:

@@ -24,15 +24,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
-from maskinv.masks.protocols import PROTOCOLS
+from maskinv.masks.protocols import PROBE_REF, PROTOCOLS
 
-__all__ = ["PROBE_REF", "PROBE_REF_FARS", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores",
+from .metrics import FAR_GRID
+
+__all__ = ["PROBE_REF", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores",
            "probe_ref_metrics", "evaluate_probe_ref", "probe_ref_from_embeddings", "evaluate_folder_bench", "folder_pair_inputs",
            "report_metrics"]
 
-PROBE_REF = "probe_ref"
-#: FAR targets of the protocol: 1e-2, 1e-3 and the paper's 1:2000.
-PROBE_REF_FARS = (1e-2, 1e-3, 5e-4)
 #: Per-comparison arrays in a probe_ref result (not JSON material).
 ARRAY_KEYS = ("scores", "genuine", "probe_identity", "reference_identity")
 
@@ -124,7 +123,7 @@ def probe_ref_scores(embeddings: np.ndarray, identities: Sequence[str], is_probe
     }
 
 
-def probe_ref_metrics(scores: np.ndarray, genuine: np.ndarray, *, far_targets: Iterable[float] = PROBE_REF_FARS,
+def probe_ref_metrics(scores: np.ndarray, genuine: np.ndarray, *, far_targets: Iterable[float] = FAR_GRID,
                       min_false_matches: int = 1, folds: int = 10, exact: bool = False) -> dict[str, Any]:
     """:func:`verification_metrics` with the operating-point rule of this module applied."""
     from .metrics import verification_metrics
@@ -166,7 +165,7 @@ def evaluate_probe_ref(
     precision: str = "auto",
     folds: int = 10,
     exact: bool = False,
-    far_targets: Iterable[float] = PROBE_REF_FARS,
+    far_targets: Iterable[float] = FAR_GRID,
     min_false_matches: int = 1,
 ) -> dict[str, Any]:
     """Embed every kept image once and score all probes against all references.
@@ -196,7 +195,7 @@ def probe_ref_from_embeddings(
     *,
     folds: int = 10,
     exact: bool = False,
-    far_targets: Iterable[float] = PROBE_REF_FARS,
+    far_targets: Iterable[float] = FAR_GRID,
     min_false_matches: int = 1,
 ) -> dict[str, Any]:
     """The scoring half of :func:`evaluate_probe_ref`, from per-image L2-normalised embeddings
@@ -241,7 +240,7 @@ def evaluate_folder_bench(
     pair_inputs: tuple | None = None,
     seed: int = 0,
     mask_kind: str = "random",
-    far_targets: Iterable[float] = (1e-2, 1e-3, 1e-4),
+    far_targets: Iterable[float] = FAR_GRID,
     min_false_matches: int = 1,
     **kw: Any,
 ) -> dict[str, dict[str, Any]]:
@@ -262,7 +261,7 @@ def evaluate_folder_bench(
             m["num_images_dropped"] = int(bench.info.get("num_images_dropped", 0))
         out.update(res)
     if probe is not None:
-        fars = tuple(sorted(set(PROBE_REF_FARS) | {float(f) for f in far_targets}, reverse=True))
+        fars = tuple(sorted(set(FAR_GRID) | {float(f) for f in far_targets}, reverse=True))
         out[PROBE_REF] = evaluate_probe_ref(model, bench.images, bench.identities, probe, bench.valid,
                                             far_targets=fars, min_false_matches=min_false_matches, **kw)
     if not out:

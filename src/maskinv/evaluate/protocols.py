@@ -20,7 +20,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from maskinv.errors import MaskinvError
-from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOLS, parse_protocols
+from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOL_TABLE, PROTOCOLS, parse_protocols
+
+from .metrics import FAR_GRID
 # the embedding core lives in maskinv.models.embedding; these names stay importable from here
 from maskinv.models.embedding import embed_images, eval_mode, model_input_size, pair_scores  # noqa: F401
 from maskinv.models.embedding import inference_precision as resolve_precision  # noqa: F401
@@ -39,16 +41,16 @@ def load_bench(bench: str | os.PathLike | Sequence) -> tuple[np.ndarray, np.ndar
 
 
 def masked_images(images: np.ndarray, protocols: Sequence[str], seed: int, kind: str) -> np.ndarray | None:
-    """All images masked as ``mm`` would mask them (``mu`` uses the odd ones), or None for ``uu`` only."""
+    """All images masked as the most-masking requested protocol masks them (``mm``: every image;
+    ``mu``: the probes; the other protocols read only the sides they mask), or None when none masks."""
     protos = parse_protocols(protocols)
-    if not set(MASKED_PROTOCOLS) & set(protos):
+    masking = [p for p in protos if PROTOCOL_TABLE[p].masked]
+    if not masking:
         return None
     from maskinv.masks import mask_pair_images
 
-    if "mm" in protos:
-        return mask_pair_images(images, "mm", seed, kind=kind)
-    # mu only: the clean first images are never used from this array
-    return mask_pair_images(images, "mu", seed, kind=kind)
+    widest = max(masking, key=lambda p: PROTOCOL_TABLE[p].masks_reference + PROTOCOL_TABLE[p].masks_probe)
+    return mask_pair_images(images, widest, seed, kind=kind)
 
 
 def embed_protocols(
@@ -61,33 +63,32 @@ def embed_protocols(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Embeddings (first, second) per protocol, embedding each distinct image set once.
 
+    Which side of a pair is masked comes from :data:`maskinv.masks.protocols.PROTOCOL_TABLE`.
     ``embed(images) -> (N, D)`` replaces :func:`embed_images` (``model`` and ``embed_kw`` are then
     unused): models that are not torch modules (ONNX, dlib) bring their own."""
     protos = parse_protocols(protocols)
     if embed is None:
         def embed(imgs: np.ndarray) -> np.ndarray:
             return embed_images(model, imgs, **embed_kw)
-    need_masked = bool(set(MASKED_PROTOCOLS) & set(protos))
-    if need_masked and (masked is None or masked.shape != images.shape):
-        raise MaskinvError("masked images are required for the mu/mm protocols")
-    if "mm" in protos and np.array_equal(masked[0::2], images[0::2]):
-        # e.g. masks made for "mu" only: the mm gallery side would silently stay clean
-        raise MaskinvError("mm needs masked first images; build them with masked_images(..., protocols including 'mm')")
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    clean_first = clean_second = None
-    if "uu" in protos:
-        e = embed(images)
-        clean_first, clean_second = e[0::2], e[1::2]
-        out["uu"] = (clean_first, clean_second)
-    if need_masked:
-        masked_second = embed(masked[1::2])
-        if "mu" in protos:
-            if clean_first is None:
-                clean_first = embed(images[0::2])
-            out["mu"] = (clean_first, masked_second)
-        if "mm" in protos:
-            out["mm"] = (embed(masked[0::2]), masked_second)
-    return out
+    table = [PROTOCOL_TABLE[p] for p in protos]
+    if any(p.masked for p in table) and (masked is None or masked.shape != images.shape):
+        raise MaskinvError(f"masked images are required for the {'/'.join(MASKED_PROTOCOLS)} protocols")
+    both = [p.name for p in table if p.masks_reference]
+    if both and np.array_equal(masked[0::2], images[0::2]):
+        # e.g. masks made for "mu" only: the masked reference side would silently stay clean
+        raise MaskinvError(f"{both[0]} needs masked first images; build them with "
+                           f"masked_images(..., protocols including '{both[0]}')")
+    sides: dict[tuple[int, bool], np.ndarray] = {}  # (side, masked) -> embeddings, each computed once
+    if any(not p.masks_reference for p in table) and any(not p.masks_probe for p in table):
+        e = embed(images)  # both clean sides are needed: one pass, as the U-U pairs are embedded
+        sides[(0, False)], sides[(1, False)] = e[0::2], e[1::2]
+
+    def side(k: int, is_masked: bool) -> np.ndarray:
+        if (k, is_masked) not in sides:
+            sides[(k, is_masked)] = embed((masked if is_masked else images)[k::2])
+        return sides[(k, is_masked)]
+
+    return {p.name: (side(0, p.masks_reference), side(1, p.masks_probe)) for p in table}
 
 
 def evaluate_bin(
@@ -124,7 +125,7 @@ def evaluate_arrays(
     device: Any = None,
     precision: str = "auto",
     folds: int = 10,
-    far_targets: Iterable[float] = (1e-2, 1e-3, 1e-4),
+    far_targets: Iterable[float] = FAR_GRID,
     exact: bool = False,
     channels_last: bool | None = None,
     embed: Callable[[np.ndarray], np.ndarray] | None = None,

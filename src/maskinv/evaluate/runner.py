@@ -22,10 +22,9 @@ from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOLS, parse_protocols
 
 from .model_specs import EvalModel, ModelSpec, load_eval_model, model_specs
 
-__all__ = ["evaluate_models", "metrics_of", "ModelSpec", "PAIR_FAR_TARGETS"]
+__all__ = ["evaluate_models", "metrics_of", "ModelSpec"]
 
 #: FAR targets of the pair protocols: 1e-2, 1e-3, the MFR2 paper's 1:2000, 1e-4.
-PAIR_FAR_TARGETS = (1e-2, 1e-3, 5e-4, 1e-4)
 
 
 def _photo_mode(model: EvalModel, bench: Any) -> bool:
@@ -43,7 +42,10 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
     folder's detector for the face box and the folder's drop decisions, so it is scored on the same
     pairs; synthetic masks exist only on aligned crops, so it gets no mu/mm there."""
     from .metrics import verification_metrics
-    from .probe_ref import PROBE_REF, PROBE_REF_FARS, probe_ref_from_embeddings, report_metrics
+    from maskinv.masks.protocols import PROBE_REF
+
+    from .metrics import FAR_GRID
+    from .probe_ref import probe_ref_from_embeddings, report_metrics
     from .protocols import evaluate_arrays, pair_scores
 
     embed = model.embedder(flip=opts["flip"], batch_size=opts["batch_size"], device=opts["device"],
@@ -64,7 +66,7 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
             if "uu" in protos:
                 keep = fb.pair_keep
                 scores = pair_scores(emb[fb.pairs.first[keep]], emb[fb.pairs.second[keep]])
-                m = verification_metrics(scores, bench.issame, folds=opts["folds"], far_targets=PAIR_FAR_TARGETS,
+                m = verification_metrics(scores, bench.issame, folds=opts["folds"], far_targets=FAR_GRID,
                                          exact=opts["exact"])
                 out["uu"] = {**m, "scores": scores, "genuine": bench.issame.copy()}
             for p in protos:
@@ -74,7 +76,7 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
     else:
         if bench.has_pairs:
             out.update(evaluate_arrays(model.module, bench.images, bench.issame, masked, protos, embed=embed,
-                                       folds=opts["folds"], exact=opts["exact"], far_targets=PAIR_FAR_TARGETS))
+                                       folds=opts["folds"], exact=opts["exact"], far_targets=FAR_GRID))
         if bench.probe is not None:
             used = np.flatnonzero(fb.valid)
             e = embed(fb.images[used])
@@ -85,9 +87,8 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
             m["num_pairs_dropped"] = int(fb.info.get("num_pairs_dropped", 0))
             m["num_images_dropped"] = int(fb.info.get("num_images_dropped", 0))
     if bench.probe is not None:
-        fars = tuple(sorted(set(PROBE_REF_FARS) | set(PAIR_FAR_TARGETS), reverse=True))
         out[PROBE_REF] = report_metrics(probe_ref_from_embeddings(
-            emb, fb.identities, bench.probe, fb.valid, folds=opts["folds"], exact=opts["exact"], far_targets=fars,
+            emb, fb.identities, bench.probe, fb.valid, folds=opts["folds"], exact=opts["exact"], far_targets=FAR_GRID,
             min_false_matches=bench.min_false_matches))
     return out, skipped
 

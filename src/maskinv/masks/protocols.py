@@ -3,28 +3,63 @@
 * ``uu`` (U-U) — no image of a pair masked.
 * ``mu`` (M-U) — exactly one image of every pair masked: the second (the probe).
 * ``mm`` (M-M) — both images masked, each with its own mask.
+* ``probe_ref`` — a folder with a probe list: every (really masked) probe against every reference.
+
+:data:`PROTOCOL_TABLE` says which side each protocol masks; everything else reads it.
 
 This sits in :mod:`maskinv.masks` (the lowest layer that masks pairs) so that masking,
 evaluation, thresholds, the CLI and the study all spell the protocols the same way.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 from maskinv.errors import ConfigError
 
-#: Protocol names in canonical (table) order.
-PROTOCOLS: tuple[str, ...] = ("uu", "mu", "mm")
-#: Protocols that mask at least one image of a pair.
-MASKED_PROTOCOLS: tuple[str, ...] = ("mu", "mm")
+
+@dataclass(frozen=True)
+class Protocol:
+    """One verification protocol: what it masks and how it is scored.
+
+    ``masks_reference`` / ``masks_probe``: a synthetic mask is drawn on the first / second image of
+    every pair. ``pair_list``: scored on a pair list (``.bin``, ``pairs.txt``); otherwise every
+    probe of a probe list is compared with every reference image (``probe_ref``: the probes carry
+    real masks, nothing synthetic is drawn).
+    """
+
+    name: str
+    title: str
+    description: str
+    masks_reference: bool
+    masks_probe: bool
+    pair_list: bool = True
+
+    @property
+    def masked(self) -> bool:
+        return self.masks_reference or self.masks_probe
+
+
+#: Every protocol, in canonical (table) order. Evaluation, calibration, config validation, the CLI
+#: and the study tables read it; nothing else spells the names out.
+PROTOCOL_TABLE: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("uu", "U-U", "no image masked", False, False),
+    Protocol("mu", "M-U", "the second image of every pair masked", False, True),
+    Protocol("mm", "M-M", "both masked (independent masks)", True, True),
+    Protocol("probe_ref", "probe_ref",
+             "every probe-list image (real masks) against every reference image (the folder's other images): "
+             "probes x references", False, False, pair_list=False),
+)}
+#: The probe/reference protocol of folder benchmarks with a probe list.
+PROBE_REF = "probe_ref"
+#: Pair-list protocols in canonical order (what ``--protocols`` accepts).
+PROTOCOLS: tuple[str, ...] = tuple(n for n, p in PROTOCOL_TABLE.items() if p.pair_list)
+#: Pair-list protocols that mask at least one image of a pair.
+MASKED_PROTOCOLS: tuple[str, ...] = tuple(n for n in PROTOCOLS if PROTOCOL_TABLE[n].masked)
 #: Display titles (paper notation).
-TITLES: dict[str, str] = {"uu": "U-U", "mu": "M-U", "mm": "M-M"}
+TITLES: dict[str, str] = {n: p.title for n, p in PROTOCOL_TABLE.items()}
 #: One-line meaning of each protocol (reports, help texts).
-DESCRIPTIONS: dict[str, str] = {
-    "uu": "no image masked",
-    "mu": "the second image of every pair masked",
-    "mm": "both masked (independent masks)",
-}
+DESCRIPTIONS: dict[str, str] = {n: p.description for n, p in PROTOCOL_TABLE.items()}
 #: The protocol of the gate use case (masked probe vs unmasked reference): default of thresholds.
 DEFAULT_PROTOCOL = "mu"
 
@@ -34,9 +69,9 @@ def title(protocol: str) -> str:
     return TITLES.get(protocol, protocol)
 
 
-def legend() -> str:
+def legend(protocols: Iterable[str] = PROTOCOLS) -> str:
     """``"U-U: no image masked; M-U: ...; M-M: ..."`` for report footers."""
-    return "; ".join(f"{TITLES[p]}: {DESCRIPTIONS[p]}" for p in PROTOCOLS)
+    return "; ".join(f"{TITLES[p]}: {DESCRIPTIONS[p]}" for p in protocols)
 
 
 def check_protocol(protocol: str, what: str = "protocol") -> str:
@@ -59,17 +94,17 @@ def parse_protocols(protocols: str | Iterable[str]) -> tuple[str, ...]:
 def masked_indices(n_images: int, protocol: str) -> range:
     """Indices a protocol masks in a pair list of ``n_images`` (= 2 x pairs): image ``2j`` is
     the reference of pair ``j``, ``2j+1`` its probe."""
-    check_protocol(protocol)
-    if protocol == "uu":
-        return range(0)
-    return range(1, n_images, 2) if protocol == "mu" else range(n_images)
+    p = PROTOCOL_TABLE[check_protocol(protocol)]
+    if p.masks_reference and p.masks_probe:
+        return range(n_images)
+    return range(0 if p.masks_reference else 1, n_images, 2) if p.masked else range(0)
 
 
 def pair_sides(images, masked, protocol: str):
     """``(references, probes)`` of every pair under ``protocol``: image ``2j`` and ``2j+1`` taken from
     ``images`` (clean) or ``masked`` (all images masked as ``mm`` masks them; ``mu`` reads only
     the odd ones, ``uu`` none, so ``masked`` may then be ``None``)."""
-    check_protocol(protocol)
-    first = masked[0::2] if protocol == "mm" else images[0::2]
-    second = images[1::2] if protocol == "uu" else masked[1::2]
+    p = PROTOCOL_TABLE[check_protocol(protocol)]
+    first = masked[0::2] if p.masks_reference else images[0::2]
+    second = masked[1::2] if p.masks_probe else images[1::2]
     return first, second

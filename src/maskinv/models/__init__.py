@@ -7,6 +7,8 @@
 - foreign checkpoints: MagFace/ElasticFace layouts (:func:`detect_layout`), input conventions
   (:mod:`.input_convention`), ArcFace-style ONNX graphs (:mod:`.onnx_model`), dlib's ResNet
   descriptor (:mod:`.dlib_resnet`, ``maskinv.load_model("dlib")``).
+- :class:`Recognizer` — the one interface of every recogniser; :func:`register_recognizer` adds a
+  named one (:mod:`.recognizer`).
 """
 from __future__ import annotations
 
@@ -23,10 +25,16 @@ from .checkpoint import (
 )
 from .iresnet import IResNet
 from .mobilefacenet import MobileFaceNet
-from .registry import canonical_name, get_model, list_models
+from .recognizer import RECOGNIZERS, Recognizer, is_named_model, register_recognizer
+from .registry import BACKBONES, canonical_name, get_model, list_models
 
 __all__ = [
+    "BACKBONES",
     "LAYOUTS",
+    "RECOGNIZERS",
+    "Recognizer",
+    "is_named_model",
+    "register_recognizer",
     "detect_layout",
     "IResNet",
     "MobileFaceNet",

@@ -9,7 +9,7 @@ them: whichever detector found the face (``detector=``, default: the package's d
 only its box is used and dlib's 5-point predictor runs inside it. With dlib's HOG detector
 the result equals dlib's own full pipeline.
 
-It therefore embeds from photos: ``needs_photo = True`` and :meth:`DlibRecognizer.embed_images`
+It therefore embeds from photos: ``needs_photo = True`` and :meth:`DlibRecognizer.embed_photos`
 is what :func:`maskinv.embed` / ``verify`` / gallery commands call. Already aligned crops
 (``aligned=True``, a ``.bin`` benchmark's 112 px ArcFace crops): the box is the whole crop and
 the 5-point predictor runs inside it; that is *not* dlib's intended alignment (dlib's chips are
@@ -50,7 +50,7 @@ def _models_dir() -> Path:
 
 
 class DlibRecognizer:
-    """dlib ResNet descriptor with the interface :mod:`maskinv.api` uses for models.
+    """dlib ResNet descriptor as a :class:`~maskinv.models.recognizer.Recognizer` (registered as ``"dlib"``).
 
     ``detector``: default detector (name or :class:`maskinv.align.FaceDetector`) for photos;
     ``num_jitters``: dlib's test-time jittering (0 = one pass, dlib's default).
@@ -58,6 +58,10 @@ class DlibRecognizer:
 
     backend = "dlib"
     needs_photo = True
+    supports_flip = False     # dlib's descriptor has no flip test
+    max_batch = None
+    module = None             # not a torch module: a teacher only through the cache pre-pass
+    input_convention = {"channel_order": "RGB", "normalization": "dlib's own (uint8 RGB photo in)"}
     arch = "dlib_resnet_v1"
     embedding_size = 128
     input_size = 150          # dlib's chip side (informational: crops of any size are accepted)
@@ -135,8 +139,8 @@ class DlibRecognizer:
         arr = np.stack(out) if out else np.zeros((0, self.embedding_size))
         return arr, faces
 
-    # ------------------------------------------------------------------ api interface
-    def embed_images(self, images, *, aligned: bool = False, detector: Any = None
+    # ------------------------------------------------------------------ Recognizer interface
+    def embed_photos(self, images, *, aligned: bool = False, detector: Any = None
                      ) -> tuple[np.ndarray, list[dict | None], dict[str, float]]:
         """``(embeddings (N, 128) float32 L2-normalised, faces, timings ms)`` — what
         :func:`maskinv.api.embed_faces` returns for this model."""
@@ -144,6 +148,8 @@ class DlibRecognizer:
         d, faces = self.descriptors(images, aligned=aligned, detector=detector)
         emb = _l2n(d)
         return emb, faces, {"detect_align_embed_ms": (time.perf_counter() - t0) * 1e3}
+
+    embed_images = embed_photos  # the name before the Recognizer interface
 
     def embed_aligned(self, crops: np.ndarray, *, flip: bool = False, batch_size: int = 64) -> np.ndarray:
         """Embeddings of face crops (N, H, W, 3) with box = the whole crop (see module doc);

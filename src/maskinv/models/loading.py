@@ -1,7 +1,8 @@
 """Model files to model objects: :func:`load_model` and :class:`FaceModel`.
 
 The one place a path or name (our export + sidecar, an InsightFace/MagFace ``.pth``, an ONNX
-graph, ``"dlib"``, an in-memory ``nn.Module``) becomes a loaded embedding model. It sits in
+graph, a registered name such as ``"dlib"`` (:data:`maskinv.models.recognizer.RECOGNIZERS`), an
+in-memory ``nn.Module``) becomes a loaded :class:`~maskinv.models.recognizer.Recognizer`. It sits in
 ``models`` so evaluation (:mod:`maskinv.evaluate.model_specs`) and the facade
 (:mod:`maskinv.api`, which re-exports both names) share it without an upward import.
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..constants import INPUT_SIZE
 from ..errors import CheckpointError, ConfigError, DataFormatError
+from .recognizer import RECOGNIZERS, is_named_model, is_recognizer, named_recognizer
 
 __all__ = ["FaceModel", "load_model", "is_model", "thresholds_path"]
 
@@ -29,11 +31,15 @@ def thresholds_path(model_path: str | Path) -> Path:
 
 @dataclass
 class FaceModel:
-    """A loaded embedding network plus what is needed to use it correctly.
+    """A loaded embedding network plus what is needed to use it correctly: the
+    :class:`~maskinv.models.recognizer.Recognizer` of torch modules and ONNX graphs.
 
     ``fingerprint`` identifies the weights (SHA-256 of the weights file; an ONNX export
     carries its source's fingerprint) and binds thresholds and galleries to this model.
     """
+
+    needs_photo = False     # embeds aligned crops (the facade detects and aligns first)
+    supports_flip = True
 
     backend: str                       # "torch" | "onnx"
     path: Path | None
@@ -50,6 +56,49 @@ class FaceModel:
     @property
     def thresholds_file(self) -> Path | None:
         return thresholds_path(self.path) if self.path else None
+
+    @property
+    def max_batch(self) -> int | None:
+        """The fixed batch of an ONNX graph that has one (crops then go through that many at a time)."""
+        return getattr(self.session, "max_batch", None) if self.backend == "onnx" else None
+
+    @property
+    def input_convention(self) -> dict[str, Any]:
+        """The weights' own pixel convention (the standard tensor is converted to it before the
+        network: by the ONNX embedder, or inside the torch module)."""
+        if self.backend == "onnx":
+            return dict(self.session.convention)
+        from .input_convention import STANDARD
+
+        conv = getattr(self.module, "input_convention", None)
+        return dict(conv) if isinstance(conv, dict) else dict(STANDARD)
+
+    def embed_photos(self, images, *, aligned: bool = False, detector: Any = None
+                     ) -> tuple[np.ndarray, list[dict | None], dict[str, float]]:
+        """``(templates, faces, timings ms)`` of photos: the largest face of each is detected and
+        aligned to this model's input size (``aligned``: the images are crops already); an image
+        without a face raises :class:`~maskinv.errors.NoFaceError` naming it."""
+        import time
+
+        from ..align import align_faces, describe_source, read_image
+        from .embedding import resize_images
+
+        t0 = time.perf_counter()
+        crops, faces = [], []
+        for i, src in enumerate(images):
+            name = describe_source(src, i)
+            img = read_image(src, name=name)
+            if aligned:
+                crops.append(img if img.shape[:2] == (self.input_size,) * 2 else resize_images(img[None], self.input_size)[0])
+                faces.append(None)
+            else:
+                got = align_faces(img, detector, size=self.input_size, max_faces=1, name=name)
+                crops.append(got[0].crop)
+                faces.append(got[0].face.to_dict())
+        t1 = time.perf_counter()
+        s = self.input_size
+        emb = self.embed_aligned(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8))
+        return emb, faces, {"detect_align_ms": (t1 - t0) * 1e3, "embed_ms": (time.perf_counter() - t1) * 1e3}
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Raw embeddings (N, D) float32 of aligned uint8 RGB crops (N, S, S, 3): no flip test,
@@ -141,8 +190,17 @@ def _load_onnx(path: Path, **convention: Any) -> FaceModel:
 
 
 def is_model(obj) -> bool:
-    """A FaceModel, or a recogniser with the same interface (e.g. the dlib one)."""
-    return isinstance(obj, FaceModel) or (hasattr(obj, "embed_aligned") and hasattr(obj, "fingerprint"))
+    """A loaded :class:`~maskinv.models.recognizer.Recognizer` (a FaceModel, dlib, a plug-in)."""
+    return isinstance(obj, FaceModel) or is_recognizer(obj)
+
+
+def load_named(name: str, **kwargs: Any):
+    """A registered recogniser by name (``"dlib"``, ``"sface"``, a plug-in's), with its options."""
+    entry = named_recognizer(name)
+    bad = sorted(set(kwargs) - set(entry.options))
+    if bad:
+        raise ConfigError(f"load_model({name!r}): unknown option(s) {bad} (accepted: {', '.join(entry.options) or 'none'})")
+    return entry.load(**kwargs)
 
 
 def load_model(path, arch: str | None = None, *, backend: str | None = None, precision: str = "fp32",
@@ -152,8 +210,9 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
     ``path``: our export (``backbone.pt`` + ``backbone.json`` sidecar), an InsightFace /
     ElasticFace / MaskInv ``*backbone.pth`` (pass ``arch``, e.g. ``"r100"``, when it cannot be
     inferred), a MagFace checkpoint (``layout="magface"`` or auto-detected), an ``.onnx``
-    file (ours or an ArcFace-style zoo model), an in-memory ``nn.Module``, or ``"dlib"``
-    (dlib's ResNet descriptor; embeds from photos, see :mod:`maskinv.models.dlib_resnet`).
+    file (ours or an ArcFace-style zoo model), an in-memory ``nn.Module``, or the name of a
+    registered recogniser (``"dlib"``: dlib's ResNet descriptor, embeds from photos, see
+    :mod:`maskinv.models.dlib_resnet`; the names: ``maskinv.models.recognizer.RECOGNIZERS.names()``).
     ``input_mean``/``input_std``/``channel_order``: the weights' input convention when no
     sidecar or metadata tells it (pixels 0..255: ``(x - input_mean) / input_std``).
     ``backend``: ``"torch"`` or ``"onnx"`` (default: from the file suffix).
@@ -163,13 +222,10 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
         return path
     convention = {k: arch_kwargs.pop(k) for k in ("input_mean", "input_std", "channel_order")
                   if arch_kwargs.get(k) is not None}
-    if isinstance(path, str) and path == "dlib" and not Path(path).exists():
-        from .dlib_resnet import DlibRecognizer
-
-        try:
-            return DlibRecognizer(**arch_kwargs)
-        except TypeError as exc:
-            raise ConfigError(f"load_model('dlib'): {exc} (accepted: detector, num_jitters, models_dir)") from None
+    if is_named_model(path):
+        entry = named_recognizer(str(path))
+        runtime = {k: v for k, v in (("precision", precision), ("device", device)) if k in entry.options}
+        return load_named(str(path), **runtime, **arch_kwargs)
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if not isinstance(path, (str, os.PathLike)):
@@ -180,7 +236,7 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
         raise ConfigError(f"load_model: expected a path or an nn.Module, got {type(path).__name__}")
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"{p}: model file not found")
+        raise CheckpointError(f"{p}: model file not found{_name_hint(str(path))}")
     if backend is None:
         backend = "onnx" if p.suffix.lower() == ".onnx" else "torch"
     if backend == "onnx":
@@ -202,3 +258,9 @@ def load_model(path, arch: str | None = None, *, backend: str | None = None, pre
     meta = read_model_meta(p) or {}
     return _from_module(module, precision=precision, device=device, path=p,
                         fingerprint=model_fingerprint(p), meta=meta)
+
+
+def _name_hint(text: str) -> str:
+    """`` (did you mean 'dlib'?)`` when a missing file's name is close to a registered recogniser."""
+    close = None if (os.sep in text or Path(text).suffix) else RECOGNIZERS.suggest(text)
+    return f" (did you mean {close!r}?)" if close else ""

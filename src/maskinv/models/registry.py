@@ -1,4 +1,4 @@
-"""Backbone registry: ``get_model(name, **kw)`` and ``list_models()``."""
+"""Backbone registry: ``get_model(name, **kw)`` and ``list_models()`` (:data:`BACKBONES`)."""
 from __future__ import annotations
 
 import numbers
@@ -7,35 +7,28 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError
+from ..utils.registry import Registry
 from .iresnet import IRESNET_DEPTHS, IResNet
 from .mobilefacenet import MobileFaceNet
 from .sface import build_sface
 
-# name -> constructor(**arch_kwargs)
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    **{name: (lambda depths: (lambda **kw: IResNet(depths, **kw)))(d) for name, d in IRESNET_DEPTHS.items()},
-    "mbf": lambda **kw: MobileFaceNet((1, 4, 6, 2), 2, **kw),
-    "mbf_large": lambda **kw: MobileFaceNet((2, 8, 12, 4), 4, **kw),
-    # SFace's layout (random init here; maskinv.models.sface.load_sface gives the real weights)
-    "sface": build_sface,
-}
+#: name -> constructor(**arch_kwargs); aliases are the spellings other trainers use.
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
+for _name, _depths in IRESNET_DEPTHS.items():
+    BACKBONES.register(_name, (lambda depths: (lambda **kw: IResNet(depths, **kw)))(_depths),
+                       aliases=(f"iresnet{_name[1:]}",))
+BACKBONES.register("mbf", lambda **kw: MobileFaceNet((1, 4, 6, 2), 2, **kw), aliases=("mobilefacenet",))
+BACKBONES.register("mbf_large", lambda **kw: MobileFaceNet((2, 8, 12, 4), 4, **kw))
+# SFace's layout (random init here; maskinv.models.sface.load_sface gives the real weights)
+BACKBONES.register("sface", build_sface)
 # embedding size when the caller gives none (512 for the rest)
 _DEFAULT_EMBEDDING = {"sface": 128}
-# Spellings used by other trainers, mapped to the canonical name.
-_ALIASES = {
-    "iresnet18": "r18",
-    "iresnet34": "r34",
-    "iresnet50": "r50",
-    "iresnet100": "r100",
-    "iresnet200": "r200",
-    "mobilefacenet": "mbf",
-}
 
 
 def list_models() -> list[str]:
     """Canonical backbone names accepted by :func:`get_model`."""
-    return list(_BUILDERS)
+    return BACKBONES.names()
 
 
 def canonical_name(name: str) -> str:
@@ -43,11 +36,7 @@ def canonical_name(name: str) -> str:
 
     Raises :class:`UnknownNameError` listing the known names.
     """
-    key = str(name).strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in _BUILDERS:
-        raise UnknownNameError(f"unknown backbone {name!r}; known: {', '.join(list_models())}")
-    return key
+    return BACKBONES.canonical(name)
 
 
 def _check_kwargs(embedding_size: Any, width_mult: Any, input_size: Any, dropout: Any) -> dict:
@@ -99,7 +88,7 @@ def get_model(
     # Module constructors draw default inits from the global RNG: fork it so the caller's
     # global state is untouched, then re-initialise everything from our own generator.
     with torch.random.fork_rng(devices=[]):
-        model = _BUILDERS[canon](**kwargs)
+        model = BACKBONES.get(canon)(**kwargs)
     gen = torch.Generator()
     if seed is None:
         gen.seed()

@@ -22,6 +22,7 @@ import numpy as np
 
 from maskinv.errors import ConfigError
 from maskinv.evaluate.bootstrap import signed
+from maskinv.masks.protocols import PROTOCOLS, TITLES
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .pipeline import run_demo
@@ -30,7 +31,7 @@ from .settings import DemoSettings, changed_settings
 from .validate import check_settings
 
 _METRICS = (("accuracy_mean", "acc"), ("eer", "EER"), ("fmr100", "FMR100"))
-_PROTO = {"uu": "U-U", "mu": "M-U", "mm": "M-M"}
+_PROTO = {p: TITLES[p] for p in PROTOCOLS}
 
 
 def parse_seeds(text: str) -> list[int]:

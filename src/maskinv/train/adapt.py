@@ -199,14 +199,16 @@ def teacher_info(teacher: str, arch: str | None = None) -> dict[str, Any]:
     ``arch``: the architecture of a bare ``.pth`` that does not say (``teacher.name=r100``)."""
     from maskinv.models.loading import load_model
 
-    if not is_external_teacher(teacher) and not Path(teacher).is_file():
+    from maskinv.models.recognizer import is_named_model
+
+    if not is_named_model(teacher) and not Path(teacher).is_file():
         from maskinv.errors import CheckpointError
 
         raise CheckpointError(f"--teacher: {teacher}: model file not found")
     m = load_model(teacher, arch)
     ext = is_external_teacher(teacher)
     return {"external": ext, "embedding_size": int(m.embedding_size),
-            "input_size": 112 if teacher == "dlib" else int(m.input_size), "fingerprint": m.fingerprint}
+            "input_size": 112 if m.needs_photo else int(m.input_size), "fingerprint": m.fingerprint}
 
 
 def adapt_config(teacher: str, data_root: str | os.PathLike, *, overrides: list[str] | None = None,

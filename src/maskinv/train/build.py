@@ -126,10 +126,19 @@ def _teacher_copy(cfg: TrainConfig, image_size: int) -> nn.Module:
     from maskinv.models import load_backbone
     from maskinv.models.embedding import model_input_size
 
+    from maskinv.models.recognizer import is_named_model
+
     p = Path(cfg.teacher.path)
-    if not p.is_file():
+    if is_named_model(cfg.teacher.path):  # a named torch recogniser (e.g. sface): copy its module
+        import copy
+
+        from maskinv.models.loading import load_named
+
+        backbone = copy.deepcopy(load_named(cfg.teacher.path).module)
+    elif not p.is_file():
         raise CheckpointError(f"teacher.path: {p}: teacher checkpoint not found (model.init_from_teacher)")
-    backbone = load_backbone(p, cfg.teacher.name, **dict(cfg.teacher.kwargs))
+    else:
+        backbone = load_backbone(p, cfg.teacher.name, **dict(cfg.teacher.kwargs))
     size = model_input_size(backbone)
     if size is not None and int(size) != image_size:
         raise ConfigError(f"model.init_from_teacher: teacher {p} takes {size}x{size} crops but the training "

@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any, Union
 
 from maskinv.errors import ConfigError
+from maskinv.masks.protocols import PROTOCOLS
 
 from .config_schema import (DataConfig, HeadConfig, KDConfig, MaskConfig, ModelConfig, OptimConfig, Origin,
                             PartialFCConfig, PrecisionConfig, RuntimeConfig, ScheduleConfig, SynthSpec,
                             TeacherCacheConfig, TeacherConfig, TrainConfig, coerce, dataclass_from_dict, path_keys)
+
 from .config_label_free import check_label_free as _check_label_free, is_external_teacher
 
 __all__ = [
@@ -280,8 +282,8 @@ def validate_config(cfg: TrainConfig, *, origin: str | Origin | None = None) -> 
         bad("runtime.keep_last", "must be >= 1")
     if r.eval_every and not d.val_bins:
         bad("runtime.eval_every", "is set but data.val_bins is empty", "data.val_bins")
-    if any(p not in ("uu", "mu", "mm") for p in r.eval_protocols):
-        bad("runtime.eval_protocols", "entries must be uu, mu or mm")
+    if any(p not in PROTOCOLS for p in r.eval_protocols):
+        bad("runtime.eval_protocols", f"entries must be among {', '.join(PROTOCOLS)}")
     if r.device not in ("auto", "cpu", "cuda") and not r.device.startswith("cuda:"):
         bad("runtime.device", f"must be auto, cpu, cuda or cuda:N, got {r.device!r}")
     if r.threads is not None and r.threads < 1:

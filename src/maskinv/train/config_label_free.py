@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Callable, NoReturn
 
+from maskinv.models.recognizer import runs_in_prepass_only
+
 from .config_schema import TrainConfig
 
 
 def is_external_teacher(path: str | None) -> bool:
-    """A teacher that cannot run inside the step: an ONNX model or ``dlib`` (templates cached once)."""
-    return bool(path) and (str(path) == "dlib" or str(path).lower().endswith(".onnx"))
+    """A teacher that cannot run inside the step: an ONNX model or a named recogniser without a torch
+    module (dlib): its templates are cached once by the pre-pass."""
+    return runs_in_prepass_only(path)
 
 
 def check_label_free(cfg: TrainConfig, bad: Callable[..., NoReturn]) -> None:

@@ -103,7 +103,7 @@ class PhotoTeacher(_External):
                     return [Face(box=np.array([x0, y0, x1, y1], np.float32), landmarks=np.zeros((5, 2), np.float32),
                                  score=1.0)]
 
-            emb, _, _ = self.face_model.embed_images([img], detector=_Box())
+            emb, _, _ = self.face_model.embed_photos([img], detector=_Box())
             out.append(emb[0])
         return torch.from_numpy(np.stack(out).astype(np.float32))
 
@@ -124,24 +124,32 @@ def read_sources(data_root: str | os.PathLike | None, teacher: str) -> list[dict
 
 
 def load_external_teacher(path: str, *, data_root: str | os.PathLike | None = None) -> _External:
-    """``teacher.path`` of an ONNX model or ``dlib`` -> frozen teacher module."""
+    """``teacher.path`` of an ONNX model or a named recogniser without a torch module (``dlib``)
+    -> frozen teacher module (photo recognisers embed each record's original photo)."""
     from maskinv.models.loading import load_model
+    from maskinv.models.recognizer import is_named_model
 
-    if str(path) == "dlib" and not Path(path).exists():
-        return PhotoTeacher(load_model("dlib"), "dlib", data_root)
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"teacher.path: {p}: teacher model not found")
-    return OnnxTeacher(load_model(p), str(p))
+    if not is_named_model(path) and not Path(path).is_file():
+        raise CheckpointError(f"teacher.path: {path}: teacher model not found")
+    rec = load_model(path)
+    if rec.needs_photo:
+        return PhotoTeacher(rec, str(path), data_root)
+    return OnnxTeacher(rec, str(path))
 
 
 def teacher_file_fingerprint(path: str) -> str:
     """The fingerprint a teacher is known by (:attr:`maskinv.api.FaceModel.fingerprint`: sha256 of
     its weights file; an ONNX export: its source's; dlib: its two model files)."""
+    from maskinv.models.recognizer import is_named_model
+
     from .config_label_free import is_external_teacher
 
     if is_external_teacher(path):
         return load_external_teacher(path).fingerprint
+    if is_named_model(path):
+        from maskinv.models.loading import load_model
+
+        return load_model(path).fingerprint
     from maskinv.models import model_fingerprint
 
     return model_fingerprint(path)

@@ -1,0 +1,245 @@
+"""The one-interface contracts: the registry helper, the Recognizer protocol and its registry (a toy
+recogniser and a toy detector reach the CLI by one registration each), the protocol table, FAR_GRID."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from maskinv.cli import main
+from maskinv.errors import CheckpointError, ConfigError, UnknownNameError
+from maskinv.utils.registry import Registry
+
+
+# ----------------------------------------------------------------------------- registry helper
+def test_registry_names_aliases_suggestions_and_duplicates():
+    r: Registry[int] = Registry("widget")
+    r.register("alpha", 1, aliases=("a1",))
+
+    @r.register("beta")
+    def beta():  # decorator form returns the object
+        return 2
+
+    assert r.names() == ["alpha", "beta"] and "A1" in r and r.get("a1") == 1 and r.get(" Beta ") is beta
+    with pytest.raises(UnknownNameError, match=r"unknown widget 'alpah' \(did you mean 'alpha'\?\); known: alpha, beta"):
+        r.get("alpah")
+    with pytest.raises(UnknownNameError, match="known: alpha, beta") as exc:
+        r.get("zzz")
+    assert "did you mean" not in str(exc.value)
+    with pytest.raises(ConfigError, match="already registered"):
+        r.register("ALPHA", 3)
+    r.register("alpha", 3, replace=True)
+    assert r.get("alpha") == 3 and r.suggest("bta") == "beta"
+    r.move_to_front("beta")
+    assert r.names() == ["beta", "alpha"]
+    r.unregister("beta")
+    assert r.names() == ["alpha"]
+
+
+def test_registry_entry_points_register_once_and_broken_plugins_are_named(monkeypatch):
+    import importlib.metadata as md
+
+    calls = []
+
+    class EP:
+        def __init__(self, name, fn):
+            self.name, self.value, self._fn = name, f"pkg:{name}", fn
+
+        def load(self):
+            return self._fn
+
+    def good(reg):
+        calls.append(1)
+        reg.register("plugged", 42)
+
+    monkeypatch.setattr(md, "entry_points", lambda group: [EP("good", good)] if group == "g.ok" else
+                        [EP("bad", lambda reg: 1 / 0)])
+    r = Registry("thing", entry_points="g.ok")
+    assert r.get("plugged") == 42 and r.names() == ["plugged"] and calls == [1]
+    bad = Registry("thing", entry_points="g.bad")
+    with pytest.raises(ConfigError, match="thing plug-in 'bad' .* failed to register: division by zero"):
+        bad.names()
+
+
+# ----------------------------------------------------------------------------- recogniser registry
+class ToyRecognizer:
+    """A complete Recognizer in a dozen lines: templates = normalised mean colour of 4 quadrants."""
+
+    backend = "toy"
+    fingerprint = "toy:1"
+    embedding_size = 12
+    input_size = 32
+    input_convention = {"channel_order": "RGB", "normalization": "none"}
+    needs_photo = False
+    supports_flip = False
+    max_batch = None
+    module = None
+    path = None
+    thresholds_file = None
+    meta: dict = {}
+
+    def embed_aligned(self, crops, *, flip=True, batch_size=64):
+        from maskinv.models.embedding import l2_normalize
+
+        c = np.asarray(crops, np.float64)
+        h = c.shape[1] // 2
+        q = [c[:, :h, :h], c[:, :h, h:], c[:, h:, :h], c[:, h:, h:]]
+        return l2_normalize(np.concatenate([x.mean(axis=(1, 2)) for x in q], axis=1) + 1.0)
+
+    def embed_photos(self, images, *, aligned=False, detector=None):
+        from maskinv.models.loading import FaceModel
+
+        return FaceModel.embed_photos(self, images, aligned=aligned, detector=detector)  # the shared photo path
+
+
+@pytest.fixture
+def toy_recognizer():
+    from maskinv.models.recognizer import RECOGNIZERS, register_recognizer
+
+    register_recognizer("toy", lambda **kw: ToyRecognizer(), trainable=False, summary="a test recogniser")
+    yield
+    RECOGNIZERS.unregister("toy")
+
+
+@pytest.fixture
+def crops(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"c{i}.png"
+        cv2.imwrite(str(p), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        paths.append(str(p))
+    return paths
+
+
+def test_loaded_models_satisfy_the_protocol():
+    from maskinv.models import get_model
+    from maskinv.models.loading import load_model
+    from maskinv.models.recognizer import Recognizer
+
+    m = load_model(get_model("r18", width_mult=0.125, embedding_size=16, input_size=32, seed=0))
+    assert isinstance(m, Recognizer) and isinstance(ToyRecognizer(), Recognizer)
+    assert m.needs_photo is False and m.supports_flip and m.max_batch is None and m.module is not None
+    assert m.input_convention["channel_order"] == "RGB"
+
+
+def test_toy_recogniser_reaches_api_and_cli(toy_recognizer, crops, tmp_path, capsys):
+    import maskinv
+    from maskinv.models.recognizer import is_named_model, is_trainable
+
+    assert is_named_model("toy") and not is_trainable("toy")
+    m = maskinv.load_model("toy")
+    emb = maskinv.embed(crops, "toy", aligned=True)
+    np.testing.assert_allclose(emb, m.embed_aligned(np.stack([__import__("cv2").imread(c)[:, :, ::-1] for c in crops])),
+                               atol=1e-6)
+    out = tmp_path / "e.npy"
+    assert main(["embed", *crops, "--model", "toy", "--aligned", "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out), emb, atol=1e-6)
+    capsys.readouterr()
+    assert main(["embed", "--help"]) == 0  # the --model help text is built from the registry
+    assert "toy: a test recogniser" in " ".join(capsys.readouterr().out.split())
+
+
+def test_misspelt_model_name_gets_a_suggestion(tmp_path, capsys, monkeypatch):
+    from maskinv.models.loading import load_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"dilb: model file not found \(did you mean 'dlib'\?\)"):
+        load_model("dilb")
+    (tmp_path / "x.png").write_bytes(b"")
+    assert main(["embed", "x.png", "--model", "dilb", "--out", "e.npy"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean the model 'dlib'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_named_trainable_recogniser_is_a_torch_teacher(tmp_path):
+    """A named recogniser with a module (what SFace is) runs inside the step as a FrozenTeacher and
+    can be copied as a student; one without (dlib) runs only in the cache pre-pass."""
+    from maskinv.distill import FrozenTeacher, load_teacher
+    from maskinv.models import get_model
+    from maskinv.models.loading import load_model
+    from maskinv.models.recognizer import RECOGNIZERS, register_recognizer, runs_in_prepass_only
+
+    net = get_model("r18", width_mult=0.125, embedding_size=16, input_size=32, seed=2)
+    register_recognizer("toynet", lambda: load_model(net), trainable=True, summary="test")
+    try:
+        assert not runs_in_prepass_only("toynet") and runs_in_prepass_only("dlib") and runs_in_prepass_only("m.onnx")
+        t = load_teacher("toynet")
+        assert isinstance(t, FrozenTeacher) and "toynet" in t.maskinv_source
+        assert not any(p.requires_grad for p in t.parameters())
+    finally:
+        RECOGNIZERS.unregister("toynet")
+
+
+# ----------------------------------------------------------------------------- detectors from the registry
+def test_registered_detector_reaches_the_cli(crops, tmp_path, capsys):
+    from maskinv.align import Face, FaceDetector, register_detector
+    from maskinv.align.backends import DETECTORS
+    from maskinv.constants import ARCFACE_TEMPLATE_112
+
+    seen = []
+
+    class Toy(FaceDetector):
+        name = "toydet"
+
+        def detect(self, image):
+            seen.append(image.shape)
+            h, w = image.shape[:2]
+            pts = np.asarray(ARCFACE_TEMPLATE_112, np.float32) * (w / 112.0)
+            return [Face(box=np.array([0, 0, w - 1, h - 1], np.float32), landmarks=pts, score=0.99)]
+
+    register_detector("toydet", lambda **kw: Toy())
+    try:
+        from maskinv.models import export_backbone, get_model
+
+        mp = tmp_path / "m.pt"
+        export_backbone(get_model("r18", width_mult=0.125, embedding_size=16, input_size=32, seed=1), mp)
+        out = tmp_path / "e.npy"
+        assert main(["embed", *crops, "--model", str(mp), "--detector", "toydet", "--out", str(out)]) == 0
+        assert len(seen) == 3 and np.load(out).shape == (3, 16)
+        capsys.readouterr()
+        for cmd in (["embed"], ["eval"], ["adapt"], ["data", "bin"]):
+            assert main([*cmd, "--help"]) == 0
+            assert "toydet" in capsys.readouterr().out, cmd
+    finally:
+        DETECTORS.unregister("toydet")
+
+
+def test_cli_choices_and_help_come_from_the_registries(capsys):
+    from maskinv.models.registry import list_models
+
+    assert main(["verify", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in list_models()) and "mbf_large" in text  # was missing from --arch help
+    assert "mtcnn, dlib" in text
+
+
+# ----------------------------------------------------------------------------- protocols and FAR grid
+def test_protocol_table_drives_masked_sides():
+    from maskinv.masks.protocols import (MASKED_PROTOCOLS, PROBE_REF, PROTOCOL_TABLE, PROTOCOLS, masked_indices,
+                                         pair_sides)
+
+    assert PROTOCOLS == ("uu", "mu", "mm") and MASKED_PROTOCOLS == ("mu", "mm") and PROBE_REF in PROTOCOL_TABLE
+    assert not PROTOCOL_TABLE[PROBE_REF].pair_list
+    images, masked = np.arange(8), np.arange(8) + 100
+    for name in PROTOCOLS:
+        p = PROTOCOL_TABLE[name]
+        idx = set(masked_indices(8, name))
+        assert idx == {i for i in range(8) if (i % 2 == 0 and p.masks_reference) or (i % 2 == 1 and p.masks_probe)}
+        first, second = pair_sides(images, masked, name)
+        assert all((v >= 100) == p.masks_reference for v in first) and all((v >= 100) == p.masks_probe for v in second)
+
+
+def test_far_grid_is_reported_everywhere():
+    from maskinv.evaluate.metrics import FAR_GRID, verification_metrics
+    from maskinv.evaluate.probe_ref import probe_ref_metrics
+
+    rng = np.random.default_rng(0)
+    g = np.r_[np.ones(200, bool), np.zeros(2000, bool)]
+    s = rng.normal(size=g.size) + 2 * g
+    assert set(FAR_GRID) <= set(verification_metrics(s[:400], g[:400].copy() | (np.arange(400) % 2 == 0))["tar_at_far"])
+    assert set(FAR_GRID) <= set(probe_ref_metrics(s, g)["tar_at_far"])
+    assert json.dumps(sorted(FAR_GRID)) == json.dumps([1e-4, 5e-4, 1e-3, 1e-2])
