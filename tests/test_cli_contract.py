@@ -76,6 +76,8 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
         ("mask",): ({"input": _p(r, "crop0.png"), "output": [str(new / "m.png")]}, []),
         ("mask-bin",): ({"input": _p(r, "tiny.bin"), "output": [str(new / "mu.bin")]},
                         ["--protocol", "mu", "--seed", "0"]),
+        ("mask-realism",): ({}, [*model, "--bench", str(r / "lfw"), "--probe-list", str(r / "notes.txt"),
+                                 "--out", str(new / "realism"), "--bootstrap", "10"]),
         ("train",): ({"config": _p(r, "cfg.yaml"), "overrides": []}, ["--out", str(new / "run")]),
         ("eval",): ({}, [*model, "--bench", str(r / "tiny.bin"), "--out", str(new / "eval"), "--no-plots"]),
         ("metrics",): ({"scores": _p(r, "scores.csv")}, []),
@@ -94,9 +96,14 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
                              [*model, "--aligned", "--strict"]),
         ("gallery", "search"): ({"db": _p(r, "g.db"), "images": _p(r, "crop1.png")},
                                 [*model, "--aligned", "--strict"]),
+        ("gallery", "evaluate"): ({"db": _p(r, "g.db"), "folder": _p(r, "faces")},
+                                  [*model, "--aligned", "--strict"]),
         ("gallery", "list"): ({"db": _p(r, "g.db")}, []),
         ("gallery", "remove"): ({"db": _p(r, "g.db"), "name": ["someone"]}, []),
         ("export", "onnx"): ({"model": _p(r, "model.pt"), "out": [str(new / "m.onnx")]}, []),
+        ("serve",): ({}, ["--gallery", str(new / "staff.db"), *model, "--keys", str(r / "keys.json"),
+                          "--thresholds", str(r / "serve.thresholds.json"), "--port", "8765"]),
+        ("serve-key",): ({"keys": [str(new / "keys.json")], "name": ["door"]}, ["--scopes", "verify"]),
     }
     return table[cmd]
 

@@ -26,6 +26,9 @@ def test_demo_writes_report_files(demo_run):
     assert list((out / "eval").glob("*roc_det.png")) and list((out / "eval").glob("*hist.png"))
     report = (out / "report.md").read_text()
     assert "MaskInv-LG" in report and "M-U acc" in report
+    # issue 25: the quick demo says its numbers mean nothing, and shows one config plus what the others change
+    assert "the numbers below mean nothing" in report
+    assert report.count("```json") == 1 and "(against " in report
 
 
 def test_results_json_layout(demo_run):

@@ -106,3 +106,17 @@ def test_l2_normalize_one_normaliser():
     for bad, msg in (([[0.0, 0.0]], "all zeros"), ([[np.nan, 1.0]], "NaN"), (np.zeros((1, 2, 2)), "shape")):
         with pytest.raises(DataFormatError, match=f"templates of x: .*{msg}"):
             l2_normalize(bad, what="templates of x")
+
+
+@pytest.mark.parametrize("scale", [1e30, 0.0, float("nan")])
+def test_overflowing_zero_or_nan_outputs_are_refused_not_written_as_zero_vectors(scale):
+    """An output of ~1e30 overflows the squared norm: normalize() used to return all-zero rows,
+    which `embed` wrote and `eval` scored (98 % "accuracy" of a dead model)."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    with torch.no_grad():
+        net[1].weight.fill_(1.0)
+        net[1].bias.fill_(0.0)
+        net[1].weight.mul_(scale)
+    imgs = np.full((2, 8, 8, 3), 200, np.uint8)
+    with pytest.raises(DataFormatError, match="all-zero embeddings|NaN/infinite"):
+        embed_images(net, imgs, flip=False, precision="fp32")

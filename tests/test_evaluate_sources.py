@@ -163,10 +163,14 @@ def test_dlib_sees_the_photos_our_model_the_crops(photo_folder, tiny, tmp_path, 
     doc = evaluate_models(["dlib", tiny / "teacher" / "backbone.pt"], [spec], "uu,mu", folds=2, precision="fp32")
     assert doc["benchmarks"]["People"]["num_images_dropped"] == 0
     assert doc["models"]["dlib"]["backend"] == "dlib" and doc["models"]["dlib"]["flip_test"] is False
-    # same pairs for both models; dlib gets no synthetic-mask protocol on photos (said so)
+    # same pairs for both models; dlib gets mu with masks drawn on the full photos (issue 21)
     uu_d, uu_t = metrics_of(doc, "dlib", "People", "uu"), metrics_of(doc, "teacher", "People", "uu")
     np.testing.assert_array_equal(uu_d["genuine"], uu_t["genuine"])
-    assert [(e["model"], e["protocol"]) for e in doc["not_scored"]] == [("dlib", "mu")]
+    assert doc["not_scored"] == []
+    mu_d = metrics_of(doc, "dlib", "People", "mu")
+    np.testing.assert_array_equal(mu_d["genuine"], uu_d["genuine"])
+    assert mu_d["masks_on"].startswith("full photos")
+    assert mu_d["scores"][:4].mean() < uu_d["scores"][:4].mean()       # masks cost dlib similarity
     assert "mu" in {e["protocol"] for e in doc["results"] if e["model"] == "teacher"}
     # dlib embedded the original photos with its own alignment: its scores are those of maskinv.embed on the files
     rec = maskinv.load_model("dlib")

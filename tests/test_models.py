@@ -321,3 +321,14 @@ def test_iresnet_needs_four_stages():
 
     with pytest.raises(ConfigError, match=r"4 stage depths \(layers\), got \[2, 2, 2\]"):
         IResNet([2, 2, 2])
+
+
+@pytest.mark.parametrize("name", ["r50", "r100"])
+def test_untrained_iresnet_in_eval_mode_gives_finite_moderate_outputs(name):
+    """Fresh BN statistics (variance 1) against N(0, 0.1) convolutions made an untrained r50 output
+    ~2e26 in eval mode (r100: NaN); the running variances now match the initialisation."""
+    m = get_model(name, embedding_size=64, seed=0).eval()
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0)).clamp(-1, 1))
+    assert torch.isfinite(y).all() and 1e-3 < float(y.abs().max()) < 1e3
+    assert not torch.allclose(y[0], y[1])

@@ -15,6 +15,7 @@ the original photos (dlib).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,8 @@ class FolderBenchSpec:
     name or detector object (default: the package's). ``probe_list``: file of probe images:
     adds protocol ``probe_ref`` (every probe against every other image). ``cache_dir``: aligned
     crop cache (None: none). ``label``: default the folder name. ``min_false_matches``: the
-    probe_ref operating-point rule. ``size``: crop side.
+    probe_ref operating-point rule. ``size``: crop side. ``strict``: stop at the first unreadable
+    image instead of dropping it (and its pairs) with a note.
     """
 
     path: str | os.PathLike
@@ -95,6 +97,7 @@ class FolderBenchSpec:
     label: str | None = None
     min_false_matches: int = 1
     size: int = 112
+    strict: bool = False
 
     def check(self) -> None:
         """Cheap checks before any model is loaded (missing files, nothing to evaluate)."""
@@ -133,7 +136,12 @@ def _load_folder(spec: FolderBenchSpec, label: str | None) -> "Benchmark":
             get_detector(spec.detector) if isinstance(spec.detector, str) else spec.detector)
     fb = prepare_folder_bench(spec.path, spec.pairs, aligned=spec.aligned, detector=det, size=spec.size,
                               on_miss=spec.on_miss, cache_dir=spec.cache_dir,
-                              all_images=True if spec.probe_list is not None else None)
+                              all_images=True if spec.probe_list is not None else None, strict=spec.strict)
+    if fb.info.get("unreadable"):
+        bad = fb.info["unreadable"]
+        warnings.warn(f"{spec.path}: skipped {len(bad)} unreadable image(s) with their pairs: "
+                      + "; ".join(f"{b['image']}: {b['reason']}" for b in bad[:3]) + ("; ..." if len(bad) > 3 else ""),
+                      UserWarning, stacklevel=2)
     probe = None
     meta = dict(fb.info)
     if spec.probe_list is not None:
