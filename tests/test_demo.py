@@ -78,8 +78,23 @@ def test_comparisons_carry_paired_bootstrap_intervals(demo_run):
 
 
 def test_masked_protocols_change_scores(demo_run):
-    _, doc = demo_run
+    """The recorded metrics are those of the saved scores, and masking changed the scores."""
+    import numpy as np
+
+    from maskinv.evaluate.metrics import verification_metrics
+
+    out, doc = demo_run
     t = doc["models"]["teacher"]
+    scores = {}
+    for proto in ("uu", "mu", "mm"):
+        sc = np.loadtxt(out / "eval" / "scores" / f"teacher__synth_val__{proto}.csv", delimiter=",", skiprows=1, ndmin=2)
+        scores[proto] = sc
+        m = verification_metrics(sc[:, 0], sc[:, 1].astype(bool))
+        for key in ("auc", "eer", "fdr", "accuracy_mean", "num_genuine", "num_impostor"):
+            assert t[proto][key] == pytest.approx(m[key], abs=1e-9), (proto, key)
+    for proto in ("mu", "mm"):
+        assert np.array_equal(scores[proto][:, 1], scores["uu"][:, 1])  # the same pairs
+        assert not np.allclose(scores[proto][:, 0], scores["uu"][:, 0]), proto  # masks changed the scores
     assert t["uu"]["auc"] != t["mu"]["auc"] or t["uu"]["fdr"] != t["mu"]["fdr"]
 
 
