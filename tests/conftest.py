@@ -36,3 +36,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """One quick demo (``run_demo``, ``quick_settings(seed=3)``), run once per session and shared:
+    tests/test_demo.py reads its outputs, tests/test_demo_checks.py moves a copy. Returns
+    ``(folder, results document)``; a test that changes files works on a copy."""
+    from maskinv.study import quick_settings, run_demo
+
+    out = tmp_path_factory.mktemp("quick_demo") / "demo"
+    return out, run_demo(out, quick_settings(seed=3), log=lambda msg: None)

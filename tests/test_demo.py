@@ -13,10 +13,9 @@ METRIC_KEYS = {"accuracy_mean", "accuracy_std", "eer", "fmr100", "fmr1000", "fdr
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    doc = run_demo(out, quick_settings(seed=3), log=lambda msg: None)
-    return out, doc
+def demo_run(quick_demo):
+    """The session's quick demo, seed 3 (tests/conftest.py: shared with test_demo_checks.py)."""
+    return quick_demo
 
 
 def test_demo_writes_report_files(demo_run):
