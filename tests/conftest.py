@@ -9,6 +9,17 @@ import numpy as np
 import pytest
 
 
+# Whole modules that are slow by nature (a real browser; kill -9 of a serving process) and whose
+# files other work owns: marked here so `make test-fast` (pytest -m "not slow") leaves them out.
+SLOW_MODULES = ("test_serve_browser.py", "test_serve_durability.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_synth_cache(tmp_path_factory):
     """Generated SynthFaces go to a per-session cache: never the user's ~/.cache/maskinv, and

@@ -74,6 +74,7 @@ def test_embed_inputs_normalised_and_equivalent(model, crops, tmp_path):
     np.testing.assert_allclose(listed, batch[:3], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_flip_test_is_mirror_invariant(model, crops):
     mirrored = np.ascontiguousarray(crops[:, :, ::-1])
     a = maskinv.embed(crops, model, aligned=True, flip=True)
@@ -195,6 +196,7 @@ def test_verify_uses_calibrated_threshold_with_provenance(exported, crops):
         tp.unlink()
 
 
+@pytest.mark.slow
 def test_calibrate_matches_api_scores(exported, crops, tmp_path, rng):
     """calibrate's threshold is the smallest one with FMR <= target on scores that equal
     the facade's own embeddings (same preprocessing, same flip test)."""

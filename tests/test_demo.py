@@ -18,6 +18,7 @@ def demo_run(quick_demo):
     return quick_demo
 
 
+@pytest.mark.slow
 def test_demo_writes_report_files(demo_run):
     out, _ = demo_run
     for rel in ("results.json", "report.md", "mask_gallery.png", "eval/results.json", "eval/results.md"):
@@ -30,6 +31,7 @@ def test_demo_writes_report_files(demo_run):
     assert report.count("```json") == 1 and "(against " in report
 
 
+@pytest.mark.slow
 def test_results_json_layout(demo_run):
     out, doc = demo_run
     saved = json.loads((out / "results.json").read_text())
@@ -45,6 +47,7 @@ def test_results_json_layout(demo_run):
     assert saved["timings"]["total_s"] > 0
 
 
+@pytest.mark.slow
 def test_study_uses_the_method(demo_run):
     """The KD students were trained from the teacher's weights with the configured λ and masks."""
     _, doc = demo_run
@@ -60,6 +63,7 @@ def test_study_uses_the_method(demo_run):
     assert runs["maskinv_lg"]["kd_loss"] > 0 and not runs["elasticface_arc_aug"]["kd_loss"]
 
 
+@pytest.mark.slow
 def test_comparisons_carry_paired_bootstrap_intervals(demo_run):
     out, doc = demo_run
     saved = json.loads((out / "results.json").read_text())
@@ -76,6 +80,7 @@ def test_comparisons_carry_paired_bootstrap_intervals(demo_run):
     assert "LG − Aug, synth_val M-U: accuracy" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_masked_protocols_change_scores(demo_run):
     """The recorded metrics are those of the saved scores, and masking changed the scores."""
     import numpy as np
@@ -114,6 +119,7 @@ def test_settings_overrides_are_typed():
         apply_settings_overrides(default_settings(), ["minutes=0"]).scaled()
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_runs_and_refuses_other_settings(demo_run):
     out, doc = demo_run
     sha = {n: m["run"]["weights_sha256"] for n, m in doc["models"].items()}
@@ -149,6 +155,7 @@ def test_override_values_round_trip():
         assert key == "k" and yaml.safe_load(raw) == v, v
 
 
+@pytest.mark.slow
 def test_failed_parallel_run_names_its_log(tmp_path):
     from maskinv.errors import MaskinvError
     from maskinv.study import train_config

@@ -60,6 +60,7 @@ def test_unfinished_folder_with_other_settings_is_replaced(tmp_path):
     assert json.loads((out / "demo_settings.json").read_text())["seed"] == 2
 
 
+@pytest.mark.slow
 def test_moved_demo_folder_is_reused(quick_demo, tmp_path):
     """The session's quick demo (seed 3) moved elsewhere, run again: every run reused, nothing
     retrained. The move is a copy while the first folder is renamed away, so the old paths do not

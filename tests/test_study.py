@@ -56,6 +56,7 @@ def _trace_run(cfg: dict, out, monkeypatch, teacher_module=None, steps: int = 3)
     return rec
 
 
+@pytest.mark.slow
 def test_students_of_one_seed_share_init_batches_and_mask_draws(quick_data, tmp_path, monkeypatch):
     import torch
 
@@ -163,6 +164,7 @@ def test_pick_rule():
         parse_lambdas("100,x")
 
 
+@pytest.mark.slow
 def test_select_lambda_quick_writes_its_record(tmp_path):
     from maskinv.study.select import select_lambda
 
@@ -193,6 +195,7 @@ def test_select_lambda_quick_writes_its_record(tmp_path):
     assert "Chosen: λ =" in md and "| 1000 |" in md
 
 
+@pytest.mark.slow
 def test_study_over_two_quick_seeds(tmp_path):
     from maskinv.study.seeds import parse_seeds, run_study
 
