@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.maskinv-installed
 # and the serve extra (FastAPI, uvicorn) for `maskinv serve`.
 EXTRAS ?= dev,detect,serve
 
-.PHONY: venv test demo bench clean lint
+.PHONY: venv test test-fast demo bench clean lint
 
 # torch==2.13.0 is installed first, on its own: pip takes the wheel its configuration offers
 # (a CPU wheel where one is available: a local wheelhouse/find-links, or
@@ -38,6 +38,10 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# while developing: the tests not marked @pytest.mark.slow (the full suite stays `make test`)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(VENV)/bin/maskinv demo --out demo_out

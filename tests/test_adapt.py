@@ -48,6 +48,7 @@ def test_shipped_config_matches_defaults():
     assert yaml.safe_load((ROOT / "configs" / "adapt.yaml").read_text()) == ADAPT_DEFAULTS
 
 
+@pytest.mark.slow
 def test_p0_first_step_is_the_teacher_and_bn_frozen(setup, tmp_path):
     d, teacher = setup
     s = adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=2, overrides=FAST + ["masks.prob=0"])
@@ -67,6 +68,7 @@ def test_p0_first_step_is_the_teacher_and_bn_frozen(setup, tmp_path):
     assert not (tmp_path / "run" / "head.pt").exists()
 
 
+@pytest.mark.slow
 def test_unfrozen_bn_stats_move(setup, tmp_path):
     d, teacher = setup
     adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=2,
@@ -156,6 +158,7 @@ def test_photos_detected_aligned_and_sources_kept(tmp_path):
     assert src["records"][0]["box"] == [20.0, 20.0, 188.0, 188.0]
 
 
+@pytest.mark.slow
 def test_onnx_teacher_cached_once_trains_a_student(setup, tmp_path):
     pytest.importorskip("onnxruntime")
     from maskinv.api import load_model
@@ -181,6 +184,7 @@ def test_onnx_teacher_cached_once_trains_a_student(setup, tmp_path):
     np.testing.assert_allclose(emb[0, 0], ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(setup, tmp_path):
     d, teacher = setup
     over = FAST + ["runtime.checkpoint_every=2", "masks.prob=0.5"]
@@ -245,6 +249,7 @@ def test_cli_runs_and_resumes(setup, tmp_path, capsys):
     assert "step: 2/" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
     from maskinv.data.bins import save_bin
     from maskinv.data.recordio import RecordIODataset
@@ -268,6 +273,7 @@ def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
     assert (tmp_path / "run" / "backbone.pt").read_bytes() == (tmp_path / "run" / "best" / "backbone.pt").read_bytes()
 
 
+@pytest.mark.slow
 def test_no_step_within_tolerance_exports_the_least_uu_loss_and_says_so(setup, tmp_path, monkeypatch):
     """Every validated step loses more U-U than allowed: the step that lost least is exported (not
     silently the last one), the state says the tolerance was not met, and the log warns."""
@@ -307,6 +313,7 @@ def test_a_step_exactly_at_the_tolerance_is_within_it(setup, tmp_path, monkeypat
     assert state["best_step"] == 2 == s["backbone_step"] and state["met_tolerance"] is True
 
 
+@pytest.mark.slow
 def test_dlib_teacher_embeds_the_original_photos(tmp_path):
     """dlib sees its own chip of each original photo (and its mirror), the student our crop."""
     pytest.importorskip("dlib")
@@ -347,6 +354,7 @@ def test_dlib_teacher_embeds_the_original_photos(tmp_path):
     assert meta["teacher_fingerprint"] == dlib.fingerprint and meta["embedding_size"] == 128
 
 
+@pytest.mark.slow
 def test_real_photos_end_to_end_with_the_default_detector(setup, tmp_path, capsys):
     """A folder of real photos (astronaut, Grace Hopper, a masked astronaut, and a photo without a
     face) goes through the default detector into adapt: faces found, the miss listed, the run trains."""
@@ -410,6 +418,7 @@ def _aligned_faces(root: Path, n: int, size: int) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_dlib_teacher_on_a_handful_of_photos_trains_a_finite_student_and_warns(tmp_path, capsys):
     """The first-hour failure: `adapt --teacher dlib` on a few aligned photos "completed" with a dead
     student (r50 from scratch, BN frozen at fresh statistics: outputs ~2e26, grad_norm 0, all-zero
@@ -463,6 +472,7 @@ def test_bad_files_are_skipped_and_listed_strict_stops_nothing_left(setup, tmp_p
     assert not strict.exists()
 
 
+@pytest.mark.slow
 def test_resume_hint_names_adapt_and_chunks_do_not_log_resumed(setup, tmp_path):
     from maskinv.train.trainer import resume_hint
 

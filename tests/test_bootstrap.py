@@ -89,6 +89,7 @@ def test_identical_models_give_zero_difference_and_interval():
             assert res["metrics"][m]["diff"] == 0.0 and res["metrics"][m]["ci95"] == [0.0, 0.0]
 
 
+@pytest.mark.slow
 def test_interval_covers_the_true_difference():
     true = _true_diff()
     reps, hits = 200, {"accuracy": 0, "eer": 0}

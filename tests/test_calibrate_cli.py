@@ -101,6 +101,7 @@ def test_a_read_only_model_folder_is_refused_before_embedding(assets, tmp_path, 
         ro.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_dlib_calibrates_into_thresholds_path_and_verify_reads_it(assets, tmp_path, capsys):
     pytest.importorskip("dlib")
     t = tmp_path / "dlib.thresholds.json"
@@ -135,6 +136,7 @@ def test_a_folder_with_a_probe_list_calibrates_probe_ref(assets, tmp_path, capsy
     assert "no pairs.txt" in _err_line(capsys)
 
 
+@pytest.mark.slow
 def test_sface_calibrates_into_thresholds_path(assets, tmp_path, capsys):
     """Any named model: no file of its own to store beside, so --thresholds PATH (checked first)."""
     from maskinv.errors import MaskinvError

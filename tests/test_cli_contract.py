@@ -231,6 +231,7 @@ def test_numbers_and_paths_use_validated_types():
                 assert a.type is not None, f"{where}: a path argument needs an existing_*/output_* type"
 
 
+@pytest.mark.slow
 def test_bad_arguments_one_line_exit_2_nothing_written(root, capsys, monkeypatch):
     monkeypatch.chdir(root)  # default outputs (runs/, demo_out) would land here and be seen
     monkeypatch.delenv("MASKINV_DEBUG", raising=False)

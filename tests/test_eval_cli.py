@@ -36,6 +36,7 @@ def assets(tmp_path_factory):
     return d, images, issame
 
 
+@pytest.mark.slow
 def test_eval_two_models(assets, tmp_path, capsys):
     d, images, issame = assets
     out = tmp_path / "out"

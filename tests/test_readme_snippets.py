@@ -72,6 +72,7 @@ def test_the_readme_has_python_snippets():
     assert len(python_blocks(README.read_text())) >= 1
 
 
+@pytest.mark.slow
 def test_readme_python_snippets_run_as_written(tmp_path, monkeypatch, capsys):
     pytest.importorskip("dlib")
     from maskinv.align import mtcnn

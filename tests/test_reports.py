@@ -32,6 +32,7 @@ def results(rng):
     return res
 
 
+@pytest.mark.slow
 def test_write_report(tmp_path, results):
     written = write_report(tmp_path, results)
     doc = json.loads((tmp_path / "results.json").read_text())
@@ -105,6 +106,7 @@ def test_probit_and_decimation(rng):
     assert np.any((f > 0) & (f <= 1e-4))
 
 
+@pytest.mark.slow
 def test_plots_accept_tuples(tmp_path, rng):
     g = rng.random(300) < 0.5
     s = rng.normal(size=300) + g

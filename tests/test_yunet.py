@@ -296,6 +296,7 @@ def test_unreadable_model_file_is_a_detector_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- RMFD
+@pytest.mark.slow
 @needs_model
 def test_rmfd_masked_crops_found(det):
     """RMFD's 781 real masked tight crops: >= 97 % found (measured 98.3 %; MTCNN: 73.8 %)."""
