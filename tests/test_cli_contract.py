@@ -85,6 +85,7 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
         ("adapt",): ({"overrides": []}, ["--teacher", str(r / "model.pt"), "--images", str(r / "faces"), "--aligned",
                                          "--out", str(new / "adapt"), "--max-steps", "1", "--val", str(r / "tiny.bin")]),
         ("study",): ({}, ["--quick", "--seeds", "1,2", "--out", str(new / "study")]),
+        ("study-real",): ({"lfw_dir": _p(r, "faces"), "rmfd_dir": _p(r, "faces")}, ["--out", str(new / "study_real")]),
         ("align",): ({"image": _p(r, "crop0.png"), "out": [str(new / "a.png")]}, []),
         # batch commands skip an unreadable image (exit 1) by design; --strict makes it the error
         ("embed",): ({"images": _p(r, "crop0.png", "crop1.png")},

@@ -51,7 +51,7 @@ from maskinv.evaluate.metrics import fold_bounds, insightface_cosine_thresholds
 from maskinv.masks.protocols import TITLES
 
 #: Metrics the bootstrap can re-run, all reported in percentage points.
-METRICS = ("accuracy", "eer", "fmr100")
+METRICS = ("accuracy", "eer", "fmr100", "fmr1000")
 _CHUNK_ELEMENTS = 8_000_000  # histogram cells per chunk of replicates (bounds memory, ~64 MB)
 
 
@@ -389,7 +389,8 @@ def metrics_on_resamples(scores: np.ndarray, genuine: np.ndarray, rs: Resamples,
     at the observed scores when ``exact``)."""
     fns = {"accuracy": lambda: (_accuracy_exact if exact else _accuracy)(scores, genuine, rs),
            "eer": lambda: _operating(scores, genuine, rs, None),
-           "fmr100": lambda: _operating(scores, genuine, rs, 1e-2)}
+           "fmr100": lambda: _operating(scores, genuine, rs, 1e-2),
+           "fmr1000": lambda: _operating(scores, genuine, rs, 1e-3)}
     return {m: fns[m]() for m in metrics}
 
 
@@ -405,7 +406,8 @@ def paired_bootstrap(scores_a: Any, scores_b: Any, issame: Any, *, n_boot: int =
         issame: (N,) booleans or 0/1, True for genuine pairs.
         n_boot: bootstrap replicates.
         seed: seed of the ``numpy.random.Generator`` drawing the replicates.
-        metrics: any of ``accuracy`` (10-fold, InsightFace grid), ``eer``, ``fmr100``.
+        metrics: any of ``accuracy`` (10-fold, InsightFace grid), ``eer``, ``fmr100``, ``fmr1000``
+            (FNMR at FMR <= 1e-3 = 1 - TAR at FAR 1e-3).
         groups: None (stratified pair bootstrap), (N,) cluster ids (clusters are resampled with
             all their comparisons) or (N, 2) identities of both sides of each comparison (the
             identity bootstrap: see the module docstring).
@@ -706,7 +708,7 @@ def seed_summary(diffs: Sequence[float]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- Markdown
-_METRIC_NAMES = {"accuracy": "accuracy", "eer": "EER", "fmr100": "FMR100"}
+_METRIC_NAMES = {"accuracy": "accuracy", "eer": "EER", "fmr100": "FMR100", "fmr1000": "FMR1000"}
 
 
 def signed(x: float) -> str:
