@@ -119,7 +119,7 @@ def report_markdown(doc: dict[str, Any]) -> str:
     L.append("## Results\n")
     L.append("RMFD test: masked probes vs unmasked references of the same people, all comparisons. "
              f"LFW: `lfw_test_pairs.txt` (folds 6-10 of View 2, {doc['data']['lfw_test_pairs']} pairs) on `aligned112`, "
-             "5-fold accuracy (%), each image with one fixed renderer-v1 mask (M-U: second image masked, M-M: both).\n")
+             f"5-fold accuracy (%), each image with one fixed renderer-{doc['renderer']['name']} mask (M-U: second image masked, M-M: both).\n")
     L.append("| model | RMFD EER % | RMFD TAR@FAR1e-3 % | RMFD FNMR@FMR1e-2 % | RMFD FNMR@FMR 1:2000 % | LFW U-U acc | LFW M-U acc | LFW M-M acc | LFW M-U EER % |")
     L.append("|---|---|---|---|---|---|---|---|---|")
     for n, r in res.items():
