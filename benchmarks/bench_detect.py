@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+from maskinv.utils.machine import machine_line
+
 try:
     from ._common import report, write_result
 except ImportError:  # run as a script
@@ -333,7 +335,7 @@ def real_photos(n_boot: int, sheet_seed: int, argv) -> dict:
     sface = SFaceDNN()
     load = [os.getloadavg()[0]]
     res: dict = {"command": "python -m benchmarks.bench_detect " + " ".join(argv if argv is not None else sys.argv[1:]),
-                 "cpu": "2-core AMD EPYC (shared)", "opencv": cv2.__version__, "sface": str(sface.path.name),
+                 "cpu": machine_line() + " (shared)", "opencv": cv2.__version__, "sface": str(sface.path.name),
                  "rmfd": {}, "lfw_val": {}, "settings": {
                      "mtcnn": {"pad": dets["mtcnn"].pad, "pad_below": dets["mtcnn"].pad_below,
                                "thresholds": list(dets["mtcnn"].thresholds)},

@@ -292,7 +292,7 @@ class StudyContext:
             s = n * c["train_sample"] / 1000
             lines.append(f"train {row}: {n} samples x {c['train_sample']:.0f} ms = {s / 60:.1f} min")
             total += s
-        lines.append(f"total (estimate, one thread of the 2-core AMD EPYC): {total / 60:.1f} min")
+        lines.append(f"total (estimate from the costs measured on one thread of a 2-core AMD EPYC): {total / 60:.1f} min")
         return lines
 
 

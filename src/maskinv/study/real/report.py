@@ -98,7 +98,7 @@ def report_markdown(doc: dict[str, Any]) -> str:
     L.append("# MaskInv on a real recogniser (SFace)\n")
     L.append(f"Command: `{doc.get('command') or 'maskinv study-real ...'}`  ")
     env = doc["environment"]
-    L.append(f"Machine: 2-core AMD EPYC, torch {env['torch']}, {env['threads']} thread(s); "
+    L.append(f"Machine: {env.get('machine', 'not recorded')}, torch {env['torch']}, {env['threads']} thread(s); "
              f"total {doc['cost']['measured_seconds']['total'] / 60:.1f} min.  ")
     L.append(f"Primary model (declared before the run): **{doc['primary'].upper()}**. Renderer: `{doc['renderer']['name']}` "
              f"({doc['renderer']['function']}, kind {doc['renderer']['kind']}, from the crop's five aligned points).  ")

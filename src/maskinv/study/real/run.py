@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from .core import Logger, StudyContext
+from maskinv.utils.machine import machine_line
+
 from .data import renderer_info
 from .settings import RealSettings
 from .tails import RowSpec
@@ -171,6 +173,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
                  "feature_ms_per_image": (1000 * ctx.features.seconds / ctx.features.computed
                                           if ctx.features.computed else None)},
         "environment": {"torch": ctx.torch_version, "threads": ctx.threads, "python": platform.python_version(),
+                        "machine": machine_line(),
                         "machine": platform.processor() or platform.machine()},
     }
     atomic_write_json(out / "results.json", doc)
