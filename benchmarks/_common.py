@@ -29,7 +29,10 @@ def timeit(fn: Callable[[], Any], repeat: int = 5, number: int = 1, warmup: int 
 
 
 def machine_info() -> dict[str, Any]:
-    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    from maskinv.utils.machine import cpu_model
+
+    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "cpu_model": cpu_model()}
     try:
         import torch
 

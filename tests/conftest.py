@@ -9,6 +9,17 @@ import numpy as np
 import pytest
 
 
+# Whole modules that are slow by nature (a real browser; kill -9 of a serving process) and whose
+# files other work owns: marked here so `make test-fast` (pytest -m "not slow") leaves them out.
+SLOW_MODULES = ("test_serve_browser.py", "test_serve_durability.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_synth_cache(tmp_path_factory):
     """Generated SynthFaces go to a per-session cache: never the user's ~/.cache/maskinv, and
@@ -36,3 +47,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """One quick demo (``run_demo``, ``quick_settings(seed=3)``), run once per session and shared:
+    tests/test_demo.py reads its outputs, tests/test_demo_checks.py moves a copy. Returns
+    ``(folder, results document)``; a test that changes files works on a copy."""
+    from maskinv.study import quick_settings, run_demo
+
+    out = tmp_path_factory.mktemp("quick_demo") / "demo"
+    return out, run_demo(out, quick_settings(seed=3), log=lambda msg: None)

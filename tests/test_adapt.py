@@ -48,6 +48,7 @@ def test_shipped_config_matches_defaults():
     assert yaml.safe_load((ROOT / "configs" / "adapt.yaml").read_text()) == ADAPT_DEFAULTS
 
 
+@pytest.mark.slow
 def test_p0_first_step_is_the_teacher_and_bn_frozen(setup, tmp_path):
     d, teacher = setup
     s = adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=2, overrides=FAST + ["masks.prob=0"])
@@ -67,6 +68,7 @@ def test_p0_first_step_is_the_teacher_and_bn_frozen(setup, tmp_path):
     assert not (tmp_path / "run" / "head.pt").exists()
 
 
+@pytest.mark.slow
 def test_unfrozen_bn_stats_move(setup, tmp_path):
     d, teacher = setup
     adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=2,
@@ -116,12 +118,12 @@ def test_aligned_crop_folder_without_labels(setup, tmp_path):
     manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
     assert manifest["num_images"] == 20 and manifest["aligned"] is True
     # a second preparation reuses the cache; other photos into the same folder are refused
-    assert prepare_images(tmp_path / "crops", tmp_path / "run" / "data", aligned=True) == tmp_path / "run" / "data"
+    assert prepare_images(tmp_path / "crops", tmp_path / "run" / "data", aligned=True, size=32) == tmp_path / "run" / "data"
     (tmp_path / "crops" / "a" / "001.png").unlink()
     from maskinv.errors import DataFormatError
 
     with pytest.raises(DataFormatError, match="other photos"):
-        prepare_images(tmp_path / "crops", tmp_path / "run" / "data", aligned=True)
+        prepare_images(tmp_path / "crops", tmp_path / "run" / "data", aligned=True, size=32)
 
 
 def test_photos_detected_aligned_and_sources_kept(tmp_path):
@@ -156,6 +158,7 @@ def test_photos_detected_aligned_and_sources_kept(tmp_path):
     assert src["records"][0]["box"] == [20.0, 20.0, 188.0, 188.0]
 
 
+@pytest.mark.slow
 def test_onnx_teacher_cached_once_trains_a_student(setup, tmp_path):
     pytest.importorskip("onnxruntime")
     from maskinv.api import load_model
@@ -181,6 +184,7 @@ def test_onnx_teacher_cached_once_trains_a_student(setup, tmp_path):
     np.testing.assert_allclose(emb[0, 0], ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(setup, tmp_path):
     d, teacher = setup
     over = FAST + ["runtime.checkpoint_every=2", "masks.prob=0.5"]
@@ -245,6 +249,7 @@ def test_cli_runs_and_resumes(setup, tmp_path, capsys):
     assert "step: 2/" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
     from maskinv.data.bins import save_bin
     from maskinv.data.recordio import RecordIODataset
@@ -268,6 +273,7 @@ def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
     assert (tmp_path / "run" / "backbone.pt").read_bytes() == (tmp_path / "run" / "best" / "backbone.pt").read_bytes()
 
 
+@pytest.mark.slow
 def test_no_step_within_tolerance_exports_the_least_uu_loss_and_says_so(setup, tmp_path, monkeypatch):
     """Every validated step loses more U-U than allowed: the step that lost least is exported (not
     silently the last one), the state says the tolerance was not met, and the log warns."""
@@ -307,6 +313,7 @@ def test_a_step_exactly_at_the_tolerance_is_within_it(setup, tmp_path, monkeypat
     assert state["best_step"] == 2 == s["backbone_step"] and state["met_tolerance"] is True
 
 
+@pytest.mark.slow
 def test_dlib_teacher_embeds_the_original_photos(tmp_path):
     """dlib sees its own chip of each original photo (and its mirror), the student our crop."""
     pytest.importorskip("dlib")
@@ -347,6 +354,7 @@ def test_dlib_teacher_embeds_the_original_photos(tmp_path):
     assert meta["teacher_fingerprint"] == dlib.fingerprint and meta["embedding_size"] == 128
 
 
+@pytest.mark.slow
 def test_real_photos_end_to_end_with_the_default_detector(setup, tmp_path, capsys):
     """A folder of real photos (astronaut, Grace Hopper, a masked astronaut, and a photo without a
     face) goes through the default detector into adapt: faces found, the miss listed, the run trains."""
@@ -384,3 +392,113 @@ def test_real_photos_end_to_end_with_the_default_detector(setup, tmp_path, capsy
     steps = _steps(run)
     assert [r["step"] for r in steps] == [1, 2] and all(np.isfinite(r["loss"]) for r in steps)
     assert json.loads((run / "backbone.json").read_text())["labels_used"] is False
+
+
+def test_a_student_that_cannot_learn_stops_with_exit_2_and_leaves_nothing(setup, tmp_path, capsys):
+    """A copy of the teacher that never sees a mask has a gradient of exactly 0: the run stops at
+    step 20 with one line naming the cause, exit 2, and the new run folder is removed."""
+    d, teacher = setup
+    run = tmp_path / "run"
+    assert _cli("adapt", "--teacher", str(teacher), "--images", str(d / "data"), "--out", str(run),
+                *FAST, "masks.prob=0", "optim.weight_decay=0", "teacher.cache.enabled=false", "runtime.batch_size=8") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [x for x in err if "error" in x]
+    assert errors == [err[-1]] and err[-1].startswith("maskinv adapt: error: the student is not learning")
+    assert "masks.prob=0" in err[-1] and not run.exists()
+
+
+def _aligned_faces(root: Path, n: int, size: int) -> Path:
+    from maskinv.data.synth import render_faces
+    from maskinv.utils.images import encode_image
+
+    faces, _ = render_faces(list(range(n)), seed=3, image_indices=[0] * n, size=size)
+    for i, f in enumerate(faces):
+        (root / f"p{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"p{i % 3}" / f"{i}.jpg").write_bytes(encode_image(f, "jpg"))
+    return root
+
+
+@pytest.mark.slow
+def test_dlib_teacher_on_a_handful_of_photos_trains_a_finite_student_and_warns(tmp_path, capsys):
+    """The first-hour failure: `adapt --teacher dlib` on a few aligned photos "completed" with a dead
+    student (r50 from scratch, BN frozen at fresh statistics: outputs ~2e26, grad_norm 0, all-zero
+    embeddings). Now the scratch student learns its BN statistics, trains finite, and the run warns
+    that so few photos cannot train a model from scratch."""
+    pytest.importorskip("dlib")
+    from maskinv.api import load_model
+    from maskinv.models.embedding import embed_images
+
+    photos = _aligned_faces(tmp_path / "aligned", 6, 112)
+    run = tmp_path / "run"
+    assert _cli("adapt", "--teacher", "dlib", "--images", str(photos), "--aligned", "--out", str(run),
+                "--max-steps", "2", *FAST, "runtime.batch_size=4", "model.name=r18", "model.kwargs.width_mult=0.125") == 0
+    out = capsys.readouterr().out
+    assert "6 photos cannot train a face model from scratch" in out and "--teacher sface" in out
+    assert yaml_load(run / "config.yaml")["model"]["freeze_bn_stats"] is False
+    steps = _steps(run)
+    assert all(r["grad_norm"] > 0 and np.isfinite(r["loss"]) for r in steps)
+    emb = embed_images(load_model(run / "backbone.pt").module, np.stack(
+        [np.asarray(__import__("cv2").imread(str(p)))[:, :, ::-1] for p in sorted(photos.rglob("*.jpg"))]),
+        precision="fp32")
+    assert np.isfinite(emb).all() and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert np.abs(emb - emb[0]).max() > 1e-3  # not one constant template
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())
+
+
+def test_bad_files_are_skipped_and_listed_strict_stops_nothing_left(setup, tmp_path, capsys):
+    _, teacher = setup
+    photos = _aligned_faces(tmp_path / "aligned", 6, 48)  # 48-px crops for a 32-px teacher: resized
+    good = (photos / "p0" / "0.jpg").read_bytes()
+    (photos / "p1" / "cut.jpg").write_bytes(good[: len(good) // 2 - 200])
+    (photos / "p2" / "text.png").write_bytes(b"not an image")
+    run = tmp_path / "run"
+    assert _cli("adapt", "--teacher", str(teacher), "--images", str(photos), "--aligned", "--out", str(run),
+                "--max-steps", "1", *FAST, "runtime.batch_size=2") == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 unreadable file(s)" in out and "truncated JPEG" in out
+    assert out.count("resized 6 aligned crops (48x48) to the teacher's input size 32x32") == 1
+    man = json.loads((run / "data" / "manifest.json").read_text())
+    assert man["num_images"] == 6 and {r["photo"] for r in man["skipped"]} == {"p1/cut.jpg", "p2/text.png"}
+    strict = tmp_path / "strict"
+    assert _cli("adapt", "--teacher", str(teacher), "--images", str(photos), "--aligned", "--out", str(strict),
+                "--strict", *FAST) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("maskinv adapt: error:") and "cut.jpg: a truncated JPEG" in err and "\n" not in err
+    assert not strict.exists()
+
+
+@pytest.mark.slow
+def test_resume_hint_names_adapt_and_chunks_do_not_log_resumed(setup, tmp_path):
+    from maskinv.train.trainer import resume_hint
+
+    assert "maskinv adapt --resume" in resume_hint(tmp_path, 3, 10, 2, None, "adapt")
+    d, teacher = setup
+    import maskinv.train.trainer as T
+
+    lines = []
+    orig = T.MetricsLogger.write_line
+
+    def spy(self, line):
+        lines.append(line)
+        return orig(self, line)
+
+    T.MetricsLogger.write_line = spy
+    try:
+        from maskinv.data.bins import save_bin
+        from maskinv.data.recordio import RecordIODataset
+        ds = RecordIODataset(d / "data")
+        imgs = [ds.read_encoded(i)[0] for i in range(32)]
+        pairs = [(imgs[c * 8 + k], imgs[c * 8 + k + 1], True) for c in range(4) for k in (0, 2)]
+        pairs += [(imgs[c * 8], imgs[((c + 1) % 4) * 8 + 3], False) for c in range(4) for _ in (0, 1)]
+        save_bin(tmp_path / "val.bin", [x for a, b, _ in pairs for x in (a, b)], np.array([g for *_, g in pairs]))
+        adapt_model(str(teacher), d / "data", tmp_path / "run", max_steps=4, overrides=FAST,
+                    val=tmp_path / "val.bin", eval_every=2)
+    finally:
+        T.MetricsLogger.write_line = orig
+    assert not [x for x in lines if x.startswith("resumed from")]
+    assert sum(x.startswith("precision ") for x in lines) == 1  # once per run, not per validation chunk

@@ -74,6 +74,7 @@ def test_embed_inputs_normalised_and_equivalent(model, crops, tmp_path):
     np.testing.assert_allclose(listed, batch[:3], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_flip_test_is_mirror_invariant(model, crops):
     mirrored = np.ascontiguousarray(crops[:, :, ::-1])
     a = maskinv.embed(crops, model, aligned=True, flip=True)
@@ -109,6 +110,25 @@ def test_compare():
         maskinv.compare(a, np.ones(3))
     with pytest.raises(DataFormatError, match="zeros"):
         maskinv.compare(a, np.zeros(2))
+
+
+def test_compare_gives_the_scores_evaluation_and_verify_compute(model, crops, rng):
+    """``maskinv.compare`` on embeddings = ``models.embedding.pair_scores`` (the score of a pair in
+    evaluation, calibration and ``verify``) on the same embeddings, whatever their scale."""
+    from maskinv.evaluate import protocols
+    from maskinv.models.embedding import l2_normalize, pair_scores
+
+    assert protocols.pair_scores is pair_scores  # evaluation scores with this one function
+    emb = maskinv.embed(crops, model, aligned=True)  # float32, unit rows: what eval and verify score
+    a, b = emb[[0, 1, 2, 3, 4]], emb[[1, 2, 3, 4, 5]]
+    np.testing.assert_allclose(maskinv.compare(a, b), pair_scores(a, b), rtol=0, atol=1e-6)
+    assert maskinv.compare(a[0], b[0]) == pytest.approx(float(pair_scores(a[:1], b[:1])[0]), abs=1e-6)
+    np.testing.assert_allclose(maskinv.compare(a[0], b), pair_scores(np.repeat(a[:1], 5, 0), b), rtol=0, atol=1e-6)
+    raw = rng.normal(size=(2, 5, 32)) * rng.uniform(0.01, 100, size=(2, 5, 1))  # any scale
+    np.testing.assert_allclose(maskinv.compare(raw[0], raw[1]), pair_scores(l2_normalize(raw[0]), l2_normalize(raw[1])),
+                               rtol=0, atol=1e-6)
+    r = maskinv.verify(crops[2], crops[3], model, threshold=0.0, aligned=True)
+    assert r.score == pytest.approx(float(maskinv.compare(emb[2], emb[3])), abs=1e-6)
 
 
 def test_verify_explicit_threshold(model, crops):
@@ -176,6 +196,7 @@ def test_verify_uses_calibrated_threshold_with_provenance(exported, crops):
         tp.unlink()
 
 
+@pytest.mark.slow
 def test_calibrate_matches_api_scores(exported, crops, tmp_path, rng):
     """calibrate's threshold is the smallest one with FMR <= target on scores that equal
     the facade's own embeddings (same preprocessing, same flip test)."""

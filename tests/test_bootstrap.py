@@ -89,6 +89,7 @@ def test_identical_models_give_zero_difference_and_interval():
             assert res["metrics"][m]["diff"] == 0.0 and res["metrics"][m]["ci95"] == [0.0, 0.0]
 
 
+@pytest.mark.slow
 def test_interval_covers_the_true_difference():
     true = _true_diff()
     reps, hits = 200, {"accuracy": 0, "eer": 0}
@@ -184,3 +185,155 @@ def test_bad_input_names_the_argument():
         paired_bootstrap(a, b, np.ones(50, bool))
     with pytest.raises(UnknownNameError, match="auc"):
         paired_bootstrap(a, b, g, metrics=("auc",))
+
+
+# ----------------------------------------------------------------------------- issue 23: identities, exact accuracy, seeds
+@pytest.mark.parametrize("n", [23, 200, 1500])
+def test_batched_exact_accuracy_equals_verification_metrics_exact(n):
+    rng = np.random.default_rng(100 + n)
+    g = rng.random(n) < 0.4
+    s = np.where(g, rng.normal(0.4, 0.2, n), rng.normal(0.0, 0.15, n)).astype(np.float32).astype(np.float64)
+    s[::5] = np.round(s[::5], 2)  # ties
+    full = metrics_on_resamples(s, g, Resamples.identity(n, 10), ["accuracy"], exact=True)
+    assert full["accuracy"][0] == pytest.approx(verification_metrics(s, g, exact=True)["accuracy_mean"], abs=1e-12)
+    ids = np.stack([rng.integers(0, 12, n), rng.integers(0, 12, n)], axis=1)
+    ids[g, 1] = ids[g, 0]
+    for rs in (Resamples.stratified(g, 4, rng, 10), Resamples.clustered(rng.integers(0, 9, n), 4, rng, 10),
+               Resamples.dyadic(ids, 4, rng, 10)):
+        got = metrics_on_resamples(s, g, rs, ["accuracy", "eer"], exact=True)
+        for r in range(rs.count):
+            p = rs.pair[rs.rep == r]
+            if g[p].all() or not g[p].any():
+                continue
+            ref = verification_metrics(s[p], g[p], exact=True)
+            assert got["accuracy"][r] == pytest.approx(ref["accuracy_mean"], abs=1e-12)
+            assert got["eer"][r] == pytest.approx(ref["eer"], abs=1e-12)
+
+
+def test_exact_accuracy_sees_a_model_whose_scores_span_less_than_a_grid_step():
+    # scores in 0.998..0.9999 with a perfect ranking: the grid reads ~50 %, exact thresholds 100 %
+    rng = np.random.default_rng(3)
+    g = np.arange(400) % 2 == 0
+    s = np.where(g, 0.9995 + rng.random(400) * 4e-4, 0.998 + rng.random(400) * 1e-3)
+    grid = paired_bootstrap(s, s, g, n_boot=20)["metrics"]["accuracy"]["a"]
+    exact = paired_bootstrap(s, s, g, n_boot=20, exact=True)
+    assert grid < 60 and exact["metrics"]["accuracy"]["a"] == 100.0
+    assert exact["accuracy_protocol"] == "exact-midpoints"
+
+
+def test_dyadic_resamples_weight_pairs_by_identity_draws():
+    ids = np.array([[0, 0], [0, 1], [1, 1], [1, 2], [2, 2], [0, 2]])
+    rng = np.random.default_rng(0)
+    rs = Resamples.dyadic(ids, 50, np.random.default_rng(0), 2)
+    drawn = np.random.default_rng(0).integers(0, 3, (50, 3))
+    for r in range(50):
+        m = np.bincount(drawn[r], minlength=3)
+        want = np.where(ids[:, 0] == ids[:, 1], m[ids[:, 0]], m[ids[:, 0]] * m[ids[:, 1]])
+        got = np.bincount(rs.pair[rs.rep == r], minlength=6)
+        assert np.array_equal(got, want)
+    del rng
+
+
+def _identity_draw(rng, n_ids=60, per=12, id_sd=0.12, gain_sd=0.10):
+    """Pairs of ``n_ids`` identities (each identity in ``per`` genuine and about ``per`` impostor pairs):
+    each identity makes both models' scores easier or harder and B's gain varies by identity, so
+    pairs that share an identity are correlated."""
+    n = n_ids * per
+    a_id = np.repeat(np.arange(n_ids), per)
+    g = np.arange(n) % 2 == 0
+    b_id = np.where(g, a_id, (a_id + rng.integers(1, n_ids, n)) % n_ids)
+    hard, gain = rng.normal(0, id_sd, n_ids), rng.normal(0, gain_sd, n_ids)
+    z = rng.normal(size=n)
+    c = math.sqrt(1 - RHO**2)
+    eff = np.where(g, hard[a_id], (hard[a_id] + hard[b_id]) / 2)  # a genuine pair: one face's effect
+    geff = np.where(g, gain[a_id], 0.0)
+    a = np.where(g, MU_A, MU_I) - eff * np.where(g, 1, -1) + SD * (RHO * z + c * rng.normal(size=n))
+    b = np.where(g, MU_B, MU_I) - eff * np.where(g, 1, -1) + geff + SD * (RHO * z + c * rng.normal(size=n))
+    return a, b, g, np.stack([a_id, b_id], axis=1)
+
+
+def test_identity_bootstrap_covers_the_true_difference_with_identity_effects():
+    # the true EER difference of the population of identities: one huge draw (6,000 identities)
+    a, b, g, _ = _identity_draw(np.random.default_rng(99), n_ids=6000, per=12)
+    true = 100 * (verification_metrics(b, g)["eer"] - verification_metrics(a, g)["eer"])
+    reps, hits_id, hits_pair, w_id, w_pair = 120, 0, 0, [], []
+    for r in range(reps):
+        a, b, g, ids = _identity_draw(np.random.default_rng(2000 + r))
+        res = paired_bootstrap(a, b, g, n_boot=150, seed=r, groups=ids, metrics=("eer",))["metrics"]["eer"]
+        pr = paired_bootstrap(a, b, g, n_boot=150, seed=r, metrics=("eer",))["metrics"]["eer"]
+        hits_id += res["ci95"][0] <= true <= res["ci95"][1]
+        hits_pair += pr["ci95"][0] <= true <= pr["ci95"][1]
+        w_id.append(res["ci95"][1] - res["ci95"][0])
+        w_pair.append(pr["ci95"][1] - pr["ci95"][0])
+    cov_id, cov_pair = hits_id / reps, hits_pair / reps
+    print("coverage identity", cov_id, "pairs", cov_pair, "widths", np.mean(w_id), np.mean(w_pair))
+    assert 0.89 <= cov_id <= 1.0, cov_id
+    assert np.mean(w_id) > 1.2 * np.mean(w_pair)
+    assert cov_pair < cov_id
+
+
+def test_groups_of_the_wrong_shape_are_refused():
+    a, b, g = _draw(np.random.default_rng(0), 50)
+    with pytest.raises(DataFormatError, match="both sides"):
+        paired_bootstrap(a, b, g, n_boot=5, groups=np.zeros((50, 3)))
+
+
+def test_two_level_bootstrap_contrast_and_ratio():
+    from maskinv.evaluate.bootstrap import contrast, gain_share, two_level_bootstrap
+
+    rng = np.random.default_rng(5)
+    seeds = []
+    for s in range(6):
+        base = rng.normal(70, 1, 201)
+        lg = base + 20 + rng.normal(0, 1.0) + rng.normal(0, 0.5, 201)
+        ad = base + 12 + rng.normal(0, 1.0) + rng.normal(0, 0.5, 201)
+        seeds.append({"teacher": base, "lg": lg, "adapt": ad})
+    d = two_level_bootstrap(seeds, contrast("teacher", "lg"), n_boot=1000)
+    assert d["estimate"] == pytest.approx(np.mean([x["lg"][0] - x["teacher"][0] for x in seeds]))
+    assert d["ci95"][0] < d["estimate"] < d["ci95"][1] and d["ci95"][0] > 15
+    r = two_level_bootstrap(seeds, gain_share("teacher", "lg", "adapt"), n_boot=1000)
+    assert 0.5 < r["estimate"] < 0.7 and r["ci95"][0] < r["estimate"] < r["ci95"][1]
+    # one seed: only the identity level varies, the interval is that of the seed's own replicates
+    one = two_level_bootstrap(seeds[:1], contrast("teacher", "lg"), n_boot=4000)
+    own = np.percentile(seeds[0]["lg"][1:] - seeds[0]["teacher"][1:], [2.5, 97.5])
+    assert one["ci95"] == pytest.approx(list(own), abs=0.15)
+    # seed-to-seed spread counts: more seed noise, a wider interval
+    noisy = [{**x, "lg": x["lg"] + 3 * rng.normal()} for x in seeds]
+    wide = two_level_bootstrap(noisy, contrast("teacher", "lg"), n_boot=1000)
+    assert wide["ci95"][1] - wide["ci95"][0] > d["ci95"][1] - d["ci95"][0]
+    with pytest.raises(DataFormatError):
+        two_level_bootstrap([{"a": np.zeros(5)}, {"b": np.zeros(5)}], contrast("a", "a"))
+
+
+def test_results_comparisons_use_given_identities_and_export_replicates():
+    from maskinv.evaluate.bootstrap import results_comparisons
+
+    a, b, g, ids = _identity_draw(np.random.default_rng(1))
+    c = a + 0.01
+    res = [{"model": m, "benchmark": "x", "protocol": "mu", "metrics": {"scores": s, "genuine": g, "accuracy_mean": 0.5}}
+           for m, s in (("a", a), ("b", b), ("c", c))]
+    reps: dict = {}
+    out = results_comparisons(res, n_boot=40, pairs=[("a", "b")], groups={"x": ids}, exact=True, replicates=reps)
+    assert out[0]["resampling"].startswith("identities")
+    direct = paired_bootstrap(a, b, g, n_boot=40, groups=ids, exact=True)
+    assert out[0]["eer"]["ci95"] == [round(v, 6) for v in direct["metrics"]["eer"]["ci95"]]
+    assert set(reps) == {("a", "x", "mu"), ("b", "x", "mu"), ("c", "x", "mu")}
+    assert reps[("b", "x", "mu")]["eer"].shape == (41,)
+    d = reps[("b", "x", "mu")]["eer"][1:] - reps[("a", "x", "mu")]["eer"][1:]
+    assert np.percentile(d, 2.5) == pytest.approx(direct["metrics"]["eer"]["ci95"][0])
+
+
+def test_identity_bootstrap_is_expanded_chunk_by_chunk(monkeypatch):
+    # small chunks: several chunks per metric, each whole replicates; results equal one big chunk's
+    import maskinv.evaluate.bootstrap as B
+
+    a, b, g, ids = _identity_draw(np.random.default_rng(4))
+    big = paired_bootstrap(a, b, g, n_boot=30, groups=ids, exact=True, metrics=("accuracy", "eer", "fmr100"))
+    rs = B.Resamples.dyadic(ids, 30, np.random.default_rng(0), 10, genuine=g)
+    assert not hasattr(rs, "_Resamples__dict__") and rs._full is None  # nothing expanded yet
+    monkeypatch.setattr(B, "_CHUNK_ELEMENTS", 3_000)
+    chunks = list(rs.chunk_arrays(100))
+    assert len(chunks) > 3 and chunks[0][0] == 0 and chunks[-1][1] == 30
+    assert all(c[2].max() < c[1] - c[0] for c in chunks)
+    small = paired_bootstrap(a, b, g, n_boot=30, groups=ids, exact=True, metrics=("accuracy", "eer", "fmr100"))
+    assert small == big

@@ -77,6 +77,7 @@ def test_magface_layout_autodetected_and_convention_applied(tmp_path, ref_net, c
         assert np.abs(plain(to_tensor(crops)).numpy() - want).max() > 1e-2 * np.abs(want).max()
 
 
+@pytest.mark.slow
 def test_magface_through_facade_teacher_and_export(tmp_path, ref_net, crops):
     p = tmp_path / "magface.pth"
     torch.save(magface_ckpt(ref_net), p)

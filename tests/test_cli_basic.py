@@ -16,11 +16,13 @@ def _run(*args):
     return subprocess.run([sys.executable, "-m", "maskinv", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_help():
     r = _run("--help")
     assert r.returncode == 0 and "usage: maskinv" in r.stdout and r.stderr == ""
 
 
+@pytest.mark.slow
 def test_unknown_command_one_line():
     r = _run("frobnicate")
     assert r.returncode == 2

@@ -76,6 +76,8 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
         ("mask",): ({"input": _p(r, "crop0.png"), "output": [str(new / "m.png")]}, []),
         ("mask-bin",): ({"input": _p(r, "tiny.bin"), "output": [str(new / "mu.bin")]},
                         ["--protocol", "mu", "--seed", "0"]),
+        ("mask-realism",): ({}, [*model, "--bench", str(r / "lfw"), "--probe-list", str(r / "notes.txt"),
+                                 "--out", str(new / "realism"), "--bootstrap", "10"]),
         ("train",): ({"config": _p(r, "cfg.yaml"), "overrides": []}, ["--out", str(new / "run")]),
         ("eval",): ({}, [*model, "--bench", str(r / "tiny.bin"), "--out", str(new / "eval"), "--no-plots"]),
         ("metrics",): ({"scores": _p(r, "scores.csv")}, []),
@@ -95,9 +97,14 @@ def _baseline(cmd: tuple[str, ...], r: Path) -> tuple[dict[str, list[str]], list
                              [*model, "--aligned", "--strict"]),
         ("gallery", "search"): ({"db": _p(r, "g.db"), "images": _p(r, "crop1.png")},
                                 [*model, "--aligned", "--strict"]),
+        ("gallery", "evaluate"): ({"db": _p(r, "g.db"), "folder": _p(r, "faces")},
+                                  [*model, "--aligned", "--strict"]),
         ("gallery", "list"): ({"db": _p(r, "g.db")}, []),
         ("gallery", "remove"): ({"db": _p(r, "g.db"), "name": ["someone"]}, []),
         ("export", "onnx"): ({"model": _p(r, "model.pt"), "out": [str(new / "m.onnx")]}, []),
+        ("serve",): ({}, ["--gallery", str(new / "staff.db"), *model, "--keys", str(r / "keys.json"),
+                          "--thresholds", str(r / "serve.thresholds.json"), "--port", "8765"]),
+        ("serve-key",): ({"keys": [str(new / "keys.json")], "name": ["door"]}, ["--scopes", "verify"]),
     }
     return table[cmd]
 
@@ -225,6 +232,7 @@ def test_numbers_and_paths_use_validated_types():
                 assert a.type is not None, f"{where}: a path argument needs an existing_*/output_* type"
 
 
+@pytest.mark.slow
 def test_bad_arguments_one_line_exit_2_nothing_written(root, capsys, monkeypatch):
     monkeypatch.chdir(root)  # default outputs (runs/, demo_out) would land here and be seen
     monkeypatch.delenv("MASKINV_DEBUG", raising=False)

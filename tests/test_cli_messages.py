@@ -188,6 +188,7 @@ def _run(args, env_extra=None, **kw):
                           timeout=120, **kw)
 
 
+@pytest.mark.slow
 def test_broken_pipe_is_quiet(root):
     env = {k: v for k, v in os.environ.items() if k != "MASKINV_DEBUG"}
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
@@ -200,6 +201,7 @@ def test_broken_pipe_is_quiet(root):
     assert err == ""
 
 
+@pytest.mark.slow
 def test_subprocess_corrupt_jpeg_is_one_note(root, tmp_path):
     bad = tmp_path / "probe.jpg"
     bad.write_bytes(corrupt_jpeg())
@@ -213,6 +215,7 @@ def test_subprocess_corrupt_jpeg_is_one_note(root, tmp_path):
     assert any(line.startswith("Corrupt JPEG data") for line in d.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_subprocess_bad_argument(root, tmp_path):
     r = _run(["align", str(root / "crop0.png"), str(tmp_path / "o.png"), "--size", "0"])
     assert r.returncode == 2 and r.stdout == ""

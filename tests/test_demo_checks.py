@@ -3,6 +3,7 @@ moved demo folder is reused (issue 16, items 11 and 15)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -59,16 +60,27 @@ def test_unfinished_folder_with_other_settings_is_replaced(tmp_path):
     assert json.loads((out / "demo_settings.json").read_text())["seed"] == 2
 
 
-def test_moved_demo_folder_is_reused(tmp_path):
-    """Quick demo, move (rename) its folder, run again: every run reused, nothing retrained."""
-    first = tmp_path / "demo"
-    doc = run_demo(first, quick_settings(seed=5), log=lambda msg: None)
+@pytest.mark.slow
+def test_moved_demo_folder_is_reused(quick_demo, tmp_path):
+    """The session's quick demo (seed 3) moved elsewhere, run again: every run reused, nothing
+    retrained. The move is a copy while the first folder is renamed away, so the old paths do not
+    exist, as after a real move (the shared folder is put back afterwards)."""
+    first, doc = quick_demo
     moved = tmp_path / "renamed" / "demo moved"
     moved.parent.mkdir()
-    first.rename(moved)
+    shutil.copytree(first, moved)
+    away = first.with_name(first.name + ".away")
+    first.rename(away)
+    try:
+        _check_moved_demo(moved, doc, tmp_path)
+    finally:
+        away.rename(first)
+
+
+def _check_moved_demo(moved, doc, tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in moved.glob("runs/*/*") if p.is_file()}
     logs = []
-    again = run_demo(moved, quick_settings(seed=5), log=logs.append)
+    again = run_demo(moved, quick_settings(seed=3), log=logs.append)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no run wrote anything
     for name, m in again["models"].items():
         assert m["run"]["weights_sha256"] == doc["models"][name]["run"]["weights_sha256"]
@@ -80,7 +92,7 @@ def test_moved_demo_folder_is_reused(tmp_path):
     from maskinv.study.runs import moved_since_stopped
     from maskinv.study.recipe import study_plan, train_config
 
-    s = quick_settings(seed=5).scaled()
+    s = quick_settings(seed=3).scaled()
     teacher_run = [r for r in study_plan(s) if r.name == "teacher"][0]
     elsewhere = tmp_path / "elsewhere"
     (moved / "runs" / "teacher").rename(elsewhere)

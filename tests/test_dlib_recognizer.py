@@ -30,6 +30,7 @@ def dlib_own():
             dlib.face_recognition_model_v1(str(root / RECOGNITION_FILE)))
 
 
+@pytest.mark.slow
 def test_equals_dlib_full_image_pipeline(photo, model, dlib_own):
     det, sp, fr = dlib_own
     rects = det(photo, 1)
@@ -67,6 +68,7 @@ def test_detector_box_is_used_with_dlib_own_predictor(photo, model, dlib_own):
     np.testing.assert_allclose(emb[0], ref / np.linalg.norm(ref), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_verify_gallery_and_aligned(photo, model, tmp_path):
     import cv2
 
@@ -109,6 +111,7 @@ def test_cli_verify_with_dlib(photo, tmp_path, capsys):
     assert rc == 0 and out.startswith("VERIFIED"), out
 
 
+@pytest.mark.slow
 def test_calibrate_dlib_on_aligned_crops(photo, model, tmp_path):
     """On a .bin's crops dlib runs with box = whole crop; no file to store beside: write=False."""
     import cv2
@@ -127,5 +130,5 @@ def test_calibrate_dlib_on_aligned_crops(photo, model, tmp_path):
     assert e["model_fingerprint"] == model.fingerprint and e["tar"] == 1.0
     emb = model.embed_aligned(np.stack([face, shifted, others[0]]))
     assert emb[0] @ emb[1] >= e["threshold"] > emb[0] @ emb[2]
-    with pytest.raises(maskinv.errors.ConfigError, match="loaded from a file"):
+    with pytest.raises(maskinv.errors.ConfigError, match="no file to store thresholds beside.*--thresholds PATH"):
         calibrate(model, tmp_path / "t.bin", fmr=0.4, protocol="uu")

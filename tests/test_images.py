@@ -76,3 +76,14 @@ def test_image_grid_layout():
         image_grid(cells, 0)
     with pytest.raises(ConfigError, match="shape"):
         image_grid(np.zeros((0, 2, 2, 3), np.uint8), 1)
+
+
+def test_a_truncated_jpeg_is_named_truncated():
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = buf.tobytes()
+    with pytest.raises(DataFormatError, match=r"cut.jpg: a truncated JPEG \(the file ends before its end-of-image marker\)"):
+        decode_image(data[:200], "cut.jpg")
+    with pytest.raises(DataFormatError, match=r"e.jpg: an empty file"):
+        decode_image(b"", "e.jpg")

@@ -78,6 +78,7 @@ def test_gallery_commands(model_path, crop_files, tmp_path, capsys):
     assert main(["gallery", "search", db, "x.png", *m]) == 2  # missing probe image
 
 
+@pytest.mark.slow
 def test_calibrate_then_verify_by_fmr(model_path, crop_files, tmp_path, capsys):
     import cv2
 

@@ -31,7 +31,7 @@ LAYER_OF = {
     "errors": "base", "constants": "base", "preprocess": "base", "utils": "base",
     "align": "align", "data": "data", "masks": "masks", "models": "models",
     "heads": "heads", "distill": "distill", "evaluate": "evaluate", "train": "train",
-    "api": "facade", "batch": "facade", "thresholds": "facade", "gallery": "facade", "export": "facade",
+    "api": "facade", "batch": "facade", "thresholds": "facade", "gallery": "facade", "export": "facade", "serve": "facade",
     "study": "study", "cli": "cli", "__main__": "cli",
 }
 

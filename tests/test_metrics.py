@@ -205,7 +205,9 @@ def test_undefined_values_have_reasons(rng):
     assert m["fmr100"] is not None
     assert m["fmr1000"] is None and "1000 impostor" in m["undefined"]["fmr1000"]
     assert m["tar_at_far"][1e-4] is None and "tar_at_far[0.0001]" in m["undefined"]
-    assert set(m["tar_at_far"]) == {2e-2, 1e-2, 1e-3, 1e-4}
+    from maskinv.evaluate.metrics import FAR_GRID
+
+    assert set(m["tar_at_far"]) == {2e-2, *FAR_GRID} == {2e-2, 1e-2, 1e-3, 5e-4, 1e-4}
     assert m["tar_at_far"][2e-2] is not None
     # constant scores: FDR undefined, not infinite
     m2 = verification_metrics(np.r_[np.ones(5), np.zeros(5)], np.r_[np.ones(5), np.zeros(5)], folds=2)

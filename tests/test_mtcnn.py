@@ -81,6 +81,7 @@ def test_nms_union_and_min():
 
 
 # ----------------------------------------------------------------------------- real photos
+@pytest.mark.slow
 @needs_weights
 def test_default_detector_finds_masked_faces(photos, det):
     """Every mask kind, 5- and 68-point geometry, 3 seeds, on two real photos: >= 95 % found
@@ -158,6 +159,7 @@ def test_several_faces_largest_first(photos, det):
 
 
 # ----------------------------------------------------------------------------- fallback
+@pytest.mark.slow
 def test_missing_weights_fall_back_to_dlib_with_one_note(monkeypatch, caplog, photos, tmp_path):
     pytest.importorskip("dlib")
     from maskinv.align import DetectorUnavailableError, DlibDetector, get_detector

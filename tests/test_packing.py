@@ -28,7 +28,7 @@ def test_pack_keeps_jpeg_bytes_reencodes_others_and_unpacks(tmp_path, rng):
     files = _tree(tmp_path / "src", rng)
     info = pack_image_folder(tmp_path / "src", tmp_path / "rec", quality=80)
     assert info == {"rec": str(tmp_path / "rec" / "train.rec"), "num_images": 6, "num_classes": 2, "image_size": [10, 8],
-                    "labels": str(tmp_path / "rec" / "labels.json")}
+                    "labels": str(tmp_path / "rec" / "labels.json"), "skipped": []}
     ds = RecordIODataset(tmp_path / "rec")
     got = [ds.read_encoded(i) for i in range(len(ds))]
     assert [lab for _, lab in got] == [0, 0, 0, 1, 1, 1]  # "a" < "b"
@@ -46,7 +46,7 @@ def test_pack_errors_name_the_problem(tmp_path, rng):
     _tree(tmp_path / "src", rng, sizes={("b", 2): (12, 8)})
     with pytest.raises(DataFormatError, match=r"2.jpg: 8x12 differs from the first image \(8x10\)"):
         pack_image_folder(tmp_path / "src", tmp_path / "rec")
-    assert not (tmp_path / "rec" / "train.rec").exists()  # nothing half-written
+    assert not (tmp_path / "rec").exists()  # nothing half-written, no empty folder left behind
     with pytest.raises(ConfigError, match="quality must be in 1..100, got 0"):
         pack_image_folder(tmp_path / "src", tmp_path / "rec", quality=0)
 

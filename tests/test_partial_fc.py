@@ -55,6 +55,7 @@ def _worker(rank, init_file, results):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_partial_fc_equals_full_softmax(tmp_path):
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:

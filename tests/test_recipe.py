@@ -53,5 +53,6 @@ def test_paper_config_margin_spread_and_scale(name, std):
     assert cfg.head.kwargs["std"] == std, name
     assert cfg.head.kwargs["s"] == 64.0 and cfg.head.kwargs["m"] == 0.5, name
     assert cfg.schedule.milestones == PAPER_MILESTONES and cfg.schedule.gamma == 0.1
-    # lr 0.1 per 512 images of global batch: 0.1 at 4 GPUs x 128
-    assert cfg.optim.lr == 0.1 and cfg.optim.lr_reference_batch == 512 and cfg.runtime.batch_size == 128
+    # lr 0.1 per 512 images of global batch: 0.1 at 4 GPUs x 128; HG starts from LG at LG's rate x 0.1 (README)
+    assert cfg.optim.lr == (0.01 if name == "maskinv_hg.yaml" else 0.1), name
+    assert cfg.optim.lr_reference_batch == 512 and cfg.runtime.batch_size == 128

@@ -176,6 +176,8 @@ def test_named_trainable_recogniser_is_a_torch_teacher(tmp_path):
 
 # ----------------------------------------------------------------------------- detectors from the registry
 def test_registered_detector_reaches_the_cli(crops, tmp_path, capsys):
+    import cv2
+
     from maskinv.align import Face, FaceDetector, register_detector
     from maskinv.align.backends import DETECTORS
     from maskinv.constants import ARCFACE_TEMPLATE_112
@@ -200,12 +202,80 @@ def test_registered_detector_reaches_the_cli(crops, tmp_path, capsys):
         out = tmp_path / "e.npy"
         assert main(["embed", *crops, "--model", str(mp), "--detector", "toydet", "--out", str(out)]) == 0
         assert len(seen) == 3 and np.load(out).shape == (3, 16)
+        # `align` (one image, then a folder) and `data bin` run the registered detector too
+        seen.clear()
+        assert main(["align", crops[0], str(tmp_path / "a.png"), "--size", "32", "--detector", "toydet"]) == 0
+        assert len(seen) == 1 and cv2.imread(str(tmp_path / "a.png")).shape == (32, 32, 3)
+        people = tmp_path / "people"
+        for k, name in enumerate(("Ann", "Bob")):
+            (people / name).mkdir(parents=True)
+            for j in (1, 2):
+                img = cv2.imread(crops[k + j - 1])  # four different files (the align cache keys by content)
+                cv2.imwrite(str(people / name / f"{name}_000{j}.png"), img[:, ::-1] if k else img)
+        (people / "pairs.txt").write_text("Ann 1 2\nAnn 1 Bob 1\nBob 1 2\nBob 2 Ann 2\n")
+        seen.clear()
+        assert main(["align", str(people), str(tmp_path / "aligned"), "--no-progress", "--detector", "toydet"]) == 0
+        assert len(seen) == 4 and len(list((tmp_path / "aligned").rglob("*.png"))) == 4
+        seen.clear()
+        assert main(["data", "bin", str(people), str(tmp_path / "p.bin"), "--detector", "toydet",
+                     "--align-cache", str(tmp_path / "ac")]) == 0
+        assert len(seen) == 4  # each of the 4 photos detected once
+        from maskinv.data.bins import load_bin
+
+        imgs, issame = load_bin(tmp_path / "p.bin")
+        assert len(imgs) == 8 and list(issame) == [True, False, True, False]
+        assert cv2.imdecode(np.frombuffer(imgs[0], np.uint8), cv2.IMREAD_COLOR).shape[:2] == (112, 112)
         capsys.readouterr()
-        for cmd in (["embed"], ["eval"], ["adapt"], ["data", "bin"]):
+        for cmd in (["embed"], ["eval"], ["adapt"], ["data", "bin"], ["align"], ["verify"], ["gallery", "add"]):
             assert main([*cmd, "--help"]) == 0
             assert "toydet" in capsys.readouterr().out, cmd
     finally:
         DETECTORS.unregister("toydet")
+
+
+def test_entry_point_plugins_reach_the_cli(monkeypatch, crops, tmp_path, capsys):
+    """A third-party package's entry points (groups maskinv.recognizers, maskinv.detectors; nothing
+    installed: importlib.metadata.entry_points is replaced) register once and reach --model/--detector."""
+    import importlib.metadata as md
+
+    import cv2
+
+    from helpers import plugin_toy
+    from maskinv.align.backends import DETECTORS
+    from maskinv.models.recognizer import RECOGNIZERS
+
+    eps = {"maskinv.recognizers": [md.EntryPoint("plugrec", "helpers.plugin_toy:register_recognizers",
+                                                 "maskinv.recognizers")],
+           "maskinv.detectors": [md.EntryPoint("plugdet", "helpers.plugin_toy:register_detectors", "maskinv.detectors")]}
+    asked: list[str] = []
+
+    def entry_points(*, group=None, **kw):
+        asked.append(group)
+        return eps.get(group, [])
+
+    monkeypatch.setattr(md, "entry_points", entry_points)
+    for reg in (RECOGNIZERS, DETECTORS):
+        monkeypatch.setattr(reg, "_plugins_loaded", False)  # as in a fresh process
+    plugin_toy.CALLS.clear()
+    plugin_toy.SEEN.clear()
+    try:
+        out = tmp_path / "e.npy"
+        assert main(["embed", *crops, "--model", "plugrec", "--detector", "plugdet", "--out", str(out)]) == 0
+        assert sorted(plugin_toy.CALLS) == ["detectors", "recognizers"]
+        assert {"maskinv.recognizers", "maskinv.detectors"} <= set(asked)
+        assert len(plugin_toy.SEEN) == 3  # the plug-in detector saw every photo
+        rgb = np.stack([cv2.imread(c)[:, :, ::-1] for c in crops])
+        np.testing.assert_allclose(np.load(out), plugin_toy.PlugRecognizer().embed_aligned(rgb), atol=1e-2)
+        capsys.readouterr()
+        assert main(["embed", "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "plugrec: a plug-in recogniser" in text and "plugdet" in text
+        assert main(["align", "--help"]) == 0 and "plugdet" in capsys.readouterr().out
+        assert sorted(plugin_toy.CALLS) == ["detectors", "recognizers"]  # loaded once, not per lookup
+    finally:
+        for reg, name in ((RECOGNIZERS, "plugrec"), (DETECTORS, "plugdet")):
+            if name in reg:
+                reg.unregister(name)
 
 
 def test_cli_choices_and_help_come_from_the_registries(capsys):

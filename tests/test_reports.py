@@ -32,6 +32,7 @@ def results(rng):
     return res
 
 
+@pytest.mark.slow
 def test_write_report(tmp_path, results):
     written = write_report(tmp_path, results)
     doc = json.loads((tmp_path / "results.json").read_text())
@@ -47,7 +48,8 @@ def test_write_report(tmp_path, results):
     assert entry["metrics"]["tar_at_far"]["0.0001"] is None
     assert "tar_at_far[0.0001]" in entry["metrics"]["undefined"]
     # plots exist and are PNGs; score CSVs round-trip exactly
-    assert len(written["plots"]) == 4
+    assert len(written["plots"]) == 5  # per model: ROC/DET + histograms; one ROC/DET with both models overlaid
+    assert (tmp_path / "lfw__all_models_roc_det.png").is_file()
     for p in written["plots"]:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv_path = tmp_path / "scores" / "student__lfw__mu.csv"
@@ -104,9 +106,64 @@ def test_probit_and_decimation(rng):
     assert np.any((f > 0) & (f <= 1e-4))
 
 
+@pytest.mark.slow
 def test_plots_accept_tuples(tmp_path, rng):
     g = rng.random(300) < 0.5
     s = rng.normal(size=300) + g
     p1 = plot_roc_det({"uu": (s, g), "mu": (s - 0.3 * g, g)}, tmp_path / "a.png")
     p2 = plot_score_histograms({"uu": (s, g)}, tmp_path / "b.png", title="t")
     assert p1.stat().st_size > 1000 and p2.stat().st_size > 1000
+
+
+def test_results_md_stands_alone_probe_ref_drops_thresholds_na_reasons_comparisons(rng):
+    """issue 25 item 2: probe_ref leads with EER and FNMR at FMR (no plain accuracy), its description
+    matches its count (probes x references), and results.md carries the drops, the thresholds, the
+    reasons of n/a cells and the bootstrap comparisons."""
+    from maskinv.evaluate.probe_ref import probe_ref_metrics
+
+    res = new_results({"protocols": ["uu"], "seed": 0, "flip": True})
+    res["benchmarks"]["rmfd"] = {
+        "num_pairs": 0, "num_images_dropped": 3, "missed": ["a/1.jpg", "b/2.jpg", "c/3.jpg"], "on_miss": "drop",
+        "unreadable": [{"image": "c/3.jpg", "reason": "a truncated JPEG (the file ends before its end-of-image marker) (99 bytes)"}],
+        "probe_ref": {"num_probes": 20, "num_references": 50, "num_comparisons": 1000, "num_genuine": 40,
+                      "num_impostor": 960}}
+    g = np.zeros(1000, bool)
+    g[:40] = True
+    for model, sep in (("dlib", 0.5), ("lg", 0.7)):
+        s = np.where(g, rng.normal(sep, 0.1, 1000), rng.normal(0, 0.1, 1000))
+        res["results"].append({"model": model, "benchmark": "rmfd", "protocol": "probe_ref",
+                               "metrics": probe_ref_metrics(s, g)})
+    res["comparisons"] = [{"model_a": "dlib", "model_b": "lg", "benchmark": "rmfd", "protocol": "probe_ref",
+                           "eer": {"diff": -0.05, "ci95": [-0.08, -0.02]}, "unit": "points"}]
+    md = markdown_table(res)
+    assert "## rmfd probe_ref: probes against references" in md
+    assert "| model | EER | FNMR at FMR 1e-2 | FNMR at FMR 1e-3 | FNMR at FMR 1:2000 |" in md
+    assert "Accuracy" not in md  # 40 genuine against 960 impostor: "always no" would be 96 % accurate
+    assert "probes × references" in md and "all against all" not in md
+    assert "20 probes × 50 references = 1,000 comparisons (40 genuine, 960 impostor)" in md
+    assert "3 images dropped: 2 without a detected face" in md and "c/3.jpg: a truncated JPEG" in md
+    assert "## Thresholds" in md and "| dlib | rmfd probe_ref |" in md
+    # 960 impostors cannot measure FMR 1e-3 or 1:2000: n/a with a numbered reason
+    assert "n/a[^1]" in md and "[^1]: needs >= 1000 impostor comparisons" in md
+    assert "## Paired comparisons" in md and "rmfd" in md.split("## Paired comparisons")[1]
+
+
+def test_eval_results_go_to_stdout(tmp_path, capsys):
+    """`maskinv eval ... > log.txt` captures the results; progress stays on stderr."""
+    import cv2
+
+    from maskinv.cli import main
+    from maskinv.data.bins import save_bin
+    from maskinv.models import export_backbone, get_model
+
+    export_backbone(get_model("r18", width_mult=0.125, input_size=32, embedding_size=16, seed=0), tmp_path / "m.pt")
+    imgs = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    save_bin(tmp_path / "b.bin", [cv2.imencode(".png", i)[1].tobytes() for i in imgs], np.arange(20) % 2 == 0)
+    assert main(["eval", "--model", str(tmp_path / "m.pt"), "--bench", str(tmp_path / "b.bin"), "--protocols", "uu",
+                 "--no-plots", "--out", str(tmp_path / "ev")]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == (tmp_path / "ev" / "results.md").read_text() and "# Verification results" not in cap.err
+    assert main(["eval", "--model", str(tmp_path / "m.pt"), "--bench", str(tmp_path / "b.bin"), "--protocols", "uu",
+                 "--out", "/proc/maskinv_x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("maskinv eval: error: argument --out: /proc/maskinv_x") and "\n" not in err

@@ -359,6 +359,7 @@ def _lfw_crops(n: int) -> np.ndarray:
     return np.stack([decode_image(f.read_bytes(), str(f)) for f in files])
 
 
+@pytest.mark.slow
 def test_parity_with_the_onnx_graph(real_sface, tmp_path):
     """torch SFace == the dequantised float ONNX copy == the shipped int8 file (onnxruntime)."""
     from maskinv.models.onnx_model import OnnxEmbedder

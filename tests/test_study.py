@@ -56,6 +56,7 @@ def _trace_run(cfg: dict, out, monkeypatch, teacher_module=None, steps: int = 3)
     return rec
 
 
+@pytest.mark.slow
 def test_students_of_one_seed_share_init_batches_and_mask_draws(quick_data, tmp_path, monkeypatch):
     import torch
 
@@ -163,12 +164,28 @@ def test_pick_rule():
         parse_lambdas("100,x")
 
 
+@pytest.mark.slow
 def test_select_lambda_quick_writes_its_record(tmp_path):
     from maskinv.study.select import select_lambda
 
     doc = select_lambda(tmp_path, quick_settings(seed=100), [100.0, 1000.0], log=lambda m: None)
     saved = json.loads((tmp_path / "select_lambda.json").read_text())
-    assert saved["chosen_lambda"] in (100.0, 1000.0) and saved["chosen_lambda"] == doc["chosen_lambda"]
+    assert saved["chosen_lambda"] == doc["chosen_lambda"]
+    # the recorded validation numbers are those of the saved validation scores, and the pick is the
+    # one the rule gives on them (highest M-U accuracy; tie -> lower M-U EER, then smaller λ)
+    from maskinv.evaluate.metrics import verification_metrics
+
+    for c in saved["candidates"]:
+        csv = tmp_path / "eval" / "scores" / f"{c['model']}__synth_select__mu.csv"
+        sc = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
+        m = verification_metrics(sc[:, 0], sc[:, 1].astype(bool))
+        assert c["accuracy"] == pytest.approx(100 * m["accuracy_mean"], abs=1e-9), c["model"]
+        assert c["eer"] == pytest.approx(100 * m["eer"], abs=1e-9), c["model"]
+    best_acc = max(c["accuracy"] for c in saved["candidates"])
+    tied = [c for c in saved["candidates"] if abs(c["accuracy"] - best_acc) < 1e-9]
+    low_eer = min(c["eer"] for c in tied)
+    want = min(c["lambda"] for c in tied if abs(c["eer"] - low_eer) < 1e-9)
+    assert saved["chosen_lambda"] == want
     assert [c["lambda"] for c in saved["candidates"]] == [100.0, 1000.0]
     assert "synth_select" in saved["benchmark"] and (tmp_path / "data" / "synth_select.bin").is_file()
     assert saved["comparisons"] and all(c["protocol"] == "mu" and len(c["accuracy"]["ci95"]) == 2
@@ -178,6 +195,7 @@ def test_select_lambda_quick_writes_its_record(tmp_path):
     assert "Chosen: λ =" in md and "| 1000 |" in md
 
 
+@pytest.mark.slow
 def test_study_over_two_quick_seeds(tmp_path):
     from maskinv.study.seeds import parse_seeds, run_study
 

@@ -14,6 +14,7 @@ from maskinv.study.adapt_row import DONE, adapt_data_seed
 from maskinv.study.settings import ADAPT_KEYS, changed_settings
 
 _NO_HG = ["with_hg=false", "with_control=false"]
+pytestmark = pytest.mark.slow  # a module fixture trains two quick demos
 
 
 @pytest.fixture(scope="module")

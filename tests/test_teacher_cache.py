@@ -87,6 +87,7 @@ def _losses(out):
     return [(r["loss"], r["kd_loss"]) for r in read_metrics(Path(out) / "metrics.jsonl")]
 
 
+@pytest.mark.slow
 def test_trainer_with_cache_matches_without(kd_setup):
     d, ov = kd_setup
     base = run_training(load_config(TINY, ov), d / "plain")

@@ -205,7 +205,9 @@ def test_paper_recipes_load():
         assert cfg.model.name == "r100" and cfg.model.embedding_size == 512
         assert cfg.head.name == "elastic_arc"
         assert cfg.optim.name == "sgd" and cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 5e-4
-        assert cfg.optim.lr == 0.1 and cfg.optim.lr_reference_batch == 512 and cfg.optim.clip_grad_norm == 5
+        # HG starts from LG at LG's rate x 0.1 (README, configs/maskinv_hg.yaml)
+        assert cfg.optim.lr == (0.01 if name == "maskinv_hg.yaml" else 0.1), name
+        assert cfg.optim.lr_reference_batch == 512 and cfg.optim.clip_grad_norm == 5
         assert cfg.schedule.epochs == 26 and cfg.schedule.milestones == [8, 14, 20, 25]
         assert cfg.runtime.batch_size == 128
     assert load_config(ROOT / "configs" / "maskinv_hg.yaml").model.init

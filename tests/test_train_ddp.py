@@ -63,6 +63,7 @@ def test_nproc_flag_execs_torchrun_with_partial_fc(tmp_path):
     assert [tuple(s) for s in shapes] == [(32, 3), (32, 2)]
 
 
+@pytest.mark.slow
 def test_torchrun_worker_exit_keeps_its_output_and_status(tmp_path):
     """A worker ends with os._exit after destroying the process group (C++ teardown can abort):
     what it printed into a pipe still arrives, and the exit status is the run's."""

@@ -68,6 +68,7 @@ def straight(setup):
     return out
 
 
+@pytest.mark.slow
 def test_split_run_equals_straight_run(setup, straight):
     d, ov = setup
     cfg = load_config(TINY, ov)
@@ -89,6 +90,7 @@ def test_split_run_equals_straight_run(setup, straight):
     load_backbone(latest_checkpoint(out))
 
 
+@pytest.mark.slow
 def test_resume_exact_with_loader_workers(setup, straight):
     d, ov = setup
     ov = ov + ["data.in_memory=false", "runtime.workers=2"]
@@ -124,6 +126,7 @@ def _wait_lines(path: Path, n: int, proc, timeout=60.0):
     raise AssertionError("timed out waiting for metrics")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_run_resumes(setup, straight, sig):
     d, ov = setup

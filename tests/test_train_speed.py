@@ -186,6 +186,7 @@ def _run_script(args, tmp_path, timeout=240):
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_bench_gpu_train_tiny_cpu_mode_runs_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     p = _run_script(["benchmarks.bench_gpu_train", "--device", "cpu", "--arch", "r18", "--width-mult", "0.125",
@@ -204,6 +205,7 @@ def test_bench_gpu_train_tiny_cpu_mode_runs_end_to_end(tmp_path):
     assert "kd_cached_over_kd" in p.stdout and "device_data" in p.stdout
 
 
+@pytest.mark.slow
 def test_gpu_check_on_cpu_reports_skips(tmp_path):
     out = tmp_path / "check.json"
     p = _run_script(["benchmarks.gpu_check", "--out", str(out)], tmp_path, timeout=120)

@@ -22,7 +22,16 @@ import numpy as np
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
 
-__all__ = ["Gallery", "Match"]
+__all__ = ["Gallery", "Match", "DuplicateTemplateError", "identification_metrics", "UNKNOWN", "set_durable"]
+
+#: The answer of a thresholded search whose best score is below the threshold.
+UNKNOWN = "unknown"
+#: Two templates this close are the same photo (two photos of one person score far lower).
+DUPLICATE_COSINE = 0.9999
+
+
+class DuplicateTemplateError(ConfigError):
+    """A template identical to one already in the gallery (the same photo enrolled twice)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -126,12 +135,56 @@ class Gallery:
                 f"{self.path}: gallery holds {have_d}-d templates, got {embedding_size}-d embeddings")
 
     # ------------------------------------------------------------------ writing
+    def duplicates(self, embeddings) -> list[tuple[int, str, str | None] | None]:
+        """Per row of ``embeddings`` (L2-normalised): ``(template id, identity, source)`` of a stored
+        template at cosine >= :data:`DUPLICATE_COSINE` (the same photo through the same model; batch
+        size and kernels move the last bits), else None."""
+        q = np.atleast_2d(np.asarray(embeddings, np.float32))
+        if self.embedding_size is None or not len(self):
+            return [None] * len(q)
+        self._load()
+        if q.shape[1] != self._matrix.shape[1]:
+            return [None] * len(q)
+        s = q @ self._matrix.T
+        best = s.argmax(axis=1)
+        ident_of = np.repeat(np.arange(len(self._starts)), np.diff(np.r_[self._starts, len(self._tids)]))
+        return [(int(self._tids[j]), self._names[ident_of[j]], self._sources[j]) if s[i, j] >= DUPLICATE_COSINE
+                else None for i, j in enumerate(best)]
+
     def add(self, name: str, embeddings, *, sources: Sequence[str | None] | None = None,
-            fingerprint: str | None = None) -> list[int]:
-        """Add templates for identity ``name`` (created if new). Returns the template ids."""
+            fingerprint: str | None = None, on_duplicate: str = "raise") -> list[int]:
+        """Add templates for identity ``name`` (created if new). Returns the template ids.
+
+        A template identical to one stored (or to another in this call) is the same photo enrolled
+        twice: ``on_duplicate="raise"`` refuses the whole call (:class:`DuplicateTemplateError`
+        naming both), ``"skip"`` leaves it out (listed in :attr:`skipped_duplicates`)."""
         if not isinstance(name, str) or not name.strip():
             raise ConfigError("identity name must be a non-empty string")
+        if on_duplicate not in ("raise", "skip"):
+            raise ConfigError(f"on_duplicate must be 'raise' or 'skip', got {on_duplicate!r}")
         emb = _normalise(embeddings, f"{self.path}: templates for {name!r}")
+        if sources is not None and len(sources) != len(emb):
+            raise ConfigError(f"{len(sources)} sources for {len(emb)} templates")
+        self.skipped_duplicates: list[dict] = []
+        keep, seen = [], {}
+        for i, dup in enumerate(self.duplicates(emb)):
+            src = None if sources is None else sources[i]
+            same = [k for k, e in seen.items() if float(emb[i] @ emb[k]) >= DUPLICATE_COSINE]
+            if dup is None and same:
+                dup = (None, name, seen[same[0]])
+            if dup is not None:
+                what = f"{src or f'template {i}'}: already enrolled as {dup[1]!r}" + (f" (from {dup[2]})" if dup[2] else "")
+                if on_duplicate == "raise":
+                    raise DuplicateTemplateError(f"{self.path}: {what}; nothing added")
+                self.skipped_duplicates.append({"index": i, "source": src, "reason": what})
+                continue
+            seen[i] = src
+            keep.append(i)
+        emb = emb[keep]
+        if sources is not None:
+            sources = [sources[i] for i in keep]
+        if not len(emb):
+            return []
         if "model_fingerprint" not in self.meta():
             if fingerprint is None:
                 raise ConfigError(f"{self.path}: a new gallery needs the model fingerprint")
@@ -195,6 +248,16 @@ class Gallery:
     def __len__(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0])
 
+    def template_of(self, name: str) -> np.ndarray | None:
+        """The L2-normalised mean of ``name``'s templates (D,), or ``None`` if no such identity."""
+        d = self.embedding_size or 0
+        rows = self._conn.execute("SELECT t.vector FROM templates t JOIN identities i ON i.id = t.identity_id "
+                                  "WHERE i.name = ?", (name,)).fetchall()
+        if not rows:
+            return None
+        m = np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").astype(np.float64).reshape(len(rows), d).mean(0)
+        return (m / np.linalg.norm(m)).astype(np.float32)
+
     def _load(self) -> None:
         key = self._conn.execute("SELECT COUNT(*), MAX(id) FROM templates").fetchone()
         if self._matrix is not None and key == self._cache_key:
@@ -255,6 +318,29 @@ class Gallery:
                                 for j in _topk(srow, k)])
         return out
 
+    def identity_scores(self, queries, *, fingerprint: str | None = None) -> tuple[np.ndarray, list[str]]:
+        """``(S, names)``: S[p, i] = the best cosine score of query p against identity ``names[i]``'s
+        templates (the matrix :func:`identification_metrics` reads)."""
+        q = _normalise(queries, f"{self.path}: query")
+        self.check_model(fingerprint, q.shape[1])
+        self._load()
+        if not len(self._tids):
+            return np.zeros((len(q), 0)), []
+        return np.maximum.reduceat(q @ self._matrix.T, self._starts, axis=1), list(self._names)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
+
+    def fpir_threshold(self, fpir: float) -> float:
+        """The threshold stored by ``maskinv gallery evaluate --store`` for FPIR ``fpir``."""
+        v = self.meta().get(f"threshold@fpir={float(fpir):g}")
+        if v is None:
+            have = sorted(k.split("=", 1)[1] for k in self.meta() if k.startswith("threshold@fpir="))
+            raise ConfigError(f"{self.path}: no threshold measured for FPIR {fpir:g} (have: {', '.join(have) or 'none'}); "
+                              f"run `maskinv gallery evaluate {self.path} PROBES --fpir {fpir:g} --store` or pass --threshold")
+        return float(v)
+
     def close(self) -> None:
         self._conn.close()
 
@@ -270,3 +356,72 @@ def _topk(row: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(row))
     idx = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
     return idx[np.lexsort((idx, -row[idx]))]
+
+
+def identification_metrics(scores: np.ndarray, names: Sequence[str], labels: Sequence[str], *,
+                           ranks: Sequence[int] = (1, 5), fpirs: Sequence[float] = (0.1, 0.01, 0.001)) -> dict:
+    """Open-set 1:N metrics from ``scores`` (P probes x I gallery identities, each an identity's best
+    template score), the gallery's identity ``names`` and each probe's true identity ``labels``.
+
+    * rank-k (closed set, over mated probes: those whose identity is in the gallery): the true
+      identity among the k best;
+    * FNIR at FPIR f: non-mated searches are the probes whose identity is not enrolled (their best
+      score) and, for mated probes, the search without their own identity (best score among the
+      others: every probe also serves as a stranger). The threshold t is the smallest score with
+      at most a fraction f of non-mated searches at or above it; FNIR is the fraction of mated
+      probes whose true identity is not ranked first with a score >= t. ``None`` (with the reason
+      under ``undefined``) when there are fewer than 1/f non-mated searches.
+    """
+    scores = np.asarray(scores, np.float64)
+    names = list(names)
+    col = {n: j for j, n in enumerate(names)}
+    P = scores.shape[0]
+    true = np.array([col.get(lab, -1) for lab in labels])
+    mated = true >= 0
+    out: dict = {"num_probes": int(P), "num_mated": int(mated.sum()), "num_identities": len(names),
+                 "rank": {}, "fnir_at_fpir": {}, "threshold_at_fpir": {}, "undefined": {}}
+    if mated.any():
+        ms = scores[mated]
+        own = ms[np.arange(len(ms)), true[mated]]
+        # rank of the true identity: 1 + identities scoring strictly higher
+        rank = 1 + (ms > own[:, None]).sum(axis=1)
+        for k in ranks:
+            out["rank"][int(k)] = float((rank <= k).mean())
+        others = ms.copy()
+        others[np.arange(len(ms)), true[mated]] = -np.inf
+        parts = [others.max(axis=1)] if ms.shape[1] > 1 else []
+        first_ok = rank == 1
+    else:
+        for k in ranks:
+            out["undefined"][f"rank[{k}]"] = "no probe's identity is in the gallery"
+        parts, own, first_ok = [], np.zeros(0), np.zeros(0, bool)
+    if (~mated).any() and scores.shape[1]:
+        parts.append(scores[~mated].max(axis=1))
+    nonmated = np.concatenate(parts) if parts else np.zeros(0)
+    out["num_nonmated_searches"] = int(len(nonmated))
+    srt = np.sort(nonmated)[::-1]
+    for f in fpirs:
+        need = int(np.ceil(1.0 / f - 1e-9))
+        if len(nonmated) < need or not mated.any():
+            out["fnir_at_fpir"][float(f)] = out["threshold_at_fpir"][float(f)] = None
+            out["undefined"][f"fnir_at_fpir[{f:g}]"] = (
+                f"needs >= {need} non-mated searches for FPIR <= {f:g}, have {len(nonmated)}" if mated.any()
+                else "no mated probe")
+            continue
+        allowed = int(np.floor(f * len(nonmated) + 1e-9))  # non-mated searches allowed at or above t
+        # t just above the (allowed+1)-th best non-mated score
+        t = float(np.nextafter(srt[allowed], np.inf)) if allowed < len(srt) else float(srt[-1])
+        out["threshold_at_fpir"][float(f)] = t
+        out["fnir_at_fpir"][float(f)] = float(1.0 - (first_ok & (own >= t)).mean())
+    return out
+
+
+def set_durable(gallery: Gallery) -> dict[str, str]:
+    """Settings for a long-running writer (``maskinv serve``): WAL journal (readers never wait for
+    a writer), ``synchronous=FULL`` (a committed transaction survives a crash or kill -9) and
+    ``secure_delete`` (removed templates are overwritten on disk). Returns the values in force."""
+    c = gallery._conn
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("PRAGMA secure_delete=ON")
+    return {k: str(c.execute(f"PRAGMA {k}").fetchone()[0]) for k in ("journal_mode", "synchronous", "secure_delete")}

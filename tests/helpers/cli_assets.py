@@ -41,7 +41,25 @@ def make_cli_assets(r: Path) -> Path:
     shutil.copy(r / "crop0.png", r / "faces" / "person0" / "a.png")
     assert main(["gallery", "add", str(r / "g.db"), "someone", str(r / "crop0.png"),
                  "--model", str(r / "model.pt"), "--aligned"]) == 0
+    _serve_assets(r)
     return r
+
+
+def _serve_assets(r: Path) -> None:
+    """`maskinv serve`'s inputs: an API keys file and U-U / M-U thresholds of model.pt (from
+    random scores: the contract tests never start the server)."""
+    from maskinv.models import model_fingerprint
+    from maskinv.serve.keys import add_key
+    from maskinv.thresholds import calibrate_from_scores, write_entry
+
+    add_key(r / "keys.json", "contract", ["admin"])
+    rng = np.random.default_rng(1)
+    scores = np.r_[rng.normal(0.6, 0.1, 200), rng.normal(0.0, 0.1, 4000)]
+    genuine = np.r_[np.ones(200, bool), np.zeros(4000, bool)]
+    fp = model_fingerprint(r / "model.pt")
+    for prot in ("uu", "mu"):
+        write_entry(r / "serve.thresholds.json", fp,
+                    calibrate_from_scores(scores, genuine, fmr=1e-3, protocol=prot, fingerprint=fp, source={"bench": "random"}))
 
 
 def corrupt_jpeg() -> bytes:

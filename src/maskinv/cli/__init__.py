@@ -28,7 +28,7 @@ import warnings
 from typing import Sequence
 
 # Command-group modules, in the order they appear in --help.
-_GROUPS = ("data", "mask", "train", "adapt", "evaluate", "demo", "study_real", "infer")
+_GROUPS = ("data", "mask", "train", "adapt", "evaluate", "demo", "study_real", "infer", "serve")
 
 
 class _Parser(argparse.ArgumentParser):

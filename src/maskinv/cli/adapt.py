@@ -12,8 +12,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "adapt", help="make a pretrained face model mask-invariant from unlabeled photos (no labels, no head)",
         description="Distil a frozen teacher (torch .pt/.pth, .onnx, or 'dlib') into a student that sees the same "
-                    "photos masked: template distillation only, BatchNorm statistics frozen. Photos are detected and "
-                    "aligned once into RUN_DIR/data. Defaults: configs/adapt.yaml; overrides key.sub=value.")
+                    "photos masked: template distillation only. A torch teacher is copied (BatchNorm statistics "
+                    "frozen); an ONNX or dlib teacher gets a student trained from scratch, which needs a large set "
+                    "(at least 10,000 photos). Photos are detected and aligned once into RUN_DIR/data; aligned crops "
+                    "of another size are resized to the teacher's; unreadable files are skipped and listed "
+                    "(--strict stops). Defaults: configs/adapt.yaml; overrides key.sub=value. --val: a .bin of "
+                    "labelled pairs, e.g. `maskinv data bin LFW_LAYOUT_FOLDER/ val.bin` from a folder with a "
+                    "pairs.txt (docs/adapt.md).")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. masks.prob=0.5 kd.weight=100")
     p.add_argument("--teacher", type=A.model_ref, help="the model to adapt: .pt/.pth (copied), .onnx or dlib (templates cached once)")
     p.add_argument("--images", type=A.existing_path, help="a folder tree of photos, of aligned crops (--aligned), or a RecordIO folder/.rec")
@@ -22,7 +27,10 @@ def register(subparsers) -> None:
     A.detector_arg(p, "face detector for photos")
     p.add_argument("--max-steps", type=A.positive_int, default=None, help="total optimiser steps (a resumed run stops at the same total)")
     p.add_argument("--resume", metavar="RUN_DIR", type=A.existing_dir, help="continue the run in RUN_DIR from its newest checkpoint")
-    p.add_argument("--val", metavar="BIN", type=A.bin_file, help="validation pairs (.bin; never the test pairs): U-U/M-U while adapting")
+    p.add_argument("--val", metavar="BIN", type=A.bin_file,
+                   help="validation pairs (.bin; never the test pairs): U-U/M-U while adapting; make one from labelled "
+                        "pairs with `maskinv data bin FOLDER/ val.bin` (FOLDER: Name/Name_0001.jpg + pairs.txt)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable photo (default: skip and list it)")
     p.add_argument("--eval-every", type=A.positive_int, default=200, help="steps between validations with --val (default 200)")
     p.add_argument("--tolerance", type=A.non_negative_float, default=1.0,
                    help="U-U points the student may lose against the teacher on --val (default 1.0)")
@@ -54,7 +62,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     s = adapt_model(args.teacher, args.images, out, aligned=args.aligned, detector=args.detector,
                     max_steps=args.max_steps, resume=bool(args.resume), overrides=overrides,
                     log=lambda m: print(m, flush=True), val=args.val, eval_every=args.eval_every,
-                    tolerance=args.tolerance, patience=args.patience)
+                    tolerance=args.tolerance, patience=args.patience, strict=args.strict)
     print(f"run: {s['out_dir']}  status: {s['status']}  step: {s['step']}/{s['total_steps']}  loss: {s['loss']:.6f}")
     if s.get("backbone"):
         sel = s.get("selection") or {}

@@ -3,7 +3,7 @@
 - ``data synth OUT_DIR --identities N --images-per-identity K --seed S [--size 112]
   [--val-identities M --val-pairs P] [--difficulty default] [--preview grid.png]``
 - ``data info PATH [--json]``   (a RecordIO folder / ``.rec``, or a ``.bin``)
-- ``data pack IMAGE_FOLDER OUT_DIR [--quality 95]``
+- ``data pack IMAGE_FOLDER OUT_DIR [--quality 95] [--strict]``
 - ``data unpack REC_DIR OUT_DIR``
 - ``data bin IMAGES_DIR OUT.bin [--pairs FILE] [--aligned] [--on-miss drop|center] [--detector NAME]``
 """
@@ -50,8 +50,10 @@ def register(subparsers) -> None:
 
     k = sub.add_parser("pack", help="image folder (one sub-folder per identity) -> RecordIO (InsightFace layout)")
     k.add_argument("image_folder", metavar="IMAGE_FOLDER", type=A.existing_dir, help="one sub-folder of images per identity")
-    k.add_argument("out_dir", metavar="OUT_DIR", type=A.output_dir, help="output folder for train.rec/.idx/.lst (created)")
+    k.add_argument("out_dir", metavar="OUT_DIR", type=A.output_dir,
+                   help="output folder for train.rec, train.idx, property and labels.json (created)")
     k.add_argument("--quality", type=A.int_range(1, 100), default=95, help="JPEG quality for images that are not JPEG already")
+    add_strict_option(k)
     k.set_defaults(func=_cmd_pack)
 
     u = sub.add_parser("unpack", help="RecordIO -> OUT_DIR/<label or name>/<key>.<ext> (bytes unchanged; "
@@ -76,6 +78,14 @@ def add_folder_bench_options(p) -> None:
     A.detector_arg(p)
     p.add_argument("--align-cache", default=None, metavar="DIR", type=A.output_dir,
                    help="cache of aligned crops, keyed by file sha256 + detector + size (default: next to the output)")
+    add_strict_option(p)
+
+
+def add_strict_option(p) -> None:
+    """``--strict``: stop at the first unreadable image (default: skip it, with its pairs, and report it)."""
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable or undecodable image (default: skip and list it; a benchmark "
+                        "drops its pairs)")
 
 
 def prepare_folder_from_args(images_dir, args, default_cache: Path, probe_list: bool = False):
@@ -85,7 +95,7 @@ def prepare_folder_from_args(images_dir, args, default_cache: Path, probe_list: 
     return prepare_folder_bench(
         images_dir, args.pairs, aligned=args.aligned, detector=args.detector, on_miss=args.on_miss,
         cache_dir=Path(args.align_cache) if args.align_cache else default_cache, all_images=probe_list or None,
-        progress=lambda line: print(line, file=sys.stderr),
+        progress=lambda line: print(line, file=sys.stderr), strict=args.strict,
     )
 
 
@@ -165,7 +175,12 @@ def _cmd_pack(args) -> int:
 
     if not 1 <= args.quality <= 100:
         raise ConfigError(f"--quality must be in 1..100, got {args.quality}")
-    print(json.dumps(pack_image_folder(args.image_folder, args.out_dir, quality=args.quality, progress=True)))
+    info = pack_image_folder(args.image_folder, args.out_dir, quality=args.quality, progress=True, strict=args.strict)
+    for s in info["skipped"][:5]:
+        print(f"maskinv: note: skipped {s['image']}: {s['reason']}", file=sys.stderr)
+    if len(info["skipped"]) > 5:
+        print(f"maskinv: note: skipped {len(info['skipped']) - 5} more (listed under 'skipped')", file=sys.stderr)
+    print(json.dumps(info))
     return 0
 
 

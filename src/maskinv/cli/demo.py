@@ -29,10 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_out", type=A.output_dir, help="output folder (default: demo_out)")
     p.add_argument("--seed", type=A.seed, default=0, help="seed of data, training and masks (default: 0)")
-    p.add_argument("--select-lambda", metavar="L1,L2,...", default=None,
+    p.add_argument("--select-lambda", metavar="L1,L2,...", default=None, nargs="?", const="25,75,250,750",
                    help="train the teacher and one MaskInv-LG per λ and pick λ by M-U accuracy on validation "
                    "pairs (identities disjoint from training and test; tie: lower EER); use a seed that the "
-                   "seed study does not use, e.g. --seed 100")
+                   "seed study does not use, e.g. --seed 100. Without a list: 25,75,250,750 (λ/D at D=128: the "
+                   "paper's LG 0.195 and HG 5.86 per sample and two steps between)")
+    p.add_argument("--select-aug", metavar="LR1,LR2,.../S1,S2", default=None, nargs="?", const="",
+                   help="tune the ElasticFace-Arc-Aug baseline's learning rate and scale s on validation pairs the "
+                   "same way (one Aug run per pair; default grid 0.025,0.05,0.1/32,64); set the pick with "
+                   "--set aug_lr=... --set aug_s=...")
     _common(p)
     p.set_defaults(func=_run)
 
@@ -64,6 +69,15 @@ def _settings(args: argparse.Namespace, seed: int):
 
 def _run(args: argparse.Namespace) -> int:
     s = _settings(args, args.seed)
+    if args.select_lambda is not None and args.select_aug is not None:
+        from maskinv.errors import ConfigError
+
+        raise ConfigError("--select-lambda and --select-aug: one selection per output folder; run them one at a time")
+    if args.select_aug is not None:
+        from maskinv.study.select import parse_aug_grid, select_aug
+
+        select_aug(args.out, s, *parse_aug_grid(args.select_aug))
+        return 0
     if args.select_lambda is not None:
         from maskinv.study.select import parse_lambdas, select_lambda
 

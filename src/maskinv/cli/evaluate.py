@@ -224,7 +224,8 @@ def eval_inputs(args: argparse.Namespace) -> tuple[list, list]:
     cache = Path(args.align_cache) if args.align_cache else Path(args.out) / ".maskinv-align-cache"
     benches = [
         FolderBenchSpec(b, pairs=args.pairs, aligned=args.aligned, on_miss=args.on_miss, detector=args.detector,
-                        probe_list=args.probe_list, cache_dir=cache, min_false_matches=args.min_false_matches)
+                        probe_list=args.probe_list, cache_dir=cache, min_false_matches=args.min_false_matches,
+                        strict=args.strict)
         if b in folders else b
         for b in args.bench
     ]
@@ -243,10 +244,32 @@ def _check_bench_files(args: argparse.Namespace) -> None:
                                   "as InsightFace and `maskinv data bin` write)")
 
 
+def probe_writable(folder: str | Path) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written (e.g. under
+    /proc, where even root's permission bits say yes): make and remove a scratch folder there."""
+    import tempfile
+
+    from maskinv.errors import ConfigError
+
+    p = Path(folder).absolute()
+    base = p
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        Path(tempfile.mkdtemp(prefix=".maskinv-probe-", dir=base)).rmdir()
+    except OSError as exc:
+        raise ConfigError(f"argument --out: {folder}: cannot write there ({exc.strerror or exc})") from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from maskinv.evaluate import evaluate_models
 
+    if args.bootstrap and len(args.model) < 2:  # a mistake is caught before any model is loaded
+        from maskinv.errors import ConfigError
+
+        raise ConfigError(f"--bootstrap compares models: give two or more --model, got {len(args.model)}")
     _check_bench_files(args)
+    probe_writable(args.out)
     models, benches = eval_inputs(args)
     doc = evaluate_models(
         models, benches, args.protocols,
@@ -255,10 +278,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out_dir=args.out, plots=not args.no_plots, log=lambda msg: print(msg, file=sys.stderr),
         bootstrap=args.bootstrap,
     )
-    if doc.get("comparisons"):
-        from maskinv.evaluate.bootstrap import render_comparisons_markdown
-
-        print(render_comparisons_markdown(doc["comparisons"]), end="")
     written = doc["report"]
+    # the results on stdout (`> log.txt` keeps them); progress and notes went to stderr
+    print(Path(written["markdown"]).read_text(encoding="utf-8"), end="")
     print(f"wrote {written['json']} and {written['markdown']} ({len(written['plots'])} plots)", file=sys.stderr)
     return 0

@@ -2,6 +2,7 @@
 
     maskinv mask INPUT OUTPUT [--kind K|random] [--seed S] [--landmarks FILE] [--preview grid.png]
     maskinv mask-bin IN.bin OUT.bin --protocol {mu,mm} --seed S [--kind K] [--format jpg|png]
+    maskinv mask-realism --model M --bench FOLDER --probe-list MASKED.txt [--people FILE] [--renderer v1|mesh] --out DIR
 
 Image ``i`` (sorted relative path order for a folder, 0 for a single file) is masked with the
 generator ``image_rng(seed, i)``: reruns give the same bytes, and any image can be regenerated.
@@ -31,6 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("input", type=A.existing_path, help="image file or folder of images")
     p.add_argument("output", type=A.output_path, help="output image file (or folder, for a folder input)")
     p.add_argument("--kind", default="random", choices=kinds, help="mask kind (default: random per image)")
+    p.add_argument("--renderer", default="v1", choices=("v1", "mesh"),
+                   help="v1 (default): outlines from 5/68 points; mesh: 468-point face mesh, real-world looks")
     p.add_argument("--seed", type=A.seed, default=0, help="seed; image i uses image_rng(seed, i) (default 0)")
     p.add_argument("--landmarks", default=None, type=A.existing_file,
                    help="landmarks: .npy of shape (K,2) for all images or (N,K,2) in sorted order, or .json "
@@ -58,6 +61,32 @@ def register(subparsers) -> None:
     b.add_argument("--quality", type=A.int_range(1, 100), default=95, help="JPEG quality (default 95)")
     b.add_argument("--progress", action="store_true", help="show a progress bar")
     b.set_defaults(func=cmd_mask_bin)
+
+    r = subparsers.add_parser(
+        "mask-realism", help="how much synthetic masks cost a model compared with real masks (realism ratio)",
+        description="Scores held-back unmasked probes, the same probes with synthetic masks drawn on the full photo, "
+                    "and real masked probes against the same unmasked references (people with >= 1 real masked and "
+                    ">= 2 unmasked photos; MTCNN boxes for every model; each identity weighs equally). Writes "
+                    "realism.json, realism.md and contact_sheet.png (real | synthetic | unmasked) to --out.")
+    r.add_argument("--model", required=True, type=A.model_ref,
+                   help="model file (.pt/.pth/.onnx) or a named model such as 'dlib'")
+    r.add_argument("--arch", default=None, help="architecture name for a bare .pth (r18 r34 r50 r100 r200 mbf)")
+    r.add_argument("--bench", required=True, type=A.existing_dir, help="photo folder: one sub-folder per identity")
+    r.add_argument("--probe-list", dest="probe_list", required=True, type=A.existing_file,
+                   help="text file listing the real masked photos (relative paths, one per line)")
+    r.add_argument("--people", default=None, type=A.existing_file,
+                   help="only these identities (one folder name per line), e.g. benchmarks/splits/rmfd_dev.txt")
+    r.add_argument("--renderer", default="v1", type=A.choice_list(("v1", "mesh"), "renderer"),
+                   help="synthetic mask renderer(s): v1 (5-point outlines), mesh (468-point mesh, real-world looks), "
+                        "or v1,mesh (both in one run, sharing detections and embeddings; files get a _v1/_mesh suffix)")
+    r.add_argument("--kind", default="random", choices=kinds, help="mask kind (default: random per probe)")
+    r.add_argument("--seed", type=A.seed, default=0, help="seed of the probe choice and the masks (default 0)")
+    r.add_argument("--holdout", type=A.positive_int, default=1,
+                   help="unmasked photos per person held back as probes (at most all but one; default 1)")
+    r.add_argument("--bootstrap", type=A.positive_int, default=1000,
+                   help="bootstrap replicates over identities (default 1000)")
+    r.add_argument("--out", required=True, type=A.output_dir, help="output folder")
+    r.set_defaults(func=cmd_mask_realism)
 
 
 def _list_images(root: Path) -> list[Path]:
@@ -111,7 +140,7 @@ def cmd_mask(args: argparse.Namespace) -> int:
     previews = []
     for i, (f, o, lm) in enumerate(zip(files, outs, lms)):
         img = decode_image(f.read_bytes(), str(f))
-        res = apply_mask(img, lm, image_rng(args.seed, i), args.kind)
+        res = apply_mask(img, lm, image_rng(args.seed, i), args.kind, renderer=args.renderer)
         _write(o, res.image, args.quality)
         if len(previews) < args.preview_faces:
             previews.append((img, lm))
@@ -136,4 +165,38 @@ def cmd_mask_bin(args: argparse.Namespace) -> int:
                     image_format=args.image_format, quality=args.quality, progress=args.progress)
     print(f"{info['protocol']}: masked {info['masked']} of {info['images']} images "
           f"({info['pairs']} pairs, {info['image_format']}) -> {info['output']}")
+    return 0
+
+
+def cmd_mask_realism(args: argparse.Namespace) -> int:
+    from maskinv.api import load_model
+    from maskinv.evaluate.realism import realism, realism_report
+    from maskinv.masks.mesh import MESH_KINDS
+    from maskinv.utils.io import atomic_write_json, atomic_write_text
+
+    from maskinv.errors import ConfigError
+
+    renderers = list(dict.fromkeys(x.strip() for x in args.renderer.split(",")))
+    if "mesh" in renderers and args.kind not in ("random",) + MESH_KINDS:
+        raise ConfigError(f"argument --kind: the mesh renderer draws {', '.join(MESH_KINDS)} or random, not {args.kind!r}")
+    model = load_model(args.model, args.arch)
+    out = Path(args.out)
+    cache: dict = {}
+    results = []
+    for rname in renderers:
+        res = realism(model, args.bench, args.probe_list, people_file=args.people, renderer=rname,
+                      kind=args.kind, seed=args.seed, holdout=args.holdout, bootstrap=args.bootstrap, cache=cache)
+        results.append((rname, res.pop("_sheet"), res))
+    for rname, sheet, res in results:   # write only once every renderer has run
+        sfx = f"_{rname}" if len(renderers) > 1 else ""
+        atomic_write_json(out / f"realism{sfx}.json", res)
+        atomic_write_text(out / f"realism{sfx}.md", realism_report(res))
+        if sheet is not None:
+            _write(out / f"contact_sheet{sfx}.png", sheet, 95)
+        r = res["ratio"]["eer"]
+        pt = "n/a" if r["point"] is None else f"{r['point']:.2f}"
+        ci = "" if r["ci95"] is None else f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+        print(f"{rname}: realism ratio (EER) {pt}{ci}; EER unmasked/synthetic/real "
+              + "/".join(f"{100 * res['metrics'][c]['eer']:.2f}" for c in ("unmasked", "synthetic", "real"))
+              + f" % -> {out}")
     return 0

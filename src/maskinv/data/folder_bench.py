@@ -119,6 +119,7 @@ def prepare_folder_bench(
     cache_dir: str | os.PathLike | None = None,
     all_images: bool | None = None,
     progress: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> FolderBench:
     """Read, align and cache a folder benchmark.
 
@@ -136,6 +137,9 @@ def prepare_folder_bench(
         all_images: take every image of every identity folder, not just those the pair list
             uses (needed by the probe/reference protocol). Default: True without a pair list.
         progress: called with a short status line now and then (e.g. ``print``).
+        strict: stop at the first file that cannot be read or decoded (:class:`DataFormatError`);
+            by default it is dropped with every pair that uses it and listed in ``info["unreadable"]``
+            (path and reason) and in ``missed``.
     """
     from maskinv.data.pairs import read_pairs
     from maskinv.utils.images import decode_image, encode_image
@@ -174,6 +178,7 @@ def prepare_folder_bench(
     images = np.zeros((n, size, size, 3), np.uint8)
     valid = np.ones(n, bool)
     missed: list[str] = []
+    unreadable: list[dict[str, str]] = []
     keys = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in paths]
     identities = [p.parent.name for p in paths]
     resized = cached = 0
@@ -183,11 +188,21 @@ def prepare_folder_bench(
     for k, path in enumerate(paths):
         if progress is not None and k and k % 200 == 0:
             progress(f"{root.name}: {k}/{n} images ({cached} from cache, {len(missed)} without a face)")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+            img = decode_image(data, str(path)) if aligned else None
+        except (DataFormatError, OSError) as e:
+            if strict:
+                raise DataFormatError(f"{e} (--strict stops at the first bad file)") from e
+            reason = str(e).replace(f"{path}: ", "", 1) if isinstance(e, DataFormatError) else (e.strerror or str(e))
+            unreadable.append({"image": keys[k], "reason": reason})
+            missed.append(keys[k])
+            valid[k] = False
+            fingerprint.update(f"{keys[k]}\0unreadable\n".encode())
+            continue
         sha = hashlib.sha256(data).hexdigest()
         fingerprint.update(f"{keys[k]}\0{sha}\n".encode())
         if aligned:
-            img = decode_image(data, str(path))
             if img.shape[:2] != (size, size):
                 img = center_crop(img, size)  # a square crop is just resized
                 resized += 1
@@ -200,7 +215,15 @@ def prepare_folder_bench(
                 images[k] = decode_image(crop_file.read_bytes(), str(crop_file))
                 cached += 1
                 continue
-        img = decode_image(data, str(path))
+        try:
+            img = decode_image(data, str(path))
+        except DataFormatError as e:
+            if strict:
+                raise DataFormatError(f"{e} (--strict stops at the first bad file)") from e
+            unreadable.append({"image": keys[k], "reason": str(e).replace(f"{path}: ", "", 1)})
+            missed.append(keys[k])
+            valid[k] = False
+            continue
         found = None
         if noface_file is not None and noface_file.is_file():
             cached += 1
@@ -240,6 +263,8 @@ def prepare_folder_bench(
         "num_identities": len(set(identities)),
         "num_missed": len(missed),
         "missed": list(missed),
+        "num_unreadable": len(unreadable),
+        "unreadable": unreadable,
         "num_images_dropped": int((~valid).sum()),
         "num_resized": resized,
         "num_from_cache": cached,
@@ -251,7 +276,9 @@ def prepare_folder_bench(
         info.update(num_pair_lines=len(plist), num_pairs=int(keep.sum()), num_pairs_dropped=int((~keep).sum()),
                     num_genuine=int(plist.issame[keep].sum()), pairs_header=list(plist.header) if plist.header else None)
     if progress is not None:
-        progress(f"{name}: {n} images, {len(missed)} without a face ({on_miss}), {cached} from cache")
+        bad = f", {len(unreadable)} unreadable (dropped)" if unreadable else ""
+        progress(f"{name}: {n} images, {len(missed) - len(unreadable)} without a face ({on_miss}){bad}, "
+                 f"{cached} from cache")
     return bench
 
 

@@ -56,45 +56,85 @@ def read_label_names(rec: str | os.PathLike, num_classes: int | None = None) -> 
 
 
 def pack_image_folder(image_folder: str | os.PathLike, out_dir: str | os.PathLike, *, quality: int = 95,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, strict: bool = False) -> dict:
     """Pack ``image_folder/<identity>/<image>`` into ``out_dir/train.rec/.idx`` + ``property``.
 
     Labels follow :class:`~maskinv.data.folders.ImageFolderDataset` (sorted identity
-    folders).  Every image is decoded once to validate it; all must share the first
-    image's size (a RecordIO set has one image size), else :class:`DataFormatError`
-    names the file.  Non-JPEG files are encoded as JPEG at ``quality`` (1..100).
-    Writes ``labels.json`` (label -> identity folder name) beside the records.
-    Returns ``{"rec", "num_images", "num_classes", "image_size": [h, w], "labels"}``.
+    folders).  Every image is decoded once to validate it: a file that cannot be read or
+    decoded is skipped and listed under ``skipped`` (``strict``: :class:`DataFormatError`
+    naming it instead). All images must share the first readable image's size (a RecordIO
+    set has one image size), else :class:`DataFormatError` names the file.  Non-JPEG files
+    are encoded as JPEG at ``quality`` (1..100). Writes ``labels.json`` (label -> identity
+    folder name) beside the records. On an error nothing is left behind (an output folder
+    this call created is removed). Returns ``{"rec", "num_images", "num_classes",
+    "image_size": [h, w], "labels", "skipped": [{"image", "reason"}]}``.
     """
+    import shutil
+
     from maskinv.data.folders import ImageFolderDataset
     from maskinv.data.recordio import write_insightface_recordio
 
     if not 1 <= int(quality) <= 100:
         raise ConfigError(f"quality must be in 1..100, got {quality}")
     ds = ImageFolderDataset(image_folder)
-    # the image size is known only after a decode: take it from the first image
-    first = decode_image(ds.read_encoded(0)[0], str(ds.paths[0]))
-    size = first.shape[:2]
+    root = Path(image_folder)
+    skipped: list[dict[str, str]] = []
+
+    def read(i: int):
+        path = ds.paths[i]
+        try:
+            data, label = ds.read_encoded(i)
+            return data, label, decode_image(data, str(path))
+        except (DataFormatError, OSError) as e:
+            if strict:
+                raise DataFormatError(f"{e} (--strict stops at the first bad file)") from e
+            rel = Path(path).relative_to(root).as_posix() if Path(path).is_relative_to(root) else str(path)
+            skipped.append({"image": rel, "reason": str(e).replace(f"{path}: ", "", 1)
+                            if isinstance(e, DataFormatError) else (e.strerror or str(e))})
+            return None
+
+    # the image size is known only after a decode: take it from the first readable image
+    first = next((r for r in (read(i) for i in range(len(ds))) if r is not None), None)
+    if first is None:
+        raise DataFormatError(f"{image_folder}: none of its {len(ds)} images could be read")
+    size = first[2].shape[:2]
+    skipped.clear()  # the loop below reads (and reports) every image again
+    written = 0
 
     def items():
+        nonlocal written
         for i in range(len(ds)):
-            data, label = ds.read_encoded(i)
-            img = decode_image(data, str(ds.paths[i]))  # validates every image and its size
+            r = read(i)  # validates every image and its size
+            if r is None:
+                continue
+            data, label, img = r
             if img.shape[:2] != size:
                 raise DataFormatError(f"{ds.paths[i]}: {img.shape[1]}x{img.shape[0]} differs from the first image "
                                       f"({size[1]}x{size[0]}); a RecordIO set has one image size")
             if sniff_image_format(data) != "jpg":
                 data = encode_image(img, "jpg", int(quality))
+            written += 1
             yield label, data
 
-    rec = write_insightface_recordio(out_dir, items(), num_classes=ds.num_classes, image_size=size,
-                                     progress=progress, total=len(ds))
-    from maskinv.utils.io import atomic_write_json
+    out = Path(out_dir)
+    before = set(out.iterdir()) if out.is_dir() else None
+    try:
+        rec = write_insightface_recordio(out_dir, items(), num_classes=ds.num_classes, image_size=size,
+                                         progress=progress, total=len(ds))
+        from maskinv.utils.io import atomic_write_json
 
-    labels = _labels_path(rec)
-    atomic_write_json(labels, {str(i): str(name) for i, name in enumerate(ds.classes)})
-    return {"rec": str(rec), "num_images": len(ds), "num_classes": ds.num_classes,
-            "image_size": [int(size[0]), int(size[1])], "labels": str(labels)}
+        labels = _labels_path(rec)
+        atomic_write_json(labels, {str(i): str(name) for i, name in enumerate(ds.classes)})
+    except BaseException:
+        if out.is_dir():
+            if not before:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for p in set(out.iterdir()) - before:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        raise
+    return {"rec": str(rec), "num_images": written, "num_classes": ds.num_classes,
+            "image_size": [int(size[0]), int(size[1])], "labels": str(labels), "skipped": skipped}
 
 
 def unpack_recordio(rec_dir: str | os.PathLike, out_dir: str | os.PathLike, *, progress: bool = False) -> dict:

@@ -15,6 +15,7 @@ the original photos (dlib).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,10 @@ class Benchmark:
     detector: Any = None
     #: probe_ref operating-point rule (:mod:`maskinv.evaluate.probe_ref`)
     min_false_matches: int = 1
+    #: (N, 2): the identity of each pair's two images (SynthFaces: identity index, from the
+    #: ``<stem>_identities.npy`` sidecar; folders: person names), or None when the source has none.
+    #: The bootstrap resamples identities with it (:func:`maskinv.evaluate.bootstrap.paired_bootstrap`).
+    pair_identity: np.ndarray | None = None
 
     @property
     def num_pairs(self) -> int:
@@ -82,7 +87,8 @@ class FolderBenchSpec:
     name or detector object (default: the package's). ``probe_list``: file of probe images:
     adds protocol ``probe_ref`` (every probe against every other image). ``cache_dir``: aligned
     crop cache (None: none). ``label``: default the folder name. ``min_false_matches``: the
-    probe_ref operating-point rule. ``size``: crop side.
+    probe_ref operating-point rule. ``size``: crop side. ``strict``: stop at the first unreadable
+    image instead of dropping it (and its pairs) with a note.
     """
 
     path: str | os.PathLike
@@ -95,6 +101,7 @@ class FolderBenchSpec:
     label: str | None = None
     min_false_matches: int = 1
     size: int = 112
+    strict: bool = False
 
     def check(self) -> None:
         """Cheap checks before any model is loaded (missing files, nothing to evaluate)."""
@@ -117,8 +124,34 @@ def _load_bin(path: Path, label: str | None) -> "Benchmark":
 
     images, issame = decode_bin(path)
     images, issame = _check(images, issame, str(path))
-    return Benchmark(label or path.stem, images, issame, {"path": str(path.resolve()), "sha256": file_sha256(path),
-                                                           "format": "bin"})
+    ids = read_pair_identities(path, issame.shape[0])
+    meta = {"path": str(path.resolve()), "sha256": file_sha256(path), "format": "bin",
+            "pair_identities": None if ids is None else str(pair_identities_path(path))}
+    return Benchmark(label or path.stem, images, issame, meta, pair_identity=ids)
+
+
+def pair_identities_path(bin_path: str | os.PathLike) -> Path:
+    """Where the identities of a ``.bin``'s pairs live: ``<stem>_identities.npy`` beside it."""
+    from maskinv.data.synth.dataset import PAIR_IDENTITIES_SUFFIX
+
+    p = Path(bin_path)
+    return p.with_name(p.stem + PAIR_IDENTITIES_SUFFIX)
+
+
+def read_pair_identities(bin_path: str | os.PathLike, num_pairs: int) -> np.ndarray | None:
+    """The (N, 2) pair identities of a ``.bin`` from its sidecar, or None when there is none; a sidecar
+    of the wrong shape or type raises :class:`DataFormatError` naming it."""
+    side = pair_identities_path(bin_path)
+    if not side.is_file():
+        return None
+    try:
+        ids = np.load(side, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataFormatError(f"{side}: not a NumPy array of pair identities ({exc})") from None
+    if ids.shape != (num_pairs, 2) or not np.issubdtype(ids.dtype, np.integer):
+        raise DataFormatError(f"{side}: expected ({num_pairs}, 2) integer identities (one row per pair of "
+                              f"{Path(bin_path).name}), got shape {ids.shape} dtype {ids.dtype}")
+    return ids.astype(np.int64)
 
 
 def _load_folder(spec: FolderBenchSpec, label: str | None) -> "Benchmark":
@@ -133,7 +166,12 @@ def _load_folder(spec: FolderBenchSpec, label: str | None) -> "Benchmark":
             get_detector(spec.detector) if isinstance(spec.detector, str) else spec.detector)
     fb = prepare_folder_bench(spec.path, spec.pairs, aligned=spec.aligned, detector=det, size=spec.size,
                               on_miss=spec.on_miss, cache_dir=spec.cache_dir,
-                              all_images=True if spec.probe_list is not None else None)
+                              all_images=True if spec.probe_list is not None else None, strict=spec.strict)
+    if fb.info.get("unreadable"):
+        bad = fb.info["unreadable"]
+        warnings.warn(f"{spec.path}: skipped {len(bad)} unreadable image(s) with their pairs: "
+                      + "; ".join(f"{b['image']}: {b['reason']}" for b in bad[:3]) + ("; ..." if len(bad) > 3 else ""),
+                      UserWarning, stacklevel=2)
     probe = None
     meta = dict(fb.info)
     if spec.probe_list is not None:
@@ -141,13 +179,17 @@ def _load_folder(spec: FolderBenchSpec, label: str | None) -> "Benchmark":
 
         probe = read_probe_list(spec.probe_list, fb.keys)
         meta["probe_list"] = str(Path(spec.probe_list).resolve())
+    ids = None
     if fb.pairs is not None:
         images, issame = fb.pair_arrays()
+        keep = fb.pair_keep
+        names = np.asarray(fb.identities, dtype=object).astype(str)
+        ids = np.stack([names[fb.pairs.first[keep]], names[fb.pairs.second[keep]]], axis=1)  # person names
     else:
         images, issame = np.zeros((0, spec.size, spec.size, 3), np.uint8), np.zeros(0, bool)
     images, issame = _check(images, issame, str(spec.path))
     return Benchmark(label or spec.label or fb.name, images, issame, meta, folder=fb, probe=probe, detector=det,
-                     min_false_matches=spec.min_false_matches)
+                     min_false_matches=spec.min_false_matches, pair_identity=ids)
 
 
 #: name -> (accepts(path), load(path, label) -> Benchmark), in registration order; the first that

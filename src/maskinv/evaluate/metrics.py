@@ -324,3 +324,40 @@ def verification_metrics(
     out["num_pairs"] = n
     out["undefined"] = undefined
     return out
+
+
+# ----------------------------------------------------------------------------- signs of a degenerate model
+#: A model whose scores span less than this has collapsed (every template nearly the same).
+COLLAPSE_SCORE_RANGE = 1e-3
+#: Accuracy and 100 − EER agree to within a point or two for a healthy model with balanced classes.
+COLLAPSE_ACC_EER_POINTS = 2.0
+#: ... on enough pairs: below this count one pair moves the accuracy by 0.5 points or more, and the
+#: gap says nothing (the toy demo's 40 pairs); the check is then skipped.
+COLLAPSE_MIN_PAIRS = 200
+
+
+def collapse_warnings(m: dict[str, Any], scores: Any = None) -> list[dict[str, Any]]:
+    """Warnings about a degenerate result ``m`` (:func:`verification_metrics` output, with
+    ``score_min``/``score_max`` or the ``scores`` given): the scores span less than
+    :data:`COLLAPSE_SCORE_RANGE` (the InsightFace grid, 0.005 in cosine, then reads about 50 %
+    whatever the ranking), or the accuracy and ``100 − EER`` differ by more than
+    :data:`COLLAPSE_ACC_EER_POINTS` points (on at least :data:`COLLAPSE_MIN_PAIRS` pairs). Each:
+    ``{"check", "value", "message"}``."""
+    out: list[dict[str, Any]] = []
+    lo, hi = m.get("score_min"), m.get("score_max")
+    if scores is not None:
+        s = np.asarray(scores, np.float64)
+        lo, hi = float(s.min()), float(s.max())
+    if lo is not None and hi is not None and hi - lo < COLLAPSE_SCORE_RANGE:
+        out.append({"check": "score_range", "value": float(hi - lo),
+                    "message": f"scores span {hi - lo:.2e} ({lo:.6f} to {hi:.6f}), below {COLLAPSE_SCORE_RANGE:g}: "
+                               "the model has collapsed"})
+    acc, eer = m.get("accuracy_mean"), m.get("eer")
+    if acc is not None and eer is not None and (m.get("num_pairs") or 0) >= COLLAPSE_MIN_PAIRS:
+        gap = 100.0 * (acc - (1.0 - eer))
+        if abs(gap) > COLLAPSE_ACC_EER_POINTS:
+            out.append({"check": "accuracy_vs_eer", "value": gap,
+                        "message": f"accuracy {100 * acc:.2f} % and 100 - EER {100 * (1 - eer):.2f} % differ by "
+                                   f"{abs(gap):.2f} points (> {COLLAPSE_ACC_EER_POINTS:g}): a threshold problem or a "
+                                   f"degenerate score distribution ({m.get('accuracy_protocol', '?')} accuracy)"})
+    return out

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
-from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOLS, parse_protocols
+from maskinv.masks.protocols import MASKED_PROTOCOLS, PROBE_REF, PROTOCOLS, parse_protocols
 
 from .model_specs import EvalModel, ModelSpec, load_eval_model, model_specs
 
@@ -33,14 +33,14 @@ def _photo_mode(model: EvalModel, bench: Any) -> bool:
 
 
 def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], masked: np.ndarray | None,
-                     opts: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+                     opts: dict[str, Any], groups_out: dict | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """``({protocol: metrics}, {protocol: why it was not scored})`` of one model on one benchmark.
 
     Pair protocols score the benchmark's kept pairs (``bench.images``/``bench.issame``, masks
     ``masked`` made once per benchmark); ``probe_ref`` embeds each kept folder image once. A photo
     recogniser on a folder of photos embeds the original photos instead of our crops, with the
     folder's detector for the face box and the folder's drop decisions, so it is scored on the same
-    pairs; synthetic masks exist only on aligned crops, so it gets no mu/mm there."""
+    pairs; under mu/mm its masks are drawn on the full photos (:func:`_photo_masked_protocols`)."""
     from .metrics import verification_metrics
     from maskinv.masks.protocols import PROBE_REF
 
@@ -69,10 +69,9 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
                 m = verification_metrics(scores, bench.issame, folds=opts["folds"], far_targets=FAR_GRID,
                                          exact=opts["exact"])
                 out["uu"] = {**m, "scores": scores, "genuine": bench.issame.copy()}
-            for p in protos:
-                if p in MASKED_PROTOCOLS:
-                    skipped[p] = ("synthetic masks are drawn on aligned crops; this recogniser embeds the folder's "
-                                  "original photos (its own alignment)")
+            masked_protos = [p for p in protos if p in MASKED_PROTOCOLS]
+            if masked_protos:
+                out.update(_photo_masked_protocols(model, bench, masked_protos, emb, opts))
     else:
         if bench.has_pairs:
             out.update(evaluate_arrays(model.module, bench.images, bench.issame, masked, protos, embed=embed,
@@ -87,17 +86,87 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
             m["num_pairs_dropped"] = int(fb.info.get("num_pairs_dropped", 0))
             m["num_images_dropped"] = int(fb.info.get("num_images_dropped", 0))
     if bench.probe is not None:
-        out[PROBE_REF] = report_metrics(probe_ref_from_embeddings(
+        full = probe_ref_from_embeddings(
             emb, fb.identities, bench.probe, fb.valid, folds=opts["folds"], exact=opts["exact"], far_targets=FAR_GRID,
-            min_false_matches=bench.min_false_matches))
+            min_false_matches=bench.min_false_matches)
+        if groups_out is not None:  # the subjects of both sides: the bootstrap resamples subjects
+            groups_out[(bench.label, PROBE_REF)] = np.stack([full["probe_identity"], full["reference_identity"]], axis=1)
+        out[PROBE_REF] = report_metrics(full)
     return out, skipped
 
 
-def _summary(m: dict[str, Any]) -> str:
-    acc = "n/a" if m.get("accuracy_mean") is None else f"{100 * m['accuracy_mean']:.2f}%"
+def _photo_masked_protocols(model: EvalModel, bench: Any, protos: Sequence[str], emb: np.ndarray | None,
+                            opts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """mu/mm for a photo recogniser on a folder of photos: image ``i`` of the kept pair list is
+    masked with ``image_rng(seed, i)`` (the index the crops' masks use) on the *full photo*, from
+    the folder detector's five points found on the unmasked photo; the recogniser then cuts its
+    own crop from that face's box. Files without a face kept by ``on_miss="center"`` get the mask
+    on their centred square (template landmarks) and are embedded as crops."""
+    from maskinv.align import read_image, resolve_detector
+    from maskinv.data.folder_bench import center_crop
+    from maskinv.masks import apply_mask, image_rng, mask_photo
+    from maskinv.masks.mesh import image_key
+    from maskinv.masks.protocols import masked_indices
+
+    from .metrics import FAR_GRID, verification_metrics
+    from .protocols import pair_scores
+    from .realism import _FixedDetector
+
+    fb = bench.folder
+    keep = fb.pair_keep
+    idx = np.empty(2 * int(keep.sum()), np.int64)
+    idx[0::2], idx[1::2] = fb.pairs.first[keep], fb.pairs.second[keep]
+    det = resolve_detector(bench.detector)
+    center = set(fb.missed) if fb.info.get("on_miss") == "center" else set()
+    if emb is None:
+        used = np.flatnonzero(fb.valid)
+        cflags = np.isin(np.asarray(fb.keys, dtype=object), list(center))
+        e = model.embed_photos([fb.paths[k] for k in used], detector=bench.detector, center=cflags[used], aligned=False)
+        emb = np.zeros((len(fb.keys), e.shape[1]), np.float32)
+        emb[used] = e
+    faces: dict[int, Any] = {}
+    masked_emb: dict[int, np.ndarray] = {}
+    out: dict[str, dict[str, Any]] = {}
+    seed, kind = opts.get("seed", 0), opts.get("mask_kind", "random")
+    for proto in protos:
+        want = set(int(i) for i in masked_indices(idx.size, proto))
+        photos, crops = [], []
+        for i in sorted(want - set(masked_emb)):
+            k = int(idx[i])
+            img = read_image(fb.paths[k], name=fb.keys[k])
+            if fb.keys[k] in center:
+                crops.append((i, apply_mask(center_crop(img, min(img.shape[:2])), None, image_rng(seed, i), kind).image))
+                continue
+            if k not in faces:
+                found = det.detect(img)
+                if not found:
+                    raise DataFormatError(f"{fb.keys[k]}: the folder's detector found no face on a second look")
+                faces[k] = found[0]
+            photos.append((i, mask_photo(img, faces[k].landmarks, image_rng(seed, i), kind).image, faces[k]))
+        if photos:
+            fixed = _FixedDetector({image_key(im): [f] for _, im, f in photos})
+            e = model.face.embed_photos([im for _, im, _ in photos], aligned=False, detector=fixed)[0]
+            masked_emb.update({i: e[j] for j, (i, _, _) in enumerate(photos)})
+        if crops:
+            e = model.face.embed_photos([im for _, im in crops], aligned=True)[0]
+            masked_emb.update({i: e[j] for j, (i, _) in enumerate(crops)})
+        rows = np.stack([masked_emb[i] if i in want else emb[idx[i]] for i in range(idx.size)])
+        scores = pair_scores(rows[0::2], rows[1::2])
+        m = verification_metrics(scores, bench.issame, folds=opts["folds"], far_targets=FAR_GRID, exact=opts["exact"])
+        out[proto] = {**m, "scores": scores, "genuine": bench.issame.copy(),
+                      "masks_on": "full photos (detector landmarks), before the recogniser's own crop"}
+    return out
+
+
+def _summary(m: dict[str, Any], protocol: str = "") -> str:
     tar = (m.get("tar_at_far") or {}).get(5e-4)
-    return (f"accuracy {acc}  EER {100 * m['eer']:.2f}%  TAR@FAR=1:2000 {'n/a' if tar is None else f'{100 * tar:.2f}%'}"
-            f"  ({m['num_genuine']} genuine, {m['num_impostor']} impostor)")
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    counts = f"  ({m['num_genuine']} genuine, {m['num_impostor']} impostor)"
+    if protocol == PROBE_REF:  # few genuine among many impostors: accuracy would reward "always no"
+        return (f"EER {100 * m['eer']:.2f}%  FNMR@FMR=1e-2 {pct(m.get('fmr100'))}  FNMR@FMR=1e-3 {pct(m.get('fmr1000'))}"
+                f"  FNMR@FMR=1:2000 {pct(None if tar is None else 1 - tar)}" + counts)
+    acc = "n/a" if m.get("accuracy_mean") is None else f"{100 * m['accuracy_mean']:.2f}%"
+    return f"accuracy {acc}  EER {100 * m['eer']:.2f}%  TAR@FAR=1:2000 {pct(tar)}" + counts
 
 
 def evaluate_models(
@@ -151,6 +220,8 @@ def evaluate_models(
     from .reports import new_results, write_report
 
     protos = parse_protocols(protocols)
+    if bootstrap and len(model_specs(models)) < 2:  # before any model is loaded or scored
+        raise ConfigError(f"bootstrap compares models: give two or more, got {len(model_specs(models))}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if folds < 1:
@@ -168,7 +239,8 @@ def evaluate_models(
             src.check()
     say = log or (lambda msg: None)
     doc = new_results({
-        "protocols": list(protos), "seed": seed, "mask_kind": mask_kind, "flip": flip, "batch_size": batch_size,
+        "protocols": list(protos), "seed": seed, "mask_kind": mask_kind, "mask_renderer": "v1", "flip": flip,
+        "batch_size": batch_size,
         "precision": precision, "precision_used": resolve_precision(precision, device), "device": str(device or "cpu"),
         "folds": folds, "accuracy_protocol": "exact-midpoints" if exact else "insightface-grid",
     })
@@ -181,7 +253,9 @@ def evaluate_models(
         say(f"model {spec.label}: {spec.path or '<module>'} ({(model.info['arch'] or {}).get('name', '?')}, "
             f"{model.info['backend']})")
 
-    opts = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact)
+    opts = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact,
+                seed=seed, mask_kind=mask_kind)
+    groups: dict[Any, np.ndarray] = {}  # the bootstrap's resampling units (identities), kept out of the document
     for blabel, src in benches:
         # decode / align once per benchmark: every model is scored on the same pairs and drops
         bench = load_benchmark(src, blabel)
@@ -189,14 +263,16 @@ def evaluate_models(
             raise DataFormatError(f"benchmark {blabel}: no pair left ({bench.meta.get('num_pairs_dropped', 0)} dropped: "
                                   "no face in their images); try on_miss='center' or another detector")
         doc["benchmarks"][blabel] = bench.describe()
+        if bench.pair_identity is not None:
+            groups[blabel] = bench.pair_identity
         # mask once per benchmark; every model sees the same bytes
         crops = bench.has_pairs and any(not _photo_mode(m, bench) for m in loaded)
         masked = masked_images(bench.images, protos, seed, mask_kind) if crops else None
         for model in loaded:
-            res, skipped = _score_benchmark(model, bench, protos, masked, opts)
+            res, skipped = _score_benchmark(model, bench, protos, masked, opts, groups_out=groups)
             for proto, m in res.items():
                 doc["results"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "metrics": m})
-                say(f"{model.label} {blabel} {proto}: {_summary(m)}")
+                say(f"{model.label} {blabel} {proto}: {_summary(m, proto)}")
             for proto, why in skipped.items():
                 doc["not_scored"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "reason": why})
                 say(f"{model.label} {blabel} {proto}: not scored ({why})")
@@ -204,21 +280,24 @@ def evaluate_models(
 
     # steps on the scored document go here: paired comparisons between models
     if bootstrap:
-        doc["comparisons"] = paired_comparisons(doc, bootstrap, seed=seed)
+        doc["comparisons"] = paired_comparisons(doc, bootstrap, seed=seed, groups=groups, exact=exact)
     if out_dir is not None:
         doc["report"] = write_report(out_dir, doc, plots=plots, scores=scores)
     return doc
 
 
-def paired_comparisons(doc: Mapping[str, Any], n_boot: int, *, seed: int = 0) -> list[dict[str, Any]]:
+def paired_comparisons(doc: Mapping[str, Any], n_boot: int, *, seed: int = 0, groups: Mapping[Any, Any] | None = None,
+                       exact: bool = False) -> list[dict[str, Any]]:
     """Every pair of models on the same benchmark and protocol (B − A in model order, paired by
     pair index): ``comparisons`` entries with paired-bootstrap 95 % CIs of accuracy and EER.
-    ``probe_ref`` resamples probe identities and is skipped when its result has none."""
+    ``groups``: ``{benchmark or (benchmark, protocol): (N, 2) identities}`` (the pairs' identities;
+    probe_ref: probe and reference subjects): identities are resampled there, pairs elsewhere (the
+    entry's ``resampling`` says which); ``probe_ref`` without subjects is skipped."""
     from .bootstrap import results_comparisons
 
     if len(doc["models"]) < 2:
         raise ConfigError(f"--bootstrap compares models: give two or more, got {len(doc['models'])}")
-    return results_comparisons(doc["results"], n_boot=int(n_boot), seed=seed)
+    return results_comparisons(doc["results"], n_boot=int(n_boot), seed=seed, groups=groups, exact=exact)
 
 
 def metrics_of(doc: Mapping[str, Any], model: str, benchmark: str, protocol: str) -> dict[str, Any]:

@@ -50,6 +50,44 @@ def _expand_kinds(kinds) -> tuple[str, ...]:
     return tuple(out)
 
 
+def build_mesh_bank(image_size, per_kind: int, seed: int, meshes):
+    """The ``mesh`` renderer's bank: ``per_kind x len(MESH_KINDS)`` entries, each a look drawn
+    from the real-world mix (masks/mesh.py) on one of ``meshes`` ((M, 468, 2|3) face meshes in
+    the bank's pixel coordinates, e.g. a :class:`~maskinv.masks.mesh.MeshCache` of aligned
+    training crops) moved by the v1 bank's random similarity and mirrored half of the time; lit
+    for a mid-grey face. Returns planes, colours and kind ids (indices into MESH_KINDS)."""
+    from .mesh import MESH_KINDS, mesh_layers, sample_mesh_params
+
+    h, w = image_size
+    ms = np.asarray(meshes, np.float64)
+    if ms.ndim != 3 or ms.shape[0] < 1 or ms.shape[1] != 468 or ms.shape[2] not in (2, 3):
+        raise ConfigError(f"BatchMasker: renderer 'mesh' needs meshes of shape (M, 468, 2|3), got {ms.shape}")
+    centre = np.array([w / 2.0, h / 2.0])
+    grey = np.full((h, w, 3), 128, np.uint8)
+    planes, colours, ids = [], [], []
+    for j in range(per_kind * len(MESH_KINDS)):
+        g = image_rng(seed, len(MASK_KINDS) * _KIND_STRIDE + j)
+        ang = np.deg2rad(g.uniform(-7, 7))
+        sc = g.uniform(0.94, 1.06)
+        R = sc * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+        shift = np.array([g.uniform(-0.02, 0.02) * w, g.uniform(-0.03, 0.03) * h])
+        m = ms[int(g.integers(len(ms)))][:, :2]
+        m = (m - centre) @ R.T + centre + shift
+        mirror = bool(g.random() < 0.5)
+        p = sample_mesh_params("random", g)
+        L, _ = mesh_layers(grey, m, p)
+        a, al = L["alpha"], L["loops"]
+        C = 1.0 - (1.0 - L["shadow"]) * (1.0 - a) * (1.0 - al)
+        K1 = a * (1.0 - al) * np.clip(L["shade"], 0.0, 1.0)
+        pl = np.stack([C, K1, K1 * L["pattern"], al]).astype(np.float32)
+        if mirror:
+            pl = pl[:, :, ::-1]
+        planes.append(np.ascontiguousarray(pl))
+        colours.append(np.array([p["color"], p["color2"]], np.float32))
+        ids.append(MESH_KINDS.index(p["kind"]))
+    return np.stack(planes), np.stack(colours), np.array(ids, np.int64)
+
+
 def build_bank(image_size, kinds: Sequence[str], per_kind: int, seed: int):
     """NumPy bank: planes float32 (N, 4, H, W), colours float32 (N, 2, 3), kind ids int64 (N,).
 
@@ -115,11 +153,17 @@ class BatchMasker:
         float_range: value range of float inputs; default (-1, 1), the network convention
             ``(x/255 - 0.5)/0.5``. uint8 inputs are 0..255.
         p_random_colour: share of masks with a uniformly random RGB colour instead of the
-            bank entry's (palette) colour.
+            bank entry's (palette) colour; default 0.3 for ``v1``, 0 for ``mesh`` (its looks mix
+            sets the colours).
+        renderer: ``"v1"`` (default) or ``"mesh"``: the bank is rendered by the mesh renderer on
+            ``meshes`` ((M, 468, 2|3) face meshes at ``image_size``, e.g. from a
+            :class:`~maskinv.masks.mesh.MeshCache` of aligned training crops), ``per_kind`` entries
+            per mesh kind with looks drawn from the real-world mix (``kinds`` must be "random").
     """
 
     def __init__(self, image_size=112, kinds=("random",), device=None, *, per_kind: int = 24, seed: int = 0,
-                 jitter: str = "shift", float_range=(-1.0, 1.0), p_random_colour: float = 0.3):
+                 jitter: str = "shift", float_range=(-1.0, 1.0), p_random_colour: float | None = None,
+                 renderer: str = "v1", meshes=None):
         import torch
 
         if isinstance(image_size, int):
@@ -137,13 +181,31 @@ class BatchMasker:
             raise ConfigError(f"BatchMasker: jitter must be one of {_JITTER_MODES}, got {jitter!r}")
         self.jitter = jitter
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.kinds = _expand_kinds(kinds)
+        from .mesh import MESH_KINDS, check_renderer
+
+        self.renderer = check_renderer(renderer, "BatchMasker: renderer")
+        if renderer == "mesh":
+            if tuple([kinds] if isinstance(kinds, str) else kinds) != ("random",):
+                raise ConfigError(f"BatchMasker: renderer 'mesh' draws its kinds from the looks mix; kinds must be "
+                                  f"('random',), got {kinds!r}")
+            if meshes is None:
+                raise ConfigError("BatchMasker: renderer 'mesh' needs meshes= (face meshes at the image size)")
+            self.kinds = MESH_KINDS
+        else:
+            if meshes is not None:
+                raise ConfigError("BatchMasker: meshes= is used only by renderer='mesh'")
+            self.kinds = _expand_kinds(kinds)
+        if p_random_colour is None:
+            p_random_colour = 0.0 if renderer == "mesh" else 0.3
         lo, hi = float(float_range[0]), float(float_range[1])
         if not hi > lo:
             raise ConfigError(f"BatchMasker: float_range must be (low, high) with high > low, got {float_range}")
         self.float_range = (lo, hi)
         self.p_random_colour = float(p_random_colour)
-        planes, colours, ids = build_bank(self.image_size, self.kinds, per_kind, seed)
+        if renderer == "mesh":
+            planes, colours, ids = build_mesh_bank(self.image_size, per_kind, seed, meshes)
+        else:
+            planes, colours, ids = build_bank(self.image_size, self.kinds, per_kind, seed)
         h, w = self.image_size
         self._py, self._px = max(1, round(0.06 * h)), max(1, round(0.03 * w))
         # Region every (shifted) entry stays inside: the blend only touches these pixels.

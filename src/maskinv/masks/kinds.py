@@ -6,35 +6,61 @@ parameters alone and any parameter can be pinned by the caller (``apply_mask(...
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import UnknownNameError
+from ..utils.registry import Registry
 from .geometry import Anchors
 
-#: Every kind apply_mask accepts besides "random".
-MASK_KINDS: tuple[str, ...] = ("surgical", "n95", "kn95", "cloth", "wide", "round", "paper")
-#: Kinds drawn by kind="random": the realistic ones (paper mode is opt-in).
-RANDOM_KINDS: tuple[str, ...] = ("surgical", "n95", "kn95", "cloth", "wide", "round")
-#: Kinds whose top edge stays clear of the eyes for every parameter value (tests rely on it).
-#: Paper mode does only at shift (0, 0): its training shift (up to 10 px up on a 112 crop)
-#: can reach the lower eyelids, as in the MaskInv recipe.
-BELOW_EYE_KINDS: tuple[str, ...] = RANDOM_KINDS
-TEXTURES: tuple[str, ...] = ("none", "stripes", "checks", "dots", "noise", "floral")
+
+@dataclass(frozen=True)
+class MaskKind:
+    """One mask kind of the v1 renderer: its palette (RGB 0..255), the share of masks drawn over
+    the nose, the share with a texture, whether ``kind="random"`` draws it and whether its top
+    edge always stays clear of the eyes. The outline itself is :func:`build_outline`'s branch."""
+
+    name: str
+    palette: tuple[tuple[int, int, int], ...]
+    over_nose_p: float
+    texture_p: float
+    random: bool = True
+    below_eye: bool = True
+
 
 # Realistic colours per kind (RGB, 0..255).
 _WHITE, _OFFWHITE, _BLACK, _GREY = (236, 236, 232), (224, 220, 208), (38, 38, 42), (150, 152, 156)
-PALETTES: dict[str, list[tuple[int, int, int]]] = {
-    "surgical": [(150, 196, 226), (118, 178, 222), _WHITE, (150, 206, 186), (236, 186, 202), _BLACK, (176, 180, 186)],
-    "n95": [_WHITE, _OFFWHITE, (200, 200, 196), (232, 226, 190)],
-    "kn95": [_WHITE, _BLACK, _GREY, (236, 190, 200), (160, 196, 228)],
-    "cloth": [(38, 50, 92), _BLACK, (118, 118, 124), (168, 40, 52), (214, 194, 164), (108, 114, 70),
-              (70, 96, 132), (110, 32, 46), (226, 160, 180), _WHITE, (60, 120, 90)],
-    "wide": [(150, 196, 226), _BLACK, _WHITE, (150, 206, 186), (118, 118, 124), (38, 50, 92)],
-    "round": [(150, 196, 226), _BLACK, _WHITE, (214, 194, 164), (118, 118, 124), (168, 40, 52)],
-    "paper": [(128, 128, 128)],
-}
-_OVER_NOSE_P = {"surgical": 0.85, "n95": 1.0, "kn95": 1.0, "cloth": 0.85, "wide": 0.7, "round": 0.6, "paper": 1.0}
-_TEXTURE_P = {"surgical": 0.1, "n95": 0.0, "kn95": 0.1, "cloth": 0.75, "wide": 0.3, "round": 0.3, "paper": 0.0}
+
+#: The kinds, in the order that fixes their bank seeds (BatchMasker): never reorder.
+KINDS: Registry[MaskKind] = Registry("mask kind")
+for _k in (
+    MaskKind("surgical", ((150, 196, 226), (118, 178, 222), _WHITE, (150, 206, 186), (236, 186, 202), _BLACK,
+                          (176, 180, 186)), 0.85, 0.1),
+    MaskKind("n95", (_WHITE, _OFFWHITE, (200, 200, 196), (232, 226, 190)), 1.0, 0.0),
+    MaskKind("kn95", (_WHITE, _BLACK, _GREY, (236, 190, 200), (160, 196, 228)), 1.0, 0.1),
+    MaskKind("cloth", ((38, 50, 92), _BLACK, (118, 118, 124), (168, 40, 52), (214, 194, 164), (108, 114, 70),
+                       (70, 96, 132), (110, 32, 46), (226, 160, 180), _WHITE, (60, 120, 90)), 0.85, 0.75),
+    MaskKind("wide", ((150, 196, 226), _BLACK, _WHITE, (150, 206, 186), (118, 118, 124), (38, 50, 92)), 0.7, 0.3),
+    MaskKind("round", ((150, 196, 226), _BLACK, _WHITE, (214, 194, 164), (118, 118, 124), (168, 40, 52)), 0.6, 0.3),
+    # Paper mode reaches the lower eyelids at its largest training shift (as in the MaskInv recipe).
+    MaskKind("paper", ((128, 128, 128),), 1.0, 0.0, random=False, below_eye=False),
+):
+    KINDS.register(_k.name, _k)
+del _k
+
+#: Every kind apply_mask accepts besides "random".
+MASK_KINDS: tuple[str, ...] = tuple(KINDS.names())
+#: Kinds drawn by kind="random": the realistic ones (paper mode is opt-in).
+RANDOM_KINDS: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.random)
+#: Kinds whose top edge stays clear of the eyes for every parameter value (tests rely on it).
+#: Paper mode does only at shift (0, 0): its training shift (up to 10 px up on a 112 crop)
+#: can reach the lower eyelids, as in the MaskInv recipe.
+BELOW_EYE_KINDS: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.below_eye)
+TEXTURES: tuple[str, ...] = ("none", "stripes", "checks", "dots", "noise", "floral")
+PALETTES: dict[str, list[tuple[int, int, int]]] = {n: list(k.palette) for n, k in KINDS.items()}
+_OVER_NOSE_P = {n: k.over_nose_p for n, k in KINDS.items()}
+_TEXTURE_P = {n: k.texture_p for n, k in KINDS.items()}
 
 
 def resolve_kind(kind: str, rng: np.random.Generator) -> str:

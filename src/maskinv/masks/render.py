@@ -147,14 +147,15 @@ def _texture(name: str, X: np.ndarray, Y: np.ndarray, p: dict, em_over_dio: floa
 
 
 # ----------------------------------------------------------------------------- layers
-def render_layers(shape, anchors: Anchors, p: dict) -> dict[str, np.ndarray]:
-    """Float32 (H, W) layers of a realistic kind: alpha, shade, pattern, shadow, loops."""
+def render_layers(shape, anchors: Anchors, p: dict, *, outline: dict | None = None) -> dict[str, np.ndarray]:
+    """Float32 (H, W) layers of a realistic kind: alpha, shade, pattern, shadow, loops.
+    ``outline``: a prebuilt outline (the mesh renderer's); default :func:`build_outline`."""
     import cv2
 
     h, w = int(shape[0]), int(shape[1])
     fr = anchors.frame
     px = fr.d_io / 35.24  # pixels per "112-crop pixel": all widths scale with the face
-    out = build_outline(anchors, p)
+    out = outline if outline is not None else build_outline(anchors, p)
     fill_hard = _raster_fill(out["poly"], h, w)
     alpha = np.clip(_gauss(fill_hard, p["softness"] * px), 0.0, 1.0)
 
@@ -284,8 +285,14 @@ def _paper(image: np.ndarray, pts: np.ndarray, p: dict) -> tuple[np.ndarray, np.
 
 
 # ----------------------------------------------------------------------------- public API
-def apply_mask(image, landmarks=None, rng=0, kind: str = "random", **params) -> MaskResult:
+def apply_mask(image, landmarks=None, rng=0, kind: str = "random", *, renderer: str = "v1", mesh=None,
+               **params) -> MaskResult:
     """Draw a mask on a copy of ``image``.
+
+    renderer: ``"v1"`` (default: outlines from the 5/68 landmarks, kinds.py's palettes) or
+    ``"mesh"`` (outlines from the 468-point face mesh, real-world looks: masks/mesh.py); with
+    ``"mesh"``, ``mesh`` gives the (468, 2|3) points in image pixels, else they are computed
+    from ``landmarks`` (:func:`maskinv.align.mesh.mesh_points`; ``None`` = the template).
 
     image: uint8 (H, W, 3) RGB, never mutated. landmarks: (5, 2) ArcFace-order or (68, 2) iBUG
     points in pixels; ``None`` = the 112x112 ArcFace template scaled to the image (aligned crops).
@@ -293,10 +300,19 @@ def apply_mask(image, landmarks=None, rng=0, kind: str = "random", **params) -> 
     params: pin any sampled parameter (see ``MaskResult.params`` for names), e.g. ``color=(0,0,0)``,
     ``coverage="below"``, ``texture="stripes"``, ``shift=(0, 0)`` (paper mode).
     """
+    from .mesh import check_renderer, render_mesh_mask, sample_mesh_params
+
     image = _check_image(image)
     g = _as_rng(rng)
-    k = resolve_kind(kind, g)
-    p = sample_params(k, g)
+    check_renderer(renderer, "apply_mask: renderer")
+    if renderer == "mesh":
+        p = sample_mesh_params(kind, g)
+        k = p["kind"]
+    else:
+        if mesh is not None:
+            raise ConfigError("apply_mask: mesh points are used only by renderer='mesh'")
+        k = resolve_kind(kind, g)
+        p = sample_params(k, g)
     unknown = sorted(set(params) - set(p))
     if unknown:
         raise ConfigError(f"apply_mask: unknown parameter(s) {unknown} for kind {k!r}; known: {sorted(p)}")
@@ -305,7 +321,13 @@ def apply_mask(image, landmarks=None, rng=0, kind: str = "random", **params) -> 
     if p.get("coverage", "over") not in ("over", "below"):
         raise ConfigError(f"apply_mask: coverage must be 'over' or 'below', got {p['coverage']!r}")
     pts = as_landmarks(landmarks, image.shape)
-    if k == "paper":
+    if renderer == "mesh":
+        if mesh is None:
+            from ..align.mesh import mesh_points
+
+            mesh = mesh_points(image, five_points(pts)).points[0]
+        out, alpha = render_mesh_mask(image, mesh, p)
+    elif k == "paper":
         out, alpha = _paper(image, pts, p)
     else:
         anchors = face_anchors(pts, image.shape)
@@ -313,12 +335,14 @@ def apply_mask(image, landmarks=None, rng=0, kind: str = "random", **params) -> 
     return MaskResult(image=out, alpha=alpha, params=p)
 
 
-def mask_photo(image, landmarks, rng=0, kind: str = "random", **params) -> MaskResult:
+def mask_photo(image, landmarks, rng=0, kind: str = "random", *, renderer: str = "v1", mesh=None,
+               **params) -> MaskResult:
     """:func:`apply_mask` on a full photo (any size, several faces possible): the mask is
     rendered only in a square of 5 eye distances around the face given by ``landmarks`` (a mask
     never reaches further) and pasted back, so masking one face of a 512x512 photo costs about
     what an aligned crop costs. ``landmarks``: (5, 2) ArcFace-order or (68, 2) iBUG points in
-    photo pixels (e.g. a detector's). Returns the whole photo with the mask alpha over it."""
+    photo pixels (e.g. a detector's). ``renderer``/``mesh``: as :func:`apply_mask` (mesh points
+    in photo pixels). Returns the whole photo with the mask alpha over it."""
     image = _check_image(image)
     pts = np.asarray(landmarks, np.float64)
     if pts.ndim != 2 or pts.shape not in ((5, 2), (68, 2)):
@@ -331,7 +355,12 @@ def mask_photo(image, landmarks, rng=0, kind: str = "random", **params) -> MaskR
     x1, y1 = min(w, int(cx + 2.5 * iod)), min(h, int(cy + 2.5 * iod))
     if x1 <= x0 or y1 <= y0:
         raise DataFormatError(f"mask_photo: the face at ({cx:.0f}, {cy:.0f}) lies outside the {w}x{h} photo")
-    res = apply_mask(image[y0:y1, x0:x1], pts - [x0, y0], rng, kind, **params)
+    if renderer == "mesh" and mesh is None:
+        from ..align.mesh import mesh_points
+
+        mesh = mesh_points(image, five_points(pts)).points[0]   # on the whole photo: no cut-off ROI
+    sub_mesh = None if mesh is None else np.asarray(mesh, np.float64)[:, :2] - [x0, y0]
+    res = apply_mask(image[y0:y1, x0:x1], pts - [x0, y0], rng, kind, renderer=renderer, mesh=sub_mesh, **params)
     out, alpha = image.copy(), np.zeros(image.shape[:2], res.alpha.dtype)
     out[y0:y1, x0:x1], alpha[y0:y1, x0:x1] = res.image, res.alpha
     return MaskResult(image=out, alpha=alpha, params=res.params)

@@ -112,7 +112,12 @@ def embed_with(forward: Callable, images: np.ndarray, *, batch_size: int = 256, 
             y = y[:b] + y[b:]
         if not bool(torch.isfinite(y).all()):
             raise DataFormatError("the model produced NaN/infinite embeddings (broken or untrained weights?)")
-        chunks.append(F.normalize(y, dim=1).cpu().numpy())
+        # outputs beyond ~1e19 overflow the squared norm: normalize() then returns all-zero rows
+        n = F.normalize(y, dim=1)
+        if not bool(torch.isfinite(n).all()) or bool((n.abs().amax(dim=1) == 0).any()):
+            raise DataFormatError("the model produced all-zero embeddings (outputs zero or overflowing: "
+                                  "broken or untrained weights?)")
+        chunks.append(n.cpu().numpy())
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
@@ -157,7 +162,9 @@ def embed_images(
     size = model_input_size(model)
     if size is not None and arr.shape[1:3] != (size, size):
         warnings.warn(
-            f"resizing {arr.shape[0]} images from {arr.shape[1]}x{arr.shape[2]} to the model's input size {size}x{size}",
+            # no count: evaluation embeds the same images once per protocol and side, so a count per call
+            # over-counts and makes each call's note different (the CLI prints a note once per text)
+            f"resizing images from {arr.shape[1]}x{arr.shape[2]} to the model's input size {size}x{size}",
             stacklevel=2,
         )
     side = size or arr.shape[1]

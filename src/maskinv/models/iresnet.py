@@ -162,6 +162,48 @@ class IResNet(nn.Module):
                 m.weight.uniform_(-bound, bound, generator=generator)
                 if m.bias is not None:
                     m.bias.uniform_(-bound, bound, generator=generator)
+        self._init_running_var()
+
+    @torch.no_grad()
+    def _init_running_var(self) -> None:
+        """Set every BatchNorm's ``running_var`` to the second moment its input has under this init.
+
+        Fresh statistics (variance 1) do not match the N(0, 0.1) convolutions: each 3x3 convolution
+        multiplies the second moment by ``fan_in * 0.01`` (5.8 at 64 channels), so an untrained model
+        in eval mode grew by that factor per block (r50 outputs ~2e26, r100 NaN). Propagating the
+        expected second moment (image pixels 1, conv ``fan_in * std**2``, PReLU ``(1 + a**2) / 2``,
+        residual sums add) keeps eval-mode activations O(1). Data-free, no random draws; training
+        replaces the statistics (momentum) and loaded checkpoints overwrite them.
+        """
+        if self.conv1.weight.is_meta:  # shape checks on the meta device: no values to match
+            return
+
+        def conv_gain(conv: nn.Conv2d) -> float:
+            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] // conv.groups
+            return fan_in * float(conv.weight.float().pow(2).mean())
+
+        def prelu_gain(p: nn.PReLU) -> float:
+            return (1.0 + float(p.weight.float().pow(2).mean())) / 2.0
+
+        v = conv_gain(self.conv1)  # input pixels in [-1, 1]: second moment <= 1
+        self.bn1.running_var.fill_(v)
+        v = prelu_gain(self.prelu)
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                v_in = v
+                block.bn1.running_var.fill_(v_in)
+                v = conv_gain(block.conv1)
+                block.bn2.running_var.fill_(v)
+                v = prelu_gain(block.prelu) * conv_gain(block.conv2)
+                block.bn3.running_var.fill_(v)
+                if block.downsample is not None:
+                    block.downsample[1].running_var.fill_(conv_gain(block.downsample[0]) * v_in)
+                    v_in = 1.0
+                v = 1.0 + v_in
+        self.bn2.running_var.fill_(v)
+        w = self.fc.weight.float()
+        v = w.shape[1] * float(w.pow(2).mean()) + (float(self.fc.bias.float().pow(2).mean()) if self.fc.bias is not None else 0.0)
+        self.features.running_var.fill_(v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)

@@ -43,8 +43,9 @@ SFACE_LICENCE = "Apache-2.0 (SFace, OpenCV Zoo)"
 #: The graph's own normalisation (its Sub/Mul scalars): (p - 127.5) / 128 on raw pixels.
 SFACE_MEAN = 127.5
 SFACE_STD = 128.0
-#: Channel order the weights expect, decided on LFW (docs/sface.md: BGR 99.43 % vs RGB ... ).
-SFACE_CHANNEL_ORDER = "BGR"
+#: Channel order the weights expect, decided on LFW (docs/sface.md; all 6,000 pairs of aligned112,
+#: fp32, no flip): RGB 99.43 % (EER 0.53 %), BGR 99.33 % (EER 0.73 %).
+SFACE_CHANNEL_ORDER = "RGB"
 
 # (in, out, stride) of the 13 depthwise-separable blocks conv_2 .. conv_14 (full width)
 _BLOCKS = ((32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2),

@@ -34,15 +34,20 @@ from maskinv.utils.io import atomic_write_json, atomic_write_text
 from .recipe import stages, study_plan, train_config
 from .report import mask_gallery, num, report_markdown, results_table
 from .runs import is_finished, train_runs
-from .settings import ADAPT_KEYS, DemoSettings, changed_settings, default_settings
+from .settings import ADAPT_KEYS, EVAL_ONLY_KEYS, DemoSettings, changed_settings, default_settings
 from .validate import check_settings
 
 _SUMMARY_KEYS = ("backbone", "step", "status", "loss", "head_loss", "kd_loss", "images_per_s", "elapsed_s",
                  "weights_sha256", "backbone_step", "met_tolerance")
 
 
+#: per-seed bootstrap replicates (``{model|benchmark|protocol|metric: (B + 1,) points}``, the full list's
+#: value first): what the seed study's two-level intervals resample
+REPLICATES = "replicates.npz"
+
 # what a demo writes into its folder (an unfinished demo with other settings is replaced: only these go)
-_STUDY_OUTPUTS = ("data", "adapt_data", "runs", "teacher_cache", "eval", "results.json", "report.md", "mask_gallery.png")
+_STUDY_OUTPUTS = ("data", "adapt_data", "runs", "teacher_cache", "eval", "results.json", "report.md", "mask_gallery.png",
+                  REPLICATES)
 
 
 def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lambda msg: None) -> None:
@@ -56,15 +61,28 @@ def _check_settings(out: Path, s: DemoSettings, say: Callable[[str], None] = lam
         except (OSError, ValueError):
             previous = {}
         changed = changed_settings(previous, current)
-        if changed and set(changed) <= set(ADAPT_KEYS):
-            # the other runs do not depend on these: keep them (the adapt run's own folder is
-            # reused only when its settings are unchanged)
-            say(f"[demo] {out}: only the adapt settings changed ({', '.join(changed)}): keeping the other runs")
+        adapt_changed = [k for k in changed if k in ADAPT_KEYS]
+        eval_changed = [k for k in changed if k in EVAL_ONLY_KEYS]
+        if changed and len(adapt_changed) + len(eval_changed) == len(changed):
             import shutil
 
-            for p in (out / "adapt_data", out / "runs" / "maskinv_adapt"):
-                if p.is_dir():
-                    shutil.rmtree(p)
+            if adapt_changed:
+                # the other runs do not depend on these: keep them (the adapt run's own folder is
+                # reused only when its settings are unchanged)
+                say(f"[demo] {out}: only the adapt settings changed ({', '.join(adapt_changed)}): keeping the other runs")
+                for p in (out / "adapt_data", out / "runs" / "maskinv_adapt"):
+                    if p.is_dir():
+                        shutil.rmtree(p)
+            if eval_changed:
+                # the runs do not depend on these: keep them, evaluate again
+                say(f"[demo] {out}: only evaluation settings changed ({', '.join(eval_changed)}): keeping the runs, "
+                    "evaluating again")
+                for name in ("eval", "results.json", "report.md", REPLICATES):
+                    p = out / name
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    elif p.exists() or p.is_symlink():
+                        p.unlink()
             changed = []
         if changed and (out / "results.json").is_file():
             raise ConfigError(f"{out} holds a finished demo run with other settings ({', '.join(changed)}); "
@@ -153,6 +171,10 @@ def demo_pairs(s: DemoSettings) -> list[tuple]:
     against its step-matched control, LG against the teacher on unmasked pairs; MaskInv-adapt
     against the teacher on every protocol and against LG on M-U."""
     out: list[tuple] = [("elasticface_arc_aug", "maskinv_lg", None)]
+    if s.with_aug_init:
+        out.append(("elasticface_arc_aug_init", "maskinv_lg", None))
+    if s.with_aug_long:
+        out.append(("elasticface_arc_aug_long", "maskinv_lg", None))
     if s.with_hg:
         out.append(("elasticface_arc_aug", "maskinv_hg", None))
     if s.with_control:
@@ -165,24 +187,101 @@ def demo_pairs(s: DemoSettings) -> list[tuple]:
     return out
 
 
+def split_groups(s: DemoSettings, split: str) -> "Any":
+    """The (N, 2) identities of the study's test (``"val"``) or validation (``"select"``) pairs,
+    recomputed from the settings (folders generated before the identities were written have none)."""
+    from maskinv.data.synth.dataset import split_pair_identities
+
+    ids, _ = split_pair_identities(split, seed=s.seed, identities=s.identities, val_identities=s.val_identities,
+                                   val_pairs=s.val_pairs, select_identities=s.select_identities,
+                                   select_pairs=s.select_pairs)
+    return ids
+
+
 def evaluate_runs(s: DemoSettings, runs: dict[str, dict], benches: dict[str, Path], out_dir: Path,
-                  pairs: list[tuple]) -> tuple[dict, dict[str, dict], list[dict]]:
-    """Score every trained model on ``benches`` (masks of seed ``s.mask_seed``, ``s.eval_precision``);
-    returns the evaluation document, ``{model: {protocol: metrics}}`` and the paired-bootstrap
-    ``comparisons`` of ``pairs`` (none when ``s.bootstrap`` is 0)."""
+                  pairs: list[tuple], groups: dict[str, Any] | None = None,
+                  replicates: dict | None = None) -> tuple[dict, dict[str, dict], list[dict]]:
+    """Score every trained model on ``benches`` (masks of seed ``s.mask_seed`` and kind
+    ``s.eval_mask_kind``, ``s.eval_precision``, accuracy ``s.accuracy``); returns the evaluation
+    document, ``{model: {protocol: metrics}}`` and the paired-bootstrap ``comparisons`` of ``pairs``
+    (none when ``s.bootstrap`` is 0), identities resampled where ``groups`` ``{bench: (N, 2)}`` has
+    them. ``replicates``: receives every model's bootstrap replicates (:func:`results_comparisons`)."""
+    import numpy as np
+
     from maskinv.evaluate import ModelSpec, evaluate_models
     from maskinv.evaluate.bootstrap import results_comparisons
 
+    exact = s.accuracy == "exact"
     models = {name: ModelSpec(path=r["backbone"], sha256=r["weights_sha256"]) for name, r in runs.items()}
-    ev = evaluate_models(models, benches, s.protocols, seed=s.mask_seed, mask_kind=s.mask_kind,
-                         flip=s.flip, precision=s.eval_precision, out_dir=out_dir)
+    ev = evaluate_models(models, benches, s.protocols, seed=s.mask_seed, mask_kind=s.eval_mask_kind,
+                         flip=s.flip, precision=s.eval_precision, exact=exact, out_dir=out_dir)
     per_model: dict[str, dict[str, Any]] = {name: {} for name in runs}
     for e in ev["results"]:
-        per_model[e["model"]][e["protocol"]] = {k: v for k, v in e["metrics"].items() if k not in ("scores", "genuine")}
+        sc = np.asarray(e["metrics"]["scores"], np.float64)
+        per_model[e["model"]][e["protocol"]] = {
+            **{k: v for k, v in e["metrics"].items() if k not in ("scores", "genuine")},
+            "score_min": float(sc.min()), "score_max": float(sc.max())}
     comparisons = []
     if s.bootstrap > 0:
-        comparisons = results_comparisons(ev["results"], n_boot=s.bootstrap, seed=s.seed, pairs=pairs)
+        comparisons = results_comparisons(ev["results"], n_boot=s.bootstrap, seed=s.seed, pairs=pairs, groups=groups,
+                                          exact=exact, replicates=replicates)
     return ev, per_model, comparisons
+
+
+def run_warnings(s: DemoSettings, models: dict[str, dict]) -> list[dict[str, Any]]:
+    """Signs of a collapsed or degenerate model, per model and protocol (:func:`maskinv.evaluate.metrics.collapse_warnings`),
+    and a student whose training (head) loss fell below half the teacher's: at s = 64 with half the
+    samples masked the objective does not penalise a collapse (issue 23: the collapsed Aug run's loss was
+    the lowest)."""
+    from maskinv.evaluate.metrics import collapse_warnings
+
+    out: list[dict[str, Any]] = []
+    for name, m in models.items():
+        for proto, r in m.items():
+            if proto == "run":
+                continue
+            for w in collapse_warnings(r):
+                out.append({"model": name, "protocol": proto, **w})
+    t = (models.get("teacher") or {}).get("run") or {}
+    t_loss = t.get("head_loss") if t.get("head_loss") is not None else t.get("loss")
+    for name, m in models.items():
+        r = m.get("run") or {}
+        loss = r.get("head_loss") if r.get("head_loss") is not None else r.get("loss")
+        if name not in ("teacher", "maskinv_adapt") and t_loss is not None and loss is not None and loss < 0.5 * t_loss:
+            out.append({"model": name, "protocol": None, "check": "training_loss",
+                        "message": f"training (head) loss {loss:.3f} is below half the teacher's {t_loss:.3f}: "
+                                   "check for a collapse (the margin loss does not penalise one)"})
+    return out
+
+
+def _run_lambda(run: dict) -> float:
+    """The KD weight λ a run trained with (its config), 0 for runs without KD."""
+    cfg = run.get("config") or {}
+    return float(((cfg.get("kd") or {}).get("weight")) or 0.0)
+
+
+def save_replicates(path: Path, replicates: dict) -> None:
+    """``{(model, benchmark, protocol): {metric: array}}`` as an ``.npz`` keyed ``model|benchmark|protocol|metric``."""
+    import io
+
+    import numpy as np
+
+    from maskinv.utils.io import atomic_write_bytes
+
+    arrays = {"|".join(map(str, k)) + "|" + m: np.asarray(v, np.float64) for k, d in replicates.items() for m, v in d.items()}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_replicates(path: Path) -> dict | None:
+    """What :func:`save_replicates` wrote (``{(model, benchmark, protocol, metric): array}``), None when absent."""
+    import numpy as np
+
+    if not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {tuple(k.split("|")): z[k] for k in z.files}
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: Callable[[str], None] | None = None) -> dict:
@@ -214,9 +313,17 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
 
     # every model scores the same masked copies of the held-out pairs (masked once)
     t0 = time.perf_counter()
-    ev, models_out, comparisons = evaluate_runs(s, runs, {"synth_val": val_bin}, out / "eval", demo_pairs(s))
+    replicates: dict = {}
+    ev, models_out, comparisons = evaluate_runs(s, runs, {"synth_val": val_bin}, out / "eval", demo_pairs(s),
+                                                groups={"synth_val": split_groups(s, "val")}, replicates=replicates)
     for name in runs:
-        models_out[name]["run"] = runs[name]
+        lam = None if name == "maskinv_adapt" else _run_lambda(runs[name])
+        models_out[name]["run"] = {**runs[name], "lambda": lam, "lambda_per_sample": None if lam is None else s.per_sample(lam)}
+    if replicates:
+        save_replicates(out / REPLICATES, replicates)
+    warnings = run_warnings(s, models_out)
+    for w in warnings:
+        say(f"[demo] WARNING {w['model']}{' ' + w['protocol'] if w['protocol'] else ''}: {w['message']}")
     timings["eval_s"] = time.perf_counter() - t0
     written = ev["report"]
 
@@ -226,11 +333,17 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
         "seed": s.seed,
         "models": models_out,
         "comparisons": comparisons,
+        "warnings": warnings,
+        "accuracy_protocol": "exact-midpoints" if s.accuracy == "exact" else "insightface-grid",
+        "resampling": sorted({c["resampling"] for c in comparisons}),
+        "lambda": {"lg": s.lambda_lg, "hg": s.lambda_hg_used, "embedding_size": s.embedding_size,
+                   "lg_per_sample": s.per_sample(s.lambda_lg), "hg_per_sample": s.per_sample(s.lambda_hg_used)},
         "settings": dataclasses.asdict(s),
         "timings": timings,
         "versions": versions(),
         "data": {"dir": str(data_dir), "val_bin": str(val_bin), "val_bin_sha256": file_sha256(val_bin),
-                 "eval_mask_seed": s.mask_seed},
+                 "eval_mask_seed": s.mask_seed, "eval_mask_kind": s.eval_mask_kind,
+                 "train_mask_kinds": s.train_mask_kinds},
         "files": {"eval_results": str(written["json"]), "plots": [str(p) for p in written["plots"]],
                   "mask_gallery": str(gallery) if gallery else None},
     }

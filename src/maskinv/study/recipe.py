@@ -35,6 +35,8 @@ class RunPlan:
     teacher: str | None = None
     init: str | None = None
     lr: float | None = None
+    #: the ElasticFace-Arc scale s of this run (None: the study's head_kwargs / teacher_head_kwargs)
+    head_s: float | None = None
     needs: set = field(init=False)
 
     def __post_init__(self) -> None:
@@ -52,18 +54,23 @@ def study_plan(s: DemoSettings) -> list[RunPlan]:
     LG's λ, so that HG − control isolates the large λ from the extra steps; with ``with_adapt``
     ``maskinv_adapt``, the teacher adapted without labels (it needs only the teacher: it trains
     beside LG)."""
+    aug = dict(lr=s.aug_lr, head_s=s.aug_s)  # Aug's own rate and scale (None: the study's)
     plan = [
         RunPlan("teacher", s.teacher_steps, 0.0, 0.0, role="teacher"),
-        RunPlan("elasticface_arc_aug", s.student_steps, s.mask_prob, 0.0),
-        RunPlan("maskinv_lg", s.student_steps, s.mask_prob, s.lambda_lg, teacher="teacher"),
+        RunPlan("elasticface_arc_aug", s.student_steps, s.mask_prob, 0.0, **aug),
     ]
+    if s.with_aug_long:  # the compute of the teacher and a student, from scratch
+        plan.append(RunPlan("elasticface_arc_aug_long", s.teacher_steps + s.student_steps, s.mask_prob, 0.0, **aug))
+    plan.append(RunPlan("maskinv_lg", s.student_steps, s.mask_prob, s.lambda_lg, teacher="teacher"))
+    if s.with_aug_init:  # from the teacher's backbone and class centres: what KD starts from, without KD
+        plan.append(RunPlan("elasticface_arc_aug_init", s.student_steps, s.mask_prob, 0.0, init="teacher", **aug))
     if s.with_adapt:
         from maskinv.train.adapt import ADAPT_DEFAULTS
 
         plan.append(RunPlan("maskinv_adapt", s.adapt_steps, ADAPT_DEFAULTS["masks"]["prob"],
                             ADAPT_DEFAULTS["kd"]["weight"], role="adapt", teacher="teacher"))
     if s.with_hg:
-        plan.append(RunPlan("maskinv_hg", s.hg_steps, s.mask_prob, s.lambda_hg, teacher="teacher",
+        plan.append(RunPlan("maskinv_hg", s.hg_steps, s.mask_prob, s.lambda_hg_used, teacher="teacher",
                             init="maskinv_lg", lr=s.hg_lr))
     if s.with_control:
         plan.append(RunPlan("maskinv_lg_long", s.hg_steps, s.mask_prob, s.lambda_lg, teacher="teacher",
@@ -106,7 +113,8 @@ def run_overrides(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Pat
         "model.kwargs": {"width_mult": s.width_mult, "input_size": s.size},
         "model.init": str(init) if init else None,
         "head.name": s.head,
-        "head.kwargs": dict(s.teacher_head_kwargs if run.role == "teacher" else s.head_kwargs),
+        "head.kwargs": {**(s.teacher_head_kwargs if run.role == "teacher" else s.head_kwargs),
+                        **({"s": float(run.head_s)} if run.head_s is not None else {})},
         # a run that starts from a trained student starts from its class centres too
         "head.init": str(Path(init).parent / "head.pt") if init else None,
         "teacher.path": str(teacher) if teacher else None,
@@ -115,6 +123,7 @@ def run_overrides(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Pat
         "teacher.cache.enabled": bool(teacher and cache_dir and s.teacher_cache),
         "teacher.cache.path": str(cache_dir) if cache_dir else None,
         "masks.prob": run.mask_prob,
+        "masks.kinds": s.train_mask_kinds,  # all kinds but the held-out one when heldout_mask_kind is set
         "kd.weight": run.kd,
         # the rate is per batch of batch_size images (no rescaling): 0.1 per 128 by default
         "optim.lr": run.lr or s.lr,

@@ -85,7 +85,10 @@ def run_study(out_dir: str | Path, base: DemoSettings, seeds: Sequence[int], *,
         else:
             say(f"[study] seed {seed}: reusing {seed_dir / 'results.json'}")
         docs[int(seed)] = doc
-    summary = summarize(docs)
+    from .pipeline import REPLICATES, load_replicates
+
+    reps = {sd: load_replicates(out / f"seed_{sd}" / REPLICATES) for sd in docs}
+    summary = summarize(docs, reps if all(r is not None for r in reps.values()) else None)
     summary["wall_s_this_call"] = time.perf_counter() - t0
     atomic_write_json(out / "summary.json", summary)
     md = summary_markdown(summary)
@@ -100,9 +103,33 @@ def _stat(x: list[float]) -> dict[str, Any]:
     return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else None, "values": [float(v) for v in a]}
 
 
-def summarize(docs: dict[int, dict]) -> dict[str, Any]:
-    """Per-model means/sds and per-comparison seed statistics from the seeds' ``results.json``."""
-    from maskinv.evaluate.bootstrap import seed_summary
+#: Non-inferiority margin (points of accuracy): B is not worse than A when the lower bound of B − A is at least −1.
+NONINFERIORITY_POINTS = 1.0
+#: Replicates of the two-level bootstrap over seeds and identities
+TWO_LEVEL_BOOT = 4000
+
+
+def _two_level(reps: dict[int, dict], seeds: list[int], keys: dict[str, tuple], stat) -> dict[str, Any] | None:
+    """:func:`two_level_bootstrap` of ``stat`` over ``seeds`` with ``keys`` ``{name: (model, bench, proto, metric)}``
+    looked up in each seed's replicates; None when a seed lacks one."""
+    from maskinv.evaluate.bootstrap import two_level_bootstrap
+
+    per_seed = []
+    for sd in seeds:
+        d = reps.get(sd) or {}
+        if any(k not in d for k in keys.values()):
+            return None
+        per_seed.append({name: d[k] for name, k in keys.items()})
+    return two_level_bootstrap(per_seed, stat, n_boot=TWO_LEVEL_BOOT, seed=0)
+
+
+def summarize(docs: dict[int, dict], replicates: dict[int, dict] | None = None) -> dict[str, Any]:
+    """Per-model means/sds and per-comparison seed statistics from the seeds' ``results.json``;
+    with every seed's bootstrap ``replicates`` (:func:`maskinv.study.pipeline.load_replicates`) also,
+    per comparison and metric, the two-level interval (seeds, then identities) of the mean difference,
+    accuracy non-inferiority (lower bound ≥ −1 point) and, with the adapt row, the interval of adapt's
+    share of LG's M-U gain (a ratio of means over seeds)."""
+    from maskinv.evaluate.bootstrap import contrast, gain_share, seed_summary
 
     seeds = sorted(docs)
     first = docs[seeds[0]]
@@ -133,6 +160,14 @@ def summarize(docs: dict[int, dict]) -> dict[str, Any]:
                 c[m] = {**seed_summary(vals),
                         "seeds_ci_excludes_zero": sum(1 for p in c["per_seed"] if m in p and
                                                       (p[m]["ci95"][0] > 0 or p[m]["ci95"][1] < 0))}
+                if replicates is not None:
+                    keys = {"a": (c["model_a"], c["benchmark"], c["protocol"], m),
+                            "b": (c["model_b"], c["benchmark"], c["protocol"], m)}
+                    tl = _two_level(replicates, seeds, keys, contrast("a", "b"))
+                    if tl is not None:
+                        c[m]["two_level"] = tl
+                        if m == "accuracy" and tl["ci95"] is not None:
+                            c[m]["non_inferior"] = tl["ci95"][0] >= -NONINFERIORITY_POINTS
         comparisons.append(c)
     s = first["settings"]
     goals = {sd: adapt_vs_lg(docs[sd]["models"]) for sd in seeds}
@@ -142,6 +177,13 @@ def summarize(docs: dict[int, dict]) -> dict[str, Any]:
         mean["share"] = mean["adapt_mu_gain"] / mean["lg_mu_gain"] if mean["lg_mu_gain"] > 0 else None
         adapt_goal = {"per_seed": {str(sd): g for sd, g in goals.items()}, "mean": mean,
                       "seeds_meeting_both": sum(1 for g in goals.values() if meets_adapt_goals(g))}
+        if replicates is not None:
+            bench = next((e["benchmark"] for e in docs[seeds[0]].get("comparisons") or []), "synth_val")
+            keys = {n: (n, bench, "mu", "accuracy") for n in ("teacher", "maskinv_lg", "maskinv_adapt")}
+            adapt_goal["share_two_level"] = _two_level(replicates, seeds, keys,
+                                                       gain_share("teacher", "maskinv_lg", "maskinv_adapt"))
+            uu = {n: (n, bench, "uu", "accuracy") for n in ("teacher", "maskinv_adapt")}
+            adapt_goal["uu_two_level"] = _two_level(replicates, seeds, uu, contrast("teacher", "maskinv_adapt"))
     return {
         "seeds": seeds,
         "adapt_vs_lg": adapt_goal,
@@ -149,6 +191,9 @@ def summarize(docs: dict[int, dict]) -> dict[str, Any]:
         "models": models,
         "comparisons": comparisons,
         "timings_s": {str(sd): docs[sd]["timings"].get("total_s") for sd in seeds},
+        # every seed is reported, collapsed ones included: what the collapse checks found per seed
+        # (None: a seed evaluated before the checks existed)
+        "warnings": {str(sd): docs[sd].get("warnings") for sd in seeds},
         "titles": {n: model_title(n, s) for n in first["models"]},
     }
 
@@ -182,21 +227,50 @@ def summary_markdown(summary: dict) -> str:
               "Mean over seeds with its 95 % t-interval (seeds as independent training runs); per seed the "
               "difference and its 95 % paired-bootstrap interval over test pairs. Positive accuracy / negative "
               "EER favour B.", "",
-              "| B − A | protocol | metric | mean over seeds [95 % t-CI] | seeds whose CI excludes 0 | per seed: diff [bootstrap CI] |",
-              "|---|---|---|---|---:|---|"]
+              "Two-level: the 95 % interval of the mean over seeds from a bootstrap of seeds, then of identities "
+              "within each drawn seed (the claim across seeds rests on it, not on a count of seeds); non-inferior: "
+              f"its lower bound on accuracy ≥ −{NONINFERIORITY_POINTS:g} point.", "",
+              "| B − A | protocol | metric | mean over seeds [95 % t-CI] | two-level 95 % CI | per seed: diff [bootstrap CI] |",
+              "|---|---|---|---|---|---|"]
     for c in summary["comparisons"]:
         a, b = SHORT_NAMES.get(c["model_a"], c["model_a"]), SHORT_NAMES.get(c["model_b"], c["model_b"])
         for m, lab in (("accuracy", "acc"), ("eer", "EER")):
             if m not in c:
                 continue
             per = "; ".join(f"{p['seed']}: {signed(p[m]['diff'])} {_ci(p[m]['ci95'])}" for p in c["per_seed"] if m in p)
+            tl = c[m].get("two_level")
+            two = "n/a (no replicates)" if not tl else _ci(tl["ci95"]) + (
+                " non-inferior" if c[m].get("non_inferior") else (" not non-inferior" if m == "accuracy" else ""))
             lines.append(f"| {b} − {a} | {_PROTO.get(c['protocol'], c['protocol'])} | {lab} | "
-                         f"{signed(c[m]['mean'])} {_ci(c[m]['ci95'])} | {c[m]['seeds_ci_excludes_zero']}/{c[m]['n']} | {per} |")
+                         f"{signed(c[m]['mean'])} {_ci(c[m]['ci95'])} | {two} | {per} |")
     goal = summary.get("adapt_vs_lg")
     if goal:
         lines += ["", "## MaskInv-adapt against MaskInv-LG (accuracy points, per seed; mean: the mean gains and their ratio)",
                   "", adapt_vs_lg_markdown({**goal["per_seed"], "mean": goal["mean"]}), "",
-                  f"Seeds meeting both goals (share ≥ 50 %, U-U ≥ −1.00): {goal['seeds_meeting_both']}/{len(goal['per_seed'])}."]
+                  f"Seeds meeting both goals by point estimate (share ≥ 50 %, U-U ≥ −1.00): "
+                  f"{goal['seeds_meeting_both']}/{len(goal['per_seed'])}."]
+        sh, uu = goal.get("share_two_level"), goal.get("uu_two_level")
+        if sh and sh["ci95"]:
+            lines.append(f"Share of LG's M-U gain (ratio of the means over seeds): {100 * sh['estimate']:.0f} % "
+                         f"[{100 * sh['ci95'][0]:.0f} %, {100 * sh['ci95'][1]:.0f} %] (two-level 95 %); the goal "
+                         f"(≥ 50 %) is met by its bound: {'yes' if sh['ci95'][0] >= 0.5 else 'no'}.")
+        if uu and uu["ci95"]:
+            lines.append(f"adapt − teacher U-U: {signed(uu['estimate'])} {_ci(uu['ci95'])} (two-level 95 %); "
+                         f"non-inferior (lower bound ≥ −1): {'yes' if uu['ci95'][0] >= -1 else 'no'}.")
+    warn = summary.get("warnings") or {}
+    if warn:
+        from .report import SHORT_NAMES as _S
+
+        lines += ["", "## Collapse checks per seed (every seed is in the tables above, collapsed ones included)", ""]
+        for sd, ws in warn.items():
+            if ws is None:
+                lines.append(f"- seed {sd}: not checked (evaluated before the checks existed)")
+            elif not ws:
+                lines.append(f"- seed {sd}: no warning")
+            else:
+                lines += [f"- seed {sd}: **{_S.get(w['model'], w['model'])}**"
+                          f"{' ' + _PROTO.get(w.get('protocol') or '', '') if w.get('protocol') else ''}: {w['message']}"
+                          for w in ws]
     t = summary["timings_s"]
     lines += ["", "Wall time per seed (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in t.items() if v is not None), ""]
     return "\n".join(lines)

@@ -85,6 +85,40 @@ class DemoSettings:
     eval_precision: str
     bootstrap: int
     train_overrides: list
+    # issue 23 (a settings file written before these existed records none of them: NEW_KEY_ABSENT says
+    # what their absence means)
+    accuracy: str = "exact"
+    lambda_hg_factor: Optional[float] = None
+    aug_lr: Optional[float] = None
+    aug_s: Optional[float] = None
+    with_aug_init: bool = False
+    with_aug_long: bool = False
+    heldout_mask_kind: Optional[str] = None
+
+    @property
+    def lambda_hg_used(self) -> float:
+        """HG's λ: ``lambda_hg_factor × lambda_lg`` when the factor is set (the paper's HG/LG = 30), else ``lambda_hg``."""
+        return self.lambda_hg if self.lambda_hg_factor is None else self.lambda_hg_factor * self.lambda_lg
+
+    def per_sample(self, lam: float) -> float:
+        """λ/D: the weight of one sample's squared template distance (``kd_loss`` averages over the
+        batch and the D dimensions, as the public code's ``MSELoss()``): the paper's LG 100/512 = 0.195,
+        HG 3000/512 = 5.86."""
+        return float(lam) / float(self.embedding_size)
+
+    @property
+    def train_mask_kinds(self) -> list[str]:
+        """Mask kinds of training: all of the random kinds but ``heldout_mask_kind`` when it is set."""
+        if self.heldout_mask_kind is None:
+            return ["random"]
+        from maskinv.masks.kinds import RANDOM_KINDS
+
+        return [k for k in RANDOM_KINDS if k != self.heldout_mask_kind]
+
+    @property
+    def eval_mask_kind(self) -> str:
+        """Mask kind of the test pairs: the held-out kind when set, else ``mask_kind``."""
+        return self.heldout_mask_kind or self.mask_kind
 
     @property
     def mask_seed(self) -> int:
@@ -116,10 +150,22 @@ ADAPT_KEYS = (tuple(f.name for f in dataclasses.fields(DemoSettings) if f.name.s
               + RETIRED_ADAPT_KEYS)
 
 
+#: Settings added after studies were committed, and the value their absence stands for (what the
+#: study did before): a folder written earlier is the same study when the new setting has that value.
+NEW_KEY_ABSENT: dict[str, Any] = {"accuracy": "grid", "lambda_hg_factor": None, "aug_lr": None, "aug_s": None,
+                                  "with_aug_init": False, "with_aug_long": False, "heldout_mask_kind": None}
+#: Settings of the evaluation alone: a finished folder that differs only in them keeps its runs and is
+#: evaluated again (e.g. an older seed re-scored with exact accuracy and identity intervals).
+EVAL_ONLY_KEYS = ("accuracy", "bootstrap")
+
+
 def changed_settings(previous: dict, current: dict) -> list[str]:
     """The settings that differ between two ``dataclasses.asdict`` documents; while ``with_adapt`` is
     off, adapt settings that only one of them records (a folder written before the adapt row, or
-    before one of its settings was retired) count as unchanged."""
+    before one of its settings was retired) count as unchanged; a setting of :data:`NEW_KEY_ABSENT`
+    that one of them lacks counts as that value."""
+    previous = {**{k: v for k, v in NEW_KEY_ABSENT.items() if k not in previous}, **previous}
+    current = {**{k: v for k, v in NEW_KEY_ABSENT.items() if k not in current}, **current}
     keys = set(previous) | set(current)
     if not current.get("with_adapt"):
         keys -= {k for k in ADAPT_KEYS if (k in previous) != (k in current)}

@@ -76,6 +76,18 @@ def check_settings(s: DemoSettings, out: str | Path = "demo_out") -> None:
         resolve_kind(s.mask_kind, np.random.default_rng(0))
     except MaskinvError as exc:
         raise ConfigError(f"demo setting: {exc}") from None
+    if s.accuracy not in ("exact", "grid"):
+        raise ConfigError(f"demo setting accuracy: expected exact or grid, got {s.accuracy!r}")
+    for name in ("lambda_hg_factor", "aug_lr", "aug_s"):
+        v = getattr(s, name)
+        if v is not None and not v > 0:
+            raise ConfigError(f"demo setting {name}: expected a positive number or null, got {v!r}")
+    if s.heldout_mask_kind is not None:
+        from maskinv.masks.kinds import RANDOM_KINDS
+
+        if s.heldout_mask_kind not in RANDOM_KINDS:
+            raise ConfigError(f"demo setting heldout_mask_kind: expected one of the random kinds "
+                              f"{', '.join(RANDOM_KINDS)} (training draws the others), got {s.heldout_mask_kind!r}")
     if s.eval_precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"demo setting eval_precision: expected auto, fp32 or bf16, got {s.eval_precision!r}")
     _check_runs(s, Path(out))
@@ -84,7 +96,8 @@ def check_settings(s: DemoSettings, out: str | Path = "demo_out") -> None:
 # trainer-config keys set from a study setting: an error there names the setting to fix
 _SETTING_OF = {"model.name": "backbone", "model.embedding_size": "embedding_size", "model.kwargs": "width_mult / size",
                "head.name": "head", "head.kwargs": "head_kwargs", "optim.lr": "lr / hg_lr", "masks.prob": "mask_prob",
-               "kd.weight": "lambda_lg / lambda_hg", "precision.mode": "precision", "runtime.batch_size": "batch_size",
+               "kd.weight": "lambda_lg / lambda_hg / lambda_hg_factor", "precision.mode": "precision",
+               "runtime.batch_size": "batch_size", "masks.kinds": "heldout_mask_kind",
                "runtime.threads": "threads"}
 
 

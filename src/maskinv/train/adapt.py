@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from maskinv.errors import ConfigError, DataFormatError
+from maskinv.errors import ConfigError, DataFormatError, MaskinvError
 
 from .config import TrainConfig, apply_overrides, config_from_dict, is_external_teacher, load_config
 
@@ -52,6 +52,10 @@ ADAPT_DEFAULTS: dict[str, Any] = {
                 "keep_last": 2, "device": "auto", "progress": True, "tensorboard": False},
 }
 IN_MEMORY_LIMIT = 1 << 30  # decode the aligned set into RAM when it is smaller than this
+#: Below this many faces a student trained from scratch (ONNX or dlib teacher) gets a warning: a face
+#: recognition network learns from hundreds of thousands of photos (the paper: MS1MV2, 5.8 M); a few
+#: thousand unlabeled photos can adapt a copied model, not teach a new one.
+MIN_SCRATCH_PHOTOS = 10_000
 MANIFEST = "manifest.json"
 
 
@@ -88,12 +92,15 @@ def _photos_fingerprint(root: Path, files: list[Path]) -> str:
 
 
 def prepare_images(images: str | os.PathLike, data_dir: str | os.PathLike, *, aligned: bool = False,
-                   detector: Any = None, size: int = 112, log: Callable[[str], None] | None = None) -> Path:
+                   detector: Any = None, size: int = 112, log: Callable[[str], None] | None = None,
+                   strict: bool = False) -> Path:
     """The RecordIO folder to adapt on (see module doc); photos are aligned once into ``data_dir``.
 
     A RecordIO folder (or ``.rec`` file) is used in place. Photos whose detector finds no face
-    are listed in ``data_dir/manifest.json`` (``no_face``) and reported through ``log``; a set
-    with no face at all raises :class:`DataFormatError`. A ``data_dir`` built from other photos
+    are listed in ``data_dir/manifest.json`` (``no_face``) and reported through ``log``; so are
+    files that cannot be read (``skipped``: photo and reason; ``strict``: the first one raises
+    :class:`DataFormatError` instead). Aligned crops of another size than ``size`` are resized to
+    it (one note through ``log``). A set with no face at all raises :class:`DataFormatError`. A ``data_dir`` built from other photos
     or settings is refused (use another run folder).
     """
     src = Path(images)
@@ -113,7 +120,7 @@ def prepare_images(images: str | os.PathLike, data_dir: str | os.PathLike, *, al
         detector = resolve_detector(detector)  # the one that really runs (MTCNN, else dlib): recorded
     det_name = None if aligned else getattr(detector, "name", type(detector).__name__)
     want = {"format": "maskinv-adapt-data", "source": str(src.resolve()), "aligned": bool(aligned),
-            "detector": det_name, "size": None if aligned else int(size),
+            "detector": det_name, "size": int(size),
             "photos": _photos_fingerprint(src, files)}
     out = Path(data_dir)
     if (out / MANIFEST).is_file():
@@ -127,7 +134,7 @@ def prepare_images(images: str | os.PathLike, data_dir: str | os.PathLike, *, al
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        info = _write_faces(src, files, tmp, aligned=aligned, detector=detector, size=size, log=log)
+        info = _write_faces(src, files, tmp, aligned=aligned, detector=detector, size=size, log=log, strict=strict)
         from maskinv.utils.io import atomic_write_json
 
         atomic_write_json(tmp / MANIFEST, {**want, **info})
@@ -141,7 +148,7 @@ def prepare_images(images: str | os.PathLike, data_dir: str | os.PathLike, *, al
 
 
 def _write_faces(src: Path, files: list[Path], out: Path, *, aligned: bool, detector: Any, size: int,
-                 log: Callable[[str], None] | None) -> dict[str, Any]:
+                 log: Callable[[str], None] | None, strict: bool = False) -> dict[str, Any]:
     """Write ``train.rec/.idx`` (plain layout, label -1) + ``sources.json``; returns manifest fields."""
     import time
 
@@ -156,19 +163,28 @@ def _write_faces(src: Path, files: list[Path], out: Path, *, aligned: bool, dete
         from maskinv.align import get_detector
 
         det = get_detector(detector or "dlib") if isinstance(detector, str) or detector is None else detector
-    records, no_face = [], []
-    shape = None
+    records, no_face, skipped, resized = [], [], [], []
     t0 = time.perf_counter()
     with RecordWriter(out / "train.rec", out / "train.idx") as wr:
         for n, path in enumerate(files):
             rel = path.relative_to(src).as_posix()
-            data = path.read_bytes()
-            img = decode_image(data, str(path))
+            try:
+                data = path.read_bytes()
+                img = decode_image(data, str(path))
+                if aligned and img.shape[0] != img.shape[1]:
+                    raise DataFormatError(f"{path}: an aligned crop must be square, got {img.shape[1]}x{img.shape[0]}")
+            except (DataFormatError, OSError) as e:
+                if strict:
+                    raise DataFormatError(f"{e} (--strict stops at the first bad file)") from e
+                skipped.append({"photo": rel, "reason": str(e).replace(f"{path}: ", "", 1)})
+                continue
             if aligned:
-                if img.shape[0] != img.shape[1] or (shape is not None and img.shape != shape):
-                    raise DataFormatError(f"{path}: aligned crops must all be square and the same size "
-                                          f"({'x'.join(map(str, (shape or img.shape)[:2]))}), got {img.shape[1]}x{img.shape[0]}")
-                shape = img.shape
+                if img.shape[0] != size:
+                    from maskinv.models.embedding import resize_images
+
+                    resized.append(img.shape[0])
+                    img = resize_images(img[None], size)[0]
+                    data = encode_image(img, "jpg", quality=95)
                 payload, box = data, [0, 0, img.shape[1] - 1, img.shape[0] - 1]
             else:
                 from maskinv.align import align_faces
@@ -184,13 +200,23 @@ def _write_faces(src: Path, files: list[Path], out: Path, *, aligned: bool, dete
             records.append({"photo": rel, "box": box})
             if log is not None and (n + 1) % 200 == 0:
                 log(f"[adapt] aligned {n + 1}/{len(files)} photos ({time.perf_counter() - t0:.0f} s)")
+    if skipped:
+        _log(log, f"[adapt] skipped {len(skipped)} unreadable file(s), listed in {MANIFEST}: "
+             + "; ".join(f"{r['photo']}: {r['reason']}" for r in skipped[:3]) + ("; ..." if len(skipped) > 3 else ""))
+    if resized:
+        sides = sorted(set(resized))
+        _log(log, f"[adapt] note: resized {len(resized)} aligned crops "
+             f"({', '.join(f'{s}x{s}' for s in sides[:3])}) to the teacher's input size {size}x{size}")
     if not records:
+        if skipped and len(skipped) == len(files):
+            raise DataFormatError(f"{src}: none of its {len(files)} files could be read")
         raise DataFormatError(f"{src}: no face found in any of its {len(files)} photos")
     atomic_write_json(out / "sources.json", {"format": SOURCES_FORMAT, "root": str(src.resolve()), "records": records})
     secs = time.perf_counter() - t0
     _log(log, f"[adapt] {len(records)} faces from {len(files)} photos in {secs:.1f} s"
          + (f"; no face in {len(no_face)} (listed in {MANIFEST})" if no_face else ""))
-    return {"num_images": len(records), "no_face": no_face, "align_seconds": round(secs, 2)}
+    return {"num_images": len(records), "no_face": no_face, "skipped": skipped, "resized": len(resized),
+            "align_seconds": round(secs, 2)}
 
 
 # ----------------------------------------------------------------------------- config
@@ -225,6 +251,9 @@ def adapt_config(teacher: str, data_root: str | os.PathLike, *, overrides: list[
     d["data"]["path"] = str(data_root)
     if info["external"]:
         d["model"]["init_from_teacher"] = False
+        # a student built from scratch must learn its BatchNorm statistics: frozen at their
+        # initial values it trains as an unnormalised network
+        d["model"]["freeze_bn_stats"] = False
         d["model"]["embedding_size"] = info["embedding_size"]
         d["teacher"]["cache"]["mode"] = "prepass"
     try:
@@ -246,7 +275,7 @@ def adapt_model(teacher: str, images: str | os.PathLike | None, out_dir: str | o
                 detector: Any = None, max_steps: int | None = None, resume: bool = False,
                 overrides: list[str] | None = None, log: Callable[[str], None] | None = None,
                 val: str | os.PathLike | None = None, eval_every: int = 0, tolerance: float = 1.0,
-                patience: int = 3) -> dict[str, Any]:
+                patience: int = 3, strict: bool = False) -> dict[str, Any]:
     """Adapt ``teacher`` on ``images`` into ``out_dir`` (the ``maskinv train`` run-folder contract);
     returns the trainer's summary plus ``data`` (the RecordIO folder used).
 
@@ -254,7 +283,11 @@ def adapt_model(teacher: str, images: str | os.PathLike | None, out_dir: str | o
     may then be None; ``overrides`` still apply). ``val`` + ``eval_every``: validation while
     adapting (:mod:`.adapt_select`): U-U/M-U on ``val`` every ``eval_every`` steps, early stop
     after ``patience`` evaluations without a better M-U, the best step whose U-U is within
-    ``tolerance`` points of the teacher's exported as ``backbone.pt``.
+    ``tolerance`` points of the teacher's exported as ``backbone.pt``. ``strict``: stop at the first
+    unreadable photo instead of skipping it.
+
+    A new run that fails (bad input, a student that cannot learn) removes what it wrote: the run
+    folder when it made it, else the files it added.
     """
     from .trainer import run_training
 
@@ -278,8 +311,41 @@ def adapt_model(teacher: str, images: str | os.PathLike | None, out_dir: str | o
         raise ConfigError("adapt: give --teacher and --images (or --resume RUN_DIR)")
     arch = next((o.split("=", 1)[1].strip() for o in overrides or [] if o.startswith("teacher.name=")), None)
     info = teacher_info(str(teacher), arch or None)
-    data = prepare_images(images, out / "data", aligned=aligned, detector=detector, size=info["input_size"], log=log)
-    cfg = adapt_config(str(teacher), data, overrides=overrides, info=info)
-    _log(log, f"[adapt] teacher {teacher} ({info['embedding_size']}-d, "
-         f"{'templates cached once, student ' + cfg.model.name + ' from scratch' if info['external'] else 'student = copy'})")
-    return {**run_training(cfg, out, max_steps=max_steps, resume=False), "data": str(data)}
+    before = set(out.iterdir()) if out.is_dir() else None
+    try:
+        data = prepare_images(images, out / "data", aligned=aligned, detector=detector, size=info["input_size"],
+                              log=log, strict=strict)
+        cfg = adapt_config(str(teacher), data, overrides=overrides, info=info)
+        scratch = info["external"] and not cfg.model.init_from_teacher and not cfg.model.init
+        _log(log, f"[adapt] teacher {teacher} ({info['embedding_size']}-d, "
+             f"{'templates cached once, student ' + cfg.model.name + ' from scratch' if scratch else 'student = copy'})")
+        n = _num_images(data)
+        if scratch and n is not None and n < MIN_SCRATCH_PHOTOS:
+            _log(log, f"[adapt] warning: {n} photos cannot train a face model from scratch (a student that "
+                      f"is not a copy needs at least {MIN_SCRATCH_PHOTOS:,}, better hundreds of thousands); "
+                      f"adapting works from a teacher the student can copy: a torch model (.pt/.pth) or --teacher sface")
+        return {**run_training(cfg, out, max_steps=max_steps, resume=False), "data": str(data)}
+    except BaseException as e:
+        if isinstance(e, (MaskinvError, OSError)):
+            _remove_new(out, before)
+        raise
+
+
+def _num_images(data: str | os.PathLike) -> int | None:
+    try:
+        from maskinv.data.recordio import RecordIODataset
+
+        return len(RecordIODataset(data))
+    except (DataFormatError, OSError):
+        return None
+
+
+def _remove_new(out: Path, before: set[Path] | None) -> None:
+    """Undo a failed new run: remove ``out`` if it did not exist (or was empty), else what was added."""
+    if not out.exists():
+        return
+    if not before:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for p in set(out.iterdir()) - before:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

@@ -86,7 +86,7 @@ def train_with_selection(cfg: TrainConfig, out: Path, *, teacher: str, val: str,
     summary: dict[str, Any] = {}
     while True:
         target = done + eval_every if max_steps is None else min(done + eval_every, max_steps)
-        summary = run_training(cfg, out, max_steps=target, resume=resume or done > 0)
+        summary = run_training(cfg, out, max_steps=target, resume=resume or done > 0, chunk=done > 0)
         if summary["status"] == "interrupted" or summary["step"] == done:
             break
         done = summary["step"]

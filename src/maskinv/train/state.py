@@ -27,8 +27,8 @@ def load_resume_state(cfg: TrainConfig, out: Path, info: D.DistInfo, resume: boo
         existing = ckpt_mod.list_checkpoints(out)
         if existing:
             raise ConfigError(
-                f"{out} already holds a run (checkpoint {existing[-1][1].name}); resume it (--resume / "
-                "resume=True) or choose another output folder")
+                f"{out} already holds a run (checkpoint {existing[-1][1].name}); resume it (--resume RUN_DIR; "
+                "in Python resume=True) or choose another output folder")
         return None
     path = ckpt_mod.latest_checkpoint(out)
     if path is None:

@@ -52,19 +52,28 @@ class TrainingDivergedError(MaskinvError):
     """The loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
-def resume_hint(out: Path, step: int, total: int, signum: int | None, checkpoint) -> str:
-    """The line printed when a signal stops a run: where it stopped and the command that continues it."""
+class TrainingStalledError(MaskinvError):
+    """The student cannot learn: its gradient norm was 0 at every logged step of the first steps."""
+
+
+#: A run whose clipped gradient norm is 0 at every logged step up to here stops (it cannot learn).
+LEARN_CHECK_STEPS = 20
+
+
+def resume_hint(out: Path, step: int, total: int, signum: int | None, checkpoint, command: str = "train") -> str:
+    """The line printed when a signal stops a run: where it stopped and the command that continues it
+    (``maskinv train`` or, for a label-free ``adapt`` run, ``maskinv adapt``)."""
     import shlex
     import signal
 
     name = signal.Signals(signum).name if signum else "a signal"
     saved = f"checkpoint {Path(checkpoint).name}" if checkpoint else "no checkpoint yet"
     return (f"stopped by {name} at step {step}/{total} ({saved}); "
-            f"resume with: maskinv train --resume {shlex.quote(str(out))}")
+            f"resume with: maskinv {command} --resume {shlex.quote(str(out))}")
 
 
 def run_training(cfg: TrainConfig | dict, out_dir: str | os.PathLike, *, max_steps: int | None = None,
-                 resume: bool = False, teacher_module: nn.Module | None = None) -> dict[str, Any]:
+                 resume: bool = False, teacher_module: nn.Module | None = None, chunk: bool = False) -> dict[str, Any]:
     """Train per ``cfg`` into ``out_dir``; returns a summary dict (also written as summary.json).
 
     ``max_steps``: total number of optimiser steps of the run (a resumed run stops at the same
@@ -72,7 +81,8 @@ def run_training(cfg: TrainConfig | dict, out_dir: str | os.PathLike, *, max_ste
     checkpoint in ``out_dir`` (the config must match the checkpoint's; without a checkpoint the
     run starts from scratch). ``teacher_module``: an already loaded frozen teacher (tests/API);
     otherwise ``teacher.path`` is loaded with :func:`maskinv.distill.load_teacher` (a missing
-    file raises :class:`CheckpointError`, never a random teacher).
+    file raises :class:`CheckpointError`, never a random teacher). ``chunk``: one chunk of a run that a
+    caller trains in pieces (validation between them): no "resumed from" line, no --max-steps note.
 
     Summary keys: out_dir, config, metrics, checkpoint, backbone, backbone_meta, step,
     total_steps, status ("completed" | "max_steps" | "interrupted"), loss, head_loss, kd_loss,
@@ -81,14 +91,16 @@ def run_training(cfg: TrainConfig | dict, out_dir: str | os.PathLike, *, max_ste
     if isinstance(cfg, dict):
         cfg = config_from_dict(cfg)
     validate_config(cfg)
-    return _Trainer(cfg, Path(out_dir), max_steps=max_steps, resume=resume, teacher_module=teacher_module).run()
+    return _Trainer(cfg, Path(out_dir), max_steps=max_steps, resume=resume, teacher_module=teacher_module,
+                    chunk=chunk).run()
 
 
 class _Trainer:
     """One run. :meth:`run` scopes threads and the torch RNG; :meth:`_run` sequences the phases."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path, *, max_steps, resume, teacher_module):
+    def __init__(self, cfg: TrainConfig, out_dir: Path, *, max_steps, resume, teacher_module, chunk=False):
         self.cfg = cfg
+        self.chunk = bool(chunk)
         self.out = out_dir
         self.max_steps = max_steps
         self.resume = resume
@@ -103,6 +115,7 @@ class _Trainer:
         self.nan_check = nc if nc != "auto" else ("log" if self.device.type == "cuda" else "step")
         if max_steps is not None and max_steps < 0:
             raise ConfigError(f"max_steps must be >= 0, got {max_steps}")
+        self._learning = False  # set once a logged gradient norm is > 0
 
     def run(self) -> dict[str, Any]:
         cfg, info = self.cfg, self.info
@@ -153,6 +166,9 @@ class _Trainer:
         self.spe = self.source.steps_per_epoch
         self.sched_total = total_steps(cfg.schedule, self.spe)
         self.stop = self.sched_total if self.max_steps is None else min(self.sched_total, int(self.max_steps))
+        if self.max_steps is not None and self.max_steps > self.sched_total and self.info.is_main and not self.chunk:
+            print(f"maskinv: note: --max-steps {self.max_steps} is beyond the schedule's {self.sched_total} steps; "
+                  f"the run stops at {self.sched_total} (raise schedule.epochs to train longer)", file=sys.stderr, flush=True)
 
     def _setup_models(self) -> None:
         """Student, teacher, optimisers, masker, teacher cache and the step (fixed construction order)."""
@@ -215,8 +231,9 @@ class _Trainer:
                                     progress=cfg.runtime.progress, total_steps=self.stop)
         self.evaluate = PeriodicEval(cfg, self.data_root, backbone=self.student.backbone, logger=self.logger,
                                      is_main=info.is_main)
-        self.logger.write_line(f"precision {self.precision} ({cfg.precision.mode}: {self.precision_reason})")
-        if state is not None:
+        if not self.chunk:
+            self.logger.write_line(f"precision {self.precision} ({cfg.precision.mode}: {self.precision_reason})")
+        if state is not None and not self.chunk:
             self.logger.write_line(f"resumed from {state['_path']} at step {step}")
         self.meter = TrainMeter(cfg.runtime.batch_size * info.world_size, cfg.runtime.log_every)
         if state is not None and info.is_main:
@@ -257,6 +274,7 @@ class _Trainer:
                         self._check_finite(step, epoch, lr)
                         rec = self.meter.window_record(step, epoch, lr, res.grad_norm)
                         self.logger.log(rec)
+                        self._check_learning(step, rec)
                         self.logger.progress(1, loss=f"{rec['loss']:.3f}", ips=f"{rec['images_per_s']:.0f}")
                     else:
                         self.logger.progress(1)
@@ -272,6 +290,21 @@ class _Trainer:
                         break
         self._check_finite(step, None, None)
         return step, "completed" if stop == self.sched_total else "max_steps"
+
+    def _check_learning(self, step: int, rec: dict[str, Any]) -> None:
+        """Stop a run that cannot learn: a clipped gradient norm of exactly 0 at every logged step up
+        to :data:`LEARN_CHECK_STEPS` means the loss does not depend on the weights (saturated or
+        constant outputs) or has nothing to teach (a copy of the teacher that never sees a mask).
+        Shorter runs are not judged."""
+        if self._learning or "grad_norm" not in rec:
+            return
+        if rec["grad_norm"] > 0:
+            self._learning = True
+        elif step >= LEARN_CHECK_STEPS:
+            raise TrainingStalledError(
+                f"the student is not learning: its gradient norm was 0 at every logged step of the first {step} "
+                f"(outputs saturated or constant, e.g. an untrained network with frozen BatchNorm statistics: set "
+                f"model.freeze_bn_stats=false; or nothing to learn, e.g. a copy of the teacher with masks.prob=0)")
 
     def _check_finite(self, step: int, epoch, lr) -> None:
         """``runtime.nan_check: log``: stop if a step since the last check had a non-finite loss."""
@@ -327,6 +360,8 @@ class _Trainer:
                 summary.update(export_student(self.cfg, out, s.backbone, s.head, step))
             write_summary(out, summary)
             if status == "interrupted":
-                print(resume_hint(out, step, self.sched_total, self.stop_signal, self.ckpts.last), file=sys.stderr, flush=True)
+                command = "adapt" if self.cfg.head.name == "none" and self.cfg.data.labels == "ignore" else "train"
+                print(resume_hint(out, step, self.sched_total, self.stop_signal, self.ckpts.last, command),
+                      file=sys.stderr, flush=True)
         D.barrier()
         return summary

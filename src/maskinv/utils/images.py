@@ -30,6 +30,18 @@ _SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", 
                (b"II*\x00", "tif"), (b"MM\x00*", "tif"))
 
 
+def _why_undecodable(data: bytes) -> str:
+    """What is wrong with bytes OpenCV could not decode: empty, a truncated JPEG/PNG, or not an image."""
+    if not data:
+        return "an empty file, not an image"
+    if data[:3] == b"\xff\xd8\xff":
+        return "a truncated JPEG (the file ends before its end-of-image marker)" if b"\xff\xd9" not in data[-64:] \
+            else "a damaged JPEG (undecodable)"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "a truncated PNG (no IEND chunk)" if b"IEND" not in data[-16:] else "a damaged PNG (undecodable)"
+    return "undecodable image"
+
+
 def decode_image(data: bytes, where: str = "image") -> np.ndarray:
     """Decode encoded image bytes to uint8 RGB (H, W, 3); grey/alpha are converted.
 
@@ -44,7 +56,7 @@ def decode_image(data: bytes, where: str = "image") -> np.ndarray:
     with captured(where):  # libjpeg's "Corrupt JPEG data" -> a warning naming the image (CLI only)
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
-        raise DataFormatError(f"{where}: undecodable image ({len(data)} bytes)")
+        raise DataFormatError(f"{where}: {_why_undecodable(data)} ({len(data)} bytes)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

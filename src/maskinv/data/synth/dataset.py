@@ -16,7 +16,8 @@ from maskinv.utils.images import encode_image, image_grid
 from .identity import _PAIR_TAG, FaceIdentity, _difficulty, sample_identity
 from .render import _image_rng, encode_jpeg, render_face, render_faces
 
-__all__ = ["generate_dataset", "preview_grid"]
+__all__ = ["generate_dataset", "preview_grid", "pair_identities", "split_pair_identities",
+           "PAIR_IDENTITIES_SUFFIX"]
 
 _SELECT_TAG = 0x5E1  # pair stream of the validation (selection) split
 
@@ -65,6 +66,38 @@ def _map(jobs: list[tuple], workers: int, progress: bool, desc: str):
             pool.join()
 
 
+#: ``<bin stem>_identities.npy`` beside a pair ``.bin``: (N, 2) int64, the identity of each pair's two images
+#: (:func:`maskinv.evaluate.benchmarks.load_benchmark` reads it; the bootstrap resamples identities with it)
+PAIR_IDENTITIES_SUFFIX = "_identities.npy"
+
+
+def pair_identities(seed: int, tag: int, first: int, n_ids: int, n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The identities of the pairs of :func:`_write_pairs` without rendering anything: ``(ids (N, 2) int64,
+    issame (N,) bool)``; pair ``p`` is genuine iff ``p`` is even (alternating: every contiguous fold
+    stays balanced)."""
+    prng = np.random.default_rng([int(seed), tag])
+    ids = np.empty((n_pairs, 2), np.int64)
+    issame = np.zeros(n_pairs, bool)
+    for p in range(n_pairs):
+        genuine = p % 2 == 0
+        a = int(prng.integers(0, n_ids))
+        b = a if genuine else int((a + prng.integers(1, n_ids)) % n_ids)
+        issame[p] = genuine
+        ids[p] = (first + a, first + b)
+    return ids, issame
+
+
+def split_pair_identities(split: str, *, seed: int, identities: int, val_identities: int, val_pairs: int = 0,
+                          select_identities: int = 0, select_pairs: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The pair identities of a split of :func:`generate_dataset`: ``"val"`` (``synth_val.bin``, the
+    test pairs) or ``"select"`` (``synth_select.bin``, the validation pairs)."""
+    if split == "val":
+        return pair_identities(seed, _PAIR_TAG, identities, val_identities, val_pairs)
+    if split == "select":
+        return pair_identities(seed, _SELECT_TAG, identities + val_identities, select_identities, select_pairs)
+    raise ValueError(f"split_pair_identities: unknown split {split!r} (val or select)")
+
+
 def _write_pairs(out: Path, name: str, seed: int, tag: int, first: int, n_ids: int, n_pairs: int, size: int,
                  difficulty, workers: int, progress: bool) -> np.ndarray:
     """``{name}.bin`` (+ landmarks): ``n_pairs`` pairs of identities ``first .. first+n_ids-1``,
@@ -72,22 +105,20 @@ def _write_pairs(out: Path, name: str, seed: int, tag: int, first: int, n_ids: i
     from maskinv.data.bins import save_bin
     from maskinv.utils.io import atomic_path
 
-    prng = np.random.default_rng([int(seed), tag])
+    ids, issame = pair_identities(seed, tag, first, n_ids, n_pairs)
     vjobs = []
-    issame = np.zeros(n_pairs, bool)
     for p in range(n_pairs):
-        genuine = p % 2 == 0  # alternate: every contiguous fold stays balanced
-        a = int(prng.integers(0, n_ids))
-        b = a if genuine else int((a + prng.integers(1, n_ids)) % n_ids)
-        issame[p] = genuine
         # image indices of held-out identities are unique per pair slot
-        vjobs.append((seed, first + a, 2 * p, size, difficulty))
-        vjobs.append((seed, first + b, 2 * p + 1, size, difficulty))
+        vjobs.append((seed, int(ids[p, 0]), 2 * p, size, difficulty))
+        vjobs.append((seed, int(ids[p, 1]), 2 * p + 1, size, difficulty))
     vimgs, vlms = [], np.empty((2 * n_pairs, 68, 2), np.float32)
     for i, (data, lm) in enumerate(_map(vjobs, workers, progress, name)):
         vimgs.append(data)
         vlms[i] = lm
     save_bin(out / f"{name}.bin", vimgs, issame)
+    with atomic_path(out / f"{name}{PAIR_IDENTITIES_SUFFIX}") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, ids)
     with atomic_path(out / f"{name}_landmarks.npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, vlms)

@@ -12,7 +12,7 @@ import numpy as np
 
 from maskinv.errors import CheckpointError, ConfigError, DataFormatError
 
-from .data import (AlignedSet, RENDERER, Splits, align_photos, aligned_crops, lfw_person_photos, mask_crops,
+from .data import (AlignedSet, Splits, align_photos, aligned_crops, lfw_person_photos, mask_crops,
                    read_splits, rmfd_photos)
 from .features import FeatureCache, view_name
 from .settings import COSTS_MS, RealSettings
@@ -144,13 +144,13 @@ class StudyContext:
 
     # ------------------------------------------------------------------ features
     def feature_keys(self, aset: AlignedSet, masked: bool, what: str, draw: int = 0) -> list[str]:
-        """Item keys of ``aset``'s crops (clean or renderer-v1 masked, draw ``draw``), computed if missing."""
-        view = view_name(RENDERER["name"] if masked else None, self.s.seed, draw)
+        """Item keys of ``aset``'s crops (clean or masked by the study's renderer, draw ``draw``), computed if missing."""
+        view = view_name(self.s.renderer if masked else None, self.s.seed, draw)
         keys = [self.features.item_key(aset.crops[i], view + "|" + aset.keys[i]) for i in range(len(aset.keys))]
         if masked:
             def crops_of(idx):
                 return mask_crops(aset.crops[idx], aset.landmarks[idx], [aset.keys[i] for i in idx],
-                                  seed=self.s.seed, draw=draw)
+                                  seed=self.s.seed, draw=draw, renderer=self.s.renderer)
         else:
             def crops_of(idx):
                 return aset.crops[idx]
@@ -197,7 +197,8 @@ class StudyContext:
         composition, the trunk and what it starts from. Equal keys -> equal weights (same torch, threads)."""
         sp = {k: v for k, v in spec.to_dict().items() if k != "name"}
         return {"spec": sp, "weights_fingerprint": self.weights_fingerprint, "split_k": self.s.split_k,
-                "detector": self.s.detector, "renderer": "v1",
+                "input_convention": getattr(self.model, "input_convention", None),
+                "detector": self.s.detector, "renderer": self.s.renderer,
                 "train_set": "labelled+unlabelled" if (self.s.with_adapt and self.s.adapt_unlabelled) else "labelled",
                 "init": init_key or "sface", "torch": self.torch_version, "threads": self.threads}
 
@@ -261,7 +262,7 @@ class StudyContext:
         summary = train_tail(tail, data, spec, head_state=head_state, log=self.log)
         model.eval()
         meta = dict(getattr(self.model, "maskinv_meta", {}) or {})
-        meta.update({"study": "maskinv study-real", "row": spec.name, "renderer": RENDERER["name"],
+        meta.update({"study": "maskinv study-real", "row": spec.name, "renderer": self.s.renderer,
                      "lambda": spec.lam, "lambda_per_sample": spec.lam / self.embedding_size})
         export_backbone(model, wpath, extra_meta=meta)
         head_state_ = summary.pop("head_state")
@@ -291,7 +292,7 @@ class StudyContext:
             s = n * c["train_sample"] / 1000
             lines.append(f"train {row}: {n} samples x {c['train_sample']:.0f} ms = {s / 60:.1f} min")
             total += s
-        lines.append(f"total (estimate, one thread of the 2-core AMD EPYC): {total / 60:.1f} min")
+        lines.append(f"total (estimate from the costs measured on one thread of a 2-core AMD EPYC): {total / 60:.1f} min")
         return lines
 
 

@@ -21,11 +21,20 @@ import numpy as np
 from maskinv.errors import DataFormatError
 
 __all__ = ["Splits", "read_splits", "default_splits_dir", "AlignedSet", "align_photos", "aligned_crops",
-           "lfw_person_photos", "rmfd_photos", "mask_crops", "RENDERER", "mask_seed_index", "crop_sha"]
+           "lfw_person_photos", "rmfd_photos", "mask_crops", "RENDERER", "renderer_info", "mask_seed_index", "crop_sha"]
 
-#: The mask renderer pinned by this study (recorded in results.json).
+#: The mask renderer this study pins by default (setting ``renderer``; recorded in results.json).
 RENDERER = {"name": "v1", "function": "maskinv.masks.apply_mask", "kind": "random",
             "landmarks": "the crop's five aligned points", "seeding": "image_rng(seed, sha256(key|draw))"}
+
+
+def renderer_info(name: str) -> dict:
+    """What results.json records of renderer ``name`` (``v1``, or ``mesh``: the 468-point mesh from the five points)."""
+    from maskinv.masks.mesh import check_renderer
+
+    check_renderer(name, "study-real setting renderer")
+    return {**RENDERER, "name": name} if name == "v1" else {
+        **RENDERER, "name": name, "landmarks": "the 468-point face mesh fitted from the crop's five aligned points"}
 
 SPLIT_FILES = ("lfw_val_pairs.txt", "lfw_test_pairs.txt", "lfw_train_people.txt", "rmfd_dev.txt", "rmfd_test.txt")
 
@@ -206,11 +215,13 @@ def mask_seed_index(key: str, draw: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{key}|{draw}".encode()).digest()[:8], "big")
 
 
-def mask_crops(crops: np.ndarray, landmarks: np.ndarray, keys: Sequence[str], *, seed: int, draw: int = 0) -> np.ndarray:
-    """Renderer v1: a masked copy of each crop, its mask fixed by (seed, key, draw)."""
+def mask_crops(crops: np.ndarray, landmarks: np.ndarray, keys: Sequence[str], *, seed: int, draw: int = 0,
+               renderer: str = "v1") -> np.ndarray:
+    """A masked copy of each crop (``renderer`` v1 or mesh), its mask fixed by (seed, key, draw)."""
     from maskinv.masks import apply_mask, image_rng
 
     out = np.empty_like(crops)
     for i, key in enumerate(keys):
-        out[i] = apply_mask(crops[i], landmarks[i], image_rng(seed, mask_seed_index(key, draw)), "random").image
+        out[i] = apply_mask(crops[i], landmarks[i], image_rng(seed, mask_seed_index(key, draw)), "random",
+                            renderer=renderer).image
     return out

@@ -98,7 +98,7 @@ def report_markdown(doc: dict[str, Any]) -> str:
     L.append("# MaskInv on a real recogniser (SFace)\n")
     L.append(f"Command: `{doc.get('command') or 'maskinv study-real ...'}`  ")
     env = doc["environment"]
-    L.append(f"Machine: 2-core AMD EPYC, torch {env['torch']}, {env['threads']} thread(s); "
+    L.append(f"Machine: {env.get('machine', 'not recorded')}, torch {env['torch']}, {env['threads']} thread(s); "
              f"total {doc['cost']['measured_seconds']['total'] / 60:.1f} min.  ")
     L.append(f"Primary model (declared before the run): **{doc['primary'].upper()}**. Renderer: `{doc['renderer']['name']}` "
              f"({doc['renderer']['function']}, kind {doc['renderer']['kind']}, from the crop's five aligned points).  ")
@@ -119,7 +119,7 @@ def report_markdown(doc: dict[str, Any]) -> str:
     L.append("## Results\n")
     L.append("RMFD test: masked probes vs unmasked references of the same people, all comparisons. "
              f"LFW: `lfw_test_pairs.txt` (folds 6-10 of View 2, {doc['data']['lfw_test_pairs']} pairs) on `aligned112`, "
-             "5-fold accuracy (%), each image with one fixed renderer-v1 mask (M-U: second image masked, M-M: both).\n")
+             f"5-fold accuracy (%), each image with one fixed renderer-{doc['renderer']['name']} mask (M-U: second image masked, M-M: both).\n")
     L.append("| model | RMFD EER % | RMFD TAR@FAR1e-3 % | RMFD FNMR@FMR1e-2 % | RMFD FNMR@FMR 1:2000 % | LFW U-U acc | LFW M-U acc | LFW M-M acc | LFW M-U EER % |")
     L.append("|---|---|---|---|---|---|---|---|---|")
     for n, r in res.items():

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from .core import Logger, StudyContext
-from .data import RENDERER
+from maskinv.utils.machine import machine_line
+
+from .data import renderer_info
 from .settings import RealSettings
 from .tails import RowSpec
 
@@ -150,7 +152,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
         "settings": s.to_dict(), "selected": selected, "lambda": {"lg": s.lam_lg, "hg": s.lam_hg, "adapt": s.lam_adapt},
         "lambda_per_sample": {"lg": s.lam_lg / ctx.embedding_size, "hg": s.lam_hg / ctx.embedding_size,
                               "adapt": s.lam_adapt / ctx.embedding_size},
-        "embedding_size": ctx.embedding_size, "renderer": RENDERER,
+        "embedding_size": ctx.embedding_size, "renderer": renderer_info(s.renderer),
         "recogniser": {"class": type(ctx.model).__name__, "weights_fingerprint": ctx.weights_fingerprint,
                        "input_convention": getattr(ctx.model, "input_convention", None),
                        "meta": getattr(ctx.model, "maskinv_meta", None),
@@ -171,6 +173,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
                  "feature_ms_per_image": (1000 * ctx.features.seconds / ctx.features.computed
                                           if ctx.features.computed else None)},
         "environment": {"torch": ctx.torch_version, "threads": ctx.threads, "python": platform.python_version(),
+                        "machine": machine_line(),
                         "machine": platform.processor() or platform.machine()},
     }
     atomic_write_json(out / "results.json", doc)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from maskinv.utils.machine import machine_line
+
 from .core import Logger, StudyContext
 from .settings import RealSettings, parse_list
 from .tails import RowSpec
@@ -138,10 +140,10 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
            "budget": budget, "settings": s.to_dict(), "sface": base, "candidates": cands, "chosen": chosen,
            "hg": f"λ_HG = {s.hg_factor:g} x λ_LG = {s.hg_factor * chosen['lam_lg']:g}",
            "detection": ctx.detection, "seconds": total,
-           "environment": {"torch": ctx.torch_version, "threads": ctx.threads}}
+           "environment": {"torch": ctx.torch_version, "threads": ctx.threads, "machine": machine_line()}}
     atomic_write_json(out / "select.json", doc)
     lines = ["# study-real --select (validation only)\n", f"Command: `{command}`  ", f"Budget: {budget}; took {total / 60:.1f} min "
-             "(2-core AMD EPYC, one thread).  ", f"Rule: {doc['rule']}.\n",
+             f"({doc['environment']['machine']}, {ctx.threads} thread(s)).  ", f"Rule: {doc['rule']}.\n",
              "| candidate | λ | λ/D | lr | val U-U acc | val M-U acc | val M-U EER |", "|---|---|---|---|---|---|---|",
              f"| SFace | - | - | - | {100 * base['uu_acc']:.2f} | {100 * base['mu_acc']:.2f} | {100 * base['mu_eer']:.2f} |"]
     for c in cands:

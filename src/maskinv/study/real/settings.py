@@ -32,6 +32,7 @@ class RealSettings:
     adapt_unlabelled: bool = False  # MaskInv-adapt also uses the photos of one-photo people (2,203 more features)
     freeze_bn: bool = True
     detector: str = "mtcnn"
+    renderer: str = "v1"          # training and LFW test masks: v1 (5-point) or mesh (468-point face mesh)
     feature_batch: int = 32
     n_boot: int = 1000
     with_hg: bool = True
@@ -70,6 +71,9 @@ class RealSettings:
             raise ConfigError(f"study-real setting split_k must be in 0..13, got {self.split_k}")
         if not 1 <= self.select_val_folds <= 2:
             raise ConfigError(f"study-real setting select_val_folds must be 1 or 2, got {self.select_val_folds}")
+        from maskinv.masks.mesh import check_renderer
+
+        check_renderer(self.renderer, "study-real setting renderer")
         if self.batch_size < 1 or self.feature_batch < 1 or self.n_boot < 1:
             raise ConfigError("study-real: batch_size, feature_batch and n_boot must be >= 1")
         for k in ("select_lrs", "select_adapt_lrs"):

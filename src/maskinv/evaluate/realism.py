@@ -1,0 +1,377 @@
+"""Realism of synthetic masks: how much they cost a recogniser compared with real masks.
+
+Given a folder benchmark (one sub-folder per identity), the list of its *real masked* photos and
+any model, :func:`realism` takes the people with >= 1 real masked and >= 2 unmasked photos,
+holds back some of each person's unmasked photos as probes (the rest are the references, the
+same for every condition; a photo is never paired with itself) and scores three probe sets
+against those references:
+
+* ``unmasked`` — the held-back unmasked probes;
+* ``synthetic`` — the same probes with a synthetic mask drawn on the full photo from the
+  detector's landmarks (``renderer`` v1 or mesh), before the model cuts its own crop;
+* ``real`` — the real masked probes.
+
+Every photo goes through MTCNN (the same boxes and five points for every model; photo models
+such as dlib get the box, aligned-crop models the five-point crop). A photo without a face is
+dropped in every condition alike and counted. Each identity weighs equally: a probe identity's
+genuine comparisons share weight 1, and so do its impostor comparisons.
+
+ratio = (EER synthetic - EER unmasked) / (EER real - EER unmasked), and the same on FNMR at
+FMR 1e-2, with a percentile bootstrap over probe identities. Caveat (in every report): real
+masked and unmasked photos of a person often come from different sessions (lighting, age,
+camera), which raises the real condition's error beyond what the mask alone costs, so the
+ratio understates synthetic masks' realism by an unknown amount.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from maskinv.errors import ConfigError, DataFormatError
+
+__all__ = ["weighted_error_rates", "realism_ratio", "identity_weights", "split_probes", "realism",
+           "CONDITIONS", "SESSION_CAVEAT", "realism_report"]
+
+CONDITIONS = ("unmasked", "synthetic", "real")
+SESSION_CAVEAT = ("Real masked and unmasked photos of a person often come from different sessions (lighting, "
+                  "age, camera, expression), which adds error to the real condition that the mask did not cause: "
+                  "EER real - EER unmasked overstates what real masks cost, and the ratio understates the "
+                  "synthetic masks' realism by an unknown amount.")
+
+
+# ----------------------------------------------------------------------------- arithmetic
+def weighted_error_rates(scores, genuine, weights, fmr_targets: Sequence[float] = (1e-2,), *,
+                         order: np.ndarray | None = None) -> dict[str, float]:
+    """Weighted EER and FNMR at FMR <= f of a score list (higher = more similar).
+
+    ``weights``: per comparison; genuine and impostor weights are normalised separately. The
+    threshold t accepts ``score >= t``; EER = the mean of FNMR and FMR where they cross (over the
+    distinct score thresholds); FNMR at FMR f uses the lowest threshold with FMR <= f.
+    ``order``: ``argsort(-scores, kind="stable")`` when already known (bootstrap loops)."""
+    s = np.asarray(scores, np.float64)
+    g = np.asarray(genuine, bool)
+    w = np.asarray(weights, np.float64)
+    if not (s.shape == g.shape == w.shape) or s.ndim != 1:
+        raise ConfigError(f"weighted_error_rates: shapes differ: {s.shape}, {g.shape}, {w.shape}")
+    wg, wi = w * g, w * ~g
+    tg, ti = wg.sum(), wi.sum()
+    if tg <= 0 or ti <= 0:
+        raise DataFormatError("weighted_error_rates: needs genuine and impostor comparisons of positive weight")
+    if order is None:
+        order = np.argsort(-s, kind="stable")
+    ss = s[order]
+    # Thresholds at each distinct score: accept everything >= it.
+    cg = np.cumsum(wg[order]) / tg
+    ci = np.cumsum(wi[order]) / ti
+    last = np.r_[ss[1:] != ss[:-1], True]
+    tpr, fmr = np.r_[0.0, cg[last]], np.r_[0.0, ci[last]]
+    fnmr = 1.0 - tpr
+    k = int(np.argmin(np.abs(fnmr - fmr)))
+    out = {"eer": float((fnmr[k] + fmr[k]) / 2)}
+    for f in fmr_targets:
+        ok = np.flatnonzero(fmr <= f + 1e-12)
+        out[f"fnmr@fmr{f:g}"] = float(fnmr[ok[-1]])
+    return out
+
+
+def realism_ratio(unmasked: float, synthetic: float, real: float) -> float | None:
+    """(synthetic - unmasked) / (real - unmasked); None when real masks cost nothing (<= 0)."""
+    gap = real - unmasked
+    if gap <= 0:
+        return None
+    return float((synthetic - unmasked) / gap)
+
+
+def identity_weights(probe_identity: np.ndarray, genuine: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+    """Per-comparison weights giving each probe identity's genuine comparisons total weight 1
+    (times ``counts[identity]``, a bootstrap's draw count) and the same for its impostors."""
+    pid = np.asarray(probe_identity, np.int64)
+    g = np.asarray(genuine, bool)
+    n_id = max(int(pid.max()) + 1 if pid.size else 0, 0 if counts is None else len(counts))
+    ng = np.bincount(pid[g], minlength=n_id).astype(np.float64)
+    ni = np.bincount(pid[~g], minlength=n_id).astype(np.float64)
+    c = np.ones(n_id) if counts is None else np.asarray(counts, np.float64)[:n_id]
+    wg = np.divide(c, ng, out=np.zeros(n_id), where=ng > 0)
+    wi = np.divide(c, ni, out=np.zeros(n_id), where=ni > 0)
+    return np.where(g, wg[pid], wi[pid])
+
+
+# ----------------------------------------------------------------------------- the protocol
+def split_probes(identities: Sequence[str], is_masked: np.ndarray, *, holdout: int = 1, seed: int = 0,
+                 people: set[str] | None = None) -> dict[str, Any]:
+    """Choose the people and the probes: people with >= 1 masked and >= 2 unmasked photos (and in
+    ``people``, if given); per person ``min(holdout, unmasked - 1)`` unmasked photos, drawn with
+    ``seed``, are probes, the other unmasked photos references. Returns index arrays
+    ``unmasked_probes``, ``real_probes``, ``references`` and ``people`` (sorted names)."""
+    ids = np.asarray(identities, dtype=object).astype(str)
+    m = np.asarray(is_masked, bool)
+    if holdout < 1:
+        raise ConfigError(f"realism: holdout must be >= 1, got {holdout}")
+    rng = np.random.default_rng(seed)
+    up, rp, refs, kept = [], [], [], []
+    for name in sorted(set(ids)):
+        if people is not None and name not in people:
+            continue
+        idx = np.flatnonzero(ids == name)
+        mk, un = idx[m[idx]], idx[~m[idx]]
+        if mk.size < 1 or un.size < 2:
+            continue
+        perm = rng.permutation(un)
+        k = min(holdout, un.size - 1)
+        up.extend(sorted(perm[:k].tolist()))
+        refs.extend(sorted(perm[k:].tolist()))
+        rp.extend(mk.tolist())
+        kept.append(name)
+    if not kept:
+        raise DataFormatError("realism: no person has >= 1 real masked and >= 2 unmasked photos")
+    return {"unmasked_probes": np.array(up, np.int64), "real_probes": np.array(rp, np.int64),
+            "references": np.array(refs, np.int64), "people": kept}
+
+
+class _FixedDetector:
+    """A detector that returns precomputed faces for known images (keyed by pixel hash)."""
+
+    name = "mtcnn-cached"
+
+    def __init__(self, faces: dict[str, list]):
+        self._faces = faces
+
+    def detect(self, image):
+        from maskinv.masks.mesh import image_key
+
+        return list(self._faces.get(image_key(image), []))
+
+
+def _embed(model, images: list[np.ndarray], faces: list, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised embeddings of photos with their given faces (MTCNN's), any model kind."""
+    from maskinv.align import align_face
+    from maskinv.masks.mesh import image_key
+
+    if not images:
+        return np.zeros((0, int(getattr(model, "embedding_size", 0) or 0)), np.float32)
+    if getattr(model, "needs_photo", False):
+        det = _FixedDetector({image_key(im): [f] for im, f in zip(images, faces)})
+        fn = getattr(model, "embed_photos", None) or getattr(model, "embed_images")
+        emb = fn(images, detector=det)[0]
+        return np.asarray(emb, np.float32)
+    size = int(getattr(model, "input_size", 112))
+    crops = np.stack([align_face(im, f.landmarks, size) for im, f in zip(images, faces)])
+    return np.asarray(model.embed_aligned(crops, flip=True, batch_size=batch_size), np.float32)
+
+
+def _scores(pe: np.ndarray, re: np.ndarray, pid: np.ndarray, rid: np.ndarray) -> dict[str, np.ndarray]:
+    s = (pe.astype(np.float64) @ re.astype(np.float64).T).ravel()
+    g = (pid[:, None] == rid[None, :]).ravel()
+    return {"scores": s, "genuine": g, "probe_identity": np.repeat(pid, rid.size), "order": np.argsort(-s, kind="stable")}
+
+
+def _metrics(c: dict, counts=None, fmr: float = 1e-2) -> dict[str, float]:
+    w = identity_weights(c["probe_identity"], c["genuine"], counts)
+    return weighted_error_rates(c["scores"], c["genuine"], w, (fmr,), order=c["order"])
+
+
+def _crop_view(image: np.ndarray, face, size: int = 112) -> np.ndarray:
+    import cv2
+
+    x0, y0, x1, y1 = face.box
+    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.2 * max(x1 - x0, y1 - y0)
+    M = np.float32([[size / side, 0, size / 2 - cx * size / side], [0, size / side, size / 2 - cy * size / side]])
+    return cv2.warpAffine(image, M, (size, size), flags=cv2.INTER_AREA, borderValue=(0, 0, 0))
+
+
+def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str | Path | None = None,
+            renderer: str = "v1", kind: str = "random", seed: int = 0, holdout: int = 1,
+            bootstrap: int = 1000, fmr: float = 1e-2, detector=None, sheet_rows: int = 8,
+            pad: float = 0.25, progress=None, cache: dict | None = None) -> dict[str, Any]:
+    """Run the realism measurement (module doc). Returns a JSON-able result dict plus the contact
+    sheet image under ``"_sheet"`` (uint8, real | synthetic | unmasked per row).
+
+    ``pad``: every photo gets a border of ``pad`` x its size (edge pixels repeated) before
+    detection, the same in every condition: tight face crops (RMFD) leave MTCNN no margin.
+    ``cache``: a dict shared between calls on the same benchmark (e.g. one per renderer): photos,
+    detections and the embeddings of unmasked, real and reference photos are computed once."""
+    from maskinv.align import resolve_detector
+    from maskinv.align.image import read_image
+    from maskinv.masks import image_rng, mask_photo
+    from maskinv.masks.mesh import check_renderer
+    from maskinv.utils.images import IMAGE_EXTENSIONS
+
+    from .probe_ref import read_probe_list
+
+    check_renderer(renderer, "realism: renderer")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataFormatError(f"{root}: benchmark folder not found")
+    files = sorted((q for q in root.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS),
+                   key=lambda q: q.relative_to(root).as_posix())
+    keys = [q.relative_to(root).as_posix() for q in files]
+    if not keys or any("/" not in k for k in keys):
+        raise DataFormatError(f"{root}: expected one sub-folder of images per identity")
+    identities = [k.split("/", 1)[0] for k in keys]
+    masked = read_probe_list(probe_list, keys)
+    people = None
+    if people_file is not None:
+        txt = Path(people_file)
+        if not txt.is_file():
+            raise DataFormatError(f"{txt}: people list not found")
+        people = {ln.split("#", 1)[0].strip() for ln in txt.read_text(encoding="utf-8").splitlines()} - {""}
+        unknown = sorted(people - set(identities))
+        if unknown:
+            raise DataFormatError(f"{txt}: {len(unknown)} names are not folders of {root}, e.g. {unknown[0]!r}")
+    sp = split_probes(identities, masked, holdout=holdout, seed=seed, people=people)
+    det = resolve_detector(detector if detector is not None else "mtcnn")
+    t0 = time.perf_counter()
+    if cache is None:
+        cache = {}
+    if cache.setdefault("_setup", (str(root), pad, getattr(det, "name", None))) != (str(root), pad, getattr(det, "name", None)):
+        raise ConfigError("realism: a cache is shared only between runs on the same benchmark, pad and detector")
+
+    def load(i):
+        if i not in cache:
+            img = read_image(str(files[i]), name=keys[i])
+            if pad > 0:
+                import cv2
+
+                b = int(round(pad * max(img.shape[:2])))
+                img = cv2.copyMakeBorder(img, b, b, b, b, cv2.BORDER_REPLICATE)
+            found = det.detect(img)
+            cache[i] = (img, found[0] if found else None)
+        return cache[i]
+
+    groups = {"unmasked": sp["unmasked_probes"], "real": sp["real_probes"], "references": sp["references"]}
+    loaded: dict[str, list] = {}
+    dropped: dict[str, list[str]] = {}
+    for name, idx in groups.items():
+        ok = []
+        for i in idx.tolist():
+            img, face = load(int(i))
+            if face is None:
+                dropped.setdefault(name, []).append(keys[i])
+            else:
+                ok.append((int(i), img, face))
+            if progress:
+                progress(name, i)
+        loaded[name] = ok
+    # Synthetic: the unmasked probes (those with a face) masked on the full photo from the
+    # detector's five points, then detected again like any masked photo.
+    synth = []
+    for j, (i, img, face) in enumerate(loaded["unmasked"]):
+        res = mask_photo(img, face.landmarks, image_rng(seed, i), kind, renderer=renderer)
+        found = det.detect(res.image)
+        if not found:
+            dropped.setdefault("synthetic", []).append(keys[i])
+            continue
+        synth.append((i, res.image, found[0]))
+    t_detect = time.perf_counter() - t0
+    names = sp["people"]
+    code = {n: k for k, n in enumerate(names)}
+    ref = loaded["references"]
+    if not ref:
+        raise DataFormatError("realism: no reference photo has a detected face")
+    t1 = time.perf_counter()
+    fp = getattr(model, "fingerprint", id(model))
+
+    def embed(items):
+        key = ("emb", fp, tuple(r[0] for r in items))
+        if key not in cache:
+            cache[key] = _embed(model, [r[1] for r in items], [r[2] for r in items])
+        return cache[key]
+
+    re = embed(ref)
+    rid = np.array([code[identities[r[0]]] for r in ref])
+    comps, counts = {}, {}
+    for cond, items in (("unmasked", loaded["unmasked"]), ("synthetic", synth), ("real", loaded["real"])):
+        if not items:
+            raise DataFormatError(f"realism: no {cond} probe has a detected face")
+        pe = embed(items) if cond != "synthetic" else _embed(model, [r[1] for r in items], [r[2] for r in items])
+        pid = np.array([code[identities[r[0]]] for r in items])
+        comps[cond] = _scores(pe, re, pid, rid)
+        counts[cond] = {"probes": len(items), "identities": int(np.unique(pid).size)}
+    t_embed = time.perf_counter() - t1
+    # The identities every condition has: weights and bootstrap over the same people.
+    n_id = len(names)
+    metrics = {c: _metrics(comps[c], None, fmr) for c in CONDITIONS}
+    fkey = f"fnmr@fmr{fmr:g}"
+    point = {m: realism_ratio(metrics["unmasked"][m], metrics["synthetic"][m], metrics["real"][m]) for m in ("eer", fkey)}
+    rng = np.random.default_rng(seed + 1)
+    boot = {m: [] for m in ("eer", fkey)}
+    boot_diff = {m: [] for m in ("eer", fkey)}
+    for _ in range(bootstrap):
+        cnt = np.bincount(rng.integers(0, n_id, n_id), minlength=n_id)
+        try:
+            mb = {c: _metrics(comps[c], cnt, fmr) for c in CONDITIONS}
+        except DataFormatError:
+            continue
+        for m in boot:
+            r = realism_ratio(mb["unmasked"][m], mb["synthetic"][m], mb["real"][m])
+            if r is not None:
+                boot[m].append(r)
+            boot_diff[m].append(mb["synthetic"][m] - mb["real"][m])
+
+    def ci(v):
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) >= 20 else None
+
+    out: dict[str, Any] = {
+        "benchmark": str(root), "probe_list": str(probe_list), "people_file": None if people_file is None else str(people_file),
+        "model": getattr(model, "fingerprint", type(model).__name__),
+        "masks": {"renderer": renderer, "kind": kind, "seed": seed},
+        "detector": getattr(det, "name", type(det).__name__), "pad": pad, "holdout": holdout, "fmr": fmr,
+        "people": len(names), "references": len(ref),
+        "counts": counts, "dropped_no_face": {k: len(v) for k, v in dropped.items()},
+        "dropped_files": dropped,
+        "metrics": metrics,
+        "ratio": {m: {"point": point[m], "ci95": ci(boot[m]), "replicates": len(boot[m])} for m in boot},
+        "synthetic_minus_real": {m: {"point": metrics["synthetic"][m] - metrics["real"][m], "ci95": ci(boot_diff[m])}
+                                 for m in boot_diff},
+        "bootstrap": {"replicates": bootstrap, "over": "probe identities (percentile interval)"},
+        "weighting": "each probe identity's genuine comparisons weigh 1 in total, and so do its impostor comparisons",
+        "caveat": SESSION_CAVEAT,
+        "seconds": {"detect_and_mask": round(t_detect, 1), "embed": round(t_embed, 1)},
+    }
+    # Contact sheet: per person (the first sheet_rows with a real masked probe and a synthetic one):
+    # real | synthetic | the same probe unmasked.
+    rows = []
+    by_real = {identities[i]: (img, f) for i, img, f in loaded["real"]}
+    clean = {i: (img, f) for i, img, f in loaded["unmasked"]}
+    for i, simg, sf in synth:
+        n = identities[i]
+        if n in by_real:
+            rimg, rf = by_real[n]
+            rows.append(np.concatenate([_crop_view(rimg, rf), _crop_view(simg, sf), _crop_view(*clean[i])], 1))
+        if len(rows) >= sheet_rows:
+            break
+    out["_sheet"] = np.concatenate(rows, 0) if rows else None
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def realism_report(res: dict[str, Any]) -> str:
+    """Markdown summary of a :func:`realism` result."""
+    fkey = f"fnmr@fmr{res['fmr']:g}"
+    lines = [f"# Mask realism: {res['benchmark']}", "",
+             f"model `{res['model']}`, masks renderer **{res['masks']['renderer']}** (kind {res['masks']['kind']}, "
+             f"seed {res['masks']['seed']}), detector {res['detector']}, people {res['people']}, references "
+             f"{res['references']}, unmasked probes held back per person: {res['holdout']}", "",
+             "| condition | probes | EER % | FNMR@FMR1e-2 % |", "|---|---:|---:|---:|"]
+    for c in CONDITIONS:
+        m = res["metrics"][c]
+        lines.append(f"| {c} | {res['counts'][c]['probes']} | {_pct(m['eer'])} | {_pct(m[fkey])} |")
+    lines += [""]
+    for m, label in (("eer", "EER"), (fkey, "FNMR at FMR 1e-2")):
+        r = res["ratio"][m]
+        ci = r["ci95"]
+        cis = "n/a" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+        pt = "n/a" if r["point"] is None else f"{r['point']:.2f}"
+        d = res["synthetic_minus_real"][m]
+        dci = "n/a" if d["ci95"] is None else f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
+        lines.append(f"- realism ratio on {label}: **{pt}** (95 % bootstrap over identities {cis}); "
+                     f"synthetic - real {100 * d['point']:+.2f} points {dci}")
+    lines += ["", f"Photos without a detected face (dropped in every condition alike): {res['dropped_no_face'] or 'none'}",
+              "", f"Weighting: {res['weighting']}.", "", f"Caveat: {res['caveat']}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,401 @@
+"""The ``mesh`` renderer: mask outlines from the 468-point face mesh, real-world looks, face lighting.
+
+Renderer versions (``masks.renderer``, recorded in results and fingerprints):
+
+* ``v1`` — the original renderer (render.py): anchors from 5 or 68 points, kinds and palettes of
+  kinds.py. The default until the studies that pin it have committed.
+* ``mesh`` — this module: the outline follows the mesh's face oval from cheek to cheek and from
+  the nose bridge to under the chin (so it turns with the head), ear loops run to the face edge,
+  looks are drawn from :data:`LOOKS` (what people wore: docs/masks.md), fabric grain and folds
+  are procedural, and the mask is lit like the face next to it (brightness and the left/right
+  light balance are measured on the skin the mask does not cover).
+
+The mesh comes from :func:`maskinv.align.mesh.mesh_points` (on a photo from a detector's five
+points, on an aligned crop from the template) or from a :class:`MeshCache` (fp16, keyed by the
+SHA-256 of the image bytes: computed once per training image, then only rendering runs).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataFormatError
+from .geometry import Anchors, face_frame
+from .kinds import _chaikin, _quad_curve
+
+__all__ = ["RENDERERS", "DEFAULT_RENDERER", "Look", "LOOKS", "MESH_KINDS", "check_renderer", "mesh_five",
+           "mesh_anchors", "mesh_outline", "sample_mesh_params", "face_light", "render_mesh_mask", "MeshCache",
+           "image_key"]
+
+#: Renderer versions; the default stays ``v1`` until the studies pinning it have committed.
+RENDERERS: tuple[str, ...] = ("v1", "mesh")
+DEFAULT_RENDERER = "v1"
+#: Kinds the mesh renderer draws (outlines of its own).
+MESH_KINDS: tuple[str, ...] = ("surgical", "n95", "kn95", "cloth")
+
+# Mesh indices (MediaPipe topology, Apache-2.0).
+from ..align.mesh import FACE_OVAL, NOSE_BRIDGE  # noqa: E402  (kept next to their use)
+
+_OVAL = np.asarray(FACE_OVAL)
+_R_EDGE, _CHIN_I, _L_EDGE = 8, 18, 28       # oval positions of 454, 152, 234 (image right, chin, image left)
+_EYE_R = (33, 133, 159, 145)                # image-left eye ring (subject's right)
+_EYE_L = (263, 362, 386, 374)
+_MOUTH = (61, 291)
+_UPPER_LIP = 0
+_UNDER_NOSE = 2
+
+
+def check_renderer(name: str, source: str = "masks.renderer") -> str:
+    """Validate a renderer name (see :data:`RENDERERS`)."""
+    if name not in RENDERERS:
+        raise ConfigError(f"{source}: unknown mask renderer {name!r}; known: {', '.join(RENDERERS)}")
+    return name
+
+
+@dataclass(frozen=True)
+class Look:
+    """One real-world mask look: kind, colour name, base RGB, share of the mix, texture."""
+
+    kind: str
+    colour: str
+    rgb: tuple[int, int, int]
+    weight: float
+    texture: str = "none"
+
+
+#: The default mix (relative weights, normalised when drawn: they sum to 0.96, so a look's share
+#: is weight / 0.96). Source and tuning: docs/masks.md. Colours of the
+#: unmasked-photo masks in RMFD's dev identities (benchmarks/splits/rmfd_dev.txt), read by eye
+#: from contact sheets: black and dark cloth, white, light-blue surgical, few others.
+LOOKS: tuple[Look, ...] = (
+    Look("surgical", "light-blue", (150, 196, 226), 0.14),
+    Look("surgical", "white", (232, 234, 234), 0.10),
+    Look("surgical", "black", (40, 40, 44), 0.06),
+    Look("cloth", "black", (34, 34, 38), 0.22),
+    Look("cloth", "navy", (42, 52, 84), 0.08),
+    Look("cloth", "grey", (96, 98, 104), 0.06),
+    Look("cloth", "white", (226, 226, 224), 0.05),
+    Look("n95", "white", (236, 236, 232), 0.07),
+    Look("kn95", "white", (234, 234, 230), 0.06),
+    Look("kn95", "black", (40, 40, 44), 0.04),
+    Look("surgical", "mint", (150, 206, 186), 0.02),
+    Look("cloth", "beige", (206, 186, 160), 0.03),
+    Look("cloth", "pink", (230, 178, 190), 0.02),
+    Look("cloth", "patterned", (50, 62, 110), 0.01, "dots"),
+)
+
+
+def _look_table(kind: str) -> tuple[list[Look], np.ndarray]:
+    looks = [lk for lk in LOOKS if kind in ("random", lk.kind)]
+    if not looks:
+        raise ConfigError(f"mesh renderer: no look of kind {kind!r}; kinds: random, {', '.join(MESH_KINDS)}")
+    w = np.array([lk.weight for lk in looks], np.float64)
+    return looks, w / w.sum()
+
+
+def sample_mesh_params(kind: str, rng: np.random.Generator) -> dict:
+    """Draw a look and every shape/lighting parameter of the mesh renderer. JSON-able dict."""
+    if kind != "random" and kind not in MESH_KINDS:
+        raise ConfigError(f"mesh renderer: unknown mask kind {kind!r}; known: random, {', '.join(MESH_KINDS)}")
+    looks, w = _look_table(kind)
+    lk = looks[int(rng.choice(len(looks), p=w))]
+    base = np.asarray(lk.rgb, np.float64)
+    col = np.clip(np.round(base * rng.uniform(0.93, 1.05) + rng.normal(0, 5, 3)), 0, 255)
+    p: dict = {"renderer": "mesh", "kind": lk.kind, "look": f"{lk.kind}/{lk.colour}", "coverage": "over"}
+    p["top"] = float(rng.uniform(0.0, 1.0))            # along the nose bridge (0 high .. 1 low)
+    p["side"] = float(rng.uniform(0.0, 1.0))           # where the side edge meets the face oval
+    p["expand"] = float(rng.uniform(0.02, 0.07))       # stand-off beyond the face contour
+    p["bottom"] = float(rng.uniform(0.02, 0.10))       # below the chin, in eye-to-mouth units
+    p["color"] = [int(c) for c in col]
+    p["texture"] = lk.texture
+    c2 = np.clip(base + (120 if base.mean() < 128 else -120), 0, 255)
+    p["color2"] = [int(c) for c in c2]
+    p["texture_scale"] = float(rng.uniform(0.12, 0.22))
+    p["texture_angle"] = float(rng.uniform(-0.3, 0.3))
+    p["ambient"] = float(rng.uniform(0.55, 0.7))
+    p["shadow"] = float(rng.uniform(0.15, 0.35))
+    p["softness"] = float(rng.uniform(0.5, 0.9))
+    p["grain"] = float(rng.uniform(0.02, 0.05) if lk.kind in ("surgical", "n95", "kn95") else rng.uniform(0.04, 0.08))
+    p["folds"] = int(rng.integers(0, 3))
+    p["loops"] = bool(rng.random() < 0.85)
+    p["loop_color"] = list(p["color"]) if (lk.kind == "cloth" or rng.random() < 0.5) else [232, 232, 228]
+    p["pleats"] = int(rng.integers(2, 4)) if lk.kind == "surgical" else 0
+    p["seed"] = int(rng.integers(0, 2**31 - 1))
+    return p
+
+
+def _check_mesh(mesh, source: str = "mesh") -> np.ndarray:
+    m = np.asarray(mesh, np.float64)
+    if m.ndim != 2 or m.shape[0] != 468 or m.shape[1] not in (2, 3):
+        raise DataFormatError(f"{source}: expected (468, 2|3) face-mesh points, got {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise DataFormatError(f"{source}: face-mesh points contain NaN or infinite values")
+    return m
+
+
+def mesh_five(mesh) -> np.ndarray:
+    """ArcFace-order five points (image-left eye, image-right eye, nose tip, mouth l, mouth r)."""
+    m = _check_mesh(mesh)[:, :2]
+    return np.stack([m[list(_EYE_R)].mean(0), m[list(_EYE_L)].mean(0), m[1], m[_MOUTH[0]], m[_MOUTH[1]]])
+
+
+def mesh_anchors(mesh, *, source: str = "mesh") -> Anchors:
+    """:class:`Anchors` from a mesh (the face frame for shading and textures, the cheeks, jaw and
+    chin from the face oval, the bridge and nose from the nose line)."""
+    m = _check_mesh(mesh, source)[:, :2]
+    p5 = mesh_five(m)
+    fr = face_frame(p5, source=source)
+    ov = m[_OVAL]
+    centre = m[1]
+    return Anchors(
+        frame=fr, eye_l=p5[0], eye_r=p5[1], bridge=m[NOSE_BRIDGE[2]].copy(), nose_tip=m[1].copy(),
+        under_nose=m[_UNDER_NOSE].copy(), mouth_l=p5[3], mouth_r=p5[4],
+        cheek_l=ov[_L_EDGE - 1].copy(), cheek_r=ov[_R_EDGE + 1].copy(),
+        jaw_l=ov[_L_EDGE - 4].copy(), jaw_r=ov[_R_EDGE + 4].copy(),
+        jaw_low_l=ov[_CHIN_I + 4].copy(), jaw_low_r=ov[_CHIN_I - 4].copy(), chin=ov[_CHIN_I].copy(),
+        ear_l=ov[_L_EDGE] + 0.1 * (ov[_L_EDGE] - centre), ear_r=ov[_R_EDGE] + 0.1 * (ov[_R_EDGE] - centre),
+        extra={"oval": ov},
+    )
+
+
+def _along(poly: np.ndarray, t: float) -> np.ndarray:
+    """Point at fraction ``t`` of a polyline's length."""
+    seg = np.linalg.norm(np.diff(poly, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    x = float(np.clip(t, 0, 1)) * s[-1]
+    i = int(np.clip(np.searchsorted(s, x, side="right") - 1, 0, len(seg) - 1))
+    f = (x - s[i]) / max(seg[i], 1e-9)
+    return poly[i] + f * (poly[i + 1] - poly[i])
+
+
+def _oval_at(ov: np.ndarray, pos: float) -> np.ndarray:
+    i = int(np.floor(pos))
+    f = pos - i
+    return ov[i % len(ov)] * (1 - f) + ov[(i + 1) % len(ov)] * f
+
+
+def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
+    """Outline polygon, loops, creases and pleats of a mesh-renderer mask (image pixels).
+
+    The top edge crosses the nose bridge (``top``: 0 just below the eyes .. 1 half-way down the
+    nose) and meets the face oval on both sides between the cheekbone and the nose-tip level
+    (``side``); from there the edge follows the oval down the jaw and under the chin, pushed out
+    by ``expand`` (the mask stands off the face) and ``bottom`` below the chin.
+    """
+    m = _check_mesh(mesh)[:, :2]
+    fr = anchors.frame
+    ov = m[_OVAL]
+    centre = m[1]
+    kind = p["kind"]
+    bridge = m[list(NOSE_BRIDGE)]
+    top_rng = {"n95": (0.15, 0.35), "kn95": (0.15, 0.35)}.get(kind, (0.2, 0.5))
+    top_c = _along(bridge, top_rng[0] + (top_rng[1] - top_rng[0]) * p["top"])
+    # Side corners: oval positions between just below 454/234 (eye level) and 361/132 (nose tip).
+    side = 0.3 + 0.9 * p["side"]
+    r_pos, l_pos = _R_EDGE + side, _L_EDGE - side
+    e = 1.0 + p["expand"]
+
+    def out(q, f=e):
+        return centre + (np.asarray(q) - centre) * f
+
+    # Silhouette: under yaw the far side's visible edge is the cheek, not the oval's vertices.
+    # Each oval point moves out to the farthest lower-face mesh point in its direction (+-12 deg).
+    _, yy = fr.to_local(m)
+    _, y_top = fr.to_local(top_c)
+    low_pts = m[yy > y_top - 0.05] - centre
+    ang_l, rad_l = np.arctan2(low_pts[:, 1], low_pts[:, 0]), np.linalg.norm(low_pts, axis=1)
+
+    def sil(q):
+        d = np.asarray(q) - centre
+        a = np.arctan2(d[1], d[0])
+        near = np.abs(np.angle(np.exp(1j * (ang_l - a)))) < np.deg2rad(12)
+        r = float(np.linalg.norm(d))
+        r_max = float(rad_l[near].max()) if near.any() else r
+        return centre + d * (max(r, r_max) / max(r, 1e-9))
+
+    tr, tl = out(sil(_oval_at(ov, r_pos))), out(sil(_oval_at(ov, l_pos)))
+    lower = [out(sil(ov[i]))
+             for i in range(int(np.ceil(r_pos + 1e-6)), int(np.floor(l_pos - 1e-6)) + 1)]
+    down = fr.ey * fr.em * p["bottom"]
+    # Push the lower part (around the chin) down: masks wrap under the chin.
+    lower = [q + down * max(0.0, 1.0 - abs(i - len(lower) / 2) / (len(lower) / 2 + 1e-9))
+             for i, q in enumerate(lower)]
+    up = -fr.ey * fr.em
+    lift = {"cloth": 0.10, "surgical": 0.03, "n95": 0.12, "kn95": 0.06}[kind]
+
+    def top_curve(a, b, sag):
+        # From the bridge point to a side corner: rises over the cheekbone a little (lift).
+        mid = (a + b) / 2 + sag * up
+        return _quad_curve(a, mid, b, n=8)[1:-1]
+
+    right_top = top_curve(top_c, tr, lift)
+    left_top = top_curve(tl, top_c, lift)
+    ctrl = [top_c, *right_top, tr, *lower, tl, *left_top]
+    sharp = [kind == "kn95"] + [False] * len(right_top) + [True] + [False] * len(lower) + [True] + [False] * len(left_top)
+    if kind == "kn95":
+        k = int(np.argmin([abs(i - len(lower) / 2) for i in range(len(lower))]))
+        sharp[1 + len(right_top) + 1 + k] = True
+    poly = _chaikin(np.asarray(ctrl, np.float64), np.asarray(sharp), iterations=3)
+    creases: list[np.ndarray] = []
+    pleats: list[np.ndarray] = []
+    chin = lower[len(lower) // 2] if lower else anchors.chin
+    if kind == "kn95" or kind == "cloth":
+        creases.append(_quad_curve(top_c, (top_c + chin) / 2 + 0.02 * fr.d_io * fr.ex, chin, n=12))
+    if kind == "n95":
+        lo_r, lo_l = out(ov[_R_EDGE + 5]), out(ov[_L_EDGE - 5])
+        creases.append(_quad_curve(lo_r, (top_c + chin) / 2 + 0.25 * fr.em * fr.ey, lo_l))
+    for i in range(p.get("pleats", 0)):
+        f = (i + 1) / (p["pleats"] + 1) * 0.8
+        s, t = _along(np.stack([tl, out(ov[_L_EDGE - 6])]), f), _along(np.stack([tr, out(ov[_R_EDGE + 6])]), f)
+        mid = _along(np.stack([top_c, chin]), 0.15 + f)
+        pleats.append(_quad_curve(s, 2 * mid - (s + t) / 2, t, n=16))
+    loops: list[np.ndarray] = []
+    if p.get("loops"):
+        for corner, edge, low in ((tr, ov[_R_EDGE], out(ov[_R_EDGE + 4])), (tl, ov[_L_EDGE], out(ov[_L_EDGE - 4]))):
+            ear = edge + 0.04 * (edge - centre)
+            loops.append(np.concatenate([_quad_curve(corner, (corner + ear) / 2 + 0.08 * fr.em * (-fr.ey), ear, 10),
+                                         _quad_curve(ear, (ear + low) / 2 + 0.05 * (ear - centre), low, 10)]))
+    return {"poly": poly, "loops": loops, "creases": creases, "pleats": pleats}
+
+
+def _luma(img: np.ndarray) -> np.ndarray:
+    f = img.astype(np.float32)
+    return 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+
+
+def face_light(image: np.ndarray, mesh, fill: np.ndarray, anchors: Anchors) -> tuple[float, float]:
+    """(brightness factor, left/right balance) of the skin the mask leaves visible.
+
+    Skin = mesh points outside the mask fill, away from the eyes; brightness = median luma / 135
+    (a well-lit skin), clipped to [0.4, 1.2]; balance = (right - left) / median in the face
+    frame, clipped to [-0.8, 0.8] (positive: lit from the image right)."""
+    m = _check_mesh(mesh)[:, :2]
+    h, w = image.shape[:2]
+    fr = anchors.frame
+    xi = np.clip(np.round(m[:, 0]).astype(int), 0, w - 1)
+    yi = np.clip(np.round(m[:, 1]).astype(int), 0, h - 1)
+    inside_img = (m[:, 0] >= 0) & (m[:, 0] < w) & (m[:, 1] >= 0) & (m[:, 1] < h)
+    d_eye = np.minimum(np.linalg.norm(m - anchors.eye_l, axis=1), np.linalg.norm(m - anchors.eye_r, axis=1))
+    keep = inside_img & (fill[yi, xi] < 0.05) & (d_eye > 0.3 * fr.d_io)
+    if keep.sum() < 12:
+        return 1.0, 0.0
+    lum = _luma(image)[yi[keep], xi[keep]]
+    med = float(np.median(lum))
+    X, _ = fr.to_local(m[keep])
+    right, left = lum[X > 0.15], lum[X < -0.15]
+    bal = 0.0
+    if right.size >= 4 and left.size >= 4 and med > 1:
+        bal = float(np.clip((np.median(right) - np.median(left)) / med * 2.0, -0.8, 0.8))
+    return float(np.clip(med / 135.0, 0.4, 1.2)), bal
+
+
+def render_mesh_mask(image: np.ndarray, mesh, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the mask ``p`` (:func:`sample_mesh_params`) on a copy of ``image`` from ``mesh``.
+    Returns (uint8 image, float32 alpha)."""
+    from .render import composite
+
+    layers, q = mesh_layers(image, mesh, p)
+    return composite(image, layers, q)
+
+
+def mesh_layers(image: np.ndarray, mesh, p: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """The float32 (H, W) layers (alpha, shade, pattern, shadow, loops) of a mesh-renderer mask
+    lit like the face in ``image``, and the parameters to composite them with."""
+    from .render import _gauss, _raster_fill, render_layers
+
+    anchors = mesh_anchors(mesh)
+    outline = mesh_outline(mesh, anchors, p)
+    h, w = image.shape[:2]
+    fill = _raster_fill(outline["poly"], h, w)
+    bright, bal = face_light(image, mesh, fill, anchors)
+    fr = anchors.frame
+    lx = bal
+    light = [float(lx * fr.ex[0]), float(lx * fr.ex[1] - 0.25), 1.0]
+    q = dict(p, light=light)
+    layers = render_layers(image.shape, anchors, q, outline=outline)
+    g = np.random.default_rng(p["seed"])
+    px = fr.d_io / 35.24
+    # Fabric grain (fine noise) and soft folds (low-frequency ridges), then the face's brightness.
+    grain = g.standard_normal((h, w)).astype(np.float32)
+    grain = _gauss(grain, 0.6 * px) * np.float32(p["grain"])
+    shade = layers["shade"] * (1.0 + grain)
+    if p.get("folds", 0):
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        for _ in range(int(p["folds"])):
+            ang = g.uniform(-0.5, 0.5)
+            d = (xs - fr.origin[0]) * np.cos(ang) * fr.ey[0] + (ys - fr.origin[1]) * np.cos(ang) * fr.ey[1] \
+                + (xs - fr.origin[0]) * np.sin(ang) * fr.ex[0] + (ys - fr.origin[1]) * np.sin(ang) * fr.ex[1]
+            c0 = g.uniform(0.7, 1.5) * fr.em
+            shade = shade * (1.0 - 0.08 * np.exp(-((d - c0) / (1.2 * px)) ** 2)).astype(np.float32)
+    layers["shade"] = np.clip(shade * np.float32(bright), 0.0, 1.25).astype(np.float32)
+    q["loop_color"] = [int(c * bright) for c in p["loop_color"]]
+    return layers, q
+
+
+# ----------------------------------------------------------------------------- cache
+def image_key(image: np.ndarray) -> str:
+    """SHA-256 of an image's shape and pixel bytes (the cache key)."""
+    a = np.ascontiguousarray(image)
+    h = hashlib.sha256(f"{a.shape}|{a.dtype}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class MeshCache:
+    """Face meshes computed once per image: ``{image_key: fp16 (468, 3)}``, saved as one ``.npz``.
+
+    ``get(image, landmarks5)`` returns the cached mesh or computes it (:func:`maskinv.align.mesh.
+    mesh_points`) and stores it; ``save()`` writes atomically. The fp16 rounding moves a point by
+    at most 1/2048 of its coordinate (0.06 px at 112 px)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else None
+        self._d: dict[str, np.ndarray] = {}
+        self.hits = self.misses = 0
+        if self.path is not None and self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    keys, vals = z["keys"], z["meshes"]
+            except (OSError, KeyError, ValueError) as exc:
+                raise DataFormatError(f"{self.path}: not a mesh cache ({exc})") from None
+            if vals.ndim != 3 or vals.shape[1:] != (468, 3) or len(keys) != len(vals):
+                raise DataFormatError(f"{self.path}: mesh cache arrays have shapes {keys.shape}, {vals.shape}")
+            self._d = {str(k): v for k, v in zip(keys, vals)}
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, image: np.ndarray, landmarks5) -> np.ndarray:
+        key = image_key(image)
+        m = self._d.get(key)
+        if m is None:
+            from ..align.mesh import mesh_points
+
+            self.misses += 1
+            m = mesh_points(image, landmarks5).points[0].astype(np.float16)
+            self._d[key] = m
+        else:
+            self.hits += 1
+        return m.astype(np.float32)
+
+    def save(self) -> None:
+        if self.path is None:
+            raise ConfigError("MeshCache.save: the cache has no path")
+        import io
+
+        from ..utils.io import atomic_write_bytes
+
+        buf = io.BytesIO()
+        keys = np.array(sorted(self._d), dtype="U64")
+        np.savez(buf, keys=keys, meshes=np.stack([self._d[k] for k in keys]) if len(keys) else
+                 np.zeros((0, 468, 3), np.float16))
+        atomic_write_bytes(self.path, buf.getvalue())
+
+
+def looks_table() -> list[dict]:
+    """The mix as JSON-able rows (docs, results)."""
+    return [asdict(lk) for lk in LOOKS]

@@ -1,0 +1,184 @@
+"""The realism measurement (evaluate/realism.py, ``maskinv mask-realism``): the ratio's arithmetic on
+synthetic scores, the identity weighting, the probe split, and the whole command on a generated
+photo folder with a stand-in detector and model (fast, no downloads)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from maskinv.errors import DataFormatError
+from maskinv.evaluate import realism as R
+
+
+# ----------------------------------------------------------------------------- arithmetic
+def test_weighted_eer_and_fnmr_on_hand_computed_scores():
+    s = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.75])
+    g = np.array([1, 1, 1, 0, 0, 0], bool)
+    r = R.weighted_error_rates(s, g, np.ones(6), (0.34, 0.0))
+    # Accept >= 0.75: FNMR 1/3 (0.7 rejected), FMR 1/3 (0.75 accepted): they cross there.
+    assert r["eer"] == pytest.approx(1 / 3)
+    assert r["fnmr@fmr0.34"] == pytest.approx(0.0)           # accept >= 0.7: FMR 1/3 <= 0.34, no miss
+    assert r["fnmr@fmr0"] == pytest.approx(1 / 3)        # threshold above 0.75: 0.9, 0.8 still accepted
+    # Weighting the missed genuine score 0 removes the error.
+    w = np.array([1, 1, 0, 1, 1, 1.0])
+    assert R.weighted_error_rates(s, g, w, (0.0,))["fnmr@fmr0"] == pytest.approx(0.0)
+    with pytest.raises(DataFormatError):
+        R.weighted_error_rates(s, np.ones(6, bool), np.ones(6))
+
+
+def test_each_identity_weighs_equally():
+    pid = np.array([0, 0, 0, 0, 1, 1])
+    g = np.array([1, 1, 1, 0, 1, 0], bool)
+    w = R.identity_weights(pid, g)
+    assert w[g & (pid == 0)].sum() == pytest.approx(1) and w[g & (pid == 1)].sum() == pytest.approx(1)
+    assert w[~g & (pid == 0)].sum() == pytest.approx(1) and w[~g & (pid == 1)].sum() == pytest.approx(1)
+    # A bootstrap draw that takes identity 1 twice and 0 never.
+    w2 = R.identity_weights(pid, g, np.array([0, 2]))
+    assert w2[pid == 0].sum() == 0 and w2[g & (pid == 1)].sum() == pytest.approx(2)
+    # Three genuine scores of one person do not outvote one of another: identity 0 all wrong.
+    s = np.array([0.1, 0.1, 0.1, 0.5, 0.9, 0.2])
+    eer_w = R.weighted_error_rates(s, g, w)["eer"]
+    eer_u = R.weighted_error_rates(s, g, np.ones(6))["eer"]
+    assert eer_w != pytest.approx(eer_u)
+
+
+def test_ratio_arithmetic():
+    assert R.realism_ratio(0.10, 0.20, 0.30) == pytest.approx(0.5)
+    assert R.realism_ratio(0.05, 0.25, 0.15) == pytest.approx(2.0)      # synthetic too strong
+    assert R.realism_ratio(0.10, 0.05, 0.30) == pytest.approx(-0.25)
+    assert R.realism_ratio(0.10, 0.20, 0.10) is None                     # real masks cost nothing
+
+
+def test_ratio_on_synthetic_score_distributions():
+    """Genuine scores shifted down by d_syn and d_real: the EER ratio follows the shifts' ratio."""
+    g = np.random.default_rng(0)
+    n = 20000
+    imp = g.normal(0.0, 0.1, n)
+
+    def eer(shift):
+        s = np.r_[g.normal(0.5 - shift, 0.1, n), imp]
+        return R.weighted_error_rates(s, np.r_[np.ones(n, bool), np.zeros(n, bool)], np.ones(2 * n))["eer"]
+
+    e0, e_syn, e_real = eer(0.0), eer(0.1), eer(0.1)
+    assert R.realism_ratio(e0, e_syn, e_real) == pytest.approx(1.0, abs=0.1)
+    e_half = eer(0.05)
+    assert R.realism_ratio(e0, e_half, e_real) < 0.6
+
+
+def test_split_never_pairs_a_photo_with_itself():
+    ids = ["a"] * 4 + ["b"] * 3 + ["c"] * 2 + ["d"] * 3
+    masked = np.array([1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0], bool)   # c: 1 unmasked; d: no masked
+    sp = R.split_probes(ids, masked, holdout=5, seed=3)
+    assert sp["people"] == ["a", "b"]
+    refs, up, rp = set(sp["references"]), set(sp["unmasked_probes"]), set(sp["real_probes"])
+    assert not refs & up and not refs & rp and not up & rp
+    assert rp == {0, 4}
+    assert len(up) == 3 and len(refs) == 2                      # all but one unmasked photo held back
+    assert R.split_probes(ids, masked, seed=3)["unmasked_probes"].size == 2   # holdout 1
+    with pytest.raises(DataFormatError):
+        R.split_probes(ids, np.zeros(12, bool))
+
+
+# ----------------------------------------------------------------------------- end to end
+class _Det:
+    name = "stand-in"
+
+    def detect(self, image):
+        from maskinv.align.backends import Face
+        from maskinv.constants import template_for_size
+
+        h, w = image.shape[:2]
+        if image.mean() < 3:  # an all-black photo has no face
+            return []
+        return [Face(box=np.array([0, 0, w - 1, h - 1], float), landmarks=template_for_size((h, w)).astype(np.float32),
+                     score=1.0)]
+
+
+class _PhotoModel:
+    """Embeds a photo as its 8x8 thumbnail (mean-centred): lower-face changes lower the scores."""
+
+    needs_photo = True
+    embedding_size = 192
+    fingerprint = "stand-in"
+
+    def embed_images(self, images, *, aligned=False, detector=None):
+        import cv2
+
+        out = []
+        for im in images:
+            f = detector.detect(im)[0]
+            x0, y0, x1, y1 = (int(v) for v in f.box)
+            t = cv2.resize(im[y0:y1 + 1, x0:x1 + 1], (8, 8), interpolation=cv2.INTER_AREA).astype(np.float64).ravel()
+            t -= t.mean()
+            out.append(t / (np.linalg.norm(t) + 1e-9))
+        return np.array(out, np.float32), [None] * len(images), {}
+
+
+def _folder(tmp_path):
+    import cv2
+
+    g = np.random.default_rng(1)
+    root = tmp_path / "bench"
+    masked = []
+    for k in range(6):
+        d = root / f"p{k}"
+        d.mkdir(parents=True)
+        base = cv2.resize(g.integers(0, 256, (6, 6, 3)).astype(np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC)
+        for j in range(4):
+            im = np.clip(base.astype(int) + g.integers(-12, 13, base.shape), 0, 255).astype(np.uint8)
+            if j == 3:
+                im[55:90, 20:76] = (230, 230, 228)     # a "real" mask: white patch over the lower face
+                masked.append(f"p{k}/{j}.png")
+            cv2.imwrite(str(d / f"{j}.png"), im[..., ::-1])
+    (root / "p5" / "2.png").unlink()
+    cv2.imwrite(str(root / "p4" / "0.png"), np.zeros((96, 96, 3), np.uint8))   # no face
+    lst = tmp_path / "masked.txt"
+    lst.write_text("\n".join(masked) + "\n")
+    return root, lst
+
+
+@pytest.mark.parametrize("renderer", ["v1"])
+def test_realism_end_to_end_with_stand_ins(tmp_path, renderer):
+    root, lst = _folder(tmp_path)
+    res = R.realism(_PhotoModel(), root, lst, renderer=renderer, detector=_Det(), bootstrap=200, seed=0, holdout=1)
+    assert res["people"] == 6
+    assert res["masks"]["renderer"] == renderer
+    m = res["metrics"]
+    # The recorded ratio is the arithmetic of the recorded EERs.
+    assert res["ratio"]["eer"]["point"] == pytest.approx(
+        R.realism_ratio(m["unmasked"]["eer"], m["synthetic"]["eer"], m["real"]["eer"]))
+    assert m["synthetic"]["eer"] >= m["unmasked"]["eer"]
+    assert sum(res["dropped_no_face"].values()) >= 1           # the black photo
+    assert res["counts"]["real"]["probes"] == 6
+    assert res["_sheet"] is not None and res["_sheet"].shape[1] == 3 * 112
+    json.dumps({k: v for k, v in res.items() if k != "_sheet"})   # JSON-able
+
+
+def test_realism_cli_writes_results_and_refuses_a_bad_people_file(tmp_path, monkeypatch, capsys):
+    from maskinv.cli import main
+
+    root, lst = _folder(tmp_path)
+    bad = tmp_path / "people.txt"
+    bad.write_text("p0\nnobody\n")
+    out = tmp_path / "out"
+    code = main(["mask-realism", "--model", "dlib", "--bench", str(root), "--probe-list", str(lst),
+                 "--people", str(bad), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    if code != 2 or "nobody" not in err[-1]:
+        pytest.skip(f"dlib recogniser unavailable here: {err[-1] if err else code}")
+    assert len(err) == 1 and not out.exists()
+
+    import maskinv.evaluate.realism as mod
+
+    monkeypatch.setattr(mod, "_Det", _Det, raising=False)
+    monkeypatch.setattr("maskinv.api.load_model", lambda *a, **k: _PhotoModel())
+    orig = mod.realism
+    monkeypatch.setattr(mod, "realism", lambda *a, **k: orig(*a, **dict(k, detector=_Det(), bootstrap=50)))
+    assert main(["mask-realism", "--model", "dlib", "--bench", str(root), "--probe-list", str(lst),
+                 "--out", str(out)]) == 0
+    assert (out / "realism.json").is_file() and (out / "contact_sheet.png").is_file()
+    doc = json.loads((out / "realism.json").read_text())
+    assert doc["masks"]["renderer"] == "v1" and "caveat" in doc
+    assert "realism ratio" in (out / "realism.md").read_text()
