@@ -386,3 +386,21 @@ def test_parity_with_the_onnx_graph(real_sface, tmp_path):
         assert cos(ours, other).min() >= 0.9999
     # different people get different embeddings (the weights are not degenerate)
     assert cos(ours[:1], ours[-1:])[0] < 0.9
+
+
+def test_derived_weights_keep_the_licence(tmp_path):
+    """A fine-tuned copy of a licensed model (SFace: Apache-2.0) records the licence in its sidecar,
+    and so does a copy of that copy (the fields travel through load_backbone's sidecar)."""
+    import json
+
+    from maskinv.models import export_backbone, get_model, load_backbone
+
+    m = get_model("sface", width_mult=0.125, seed=0)
+    m.maskinv_meta = {"licence": "Apache-2.0 (SFace, OpenCV Zoo)", "source_sha256": "ab" * 32, "unrelated": 1}
+    export_backbone(m, tmp_path / "a.pt")
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert first["licence"].startswith("Apache-2.0") and first["source_sha256"] == "ab" * 32 and "unrelated" not in first
+    export_backbone(load_backbone(tmp_path / "a.pt"), tmp_path / "b.pt")
+    assert json.loads((tmp_path / "b.json").read_text())["licence"] == first["licence"]
+    export_backbone(get_model("r18", width_mult=0.125, embedding_size=8, seed=0), tmp_path / "c.pt")
+    assert "licence" not in json.loads((tmp_path / "c.json").read_text())

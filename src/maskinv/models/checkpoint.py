@@ -385,6 +385,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+#: Sidecar fields a model's weights pass on to every file derived from them (fine-tunes, copies).
+LICENCE_KEYS = ("licence", "source_weights", "source_sha256")
+
+
 def export_backbone(model: nn.Module, path: str | os.PathLike, extra_meta: dict | None = None) -> Path:
     """Write a bare state dict to ``path`` and a JSON sidecar to ``path.with_suffix('.json')``.
 
@@ -419,6 +423,8 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, extra_meta: dict 
         "embedding_size": int(kw.get("embedding_size", getattr(inner, "embedding_size", 512))),
         "input_size": int(kw.get("input_size", getattr(inner, "input_size", 112))),
         **sidecar_fields(inner),
+        # weights derived from licensed ones (SFace: Apache-2.0) keep the licence and where they came from
+        **{k: v for k, v in (getattr(inner, "maskinv_meta", None) or {}).items() if k in LICENCE_KEYS},
         "sha256": hashlib.sha256(data).hexdigest(),
         **extra,
     }
