@@ -11,6 +11,8 @@ from maskinv.cli import main
 from maskinv.errors import CheckpointError, ConfigError, UnknownNameError
 from maskinv.utils.registry import Registry
 
+from helpers.plugin_toy import PlugRecognizer
+
 
 # ----------------------------------------------------------------------------- registry helper
 def test_registry_names_aliases_suggestions_and_duplicates():
@@ -63,34 +65,11 @@ def test_registry_entry_points_register_once_and_broken_plugins_are_named(monkey
 
 
 # ----------------------------------------------------------------------------- recogniser registry
-class ToyRecognizer:
-    """A complete Recognizer in a dozen lines: templates = normalised mean colour of 4 quadrants."""
+class ToyRecognizer(PlugRecognizer):
+    """A complete Recognizer in a few lines (the plug-in's: normalised mean colour of 4 quadrants)."""
 
     backend = "toy"
     fingerprint = "toy:1"
-    embedding_size = 12
-    input_size = 32
-    input_convention = {"channel_order": "RGB", "normalization": "none"}
-    needs_photo = False
-    supports_flip = False
-    max_batch = None
-    module = None
-    path = None
-    thresholds_file = None
-    meta: dict = {}
-
-    def embed_aligned(self, crops, *, flip=True, batch_size=64):
-        from maskinv.models.embedding import l2_normalize
-
-        c = np.asarray(crops, np.float64)
-        h = c.shape[1] // 2
-        q = [c[:, :h, :h], c[:, :h, h:], c[:, h:, :h], c[:, h:, h:]]
-        return l2_normalize(np.concatenate([x.mean(axis=(1, 2)) for x in q], axis=1) + 1.0)
-
-    def embed_photos(self, images, *, aligned=False, detector=None):
-        from maskinv.models.loading import FaceModel
-
-        return FaceModel.embed_photos(self, images, aligned=aligned, detector=detector)  # the shared photo path
 
 
 @pytest.fixture
