@@ -279,3 +279,25 @@ def test_summary_two_level_intervals_non_inferiority_and_gain_share():
     md = summary_markdown(s)
     assert "non-inferior" in md and "Share of LG's M-U gain" in md and "met by its bound: yes" in md
     assert summarize(docs)["comparisons"][0]["accuracy"].get("two_level") is None  # no replicates: no two-level
+
+
+@pytest.mark.parametrize("which", ["lambda", "aug"])
+def test_selection_trains_the_step_counts_of_its_minutes(monkeypatch, tmp_path, which):
+    """--minutes scales the selection's runs as it scales the study's (a regression: the plan was built
+    from the unscaled settings, so `--minutes 3` trained 750-step runs while recording 225)."""
+    import maskinv.study.select as sel
+    from maskinv.study import default_settings
+
+    seen = {}
+    monkeypatch.setattr(sel, "_select", lambda out, s, plan, *a, **k: seen.setdefault("plan", plan))
+    s = default_settings(100)
+    s.minutes = 3.0
+    if which == "lambda":
+        sel.select_lambda(tmp_path, s, [25.0, 75.0])
+    else:
+        sel.select_aug(tmp_path, s, [0.05], [32.0, 64.0])
+    scaled = s.scaled()
+    assert scaled.student_steps != s.student_steps  # the test means something only if minutes changes the counts
+    steps = {r.name: r.steps for r in seen["plan"]}
+    for name, n in steps.items():
+        assert n == (scaled.teacher_steps if name == "teacher" else scaled.student_steps), (name, n)

@@ -70,7 +70,8 @@ def select_aug(out_dir: str | Path, settings: DemoSettings, lrs: list[float], sc
                log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Tune the Aug baseline's rate and scale on the validation pairs, as λ is tuned for LG (the
     study sets ``aug_lr``/``aug_s`` from the recorded pick); writes ``select_aug.json``/``.md``."""
-    plan = aug_plan(settings, lrs, scales)
+    # the plan's step counts come from the scaled settings (--minutes), as the recorded settings say
+    plan = aug_plan(settings.scaled(), lrs, scales)
     meta = {r.name: {"lr": r.lr, "s": r.head_s} for r in plan}
     return _select(out_dir, settings, plan, [r.name for r in plan], meta, pick_aug, log=log, file="select_aug",
                    task="choose the Aug baseline's lr and s on validation pairs",
@@ -110,7 +111,7 @@ def select_lambda(out_dir: str | Path, settings: DemoSettings, lambdas: list[flo
     """Train and score the candidates into ``out_dir``; returns the ``select_lambda.json`` document."""
     names = [run_name(lam) for lam in lambdas]
     meta = {n: {"lambda": lam, "lambda_per_sample": settings.per_sample(lam)} for n, lam in zip(names, lambdas)}
-    return _select(out_dir, settings, selection_plan(settings, lambdas), names, meta, pick, log=log,
+    return _select(out_dir, settings, selection_plan(settings.scaled(), lambdas), names, meta, pick, log=log,
                    file="select_lambda", task="choose lambda_lg on validation pairs",
                    rule="highest M-U accuracy on the validation pairs; tie -> lower M-U EER, then smaller lambda",
                    chosen_keys=("lambda",), title="Choosing λ (MaskInv-LG) on validation pairs")
