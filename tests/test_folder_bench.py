@@ -95,7 +95,8 @@ def test_read_pairs_errors_name_line_and_path(tmp_path, faces):
 def test_aligned_folder_bin_round_trip_equals_direct_evaluation(tmp_path, faces, one_thread):
     from maskinv.data.bins import decode_bin
     from maskinv.data.folder_bench import prepare_folder_bench, save_folder_bin
-    from maskinv.evaluate.protocols import evaluate_arrays, evaluate_bin, masked_images
+    from maskinv.evaluate import evaluate_bin
+    from maskinv.evaluate.protocols import evaluate_arrays, masked_images
     from maskinv.models import get_model
 
     root = make_folder(tmp_path / "bench", faces)

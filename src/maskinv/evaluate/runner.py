@@ -101,7 +101,7 @@ def score_benchmark(model: EvalModel, bench: Benchmark, protos: Sequence[str], m
             if masked_protos:
                 out.update(_photo_masked_protocols(model, bench, masked_protos, emb, opts))
     else:
-        if bench.has_pairs:
+        if bench.has_pairs and protos:
             out.update(evaluate_arrays(model.module, bench.images, bench.issame, masked, protos, embed=embed,
                                        folds=opts.folds, exact=opts.exact, far_targets=opts.far_targets))
         if bench.probe is not None:
