@@ -141,6 +141,37 @@ class _FakeDetector:
         return [Face(box=np.array([0, 0, image.shape[1], image.shape[0]], float), landmarks=pts, score=1.0)]
 
 
+def test_folder_benchmark_detector_is_resolved_once_at_the_entry(tmp_path, faces):
+    import cv2
+
+    from maskinv.align import registry
+
+    root = make_folder(tmp_path / "mfr", np.stack([cv2.resize(f, (160, 160)) for f in faces]), exts=[".png"])
+    (root / "pairs.txt").write_text(PAIRS)
+    made = []
+    registry.register_detector("fake", lambda: made.append(_FakeDetector(1.0)) or made[-1])
+    try:
+        _resolved_once(root, made)
+    finally:
+        registry.DETECTORS.unregister("fake")
+
+
+def _resolved_once(root, made):
+    from maskinv.errors import ConfigError
+    from maskinv.evaluate.benchmarks import FolderBenchSpec, load_benchmark, load_folder_benchmark
+
+    spec = FolderBenchSpec(root, detector="fake")
+    with pytest.raises(ConfigError, match="not resolved"):  # lower layers take the object only
+        load_folder_benchmark(spec, None)
+    resolved = spec.resolved()
+    assert resolved.detector is made[0] and spec.detector == "fake" and resolved.resolved() is resolved
+    bench = load_benchmark(resolved)
+    assert bench.detector is made[0] and made[0].calls == 9 and len(made) == 1
+    assert bench.meta["detector"] == "fake"
+    assert FolderBenchSpec(root, aligned=True, detector="fake").resolved().detector is None  # crops need none
+    assert len(made) == 1
+
+
 def test_on_miss_drop_vs_center_and_cache(tmp_path, faces):
     from maskinv.data.folder_bench import center_crop, prepare_folder_bench
 

@@ -277,7 +277,7 @@ def _scores(model, bench: Path, *, protocol, pairs, probe_list, aligned, detecto
     from .evaluate.benchmarks import FolderBenchSpec, load_benchmark
     from .evaluate.model_specs import ModelSpec, load_eval_model
     from .evaluate.protocols import masked_images
-    from .evaluate.runner import ScoreOptions, photo_mode, score_benchmark
+    from .evaluate.runner import ScoreOptions, photo_mode, score_benchmark, summary_line
 
     if bench.is_dir():  # the entry point resolves the detector once (None for aligned crops)
         source = FolderBenchSpec(bench, pairs=pairs, aligned=aligned, on_miss=on_miss, detector=detector,
@@ -297,8 +297,7 @@ def _scores(model, bench: Path, *, protocol, pairs, probe_list, aligned, detecto
     res, _ = score_benchmark(scored, b, protos, masked, opts)
     m = res[protocol]
     if log is not None:
-        log(f"{label} {b.label} {protocol}: EER {100 * m['eer']:.2f}%  ({m['num_genuine']} genuine, "
-            f"{m['num_impostor']} impostor)")
+        log(f"{label} {b.label} {protocol}: {summary_line(m, protocol)}")
     if b.folder is None:
         info = {"path": str(bench.resolve()), "sha256": file_sha256(bench)}
     else:

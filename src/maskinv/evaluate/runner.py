@@ -176,7 +176,8 @@ def _photo_masked_protocols(model: EvalModel, bench: Benchmark, protos: Sequence
     return out
 
 
-def _summary(m: dict[str, Any], protocol: str = "") -> str:
+def summary_line(m: dict[str, Any], protocol: str = "") -> str:
+    """One line of metrics per (model, benchmark, protocol), as `maskinv eval` and `calibrate` print it."""
     tar = (m.get("tar_at_far") or {}).get(5e-4)
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     counts = f"  ({m['num_genuine']} genuine, {m['num_impostor']} impostor)"
@@ -288,7 +289,7 @@ def evaluate_models(
             res, skipped = score_benchmark(model, bench, protos, masked, opts, groups_out=groups)
             for proto, m in res.items():
                 doc["results"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "metrics": m})
-                say(f"{model.label} {blabel} {proto}: {_summary(m, proto)}")
+                say(f"{model.label} {blabel} {proto}: {summary_line(m, proto)}")
             for proto, why in skipped.items():
                 doc["not_scored"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "reason": why})
                 say(f"{model.label} {blabel} {proto}: not scored ({why})")

@@ -31,7 +31,8 @@ class FolderBenchSpec:
     ``path``: folder, one sub-folder per identity. ``pairs``: LFW-style pairs file (default
     ``path/pairs.txt`` if present). ``aligned``: the images are ArcFace crops already (no
     detection). ``on_miss``: ``"drop"`` (image and its pairs) or ``"center"``. ``detector``:
-    name or detector object (default: the package's). ``probe_list``: file of probe images:
+    name or detector object (default: the package's); the entry point (:func:`load_benchmark`,
+    ``evaluate_models``, ``calibrate``) resolves it once with :meth:`resolved`. ``probe_list``: file of probe images:
     adds protocol ``probe_ref`` (every probe against every other image). ``cache_dir``: aligned
     crop cache (None: none). ``label``: default the folder name. ``min_false_matches``: the
     probe_ref operating-point rule. ``size``: crop side. ``strict``: stop at the first unreadable
