@@ -254,3 +254,27 @@ def test_cli_data_bin(tmp_path, faces, capsys):
     assert main(["data", "bin", str(root), str(tmp_path / "x.bin"), "--aligned"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "line 1: image not found" in err and "Bob_0009" in err
+
+
+def test_register_loader_plugs_a_source_into_load_benchmark_and_evaluate_models(tmp_path, faces, one_thread):
+    from maskinv.evaluate import evaluate_models, metrics_of
+    from maskinv.evaluate.benchmarks import LOADERS, Benchmark, check_arrays, load_benchmark, register_loader
+    from maskinv.models import get_model
+
+    def load_npz(path, label):
+        with np.load(path) as z:
+            images, issame = check_arrays(z["images"], z["issame"], str(path))
+        return Benchmark(label or path.stem, images, issame, {"path": str(path), "format": "npz"})
+
+    np.savez(tmp_path / "toy.npz", images=faces[:8], issame=np.array([True, False, True, False]))
+    register_loader("npz", lambda p: p.suffix == ".npz", load_npz, first=True)  # the .bin reader would claim the file
+    try:
+        assert LOADERS.names()[0] == "npz"
+        b = load_benchmark(tmp_path / "toy.npz")
+        assert b.label == "toy" and b.meta["format"] == "npz" and b.issame.tolist() == [True, False, True, False]
+        model = get_model("r18", width_mult=0.125, input_size=SIZE, embedding_size=16, seed=0)
+        doc = evaluate_models({"m": model}, [tmp_path / "toy.npz"], "uu", precision="fp32", folds=2)
+        assert doc["benchmarks"]["toy"]["format"] == "npz" and metrics_of(doc, "m", "toy", "uu")["num_pairs"] == 4
+    finally:
+        LOADERS.unregister("npz")
+    assert "npz" not in LOADERS.names()
