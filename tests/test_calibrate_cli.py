@@ -61,13 +61,12 @@ def _err_line(capsys, cmd="calibrate"):
 
 
 def test_infeasible_fmr_fails_before_any_embedding(assets, tmp_path, capsys, monkeypatch):
-    import maskinv.evaluate as ev
+    from maskinv.evaluate import runner
 
     def no(*a, **k):
         raise AssertionError("embedded before the feasibility check")
 
-    monkeypatch.setattr(ev, "evaluate_bin", no)
-    monkeypatch.setattr(ev, "evaluate_models", no)
+    monkeypatch.setattr(runner, "score_benchmark", no)  # the one scoring path calibrate takes
     assert _cli("calibrate", "--model", assets / "model.pt", "--bench", assets / "small.bin", "--fmr", "1e-3",
                 "--thresholds", tmp_path / "t.json") == 2
     line = _err_line(capsys)

@@ -55,7 +55,7 @@ def test_eval_two_models(assets, tmp_path, capsys):
     assert "| m0 |" in md and "| m1 |" in md and "tiny M-U" in md
     assert (out / "m1__tiny__roc_det.png").is_file() and (out / "m0__tiny__hist.png").is_file()
     # the same numbers as the Python API
-    from maskinv.evaluate.protocols import evaluate_bin
+    from maskinv.evaluate import evaluate_bin
     from maskinv.models import load_backbone
 
     api = evaluate_bin(load_backbone(d / "m0.pt"), d / "tiny.bin", protocols="uu,mu", seed=2, precision="fp32", folds=5)

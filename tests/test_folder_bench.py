@@ -95,7 +95,8 @@ def test_read_pairs_errors_name_line_and_path(tmp_path, faces):
 def test_aligned_folder_bin_round_trip_equals_direct_evaluation(tmp_path, faces, one_thread):
     from maskinv.data.bins import decode_bin
     from maskinv.data.folder_bench import prepare_folder_bench, save_folder_bin
-    from maskinv.evaluate.protocols import evaluate_arrays, evaluate_bin, masked_images
+    from maskinv.evaluate import evaluate_bin
+    from maskinv.evaluate.protocols import evaluate_arrays, masked_images
     from maskinv.models import get_model
 
     root = make_folder(tmp_path / "bench", faces)
@@ -138,6 +139,37 @@ class _FakeDetector:
             return []
         pts = np.asarray(ARCFACE_TEMPLATE_112, np.float32) * image.shape[0] / 112.0
         return [Face(box=np.array([0, 0, image.shape[1], image.shape[0]], float), landmarks=pts, score=1.0)]
+
+
+def test_folder_benchmark_detector_is_resolved_once_at_the_entry(tmp_path, faces):
+    import cv2
+
+    from maskinv.align import registry
+
+    root = make_folder(tmp_path / "mfr", np.stack([cv2.resize(f, (160, 160)) for f in faces]), exts=[".png"])
+    (root / "pairs.txt").write_text(PAIRS)
+    made = []
+    registry.register_detector("fake", lambda: made.append(_FakeDetector(1.0)) or made[-1])
+    try:
+        _resolved_once(root, made)
+    finally:
+        registry.DETECTORS.unregister("fake")
+
+
+def _resolved_once(root, made):
+    from maskinv.errors import ConfigError
+    from maskinv.evaluate.benchmarks import FolderBenchSpec, load_benchmark, load_folder_benchmark
+
+    spec = FolderBenchSpec(root, detector="fake")
+    with pytest.raises(ConfigError, match="not resolved"):  # lower layers take the object only
+        load_folder_benchmark(spec, None)
+    resolved = spec.resolved()
+    assert resolved.detector is made[0] and spec.detector == "fake" and resolved.resolved() is resolved
+    bench = load_benchmark(resolved)
+    assert bench.detector is made[0] and made[0].calls == 9 and len(made) == 1
+    assert bench.meta["detector"] == "fake"
+    assert FolderBenchSpec(root, aligned=True, detector="fake").resolved().detector is None  # crops need none
+    assert len(made) == 1
 
 
 def test_on_miss_drop_vs_center_and_cache(tmp_path, faces):
@@ -222,3 +254,27 @@ def test_cli_data_bin(tmp_path, faces, capsys):
     assert main(["data", "bin", str(root), str(tmp_path / "x.bin"), "--aligned"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "line 1: image not found" in err and "Bob_0009" in err
+
+
+def test_register_loader_plugs_a_source_into_load_benchmark_and_evaluate_models(tmp_path, faces, one_thread):
+    from maskinv.evaluate import evaluate_models, metrics_of
+    from maskinv.evaluate.benchmarks import LOADERS, Benchmark, check_arrays, load_benchmark, register_loader
+    from maskinv.models import get_model
+
+    def load_npz(path, label):
+        with np.load(path) as z:
+            images, issame = check_arrays(z["images"], z["issame"], str(path))
+        return Benchmark(label or path.stem, images, issame, {"path": str(path), "format": "npz"})
+
+    np.savez(tmp_path / "toy.npz", images=faces[:8], issame=np.array([True, False, True, False]))
+    register_loader("npz", lambda p: p.suffix == ".npz", load_npz, first=True)  # the .bin reader would claim the file
+    try:
+        assert LOADERS.names()[0] == "npz"
+        b = load_benchmark(tmp_path / "toy.npz")
+        assert b.label == "toy" and b.meta["format"] == "npz" and b.issame.tolist() == [True, False, True, False]
+        model = get_model("r18", width_mult=0.125, input_size=SIZE, embedding_size=16, seed=0)
+        doc = evaluate_models({"m": model}, [tmp_path / "toy.npz"], "uu", precision="fp32", folds=2)
+        assert doc["benchmarks"]["toy"]["format"] == "npz" and metrics_of(doc, "m", "toy", "uu")["num_pairs"] == 4
+    finally:
+        LOADERS.unregister("npz")
+    assert "npz" not in LOADERS.names()

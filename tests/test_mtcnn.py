@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from maskinv.align import backends
+from maskinv.align import registry
 from maskinv.align import mtcnn as mt
 from maskinv.errors import ConfigError
 
@@ -166,7 +166,7 @@ def test_missing_weights_fall_back_to_dlib_with_one_note(monkeypatch, caplog, ph
     from maskinv.cli import main
 
     monkeypatch.setattr(mt, "mtcnn_weights_dir", lambda: None)
-    monkeypatch.setattr(backends, "_CACHE", {})
+    monkeypatch.setattr(registry, "_CACHE", {})
     with caplog.at_level(logging.WARNING, logger="maskinv.align"):
         d1 = get_detector()
         d2 = get_detector()

@@ -69,23 +69,30 @@ def test_far_rule_min_false_matches(rng):
     assert m10["fmr100"] == m["fmr100"] and "10000 impostor" in m10["undefined"]["fmr1000"]
 
 
-def test_evaluate_probe_ref_embeds_each_image_once(tmp_path, one_thread, monkeypatch):
+def test_probe_ref_scoring_embeds_each_kept_image_once(tmp_path, one_thread, monkeypatch):
+    from maskinv.data.folder_bench import FolderBench
     from maskinv.data.synth import render_faces
-    from maskinv.evaluate import protocols
-    from maskinv.evaluate.probe_ref import evaluate_probe_ref
-    from maskinv.models import get_model
+    from maskinv.evaluate import Benchmark, ModelSpec, ScoreOptions, score_benchmark
+    from maskinv.evaluate.model_specs import load_eval_model
+    from maskinv.models import embedding, get_model
 
     imgs, _ = render_faces(np.repeat(np.arange(3), 4), seed=1, image_indices=np.tile(np.arange(4), 3), size=112)
     ids = [f"id{i // 4}" for i in range(12)]
     probe = np.tile([True, True, False, False], 3)
     valid = np.ones(12, bool)
     valid[0] = False
+    keys = [f"{ids[k]}/{k}.png" for k in range(12)]
+    fb = FolderBench(tmp_path, "b", [tmp_path / k for k in keys], keys, ids, imgs, valid, [keys[0]],
+                     info={"aligned": True})
+    bench = Benchmark("b", np.zeros((0, 112, 112, 3), np.uint8), np.zeros(0, bool), folder=fb, probe=probe)
     model = get_model("r18", width_mult=0.125, embedding_size=16, seed=0)
     calls = []
-    real = protocols.embed_images
-    monkeypatch.setattr(protocols, "embed_images", lambda m, x, **kw: calls.append(len(x)) or real(m, x, **kw))
-    res = evaluate_probe_ref(model, imgs, ids, probe, valid, precision="fp32", folds=2, batch_size=16)
-    assert calls == [11]
+    real = embedding.embed_images
+    monkeypatch.setattr(embedding, "embed_images", lambda m, x, **kw: calls.append(len(x)) or real(m, x, **kw))
+    got, skipped = score_benchmark(load_eval_model(ModelSpec("m", module=model)), bench, (), None,
+                                   ScoreOptions(precision="fp32", folds=2, batch_size=16))
+    assert calls == [11] and list(got) == ["probe_ref"] and skipped == {}
+    res = got["probe_ref"]
     assert res["num_probes"] == 5 and res["num_references"] == 6 and res["num_images_dropped"] == 1
     assert res["num_probes_dropped"] == 1
     assert res["num_genuine"] == 1 * 2 + 2 * 2 + 2 * 2 and res["num_impostor"] == 30 - 10
@@ -107,20 +114,24 @@ def _folder(root, n_ids=3, per_id=4):
     return imgs
 
 
-def test_evaluate_folder_bench_pairs_and_probe_ref(tmp_path, one_thread):
-    from maskinv.data.folder_bench import prepare_folder_bench
-    from maskinv.evaluate.probe_ref import evaluate_folder_bench, read_probe_list, report_metrics
+def test_folder_benchmark_pairs_and_probe_ref_on_the_one_scoring_path(tmp_path, one_thread):
+    from maskinv.evaluate import FolderBenchSpec, ModelSpec, ScoreOptions, load_benchmark, score_benchmark
+    from maskinv.evaluate.model_specs import load_eval_model
+    from maskinv.evaluate.probe_ref import report_metrics
+    from maskinv.evaluate.protocols import masked_images
     from maskinv.models import get_model
 
     root = tmp_path / "bench"
     _folder(root)
     (root / "pairs.txt").write_text("P0 1 2\nP1 1 3\nP2 2 4\nP0 1 P1 2\nP1 3 P2 1\nP2 4 P0 3\n")
     (tmp_path / "masked.txt").write_text("P0_0001\nP0_0002\nP1_0001\nP2/P2_0003.png\n")
-    bench = prepare_folder_bench(root, aligned=True, all_images=True)
-    assert len(bench.keys) == 12  # pair images first, then the rest of the folder
-    probe = read_probe_list(tmp_path / "masked.txt", bench.keys)
+    bench = load_benchmark(FolderBenchSpec(root, aligned=True, probe_list=tmp_path / "masked.txt"))
+    assert len(bench.folder.keys) == 12  # pair images first, then the rest of the folder
+    assert bench.probe.sum() == 4
     model = get_model("r18", width_mult=0.125, embedding_size=16, seed=0)
-    res = evaluate_folder_bench(model, bench, protocols=("uu", "mu"), probe=probe, precision="fp32", folds=2, batch_size=16)
+    masked = masked_images(bench.images, ("uu", "mu"), 0, "random")
+    res, _ = score_benchmark(load_eval_model(ModelSpec("m", module=model)), bench, ("uu", "mu"), masked,
+                             ScoreOptions(precision="fp32", folds=2, batch_size=16))
     assert set(res) == {"uu", "mu", "probe_ref"}
     assert res["uu"]["num_pairs"] == 6 and res["uu"]["num_pairs_dropped"] == 0
     pr = res["probe_ref"]
@@ -128,7 +139,7 @@ def test_evaluate_folder_bench_pairs_and_probe_ref(tmp_path, one_thread):
     # genuine: P0 2 probes x 2 refs, P1 1 x 3, P2 1 x 3
     assert pr["num_genuine"] == 10 and pr["num_impostor"] == 22
     assert set(pr["tar_at_far"]) >= {1e-2, 1e-3, 5e-4}
-    assert "probe_identity" not in report_metrics(pr) and "scores" in report_metrics(pr)
+    assert "probe_identity" not in pr and "scores" in report_metrics(pr)
 
 
 def test_cli_eval_folder_bench_with_probe_list(tmp_path, capsys):

@@ -9,11 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from maskinv.errors import DataFormatError, MaskinvError  # noqa: E402
+from maskinv.evaluate import evaluate_bin  # noqa: E402  (runner.score_benchmark on one benchmark)
 from maskinv.evaluate.metrics import verification_metrics  # noqa: E402
 from maskinv.evaluate.protocols import (  # noqa: E402
     embed_images,
     embed_protocols,
-    evaluate_bin,
     masked_images,
     pair_scores,
     parse_protocols,

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
-from .masks.protocols import DEFAULT_PROTOCOL, MASKED_PROTOCOLS, PROTOCOLS, check_protocol, pair_sides
+from .evaluate.metrics import verification_metrics
+from .masks.protocols import DEFAULT_PROTOCOL, MASKED_PROTOCOLS, PROBE_REF, PROTOCOLS, check_protocol
 from .models.loading import thresholds_path  # the naming rule lives with the model files
 from .utils.hashing import file_sha256
 from .utils.io import read_json_file
@@ -115,22 +116,6 @@ def lookup(path: str | Path, fingerprint: str, fmr: float | None = None, protoco
             f"{p}: threshold {entry_key(entry['protocol'], entry['fmr'])} was calibrated with "
             f"flip={entry['flip']}, but scores are computed with flip={flip}")
     return dict(entry, file=str(p), model_fingerprint=data["model_fingerprint"])
-
-
-def _scores_with_model(model, bench: Path, protocol: str, seed: int, mask_kind: str, flip: bool,
-                       batch_size: int):
-    import numpy as np
-
-    from .evaluate.protocols import load_bench, masked_images, pair_scores
-
-    images, issame, _ = load_bench(bench)
-    masked = masked_images(images, (protocol,), seed, mask_kind)
-    first, second = pair_sides(images, masked, protocol)
-    a, b = (model.embed_aligned(x, flip=flip, batch_size=batch_size) for x in (first, second))
-    return pair_scores(a, b), np.asarray(issame, dtype=bool)
-
-
-PROBE_REF = "probe_ref"  # the folder protocol with real masks: listed probes vs the other images
 
 
 def _needed_impostors(fmr: float) -> int:
@@ -245,18 +230,10 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
             + ("; use a larger --fmr" + (" or a probe list (--probe-list: every probe against every reference)"
                                          if bench.is_dir() and probe_list is None else "")
                if counts["num_impostor"] else ""))
-    if bench.is_dir():
-        scores, genuine, bench_info = _folder_scores(model, bench, protocol=protocol, pairs=pairs,
-                                                     probe_list=probe_list, aligned=aligned, detector=detector,
-                                                     on_miss=on_miss, cache_dir=cache_dir, strict=strict, seed=seed,
-                                                     mask_kind=mask_kind, flip=flip, batch_size=batch_size, fmr=f,
-                                                     log=log)
-    else:
-        scores, genuine = _bin_scores(model, bench, protocol=protocol, seed=seed, flip=flip, batch_size=batch_size,
-                                      mask_kind=mask_kind, fmr=f)
-        bench_info = {"path": str(bench.resolve()), "sha256": file_sha256(bench)}
-    from .evaluate import verification_metrics
-
+    scores, genuine, bench_info = _scores(model, bench, protocol=protocol, pairs=pairs, probe_list=probe_list,
+                                          aligned=aligned, detector=detector, on_miss=on_miss, cache_dir=cache_dir,
+                                          strict=strict, seed=seed, mask_kind=mask_kind, flip=flip,
+                                          batch_size=batch_size, log=log)
     metrics = verification_metrics(scores, genuine, far_targets=(f,))
     thr = metrics["threshold_at_fmr"].get(f)
     if thr is None:  # only when dropped images took the count under the need
@@ -288,42 +265,45 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
     return entry
 
 
-def _bin_scores(model, bench: Path, *, protocol, seed, flip, batch_size, mask_kind, fmr):
+def _scores(model, bench: Path, *, protocol, pairs, probe_list, aligned, detector, on_miss, cache_dir, strict,
+            seed, mask_kind, flip, batch_size, log):
+    """``(scores, genuine, bench info)`` of ``model`` on ``bench`` under ``protocol``, through the one
+    scoring path of ``maskinv eval`` (:func:`maskinv.evaluate.runner.score_benchmark`: same loader, same
+    drops, same masks). A torch model is embedded with the facade's own numerics
+    (``FaceModel.embed_options``: device, precision, no channels_last switch), so the threshold means
+    the same score in ``verify``; other recognisers with their own ``embed_aligned``."""
     import numpy as np
 
-    if getattr(model, "backend", None) == "torch":
-        from .evaluate import evaluate_bin
+    from .evaluate.benchmarks import FolderBenchSpec, load_benchmark
+    from .evaluate.model_specs import ModelSpec, load_eval_model
+    from .evaluate.protocols import masked_images
+    from .evaluate.runner import ScoreOptions, photo_mode, score_benchmark, summary_line
 
-        # score with the facade's own embedding options (one core: maskinv.models.embedding) so the
-        # threshold means the same score in verify
-        results = evaluate_bin(model.module, bench, protocols=(protocol,), seed=seed, flip=flip,
-                               batch_size=batch_size, mask_kind=mask_kind, far_targets=(fmr,), **model.embed_options())
-        return (np.asarray(results[protocol]["scores"], dtype=np.float64),
-                np.asarray(results[protocol]["genuine"], dtype=bool))
-    # ONNX / dlib: the model's own embed_aligned, as verify(aligned=True) uses it
-    return _scores_with_model(model, bench, protocol, seed, mask_kind, flip, batch_size)
-
-
-def _folder_scores(model, bench: Path, *, protocol, pairs, probe_list, aligned, detector, on_miss, cache_dir,
-                   strict, seed, mask_kind, flip, batch_size, fmr, log):
-    """Scores of a folder benchmark through the evaluation path of ``maskinv eval`` (same drops)."""
-    import numpy as np
-
-    from .evaluate import FolderBenchSpec, evaluate_models
-
-    spec = FolderBenchSpec(bench, pairs=pairs, aligned=aligned, on_miss=on_miss, detector=detector,
-                           probe_list=probe_list, cache_dir=cache_dir, strict=strict)
-    opts = {"precision": getattr(model, "precision", "auto") or "auto"}
+    if bench.is_dir():  # the entry point resolves the detector once (None for aligned crops)
+        source = FolderBenchSpec(bench, pairs=pairs, aligned=aligned, on_miss=on_miss, detector=detector,
+                                 probe_list=probe_list, cache_dir=cache_dir, strict=strict).resolved()
+    else:
+        source = bench
+    b = load_benchmark(source)
     label = Path(model.path).stem if getattr(model, "path", None) else str(getattr(model, "name", None) or "model")
-    doc = evaluate_models({label: model}, [spec], ("uu",) if protocol == PROBE_REF else (protocol,), seed=seed,
-                          mask_kind=mask_kind, flip=flip, batch_size=batch_size, plots=False, scores=False,
-                          log=log, **opts)
-    res = next(r for r in doc["results"] if r["protocol"] == protocol)
-    m = res["metrics"]
-    meta = doc["benchmarks"][0] if isinstance(doc.get("benchmarks"), list) else next(iter(doc["benchmarks"].values()))
-    info = {"path": str(bench.resolve()), "sha256": meta.get("sha256"), "pairs_file": meta.get("pairs_file"),
-            "probe_list": str(Path(probe_list).resolve()) if probe_list is not None else None,
-            "num_images_dropped": meta.get("num_images_dropped")}
+    scored = load_eval_model(ModelSpec(label, module=model))
+    embed = model.embed_options() if scored.module is not None else {"precision": getattr(model, "precision", None) or "auto"}
+    opts = ScoreOptions(flip=flip, batch_size=batch_size, seed=seed, mask_kind=mask_kind, **embed)
+    protos = () if protocol == PROBE_REF else (protocol,)
+    if b.has_pairs and protos and b.num_pairs == 0:
+        raise DataFormatError(f"{bench}: no pair left ({b.meta.get('num_pairs_dropped', 0)} dropped: no face in their "
+                              "images); try --on-miss center or another --detector")
+    masked = masked_images(b.images, protos, seed, mask_kind) if protos and not photo_mode(scored, b) else None
+    res, _ = score_benchmark(scored, b, protos, masked, opts)
+    m = res[protocol]
+    if log is not None:
+        log(f"{label} {b.label} {protocol}: {summary_line(m, protocol)}")
+    if b.folder is None:
+        info = {"path": str(bench.resolve()), "sha256": file_sha256(bench)}
+    else:
+        info = {"path": str(bench.resolve()), "sha256": b.meta.get("sha256"), "pairs_file": b.meta.get("pairs_file"),
+                "probe_list": str(Path(probe_list).resolve()) if probe_list is not None else None,
+                "num_images_dropped": b.meta.get("num_images_dropped")}
     return np.asarray(m["scores"], np.float64), np.asarray(m["genuine"], bool), info
 
 
@@ -361,7 +341,6 @@ def calibrate_from_scores(scores, genuine, *, fmr: float, protocol: str, fingerp
     import numpy as np
 
     from . import __version__
-    from .evaluate import verification_metrics
 
     f = _check_fmr(fmr)
     check_protocol(protocol)

@@ -17,17 +17,9 @@ import numpy as np
 
 from ..constants import INPUT_SIZE
 from ..errors import ConfigError, NoFaceError
-from .backends import (
-    DEFAULT_DETECTOR,
-    DetectorUnavailableError,
-    DlibDetector,
-    Face,
-    FaceDetector,
-    five_from_68,
-    get_detector,
-    list_detectors,
-    register_detector,
-)
+from .dlib import DlibDetector
+from .interface import DetectorUnavailableError, Face, FaceDetector, five_from_68
+from .registry import DEFAULT_DETECTOR, get_detector, list_detectors, register_detector, resolve_detector
 from .image import describe_source, read_image
 from .transform import invert_affine, similarity_matrix, transform_points, umeyama, warp_to_template
 
@@ -49,16 +41,6 @@ class AlignedFace:
 
     def to_dict(self) -> dict[str, Any]:
         return self.face.to_dict()
-
-
-def resolve_detector(detector: str | FaceDetector | None = None) -> FaceDetector:
-    """The detector object for a name, an object, or None (the package default: MTCNN, else dlib
-    with one warning); its ``name`` says which one really runs (cache keys, run records)."""
-    if detector is None:
-        return get_detector()  # mtcnn, or dlib with a one-line warning if its weights are missing
-    if isinstance(detector, str):
-        return get_detector(detector)
-    return detector
 
 
 def detect_faces(image, detector: str | FaceDetector | None = None) -> list[Face]:

@@ -19,7 +19,10 @@ from typing import Any
 
 from ..constants import INPUT_SIZE
 from ..errors import ConfigError, DataFormatError
-from .backends import FaceDetector
+from .image import read_image
+from .interface import FaceDetector
+from .registry import resolve_detector
+from .transform import warp_to_template
 
 __all__ = ["align_folder", "FolderAlignResult", "IMAGE_SUFFIXES", "REPORT_NAME"]
 
@@ -82,7 +85,6 @@ def align_folder(in_dir, out_dir, detector: str | FaceDetector | None = None, *,
     :class:`ConfigError` for a missing ``in_dir``, ``out_dir`` equal to it, or a tree without images.
     """
     from ..utils.io import atomic_write_json, atomic_write_text
-    from . import resolve_detector
 
     src, dst = Path(in_dir), Path(out_dir)
     if not src.is_dir():
@@ -118,8 +120,6 @@ def _align_one(path: Path, rel: Path, dst: Path, det: FaceDetector, size: int, a
     """Report row of one image; writes its crop(s). Misses are rows, not exceptions."""
     from ..utils.images import encode_image
     from ..utils.io import atomic_write_bytes
-    from .image import read_image
-    from .transform import warp_to_template
 
     row: dict[str, Any] = {"image": str(rel), "found": False, "out": "", "faces": 0, "reason": ""}
     try:

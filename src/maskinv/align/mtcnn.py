@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..utils.wheel_files import package_file
-from .backends import DetectorUnavailableError, Face, FaceDetector, downscaled
+from .interface import DetectorUnavailableError, Face, FaceDetector, downscaled
 
 __all__ = ["MTCNNDetector", "mtcnn_weights_dir", "load_mtcnn_nets", "INSTALL_HINT", "nms"]
 

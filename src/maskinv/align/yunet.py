@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..utils.wheel_files import package_file
-from .backends import DetectorUnavailableError, Face, FaceDetector, downscaled
+from .interface import DetectorUnavailableError, Face, FaceDetector, downscaled
 
 __all__ = ["YuNetDetector", "yunet_model_path", "pad_image", "unpad_faces", "unflip_faces", "rescale_faces", "INSTALL_HINT", "MODEL_FILE"]
 

@@ -149,15 +149,18 @@ class EvalModel:
         """Embeds from photos with its own alignment (dlib)."""
         return self.face is not None and bool(self.face.needs_photo)
 
-    def embedder(self, *, flip: bool, batch_size: int, device: Any, precision: str) -> Callable[[np.ndarray], np.ndarray]:
-        """``embed(crops (N, H, W, 3) uint8) -> (N, D)`` L2-normalised, with the run's options."""
+    def embedder(self, *, flip: bool, batch_size: int, device: Any, precision: str,
+                 channels_last: bool | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """``embed(crops (N, H, W, 3) uint8) -> (N, D)`` L2-normalised, with the run's options
+        (``channels_last``: torch modules only, :func:`~maskinv.models.embedding.embed_images`)."""
         if self.module is not None:
             from maskinv.models.embedding import embed_images
 
             module = self.module
 
             def embed(images: np.ndarray) -> np.ndarray:
-                return embed_images(module, images, batch_size=batch_size, flip=flip, device=device, precision=precision)
+                return embed_images(module, images, batch_size=batch_size, flip=flip, device=device, precision=precision,
+                                    channels_last=channels_last)
 
             return embed
         face = self.face

@@ -24,13 +24,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
-from maskinv.masks.protocols import PROBE_REF, PROTOCOLS
+from maskinv.masks.protocols import PROBE_REF
 
-from .metrics import FAR_GRID
+from .metrics import FAR_GRID, verification_metrics
 
-__all__ = ["PROBE_REF", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores",
-           "probe_ref_metrics", "evaluate_probe_ref", "probe_ref_from_embeddings", "evaluate_folder_bench", "folder_pair_inputs",
-           "report_metrics"]
+__all__ = ["PROBE_REF", "ARRAY_KEYS", "read_probe_list", "probe_ref_scores", "probe_ref_metrics",
+           "probe_ref_from_embeddings", "report_metrics"]
 
 #: Per-comparison arrays in a probe_ref result (not JSON material).
 ARRAY_KEYS = ("scores", "genuine", "probe_identity", "reference_identity")
@@ -126,7 +125,6 @@ def probe_ref_scores(embeddings: np.ndarray, identities: Sequence[str], is_probe
 def probe_ref_metrics(scores: np.ndarray, genuine: np.ndarray, *, far_targets: Iterable[float] = FAR_GRID,
                       min_false_matches: int = 1, folds: int = 10, exact: bool = False) -> dict[str, Any]:
     """:func:`verification_metrics` with the operating-point rule of this module applied."""
-    from .metrics import verification_metrics
 
     if min_false_matches < 1:
         raise ConfigError(f"min_false_matches must be >= 1, got {min_false_matches}")
@@ -152,41 +150,6 @@ def probe_ref_metrics(scores: np.ndarray, genuine: np.ndarray, *, far_targets: I
     return m
 
 
-def evaluate_probe_ref(
-    model: Any,
-    images: np.ndarray,
-    identities: Sequence[str],
-    is_probe: np.ndarray,
-    valid: np.ndarray | None = None,
-    *,
-    flip: bool = True,
-    batch_size: int = 256,
-    device: Any = None,
-    precision: str = "auto",
-    folds: int = 10,
-    exact: bool = False,
-    far_targets: Iterable[float] = FAR_GRID,
-    min_false_matches: int = 1,
-) -> dict[str, Any]:
-    """Embed every kept image once and score all probes against all references.
-
-    ``images`` (N, H, W, 3) uint8 are the benchmark's unique images, ``identities`` their
-    folder names, ``is_probe`` the probe flags (e.g. :func:`read_probe_list`), ``valid``
-    False for dropped images. Returns :func:`probe_ref_metrics` plus the arrays of
-    :func:`probe_ref_scores` and the counts ``num_probes``, ``num_references``,
-    ``num_images_dropped``.
-    """
-    from .protocols import embed_images
-
-    ok = np.ones(len(identities), bool) if valid is None else np.asarray(valid, bool)
-    used = np.flatnonzero(ok)
-    e_used = embed_images(model, np.asarray(images)[used], batch_size=batch_size, flip=flip, device=device, precision=precision)
-    emb = np.zeros((len(identities), e_used.shape[1]), np.float32)
-    emb[used] = e_used
-    return probe_ref_from_embeddings(emb, identities, is_probe, ok, folds=folds, exact=exact, far_targets=far_targets,
-                                     min_false_matches=min_false_matches)
-
-
 def probe_ref_from_embeddings(
     embeddings: np.ndarray,
     identities: Sequence[str],
@@ -198,8 +161,10 @@ def probe_ref_from_embeddings(
     far_targets: Iterable[float] = FAR_GRID,
     min_false_matches: int = 1,
 ) -> dict[str, Any]:
-    """The scoring half of :func:`evaluate_probe_ref`, from per-image L2-normalised embeddings
-    (rows of dropped images are ignored): whoever computed them (any backend, original photos)."""
+    """probe_ref metrics from per-image L2-normalised embeddings (rows of dropped images are ignored),
+    whoever computed them (any backend, original photos; :func:`maskinv.evaluate.runner.score_benchmark`).
+    Returns :func:`probe_ref_metrics` plus the arrays of :func:`probe_ref_scores` and the counts
+    ``num_probes``, ``num_references``, ``num_images_dropped``."""
     ok = np.ones(len(identities), bool) if valid is None else np.asarray(valid, bool)
     is_probe = np.asarray(is_probe, bool)
     comp = probe_ref_scores(embeddings, identities, is_probe, ok)
@@ -220,50 +185,3 @@ def report_metrics(m: dict[str, Any]) -> dict[str, Any]:
     """``m`` without the per-comparison identity arrays (kept: ``scores``/``genuine``, which
     reports write as CSV): what goes into a results document."""
     return {k: v for k, v in m.items() if k not in ("probe_identity", "reference_identity", "identity_names")}
-
-
-def folder_pair_inputs(bench: Any, protocols: Sequence[str], seed: int = 0, mask_kind: str = "random"):
-    """``(images, issame, masked)`` of a folder benchmark's kept pairs for :func:`evaluate_arrays`
-    (masks made once here, so several models are scored on the same bytes)."""
-    from .protocols import masked_images
-
-    images, issame = bench.pair_arrays()
-    return images, issame, masked_images(images, protocols, seed, mask_kind)
-
-
-def evaluate_folder_bench(
-    model: Any,
-    bench: Any,
-    *,
-    protocols: Sequence[str] = PROTOCOLS,
-    probe: np.ndarray | None = None,
-    pair_inputs: tuple | None = None,
-    seed: int = 0,
-    mask_kind: str = "random",
-    far_targets: Iterable[float] = FAR_GRID,
-    min_false_matches: int = 1,
-    **kw: Any,
-) -> dict[str, dict[str, Any]]:
-    """A prepared :class:`~maskinv.data.folder_bench.FolderBench` under the pair protocols
-    (``uu``/``mu``/``mm`` on its pair list, if it has one and ``protocols`` is not empty) and,
-    with ``probe`` flags, under ``probe_ref``. Returns ``{protocol: metrics}``; pair-protocol
-    metrics carry the benchmark's ``num_pairs_dropped`` and ``num_images_dropped``.
-    ``kw``: the embedding and fold options both scorers take (``flip``, ``batch_size``,
-    ``device``, ``precision``, ``folds``, ``exact``; defaults of :func:`evaluate_probe_ref`)."""
-    from .protocols import evaluate_arrays
-
-    out: dict[str, dict[str, Any]] = {}
-    if bench.pairs is not None and protocols:
-        images, issame, masked = pair_inputs or folder_pair_inputs(bench, protocols, seed, mask_kind)
-        res = evaluate_arrays(model, images, issame, masked, protocols, far_targets=far_targets, **kw)
-        for m in res.values():
-            m["num_pairs_dropped"] = int(bench.info.get("num_pairs_dropped", 0))
-            m["num_images_dropped"] = int(bench.info.get("num_images_dropped", 0))
-        out.update(res)
-    if probe is not None:
-        fars = tuple(sorted(set(FAR_GRID) | {float(f) for f in far_targets}, reverse=True))
-        out[PROBE_REF] = evaluate_probe_ref(model, bench.images, bench.identities, probe, bench.valid,
-                                            far_targets=fars, min_false_matches=min_false_matches, **kw)
-    if not out:
-        raise ConfigError(f"{bench.root}: nothing to evaluate: no pair list and no probe list")
-    return out

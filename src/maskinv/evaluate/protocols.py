@@ -22,20 +22,19 @@ import numpy as np
 from maskinv.errors import MaskinvError
 from maskinv.masks.protocols import MASKED_PROTOCOLS, PROTOCOL_TABLE, PROTOCOLS, parse_protocols
 
-from .metrics import FAR_GRID
+from .benchmarks import load_benchmark
+from .metrics import FAR_GRID, verification_metrics
 # the embedding core lives in maskinv.models.embedding; these names stay importable from here
 from maskinv.models.embedding import embed_images, eval_mode, model_input_size, pair_scores  # noqa: F401
 from maskinv.models.embedding import inference_precision as resolve_precision  # noqa: F401
 
 __all__ = ["PROTOCOLS", "parse_protocols", "embed_images", "pair_scores", "load_bench", "masked_images",
-           "embed_protocols", "evaluate_bin", "evaluate_arrays", "resolve_precision"]
+           "embed_protocols", "evaluate_arrays", "resolve_precision"]
 
 
 def load_bench(bench: str | os.PathLike | Sequence) -> tuple[np.ndarray, np.ndarray, str]:
     """A ``.bin`` path or an ``(images (2N,H,W,3), issame (N,))`` tuple -> arrays and a name
     (through :func:`maskinv.evaluate.benchmarks.load_benchmark`, the one benchmark loader)."""
-    from .benchmarks import load_benchmark
-
     b = load_benchmark(bench)
     return b.images, b.issame, b.meta.get("path") or "<arrays>"
 
@@ -91,28 +90,6 @@ def embed_protocols(
     return {p.name: (side(0, p.masks_reference), side(1, p.masks_probe)) for p in table}
 
 
-def evaluate_bin(
-    model: Any,
-    bench: str | os.PathLike | Sequence,
-    *,
-    protocols: str | Iterable[str] = PROTOCOLS,
-    seed: int = 0,
-    mask_kind: str = "random",
-    **options: Any,
-) -> dict[str, dict[str, Any]]:
-    """Verification metrics of ``model`` on a pair list under each protocol.
-
-    ``options``: those of :func:`evaluate_arrays` (``flip``, ``batch_size``, ``device``,
-    ``precision``, ``folds``, ``far_targets``, ``exact``, ``channels_last``; same defaults).
-    Returns ``{protocol: verification_metrics(...) + {"scores": (N,) float64,
-    "genuine": (N,) bool}}``. The model's train/eval flags are restored afterwards.
-    """
-    protos = parse_protocols(protocols)
-    images, issame, _ = load_bench(bench)
-    masked = masked_images(images, protos, seed, mask_kind)
-    return evaluate_arrays(model, images, issame, masked, protos, **options)
-
-
 def evaluate_arrays(
     model: Any,
     images: np.ndarray,
@@ -130,10 +107,11 @@ def evaluate_arrays(
     channels_last: bool | None = None,
     embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """:func:`evaluate_bin` on decoded arrays and their :func:`masked_images` (``None`` for
-    ``uu`` only); the callback and ``maskinv eval`` mask once and reuse the result.
+    """Pair-protocol metrics on decoded pairs and their :func:`masked_images` (``None`` for ``uu``
+    only): the pair half of :func:`maskinv.evaluate.runner.score_benchmark`, and the training
+    callback's scorer (both mask once and reuse the result). Returns ``{protocol:
+    verification_metrics(...) + {"scores": (N,) float64, "genuine": (N,) bool}}``.
     ``embed``: see :func:`embed_protocols` (the embedding options are then the callable's)."""
-    from .metrics import verification_metrics
     embs = embed_protocols(model, images, masked, protocols, embed, batch_size=batch_size, flip=flip, device=device,
                            precision=precision, channels_last=channels_last)
     results: dict[str, dict[str, Any]] = {}

@@ -11,50 +11,78 @@ benchmark and protocol (same pairs, same order).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from maskinv.align import read_image
+from maskinv.data.folder_bench import center_crop
 from maskinv.errors import ConfigError, DataFormatError
-from maskinv.masks.protocols import MASKED_PROTOCOLS, PROBE_REF, PROTOCOLS, parse_protocols
+from maskinv.masks import apply_mask, image_rng, mask_photo
+from maskinv.masks.mesh import image_key
+from maskinv.masks.protocols import MASKED_PROTOCOLS, PROBE_REF, PROTOCOLS, masked_indices, parse_protocols
 
+from .benchmarks import Benchmark, FolderBenchSpec, label_benchmarks, load_benchmark
+from .bootstrap import results_comparisons
+from .metrics import FAR_GRID, verification_metrics
 from .model_specs import EvalModel, ModelSpec, load_eval_model, model_specs
+from .probe_ref import probe_ref_from_embeddings, report_metrics
+from .protocols import evaluate_arrays, masked_images, pair_scores, resolve_precision
+from .realism import _FixedDetector
+from .reports import new_results, write_report
 
-__all__ = ["evaluate_models", "metrics_of", "ModelSpec"]
-
-#: FAR targets of the pair protocols: 1e-2, 1e-3, the MFR2 paper's 1:2000, 1e-4.
+__all__ = ["evaluate_models", "evaluate_bin", "score_benchmark", "ScoreOptions", "metrics_of", "ModelSpec"]
 
 
-def _photo_mode(model: EvalModel, bench: Any) -> bool:
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How a benchmark is scored: embedding (``flip``, ``batch_size``, ``device``, ``precision``,
+    ``channels_last``: :func:`maskinv.models.embedding.embed_images`), accuracy protocol (``folds``,
+    ``exact``), FAR targets and masks (``seed``, ``mask_kind``: image ``i``'s mask depends on
+    ``(seed, i)`` only)."""
+
+    flip: bool = True
+    batch_size: int = 256
+    device: Any = None
+    precision: str = "auto"
+    folds: int = 10
+    exact: bool = False
+    seed: int = 0
+    mask_kind: str = "random"
+    far_targets: tuple[float, ...] = FAR_GRID
+    channels_last: bool | None = None
+
+
+def photo_mode(model: EvalModel, bench: Benchmark) -> bool:
     """A photo recogniser (dlib) on a folder of photos embeds the original files itself."""
     return model.needs_photo and bench.folder is not None and not bench.folder.info.get("aligned")
 
 
-def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], masked: np.ndarray | None,
-                     opts: dict[str, Any], groups_out: dict | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """``({protocol: metrics}, {protocol: why it was not scored})`` of one model on one benchmark.
+def score_benchmark(model: EvalModel, bench: Benchmark, protos: Sequence[str], masked: np.ndarray | None,
+                    opts: ScoreOptions, groups_out: dict | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``({protocol: metrics}, {protocol: why it was not scored})`` of one model on one benchmark:
+    the one scoring path (``maskinv eval``, the study, :func:`evaluate_bin`, ``maskinv calibrate``).
 
     Pair protocols score the benchmark's kept pairs (``bench.images``/``bench.issame``, masks
     ``masked`` made once per benchmark); ``probe_ref`` embeds each kept folder image once. A photo
     recogniser on a folder of photos embeds the original photos instead of our crops, with the
     folder's detector for the face box and the folder's drop decisions, so it is scored on the same
-    pairs; under mu/mm its masks are drawn on the full photos (:func:`_photo_masked_protocols`)."""
-    from .metrics import verification_metrics
-    from maskinv.masks.protocols import PROBE_REF
-
-    from .metrics import FAR_GRID
-    from .probe_ref import probe_ref_from_embeddings, report_metrics
-    from .protocols import evaluate_arrays, pair_scores
-
-    embed = model.embedder(flip=opts["flip"], batch_size=opts["batch_size"], device=opts["device"],
-                           precision=opts["precision"])
+    pairs; under mu/mm its masks are drawn on the full photos (:func:`_photo_masked_protocols`).
+    ``masked``: :func:`~maskinv.evaluate.protocols.masked_images` of ``bench.images`` (made once per
+    benchmark, so every model scores the same bytes; None when no protocol masks or in photo mode).
+    ``groups_out``: receives the probe_ref subjects, ``{(label, "probe_ref"): (P*R, 2)}``."""
+    protos = parse_protocols(protos) if protos else ()
+    embed = model.embedder(flip=opts.flip, batch_size=opts.batch_size, device=opts.device,
+                           precision=opts.precision, channels_last=opts.channels_last)
     fb = bench.folder
     out: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     emb = None  # per folder image (rows of dropped images stay zero)
-    if _photo_mode(model, bench):
+    if photo_mode(model, bench):
         if (bench.has_pairs and "uu" in protos) or bench.probe is not None:
             used = np.flatnonzero(fb.valid)
             center = np.isin(np.asarray(fb.keys, dtype=object), list(fb.missed)) if fb.info.get("on_miss") == "center" \
@@ -66,16 +94,16 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
             if "uu" in protos:
                 keep = fb.pair_keep
                 scores = pair_scores(emb[fb.pairs.first[keep]], emb[fb.pairs.second[keep]])
-                m = verification_metrics(scores, bench.issame, folds=opts["folds"], far_targets=FAR_GRID,
-                                         exact=opts["exact"])
+                m = verification_metrics(scores, bench.issame, folds=opts.folds, far_targets=opts.far_targets,
+                                         exact=opts.exact)
                 out["uu"] = {**m, "scores": scores, "genuine": bench.issame.copy()}
             masked_protos = [p for p in protos if p in MASKED_PROTOCOLS]
             if masked_protos:
                 out.update(_photo_masked_protocols(model, bench, masked_protos, emb, opts))
     else:
-        if bench.has_pairs:
+        if bench.has_pairs and protos:
             out.update(evaluate_arrays(model.module, bench.images, bench.issame, masked, protos, embed=embed,
-                                       folds=opts["folds"], exact=opts["exact"], far_targets=FAR_GRID))
+                                       folds=opts.folds, exact=opts.exact, far_targets=opts.far_targets))
         if bench.probe is not None:
             used = np.flatnonzero(fb.valid)
             e = embed(fb.images[used])
@@ -87,7 +115,7 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
             m["num_images_dropped"] = int(fb.info.get("num_images_dropped", 0))
     if bench.probe is not None:
         full = probe_ref_from_embeddings(
-            emb, fb.identities, bench.probe, fb.valid, folds=opts["folds"], exact=opts["exact"], far_targets=FAR_GRID,
+            emb, fb.identities, bench.probe, fb.valid, folds=opts.folds, exact=opts.exact, far_targets=opts.far_targets,
             min_false_matches=bench.min_false_matches)
         if groups_out is not None:  # the subjects of both sides: the bootstrap resamples subjects
             groups_out[(bench.label, PROBE_REF)] = np.stack([full["probe_identity"], full["reference_identity"]], axis=1)
@@ -95,28 +123,18 @@ def _score_benchmark(model: EvalModel, bench: Any, protos: tuple[str, ...], mask
     return out, skipped
 
 
-def _photo_masked_protocols(model: EvalModel, bench: Any, protos: Sequence[str], emb: np.ndarray | None,
-                            opts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _photo_masked_protocols(model: EvalModel, bench: Benchmark, protos: Sequence[str], emb: np.ndarray | None,
+                            opts: ScoreOptions) -> dict[str, dict[str, Any]]:
     """mu/mm for a photo recogniser on a folder of photos: image ``i`` of the kept pair list is
     masked with ``image_rng(seed, i)`` (the index the crops' masks use) on the *full photo*, from
     the folder detector's five points found on the unmasked photo; the recogniser then cuts its
     own crop from that face's box. Files without a face kept by ``on_miss="center"`` get the mask
     on their centred square (template landmarks) and are embedded as crops."""
-    from maskinv.align import read_image, resolve_detector
-    from maskinv.data.folder_bench import center_crop
-    from maskinv.masks import apply_mask, image_rng, mask_photo
-    from maskinv.masks.mesh import image_key
-    from maskinv.masks.protocols import masked_indices
-
-    from .metrics import FAR_GRID, verification_metrics
-    from .protocols import pair_scores
-    from .realism import _FixedDetector
-
     fb = bench.folder
     keep = fb.pair_keep
     idx = np.empty(2 * int(keep.sum()), np.int64)
     idx[0::2], idx[1::2] = fb.pairs.first[keep], fb.pairs.second[keep]
-    det = resolve_detector(bench.detector)
+    det = bench.detector  # resolved once, by whoever loaded the benchmark
     center = set(fb.missed) if fb.info.get("on_miss") == "center" else set()
     if emb is None:
         used = np.flatnonzero(fb.valid)
@@ -127,7 +145,7 @@ def _photo_masked_protocols(model: EvalModel, bench: Any, protos: Sequence[str],
     faces: dict[int, Any] = {}
     masked_emb: dict[int, np.ndarray] = {}
     out: dict[str, dict[str, Any]] = {}
-    seed, kind = opts.get("seed", 0), opts.get("mask_kind", "random")
+    seed, kind = opts.seed, opts.mask_kind
     for proto in protos:
         want = set(int(i) for i in masked_indices(idx.size, proto))
         photos, crops = [], []
@@ -152,13 +170,14 @@ def _photo_masked_protocols(model: EvalModel, bench: Any, protos: Sequence[str],
             masked_emb.update({i: e[j] for j, (i, _) in enumerate(crops)})
         rows = np.stack([masked_emb[i] if i in want else emb[idx[i]] for i in range(idx.size)])
         scores = pair_scores(rows[0::2], rows[1::2])
-        m = verification_metrics(scores, bench.issame, folds=opts["folds"], far_targets=FAR_GRID, exact=opts["exact"])
+        m = verification_metrics(scores, bench.issame, folds=opts.folds, far_targets=opts.far_targets, exact=opts.exact)
         out[proto] = {**m, "scores": scores, "genuine": bench.issame.copy(),
                       "masks_on": "full photos (detector landmarks), before the recogniser's own crop"}
     return out
 
 
-def _summary(m: dict[str, Any], protocol: str = "") -> str:
+def summary_line(m: dict[str, Any], protocol: str = "") -> str:
+    """One line of metrics per (model, benchmark, protocol), as `maskinv eval` and `calibrate` print it."""
     tar = (m.get("tar_at_far") or {}).get(5e-4)
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     counts = f"  ({m['num_genuine']} genuine, {m['num_impostor']} impostor)"
@@ -215,10 +234,6 @@ def evaluate_models(
         ``models``, ``benchmarks`` and ``results`` (each with ``metrics`` incl. ``scores`` and
         ``genuine`` arrays).
     """
-    from .benchmarks import FolderBenchSpec, label_benchmarks, load_benchmark
-    from .protocols import masked_images, resolve_precision
-    from .reports import new_results, write_report
-
     protos = parse_protocols(protocols)
     if bootstrap and len(model_specs(models)) < 2:  # before any model is loaded or scored
         raise ConfigError(f"bootstrap compares models: give two or more, got {len(model_specs(models))}")
@@ -237,6 +252,8 @@ def evaluate_models(
             FolderBenchSpec(src).check()
         if isinstance(src, FolderBenchSpec):
             src.check()
+    # the entry point resolves each folder's detector once; loading and scoring take the object
+    benches = [(label, src.resolved() if isinstance(src, FolderBenchSpec) else src) for label, src in benches]
     say = log or (lambda msg: None)
     doc = new_results({
         "protocols": list(protos), "seed": seed, "mask_kind": mask_kind, "mask_renderer": "v1", "flip": flip,
@@ -253,8 +270,8 @@ def evaluate_models(
         say(f"model {spec.label}: {spec.path or '<module>'} ({(model.info['arch'] or {}).get('name', '?')}, "
             f"{model.info['backend']})")
 
-    opts = dict(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds, exact=exact,
-                seed=seed, mask_kind=mask_kind)
+    opts = ScoreOptions(flip=flip, batch_size=batch_size, device=device, precision=precision, folds=folds,
+                        exact=exact, seed=seed, mask_kind=mask_kind)
     groups: dict[Any, np.ndarray] = {}  # the bootstrap's resampling units (identities), kept out of the document
     for blabel, src in benches:
         # decode / align once per benchmark: every model is scored on the same pairs and drops
@@ -266,13 +283,13 @@ def evaluate_models(
         if bench.pair_identity is not None:
             groups[blabel] = bench.pair_identity
         # mask once per benchmark; every model sees the same bytes
-        crops = bench.has_pairs and any(not _photo_mode(m, bench) for m in loaded)
+        crops = bench.has_pairs and any(not photo_mode(m, bench) for m in loaded)
         masked = masked_images(bench.images, protos, seed, mask_kind) if crops else None
         for model in loaded:
-            res, skipped = _score_benchmark(model, bench, protos, masked, opts, groups_out=groups)
+            res, skipped = score_benchmark(model, bench, protos, masked, opts, groups_out=groups)
             for proto, m in res.items():
                 doc["results"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "metrics": m})
-                say(f"{model.label} {blabel} {proto}: {_summary(m, proto)}")
+                say(f"{model.label} {blabel} {proto}: {summary_line(m, proto)}")
             for proto, why in skipped.items():
                 doc["not_scored"].append({"model": model.label, "benchmark": blabel, "protocol": proto, "reason": why})
                 say(f"{model.label} {blabel} {proto}: not scored ({why})")
@@ -286,6 +303,29 @@ def evaluate_models(
     return doc
 
 
+def evaluate_bin(model: Any, bench: Any, *, protocols: str | Iterable[str] = PROTOCOLS, seed: int = 0,
+                 mask_kind: str = "random", **options: Any) -> dict[str, dict[str, Any]]:
+    """Verification metrics of one ``model`` (an ``nn.Module`` or a loaded recogniser) on one
+    benchmark (anything :func:`load_benchmark` takes: a ``.bin`` path, ``(images, issame)``, ...)
+    under each protocol, through :func:`score_benchmark`.
+
+    ``options``: the other fields of :class:`ScoreOptions` (``flip``, ``batch_size``, ``device``,
+    ``precision``, ``folds``, ``far_targets``, ``exact``, ``channels_last``; same defaults).
+    Returns ``{protocol: verification_metrics(...) + {"scores": (N,) float64, "genuine": (N,) bool}}``.
+    The model's train/eval flags are restored afterwards.
+    """
+    protos = parse_protocols(protocols)
+    try:
+        opts = ScoreOptions(seed=seed, mask_kind=mask_kind, **options)
+    except TypeError:
+        raise ConfigError(f"evaluate_bin: unknown options {sorted(set(options) - {f.name for f in dataclasses.fields(ScoreOptions)})}") from None
+    opts = dataclasses.replace(opts, far_targets=tuple(float(f) for f in opts.far_targets))
+    b = load_benchmark(bench)
+    scored = load_eval_model(ModelSpec("model", module=model))
+    masked = masked_images(b.images, protos, seed, mask_kind) if b.has_pairs and not photo_mode(scored, b) else None
+    return score_benchmark(scored, b, protos, masked, opts)[0]
+
+
 def paired_comparisons(doc: Mapping[str, Any], n_boot: int, *, seed: int = 0, groups: Mapping[Any, Any] | None = None,
                        exact: bool = False) -> list[dict[str, Any]]:
     """Every pair of models on the same benchmark and protocol (B − A in model order, paired by
@@ -293,8 +333,6 @@ def paired_comparisons(doc: Mapping[str, Any], n_boot: int, *, seed: int = 0, gr
     ``groups``: ``{benchmark or (benchmark, protocol): (N, 2) identities}`` (the pairs' identities;
     probe_ref: probe and reference subjects): identities are resampled there, pairs elsewhere (the
     entry's ``resampling`` says which); ``probe_ref`` without subjects is skipped."""
-    from .bootstrap import results_comparisons
-
     if len(doc["models"]) < 2:
         raise ConfigError(f"--bootstrap compares models: give two or more, got {len(doc['models'])}")
     return results_comparisons(doc["results"], n_boot=int(n_boot), seed=seed, groups=groups, exact=exact)
