@@ -43,6 +43,18 @@ def _bn_stats(sd):
     return {k: v for k, v in sd.items() if k.endswith(("running_mean", "running_var"))}
 
 
+def test_adapt_package_imports_light():
+    import subprocess
+    import sys
+
+    light = subprocess.run([sys.executable, "-c", "import sys, maskinv.adapt; print([m for m in ('torch', 'cv2', "
+                            "'yaml') if m in sys.modules])"], capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "[]"  # its names load on first use
+    import maskinv.adapt
+
+    assert maskinv.adapt.adapt_model is adapt_model and maskinv.adapt.ADAPT_DEFAULTS is ADAPT_DEFAULTS
+
+
 def test_defaults_are_the_shipped_yaml_alone(capsys):
     from importlib.resources import files
 
