@@ -60,6 +60,7 @@ def test_errors_carry_the_key():
         (lambda: config_from_dict({"data": {"path": "d"}, "model": {"name": "r19"}}), "model.name"),
         (lambda: config_from_dict({"data": {"path": "d"}, "kd": {"weight": 1.0}}), "teacher.path"),
         (lambda: config_from_dict({"data": {"path": "d"}, "runtime": {"seed": "x"}}), "runtime.seed"),
+        (lambda: config_from_dict({"data": {"path": "d"}, "masks": {"kinds": ["surgical", 3]}}), "masks.kinds"),
     ]
     for build, key in cases:
         with pytest.raises(ConfigError) as e:

@@ -276,7 +276,7 @@ def coerce(value: Any, tp: Any, key: str, origin: Origin) -> Any:
     (:mod:`maskinv.train.config_overrides`) and the study's settings (:mod:`maskinv.study.settings`)
     all use it. ``tuple`` (bare) takes a list or tuple."""
     def bad(expected: str):
-        raise ConfigError(f"{key}: expected {expected}, got {value!r}{origin.where(key)}", key=key)
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}{origin.where(key)}", key=key.split("[", 1)[0])
 
     o = typing.get_origin(tp)
     if o is Union:
