@@ -34,7 +34,8 @@ def test_typed_values_go_through_the_schema_coercion():
     assert d["runtime"]["batch_size"] == 16 and isinstance(d["runtime"]["batch_size"], int)
     assert d["schedule"]["milestones"] == [2.0, 5] and isinstance(d["schedule"]["milestones"][1], int)
     assert d["model"]["kwargs"] == {"width_mult": "0.5"}  # free-form: checked against get_model when built
-    with pytest.raises(ConfigError, match=r"^kd.weight: expected a number, got 'heavy' in override kd.weight='heavy'$") as e:
+    with pytest.raises(ConfigError, match=r"^kd.weight: expected a number, got 'heavy' in override kd.weight='heavy'$") \
+            as e:
         apply_overrides({}, {"kd.weight": "heavy"})
     assert e.value.key == "kd.weight"
     with pytest.raises(ConfigError, match=r"^runtime.batch_size: expected an integer, got 2.5 in command-line "

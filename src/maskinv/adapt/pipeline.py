@@ -30,7 +30,8 @@ from maskinv.errors import ConfigError, DataFormatError, MaskinvError
 from maskinv.train.config import Overrides, load_config
 from maskinv.train.config_overrides import override_items
 
-from .config import ADAPT_DEFAULTS, IN_MEMORY_LIMIT, adapt_config, teacher_info  # noqa: F401 - this module's public face
+# ADAPT_DEFAULTS and IN_MEMORY_LIMIT: names of the old maskinv.train.adapt (now an alias of this module)
+from .config import ADAPT_DEFAULTS, IN_MEMORY_LIMIT, adapt_config, teacher_info  # noqa: F401
 
 #: Below this many faces a student trained from scratch (ONNX or dlib teacher) gets a warning: a face
 #: recognition network learns from hundreds of thousands of photos (the paper: MS1MV2, 5.8 M); a few
