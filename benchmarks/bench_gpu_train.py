@@ -135,8 +135,8 @@ def _build(args, dev, num_classes: int, num_records: int, tmp: Path):
 
     import torch
 
-    from maskinv.distill import FrozenTeacher
-    from maskinv.heads import get_head
+    from maskinv.train.distill import FrozenTeacher
+    from maskinv.train.heads import get_head
     from maskinv.masks import BatchMasker
     from maskinv.models import get_model
     from maskinv.train.step import StudentNet, TrainStep

@@ -27,8 +27,8 @@ def _bench_one(arch: str, *, size: int, batch: int, steps: int, precision: str, 
                device: str, width_mult: float, classes: int = 1000) -> float:
     import torch
 
-    from maskinv.distill import FrozenTeacher
-    from maskinv.heads import get_head
+    from maskinv.train.distill import FrozenTeacher
+    from maskinv.train.heads import get_head
     from maskinv.masks import BatchMasker
     from maskinv.models import get_model
     from maskinv.train.step import StudentNet, TrainStep

@@ -56,8 +56,8 @@ class _Toy:
 def _tiny_step(dev, *, precision="bf16", teacher=False, cache=None, size=32, fused=True, check_finite=False, seed=0):
     import torch
 
-    from maskinv.distill import FrozenTeacher
-    from maskinv.heads import get_head
+    from maskinv.train.distill import FrozenTeacher
+    from maskinv.train.heads import get_head
     from maskinv.masks import BatchMasker
     from maskinv.models import get_model
     from maskinv.train.step import StudentNet, TrainStep

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from maskinv.errors import ConfigError
-from maskinv.train.adapt import ADAPT_DEFAULTS, adapt_config, adapt_model, prepare_images
+from maskinv.adapt.config import ADAPT_DEFAULTS, adapt_config
+from maskinv.adapt.pipeline import adapt_model, prepare_images
 from maskinv.train.metrics import read_metrics
 
 from helpers.toy_data import export_tiny_teacher, make_toy_recordio
@@ -42,10 +43,35 @@ def _bn_stats(sd):
     return {k: v for k, v in sd.items() if k.endswith(("running_mean", "running_var"))}
 
 
-def test_shipped_config_matches_defaults():
+def test_adapt_package_imports_light():
+    import subprocess
+    import sys
+
+    light = subprocess.run([sys.executable, "-c", "import sys, maskinv.adapt; print([m for m in ('torch', 'cv2', "
+                            "'yaml') if m in sys.modules])"], capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "[]"  # its names load on first use
+    import maskinv.adapt
+
+    assert maskinv.adapt.adapt_model is adapt_model and maskinv.adapt.ADAPT_DEFAULTS is ADAPT_DEFAULTS
+
+
+def test_defaults_are_the_shipped_yaml_alone(capsys):
+    from importlib.resources import files
+
     import yaml
 
-    assert yaml.safe_load((ROOT / "configs" / "adapt.yaml").read_text()) == ADAPT_DEFAULTS
+    from maskinv.cli import main
+    from maskinv.train.config import apply_overrides, config_from_dict
+
+    shipped = files("maskinv.adapt").joinpath("adapt.yaml").read_text(encoding="utf-8")
+    assert ADAPT_DEFAULTS == yaml.safe_load(shipped)
+    assert ADAPT_DEFAULTS["head"] == {"name": "none"} and ADAPT_DEFAULTS["data"]["labels"] == "ignore"
+    assert not (ROOT / "configs" / "adapt.yaml").exists()  # one copy of the values, nothing to keep equal
+    assert main(["adapt", "--show-defaults"]) == 0
+    printed = capsys.readouterr().out
+    assert shipped in printed and yaml.safe_load(printed) == ADAPT_DEFAULTS  # with its comments, loadable
+    cfg = config_from_dict(apply_overrides(ADAPT_DEFAULTS, {"teacher.path": "t.pt", "data.path": "d"}))
+    assert (cfg.kd.weight, cfg.optim.name, cfg.model.init_from_teacher) == (100.0, "adamw", True)
 
 
 @pytest.mark.slow
@@ -277,7 +303,7 @@ def test_validation_selects_and_exports_the_best_step(setup, tmp_path):
 def test_no_step_within_tolerance_exports_the_least_uu_loss_and_says_so(setup, tmp_path, monkeypatch):
     """Every validated step loses more U-U than allowed: the step that lost least is exported (not
     silently the last one), the state says the tolerance was not met, and the log warns."""
-    import maskinv.train.adapt_select as sel_mod
+    import maskinv.adapt.select as sel_mod
 
     d, teacher = setup
     scripted = iter([{"uu": 0.90, "mu": 0.60},                      # the teacher
@@ -298,7 +324,7 @@ def test_no_step_within_tolerance_exports_the_least_uu_loss_and_says_so(setup, t
 def test_a_step_exactly_at_the_tolerance_is_within_it(setup, tmp_path, monkeypatch):
     """Accuracies are fold means: 0.91066... - 0.01 rounds above 0.90066..., which is exactly one
     point below (30 of 3,000 pairs). Such a step meets a 1-point tolerance."""
-    import maskinv.train.adapt_select as sel_mod
+    import maskinv.adapt.select as sel_mod
 
     d, teacher = setup
     assert 0.9006666666666666 < 0.9106666666666667 - 0.01  # the rounding the margin absorbs

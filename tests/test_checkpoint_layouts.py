@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from maskinv.api import load_model
-from maskinv.distill import load_teacher
+from maskinv.train.distill import load_teacher
 from maskinv.errors import CheckpointError, ConfigError
 from maskinv.models import export_backbone, get_model, load_backbone, read_model_meta
 from maskinv.preprocess import to_tensor

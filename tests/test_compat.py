@@ -91,7 +91,7 @@ def test_v1_teacher_cache_is_reused_with_the_same_fingerprints(v1):
     import torch
 
     from maskinv.data.recordio import RecordIODataset
-    from maskinv.distill import load_teacher
+    from maskinv.train.distill import load_teacher
     from maskinv.preprocess import to_tensor
     from maskinv.train.teacher_cache import TeacherCache, data_fingerprint, teacher_fingerprint
 

@@ -114,8 +114,13 @@ def test_settings_overrides_are_typed():
     assert (s.size, s.lambda_lg, s.with_hg) == (48, 50.0, False)
     with pytest.raises(ConfigError, match="nonsense"):
         apply_settings_overrides(default_settings(), ["nonsense=1"])
-    with pytest.raises(ConfigError, match="number"):
+    with pytest.raises(ConfigError, match="demo setting size: expected an integer, got 'big'"):
         apply_settings_overrides(default_settings(), ["size=big"])
+    with pytest.raises(ConfigError, match="demo setting lr: expected a number") as exc:
+        apply_settings_overrides(default_settings(), ["lr=fast"])
+    assert exc.value.key == "lr"
+    # the run config's coercion: a number YAML 1.1 leaves as text is a number here too
+    assert apply_settings_overrides(default_settings(), ["lr=1e-3"]).lr == 0.001
     with pytest.raises(ConfigError, match="positive"):
         apply_settings_overrides(default_settings(), ["minutes=0"]).scaled()
 
@@ -146,14 +151,24 @@ def test_trainer_overrides_go_through_train_config(tmp_path):
         apply_settings_overrides(quick_settings(), ["optim.momentun=0.8"])
 
 
-def test_override_values_round_trip():
-    import yaml
+def test_run_values_reach_the_config_typed(tmp_path):
+    """The study's own values are a typed mapping: floats stay floats (no YAML text in between), a
+    path that reads as YAML stays a string, and ints stay ints where the schema keeps them."""
+    from maskinv.study import train_config
+    from maskinv.study.recipe import run_overrides
 
-    from maskinv.study.recipe import override
-
-    for v in (1e-05, 0.1, 3, None, True, "a: b", "001", [0.6, 1e-7], {"s": 32.0, "m": 0.5}):
-        key, _, raw = override("k", v).partition("=")
-        assert key == "k" and yaml.safe_load(raw) == v, v
+    s = quick_settings()
+    lg = [r for r in study_plan(s) if r.name == "maskinv_lg"][0]
+    data = tmp_path / "001: null"
+    ovr = run_overrides(s, lg, data, teacher=tmp_path / "t.pt", init=None, cache_dir=None)
+    assert isinstance(ovr, dict) and isinstance(ovr["schedule.epochs"], float) and ovr["data.path"] == str(data)
+    cfg = train_config(s, lg, data, teacher=tmp_path / "t.pt")
+    for key, want in ovr.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == want and type(node) is type(want), key
+    assert cfg["data"]["path"] == str(data) and isinstance(cfg["kd"]["weight"], float)
 
 
 @pytest.mark.slow

@@ -101,3 +101,16 @@ def _check_moved_demo(moved, doc, tmp_path):
     assert moved_since_stopped(elsewhere, here)  # its checkpoint names the first folder's data
     s.train_overrides = ["optim.momentum=0.5"]  # a real difference is left to the trainer's refusal
     assert not moved_since_stopped(elsewhere, train_config(s, teacher_run, moved / "data"))
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("backbone=r19", r"demo run teacher: model.name: .*r19.* \(demo setting backbone\)$"),
+    ("precision=fp64", r"demo run teacher: precision.mode: .*fp64.* \(demo setting precision\)$"),
+    ("optim.momentum=-2", r"demo run teacher: optim.momentum: must be in \[0, 1\)$"),  # the user's own key: no hint
+])
+def test_a_trainer_error_names_the_study_setting_by_its_key(tmp_path, override, needle):
+    """The study reads the key from the error (ConfigError.key), not from its text."""
+    from maskinv.study.validate import check_settings
+
+    with pytest.raises(ConfigError, match=needle):
+        check_settings(apply_settings_overrides(quick_settings(), [override]), tmp_path / "out")

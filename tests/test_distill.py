@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskinv.distill import FrozenTeacher, kd_loss, load_teacher
+from maskinv.train.distill import FrozenTeacher, kd_loss, load_teacher
 from maskinv.errors import CheckpointError
 from maskinv.models import export_backbone, get_model
 

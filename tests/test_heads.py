@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from maskinv.errors import CheckpointError, ConfigError, DataFormatError, UnknownNameError
-from maskinv.heads import get_head, list_heads
+from maskinv.train.heads import get_head, list_heads
 
 E, C, B = 32, 20, 12
 

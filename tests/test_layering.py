@@ -18,22 +18,26 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "data": ("align",) + BASE,
     "masks": ("data", "align") + BASE,
     "models": ("align",) + BASE,
-    "heads": BASE,
-    "distill": ("models",) + BASE,
     "evaluate": ("data", "masks", "models", "align") + BASE,
-    "train": ("evaluate", "data", "masks", "models", "heads", "distill", "align") + BASE,
+    "train": ("evaluate", "data", "masks", "models", "align") + BASE,
     "facade": ("evaluate", "data", "masks", "models", "align") + BASE,
-    "study": ("train", "evaluate", "facade", "data", "masks", "models", "heads", "distill", "align") + BASE,
-    "cli": ("study", "train", "evaluate", "facade", "data", "masks", "models", "heads", "distill", "align") + BASE,
+    "adapt": ("train", "evaluate", "data", "masks", "models", "align") + BASE,
+    "study": ("adapt", "train", "evaluate", "facade", "data", "masks", "models", "align") + BASE,
+    "cli": ("study", "adapt", "train", "evaluate", "facade", "data", "masks", "models", "align") + BASE,
 }
 #: first component below ``maskinv`` -> layer
 LAYER_OF = {
     "errors": "base", "constants": "base", "preprocess": "base", "utils": "base",
     "align": "align", "data": "data", "masks": "masks", "models": "models",
-    "heads": "heads", "distill": "distill", "evaluate": "evaluate", "train": "train",
+    "heads": "train", "distill": "train",  # deprecated aliases (SHIMS) of train.heads / train.distill
+    "evaluate": "evaluate", "train": "train", "adapt": "adapt",
     "api": "facade", "batch": "facade", "thresholds": "facade", "gallery": "facade", "export": "facade", "serve": "facade",
     "study": "study", "cli": "cli", "__main__": "cli",
 }
+#: deprecated aliases of moved modules (old -> new, one release): each imports only its new module
+#: (whatever layer that is) and no module of the package imports an alias
+SHIMS = {"maskinv.heads": "maskinv.train.heads", "maskinv.distill": "maskinv.train.distill",
+         "maskinv.train.adapt": "maskinv.adapt.pipeline", "maskinv.train.adapt_select": "maskinv.adapt.select"}
 
 
 def module_name(path: Path) -> str:
@@ -76,6 +80,8 @@ def violations() -> list[str]:
         if len(parts) == 1:  # the root package: the lazy facade, may name anything below
             continue
         own = LAYER_OF.get(parts[1])
+        if mod in SHIMS:
+            continue  # checked by test_shims_import_only_their_new_module
         if own is None:
             bad.append(f"{mod}: module not in the layer table (add it to LAYER_OF)")
             continue
@@ -88,6 +94,34 @@ def violations() -> list[str]:
 
 def test_every_import_points_down():
     assert violations() == []
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` names in an import: ``from a.b import c`` names ``a.b`` and ``a.b.c``."""
+    return {m for target, names, _ in imports(path) for m in [target] + [f"{target}.{n}" for n in names]}
+
+
+def test_no_module_imports_a_deprecated_alias():
+    bad = [f"{path.relative_to(SRC.parent)} imports {m}" for path in sorted(SRC.rglob("*.py"))
+           if module_name(path) not in SHIMS for m in sorted(_imported_modules(path) & set(SHIMS))]
+    assert bad == []
+
+
+def test_shims_import_only_their_new_module():
+    for old, new in SHIMS.items():
+        path = SRC.parent.joinpath(*old.split(".")).with_suffix(".py")
+        assert {t for t, _, _ in imports(path)} == {new}, old
+
+
+def test_alias_check_sees_every_spelling(tmp_path, monkeypatch):
+    pkg = tmp_path / "maskinv" / "study"
+    pkg.mkdir(parents=True)
+    (tmp_path / "maskinv" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "x.py").write_text("def f():\n    from maskinv.train import adapt\n    from maskinv import heads\n"
+                              "    from ..train.adapt_select import FLOAT_SLACK\n    import maskinv.distill\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path / "maskinv")
+    assert _imported_modules(pkg / "x.py") & set(SHIMS) == set(SHIMS)
 
 
 def test_checker_sees_function_level_upward_imports(tmp_path, monkeypatch):

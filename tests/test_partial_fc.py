@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from maskinv.errors import CheckpointError, ConfigError, MaskinvError
-from maskinv.heads import get_head
+from maskinv.train.heads import get_head
 from maskinv.train.partial_fc import PartialFC, shard_range
 
 E, C, B, W = 16, 11, 6, 2  # 11 classes: uneven shards (6 + 5)

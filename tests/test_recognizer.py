@@ -137,7 +137,7 @@ def test_misspelt_model_name_gets_a_suggestion(tmp_path, capsys, monkeypatch):
 def test_named_trainable_recogniser_is_a_torch_teacher(tmp_path):
     """A named recogniser with a module (what SFace is) runs inside the step as a FrozenTeacher and
     can be copied as a student; one without (dlib) runs only in the cache pre-pass."""
-    from maskinv.distill import FrozenTeacher, load_teacher
+    from maskinv.train.distill import FrozenTeacher, load_teacher
     from maskinv.models import get_model
     from maskinv.models.loading import load_model
     from maskinv.models.recognizer import RECOGNIZERS, register_recognizer, runs_in_prepass_only

@@ -205,9 +205,9 @@ def test_adapt_lr_setting_reaches_the_adapt_job_only(tmp_path):
     base = apply_settings_overrides(default_settings(), ["with_adapt=true"])
     assert base.adapt_lr is None
     job = adapt_job(base, tmp_path / "t.pt", tmp_path / "d", tmp_path / "v.bin")
-    assert not any(o.startswith("optim.lr=") for o in job["adapt"]["overrides"])  # configs/adapt.yaml's
+    assert "optim.lr" not in job["adapt"]["overrides"]  # the shipped defaults' (maskinv/adapt/adapt.yaml)
     s = apply_settings_overrides(base, ["adapt_lr=0.04"])
-    assert "optim.lr=0.04" in adapt_job(s, tmp_path / "t.pt", tmp_path / "d", tmp_path / "v.bin")["adapt"]["overrides"]
+    assert adapt_job(s, tmp_path / "t.pt", tmp_path / "d", tmp_path / "v.bin")["adapt"]["overrides"]["optim.lr"] == 0.04
     assert changed_settings(dataclasses.asdict(base), dataclasses.asdict(s)) == ["adapt_lr"]
     assert "adapt_lr" in ADAPT_KEYS  # only the adapt run is redone
     with pytest.raises(ConfigError, match="adapt_lr"):
@@ -220,14 +220,19 @@ def test_adapt_dot_keys_override_the_adapt_run_only(tmp_path):
 
     s = apply_settings_overrides(default_settings(), ["with_adapt=true", "adapt.optim.weight_decay=0"])
     assert s.adapt_overrides == ["optim.weight_decay=0"] and s.train_overrides == []
-    assert adapt_job(s, tmp_path / "t.pt", tmp_path / "d", tmp_path / "v.bin")["adapt"]["overrides"][-1] == "optim.weight_decay=0"
+    ovr = adapt_job(s, tmp_path / "t.pt", tmp_path / "d", tmp_path / "v.bin")["adapt"]["overrides"]
+    assert list(ovr.items())[-1] == ("optim.weight_decay", 0)  # typed (read once from the user's text), last
     assert "adapt_overrides" in ADAPT_KEYS
     with pytest.raises(ConfigError, match="nokey"):
         apply_settings_overrides(default_settings(), ["adapt.nokey=1"])
     from maskinv.study.validate import check_settings
 
-    bad = apply_settings_overrides(default_settings(), ["with_adapt=true", "adapt.optim.lr=x"])
-    with pytest.raises(ConfigError, match="optim.lr"):  # typed check before any run, not at the adapt run
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got 'x'"):  # typed at --set already
+        apply_settings_overrides(default_settings(), ["with_adapt=true", "adapt.optim.lr=x"])
+    # settings that hold one anyway (e.g. read back from a file): typed check before any run, not at the adapt run
+    bad = dataclasses.replace(apply_settings_overrides(default_settings(), ["with_adapt=true"]),
+                              adapt_overrides=["optim.lr=x"])
+    with pytest.raises(ConfigError, match="demo setting adapt_overrides: optim.lr"):
         check_settings(bad, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -101,7 +101,7 @@ def test_trainer_with_cache_matches_without(kd_setup):
         assert la == pytest.approx(lb, abs=1e-5) and ka == pytest.approx(kb, abs=1e-5)
     # cached vectors are the teacher's embeddings of the (flipped) clean records
     from maskinv.data.recordio import RecordIODataset
-    from maskinv.distill import load_teacher
+    from maskinv.train.distill import load_teacher
     from maskinv.preprocess import to_tensor
 
     ds = RecordIODataset(d / "data")
@@ -125,7 +125,7 @@ def test_prepass_fills_everything_and_is_reused(kd_setup):
     over = ov + ["teacher.cache.enabled=true", "teacher.cache.mode=prepass", f"teacher.cache.path={cpath}"]
     first = run_training(load_config(TINY, over), d / "pre1", max_steps=2)
     assert first["teacher_cache"]["filled"] == 1.0 and first["teacher_cache"]["rebuilt"]
-    from maskinv.distill import load_teacher
+    from maskinv.train.distill import load_teacher
 
     teacher = load_teacher(d / "teacher.pt")
     calls = []

@@ -14,7 +14,7 @@ def _setup(device: torch.device, init_scale: float, clip_fraction: float = 0.5):
     """A StudentNet under the trainer's fp16 autocast, plain SGD (so the update is -lr * grad), one
     batch, the fp32-gradient reference of the same forward (no scaling), and a TrainStep whose clip
     is ``clip_fraction`` of the reference gradient norm (so clipping is active)."""
-    from maskinv.heads import get_head
+    from maskinv.train.heads import get_head
     from maskinv.models import get_model
     from maskinv.train.build import autocast_factory
     from maskinv.train.step import StudentNet, TrainStep

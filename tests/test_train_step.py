@@ -51,7 +51,7 @@ class SpyTeacher(nn.Module):
 
 
 def _step_parts(prob, teacher, kd=10.0):
-    from maskinv.heads import get_head
+    from maskinv.train.heads import get_head
     from maskinv.masks import BatchMasker
     from maskinv.models import get_model
 
@@ -168,7 +168,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
 
 
 def test_teacher_is_frozen_and_not_optimised(data_dir, tmp_path):
-    from maskinv.distill import load_teacher
+    from maskinv.train.distill import load_teacher
 
     tpath = tmp_path / "teacher.pt"
     export_tiny_teacher(tpath, seed=9, size=SIZE)

@@ -7,7 +7,14 @@ class MaskinvError(Exception):
 
 
 class ConfigError(MaskinvError, ValueError):
-    """A run configuration is invalid (unknown key, wrong type, bad value)."""
+    """A run configuration is invalid (unknown key, wrong type, bad value).
+
+    ``key``: the dotted config key at fault (``optim.lr``) when one is, else None; callers that
+    translate a key back into their own setting read it here, never from the message text."""
+
+    def __init__(self, *args: object, key: str | None = None) -> None:
+        super().__init__(*args)
+        self.key = key
 
 
 class CheckpointError(MaskinvError):

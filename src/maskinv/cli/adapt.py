@@ -1,6 +1,7 @@
 """``maskinv adapt --teacher MODEL --images DIR_OR_REC --out RUN_DIR [--aligned] [--detector NAME]
 [--max-steps N] [--resume RUN_DIR] [key.sub=value ...]``: make a pretrained model mask-invariant
-from unlabeled photos (:mod:`maskinv.train.adapt`; the same run folder as ``maskinv train``)."""
+from unlabeled photos (:mod:`maskinv.adapt`; the same run folder as ``maskinv train``).
+``maskinv adapt --show-defaults`` prints the shipped defaults (``maskinv/adapt/adapt.yaml``)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,8 @@ def register(subparsers) -> None:
                     "frozen); an ONNX or dlib teacher gets a student trained from scratch, which needs a large set "
                     "(at least 10,000 photos). Photos are detected and aligned once into RUN_DIR/data; aligned crops "
                     "of another size are resized to the teacher's; unreadable files are skipped and listed "
-                    "(--strict stops). Defaults: configs/adapt.yaml; overrides key.sub=value. --val: a .bin of "
+                    "(--strict stops). Defaults: maskinv/adapt/adapt.yaml (--show-defaults prints it); overrides "
+                    "key.sub=value. --val: a .bin of "
                     "labelled pairs, e.g. `maskinv data bin LFW_LAYOUT_FOLDER/ val.bin` from a folder with a "
                     "pairs.txt (docs/adapt.md).")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. masks.prob=0.5 kd.weight=100")
@@ -35,15 +37,22 @@ def register(subparsers) -> None:
     p.add_argument("--tolerance", type=A.non_negative_float, default=1.0,
                    help="U-U points the student may lose against the teacher on --val (default 1.0)")
     p.add_argument("--patience", type=A.positive_int, default=3, help="validations without a better M-U before stopping (default 3)")
+    p.add_argument("--show-defaults", action="store_true",
+                   help="print the shipped defaults (maskinv/adapt/adapt.yaml, with why each value) and exit")
     p.set_defaults(func=_cmd_adapt)
 
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from maskinv.adapt.pipeline import adapt_model
     from maskinv.errors import ConfigError
-    from maskinv.train.adapt import adapt_model
 
+    if args.show_defaults:
+        from maskinv.adapt.config import DEFAULTS_FILE, defaults_text
+
+        print(f"# maskinv/adapt/{DEFAULTS_FILE}\n{defaults_text()}", end="")
+        return 0
     overrides = list(args.overrides or [])
     bad = [o for o in overrides if "=" not in o]
     if bad:

@@ -1,5 +1,5 @@
 """The study's "MaskInv-adapt (no labels)" row: the seed's teacher adapted by
-:func:`maskinv.train.adapt.adapt_model` on unlabeled SynthFaces photos of other identities.
+:func:`maskinv.adapt.pipeline.adapt_model` on unlabeled SynthFaces photos of other identities.
 
 The photos come from another SynthFaces generator seed (:func:`adapt_data_seed`): identity ``k``
 of seed ``s`` is drawn from ``default_rng([s, 0x1D, k])`` alone (:mod:`maskinv.data.synth.identity`),
@@ -69,23 +69,26 @@ def adapt_val_bin(data_dir: Path) -> Path:
 
 def adapt_job(s: DemoSettings, teacher: Path, data_dir: Path, val: Path) -> dict[str, Any]:
     """The run's job config for :mod:`.runs`: :func:`adapt_model` arguments (the adapt defaults of
-    :data:`maskinv.train.adapt.ADAPT_DEFAULTS`, ``adapt_steps`` steps of ``adapt_batch_size``)."""
-    from .recipe import STUDENT_SEED_OFFSET, override
+    :data:`maskinv.adapt.config.ADAPT_DEFAULTS`, ``adapt_steps`` steps of ``adapt_batch_size``); its
+    ``overrides`` are typed (``{"key.sub": value}``), the user's ``adapt.*`` text read once, last."""
+    from maskinv.train.config_overrides import overrides_dict
+
+    from .recipe import STUDENT_SEED_OFFSET
 
     spe = s.adapt_identities * s.adapt_images_per_identity // s.adapt_batch_size
     evals = max(1, s.adapt_evals)
-    overrides = [
-        override("runtime.seed", s.seed * 1000 + STUDENT_SEED_OFFSET),
-        override("runtime.device", "cpu"),
-        override("runtime.batch_size", s.adapt_batch_size),
+    ours: dict[str, Any] = {
+        "runtime.seed": s.seed * 1000 + STUDENT_SEED_OFFSET,
+        "runtime.device": "cpu",
+        "runtime.batch_size": s.adapt_batch_size,
         # the schedule (linear decay) ends exactly at adapt_steps: total = ceil(epochs * steps_per_epoch)
-        override("schedule.epochs", s.adapt_steps / max(spe, 1)),
-        override("runtime.checkpoint_every", max(s.adapt_steps // evals, 1)),
-        override("precision.mode", s.precision),
-    ]
+        "schedule.epochs": s.adapt_steps / max(spe, 1),
+        "runtime.checkpoint_every": max(s.adapt_steps // evals, 1),
+        "precision.mode": s.precision,
+    }
     if s.adapt_lr is not None:
-        overrides.append(override("optim.lr", s.adapt_lr))
-    overrides += list(s.adapt_overrides)  # the user's, last: they win
+        ours["optim.lr"] = s.adapt_lr
+    overrides = overrides_dict(ours, s.adapt_overrides)  # the user's, last: they win
     return {
         "adapt": {"teacher": str(teacher), "images": str(data_dir), "overrides": overrides, "val": str(val),
                   "eval_every": max(1, math.ceil(s.adapt_steps / evals)), "patience": s.adapt_patience,
@@ -97,14 +100,15 @@ def adapt_job(s: DemoSettings, teacher: Path, data_dir: Path, val: Path) -> dict
 def run_adapt(job: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Train (or resume) the adapt run of ``job`` into ``run_dir``; writes :data:`DONE` and returns
     it: the trainer's summary with ``backbone``/``weights_sha256`` of the exported (selected) step."""
-    from maskinv.train.adapt import adapt_model
+    from maskinv.adapt.pipeline import adapt_model
+    from maskinv.train.config_overrides import overrides_dict
     from maskinv.utils.hashing import file_sha256
     from maskinv.utils.io import atomic_write_json
 
     a, rt = job["adapt"], job["runtime"]
     out = Path(run_dir)
-    overrides = [*a["overrides"], f"runtime.threads={int(rt['threads'])}",
-                 f"runtime.progress={'true' if rt.get('progress') else 'false'}"]
+    overrides = overrides_dict(a["overrides"], {"runtime.threads": int(rt["threads"]),
+                                                "runtime.progress": bool(rt.get("progress"))})
     resume = (out / "config.yaml").is_file()  # an interrupted run: continue it (exact)
     t0 = time.perf_counter()
     summary = adapt_model(None if resume else a["teacher"], None if resume else a["images"], out, resume=resume,

@@ -1,8 +1,9 @@
 """What the study trains: the plan of runs (who needs whose result) and each run's trainer config.
 
-A run's config is the package recipe (``demo.yaml``, ``recipe``) plus that run's own values and
-then the user's trainer overrides, all applied by :func:`maskinv.train.config.apply_overrides`
-— the one override parser — so the study has no trainer recipe of its own in code.
+A run's config is the package recipe (``demo.yaml``, ``recipe``) plus that run's own values (typed:
+a ``{"key.sub": value}`` mapping, never text parsed back) and then the user's ``--set`` overrides,
+all applied by :func:`maskinv.train.config.apply_overrides` — the one override path, converting each
+value with the config schema's coercion — so the study has no trainer recipe of its own in code.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class RunPlan:
     """One training run of the study. ``teacher``/``init`` name earlier runs whose backbone
     this run needs (the frozen KD teacher; the student it starts from). ``role`` is
     ``teacher`` or ``student`` (head settings and runtime seed follow it), or ``adapt``: not a
-    trainer config of this module but :func:`maskinv.train.adapt.adapt_model` (:mod:`.adapt_row`)."""
+    trainer config of this module but :func:`maskinv.adapt.pipeline.adapt_model` (:mod:`.adapt_row`)."""
 
     name: str
     steps: int
@@ -65,7 +66,7 @@ def study_plan(s: DemoSettings) -> list[RunPlan]:
     if s.with_aug_init:  # from the teacher's backbone and class centres: what KD starts from, without KD
         plan.append(RunPlan("elasticface_arc_aug_init", s.student_steps, s.mask_prob, 0.0, init="teacher", **aug))
     if s.with_adapt:
-        from maskinv.train.adapt import ADAPT_DEFAULTS
+        from maskinv.adapt.config import ADAPT_DEFAULTS
 
         plan.append(RunPlan("maskinv_adapt", s.adapt_steps, ADAPT_DEFAULTS["masks"]["prob"],
                             ADAPT_DEFAULTS["kd"]["weight"], role="adapt", teacher="teacher"))
@@ -90,20 +91,9 @@ def stages(plan: list[RunPlan]) -> list[list[RunPlan]]:
     return out
 
 
-def override(key: str, value: Any) -> str:
-    """``key=value`` with ``value`` written as YAML that reads back to the same value (1e-05 stays
-    a float, paths with ``:`` stay strings)."""
-    import yaml
-
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, sort_keys=False)
-    if text.endswith("\n...\n"):  # a plain scalar document
-        text = text[: -len("\n...\n")]
-    return f"{key}={text.strip()}"
-
-
 def run_overrides(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Path | None, init: Path | None,
-                  cache_dir: Path | None) -> list[str]:
-    """The run's own values as trainer-config overrides."""
+                  cache_dir: Path | None) -> dict[str, Any]:
+    """The run's own values as typed trainer-config overrides (``{"key.sub": value}``)."""
     images = s.identities * s.images_per_identity
     epochs = run.steps * s.batch_size / images
     values = {
@@ -139,7 +129,7 @@ def run_overrides(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Pat
         "runtime.seed": s.seed * 1000 + run.seed_offset,  # shared by all students of a seed
         "runtime.threads": s.threads,
     }
-    return [override(k, v) for k, v in values.items()]
+    return values
 
 
 def train_config(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Path | None = None,
@@ -149,6 +139,7 @@ def train_config(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Path
     from maskinv.train.config import apply_overrides, config_from_dict
 
     ovr = run_overrides(s, run, data_dir, teacher=teacher, init=init, cache_dir=cache_dir)
-    cfg = apply_overrides(recipe(), [*ovr, override("runtime.progress", progress), *s.train_overrides])
+    cfg = apply_overrides(recipe(), {**ovr, "runtime.progress": progress})
+    cfg = apply_overrides(cfg, s.train_overrides)  # the user's `--set key.sub=value` text, last: they win
     config_from_dict(cfg)  # unknown keys / bad values fail here, before any run starts
     return cfg

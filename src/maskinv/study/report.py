@@ -83,7 +83,7 @@ def adapt_vs_lg(models: dict) -> dict[str, float | None] | None:
 def meets_adapt_goals(g: dict) -> bool:
     """Both goals of :func:`adapt_vs_lg` (share >= 0.5, U-U change >= -1 point), with adapt's own
     float slack: differences of fold means round (exactly -1.00 can come out as -1.0000000000000142)."""
-    from maskinv.train.adapt_select import FLOAT_SLACK
+    from maskinv.adapt.select import FLOAT_SLACK
 
     return (g["share"] is not None and g["share"] >= 0.5 - FLOAT_SLACK
             and g["adapt_uu_change"] >= -1.0 - FLOAT_SLACK)

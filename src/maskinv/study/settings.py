@@ -2,9 +2,9 @@
 ``--set`` overrides, ``--minutes`` scaling.
 
 ``--set KEY=VALUE`` with a dotted key (``optim.momentum=0.85``) is a trainer-config override:
-checked at once against :mod:`maskinv.train.config` (its parser, its key checks) and applied to
-every run after the recipe. A plain key names a study knob (``size=48``) and is typed by the
-field it sets.
+checked at once against :mod:`maskinv.train.config` (its parser, its key and type checks) and
+applied to every run after the recipe. A plain key names a study knob (``size=48``) and is typed
+by the field it sets, with the run config's own coercion.
 """
 from __future__ import annotations
 
@@ -172,38 +172,15 @@ def changed_settings(previous: dict, current: dict) -> list[str]:
     return sorted(k for k in keys if previous.get(k) != current.get(k))
 
 
-def _coerce(key: str, value: Any, raw: Any) -> Any:
-    tp = typing.get_type_hints(DemoSettings)[key]
-    optional = typing.get_origin(tp) is typing.Union
-    if optional:
-        if value is None:
-            return None
-        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"demo setting {key}: expected true/false, got {raw!r}")
-        return value
-    if tp in (int, float):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"demo setting {key}: expected a number, got {raw!r}")
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"demo setting {key}: expected an integer, got {raw!r}")
-        return tp(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"demo setting {key}: expected a string, got {raw!r}")
-        return value
-    if tp is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"demo setting {key}: expected a list, got {raw!r}")
-        return tuple(value)
-    if tp is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"demo setting {key}: expected a list, got {raw!r}")
-        return list(value)
-    if tp is dict and not isinstance(value, dict):
-        raise ConfigError(f"demo setting {key}: expected a mapping, got {raw!r}")
-    return value
+def _coerce(key: str, value: Any) -> Any:
+    """``value`` typed by the :class:`DemoSettings` field ``key``, by the run config's one coercion
+    (:func:`maskinv.train.config_schema.coerce`: numbers written as text like ``1e-3`` included)."""
+    from maskinv.train.config_schema import Origin, coerce
+
+    try:
+        return coerce(value, typing.get_type_hints(DemoSettings)[key], key, Origin())
+    except ConfigError as exc:
+        raise ConfigError(f"demo setting {exc}", key=key) from None
 
 
 def _build(values: dict[str, Any]) -> DemoSettings:
@@ -212,7 +189,7 @@ def _build(values: dict[str, Any]) -> DemoSettings:
     missing = sorted(names - set(values))
     if unknown or missing:
         raise ConfigError(f"demo.yaml settings: unknown {unknown}, missing {missing}")
-    return DemoSettings(**{k: _coerce(k, copy.deepcopy(v), v) for k, v in values.items()})
+    return DemoSettings(**{k: _coerce(k, copy.deepcopy(v)) for k, v in values.items()})
 
 
 def default_settings(seed: int = 0) -> DemoSettings:
@@ -242,7 +219,7 @@ def apply_settings_overrides(s: DemoSettings, overrides: list[str]) -> DemoSetti
         key, sep, raw = item.partition("=")
         key = key.strip()
         if sep and key.startswith("adapt."):
-            from maskinv.train.adapt import ADAPT_DEFAULTS
+            from maskinv.adapt.config import ADAPT_DEFAULTS
 
             sub = item.strip()[len("adapt."):]
             apply_overrides(copy.deepcopy(ADAPT_DEFAULTS), [sub])  # unknown key / bad YAML -> ConfigError
@@ -260,5 +237,5 @@ def apply_settings_overrides(s: DemoSettings, overrides: list[str]) -> DemoSetti
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"demo setting {key}: cannot parse {raw!r}: {exc}") from None
-        setattr(out, key, _coerce(key, value, raw))
+        setattr(out, key, _coerce(key, value))
     return out

@@ -22,7 +22,7 @@ def _check_adapt_config(s: DemoSettings, out: Path) -> None:
     through the trainer's typed validation, so a bad value stops the study before any run."""
     import copy
 
-    from maskinv.train.adapt import ADAPT_DEFAULTS
+    from maskinv.adapt.config import ADAPT_DEFAULTS
     from maskinv.train.config import apply_overrides, config_from_dict
 
     from .adapt_row import adapt_job
@@ -118,11 +118,11 @@ def _check_runs(s: DemoSettings, out: Path) -> None:
         try:
             cfg = train_config(s, run, out / "data", teacher=teacher, init=init, cache_dir=out / "teacher_cache")
         except ConfigError as exc:
-            key = str(exc).split(":", 1)[0]
+            key = exc.key or ""  # the trainer-config key at fault, carried by the error (None: no one key)
             hint = _SETTING_OF.get(key) or next((v for k, v in _SETTING_OF.items() if key.startswith(k + ".")), None)
             where = f" (demo setting {hint})" if hint else ""
             raise ConfigError(f"demo run {run.name}: {exc}{where}") from None
-    from maskinv.heads import get_head
+    from maskinv.train.heads import get_head
 
     m, h = cfg["model"], cfg["head"]
     try:

@@ -81,7 +81,7 @@ def memory_format(cfg: TrainConfig) -> torch.memory_format:
 def build_models(cfg: TrainConfig, num_classes: int, image_size: int, *, rank: int = 0):
     """``(backbone, head, pfc)`` on the CPU: ``head`` is the full margin head, or None when PartialFC
     (``pfc``, this rank's class-centre shard) holds the centres. ``model.init``/``head.init`` are loaded."""
-    from maskinv.heads import get_head
+    from .heads import get_head
     from maskinv.models import get_model, load_backbone, load_state_dict_strict
 
     kw = dict(cfg.model.kwargs)
@@ -171,7 +171,7 @@ def build_teacher(cfg: TrainConfig, teacher_module: nn.Module | None = None) -> 
 
         teacher = load_external_teacher(cfg.teacher.path, data_root=cfg.data.path)
     else:
-        from maskinv.distill import load_teacher
+        from .distill import load_teacher
 
         teacher = load_teacher(cfg.teacher.path, cfg.teacher.name, **dict(cfg.teacher.kwargs))
     size = getattr(teacher, "embedding_size", None)

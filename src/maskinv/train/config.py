@@ -21,14 +21,13 @@ them against that folder, so a moved run folder still finds its data; :func:`con
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
 import os
 import typing
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from maskinv.errors import ConfigError
 from maskinv.masks.protocols import PROTOCOLS
@@ -36,6 +35,7 @@ from maskinv.masks.protocols import PROTOCOLS
 from .config_schema import (DataConfig, HeadConfig, KDConfig, MaskConfig, ModelConfig, OptimConfig, Origin,
                             PartialFCConfig, PrecisionConfig, RuntimeConfig, ScheduleConfig, SynthSpec,
                             TeacherCacheConfig, TeacherConfig, TrainConfig, coerce, dataclass_from_dict, path_keys)
+from .config_overrides import Overrides, apply_overrides, apply_overrides_traced, yaml_problem
 
 from .config_label_free import check_label_free as _check_label_free, is_external_teacher
 
@@ -43,7 +43,7 @@ __all__ = [
     "DataConfig", "SynthSpec", "ModelConfig", "HeadConfig", "PartialFCConfig", "TeacherConfig",
     "TeacherCacheConfig", "MaskConfig", "KDConfig", "OptimConfig", "ScheduleConfig",
     "PrecisionConfig", "RuntimeConfig", "TrainConfig",
-    "load_config", "config_from_dict", "config_to_dict", "apply_overrides", "validate_config",
+    "load_config", "config_from_dict", "config_to_dict", "apply_overrides", "Overrides", "validate_config",
     "config_to_yaml", "save_config", "config_hash", "config_diff", "path_keys", "is_external_teacher",
 ]
 
@@ -52,20 +52,6 @@ RELATIVE_KEY = "paths_relative_to_this_file"  # top-level list in a saved run co
 
 def _as_origin(origin: str | Origin | None) -> Origin:
     return origin if isinstance(origin, Origin) else Origin(origin)
-
-
-def _yaml_problem(exc: Exception, col_offset: int = 0) -> str:
-    """One line: 'at line L, column C: problem (context)'; PyYAML's own text spans several lines."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-    context = getattr(exc, "context", None)
-    if context:
-        problem += f" ({' '.join(str(context).split())})"
-    if mark is None:
-        return f": {problem}"
-    col = mark.column + 1 + (col_offset if mark.line == 0 else 0)
-    line = f"line {mark.line + 1}, " if col_offset == 0 or mark.line > 0 else ""
-    return f" at {line}column {col}: {problem}"
 
 
 def config_from_dict(data: dict, *, origin: str | Origin | None = None, validate: bool = True) -> TrainConfig:
@@ -89,67 +75,6 @@ def config_to_dict(cfg: TrainConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-# ----------------------------------------------------------------------------- overrides
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    import yaml
-
-    if "=" not in item:
-        raise ConfigError(f"command-line override '{item}' must look like key.sub=value")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key or any(not p for p in key.split(".")):
-        raise ConfigError(f"command-line override '{item}': bad key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
-    except yaml.YAMLError as exc:
-        where = _yaml_problem(exc, col_offset=item.index("=") + 1)
-        raise ConfigError(f"command-line override '{item}': invalid YAML value{where}") from None
-    return key.split("."), value
-
-
-def _apply_overrides(data: dict, overrides: list[str] | None) -> tuple[dict, dict[str, str]]:
-    """:func:`apply_overrides` plus, per key path it set, the override item (for error messages)."""
-    out = copy.deepcopy(data) if data else {}
-    set_by: dict[str, str] = {}
-    for item in overrides or []:
-        parts, value = _parse_override(item)
-        cls: Any = TrainConfig
-        node = out
-        for i, p in enumerate(parts):
-            path = ".".join(parts[: i + 1])
-            if cls is not None:
-                hints = typing.get_type_hints(cls)
-                if p not in hints:
-                    raise ConfigError(f"unknown config key '{path}' in command-line override '{item}'")
-                tp = hints[p]
-                if typing.get_origin(tp) is Union:
-                    tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-                cls = tp if dataclasses.is_dataclass(tp) else None
-            if i == len(parts) - 1:
-                node[p] = value
-            else:
-                nxt = node.get(p)
-                if not isinstance(nxt, dict):  # absent or null section: start an empty mapping
-                    nxt = {}
-                    node[p] = nxt
-                node = nxt
-        key = ".".join(parts)
-        for k in [k for k in set_by if k.startswith(key + ".")]:
-            del set_by[k]  # replaced wholesale by this override
-        set_by[key] = item
-    return out, set_by
-
-
-def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict, returning a copy.
-
-    Keys are checked against the dataclasses so a typo fails with the full key path; free-form
-    mappings (``model.kwargs``, ``head.kwargs``, ``teacher.kwargs``) accept new keys.
-    """
-    return _apply_overrides(data, overrides)[0]
-
-
 # ----------------------------------------------------------------------------- validation
 
 def _check_backbone(section: str, name: str | None, kwargs: dict, owned: dict[str, str], origin: Origin) -> None:
@@ -167,17 +92,17 @@ def _check_backbone(section: str, name: str | None, kwargs: dict, owned: dict[st
         try:
             canonical_name(name)
         except UnknownNameError as exc:
-            raise ConfigError(f"{section}.name: {exc}{origin.where(f'{section}.name')}") from None
+            raise ConfigError(f"{section}.name: {exc}{origin.where(f'{section}.name')}", key=f"{section}.name") from None
     params = inspect.signature(get_model).parameters
     accepted = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in owned)
     hints = typing.get_type_hints(get_model)
     for k in list(kwargs):
         key = f"{section}.kwargs.{k}"
         if k in owned:
-            raise ConfigError(f"{key}: {owned[k]}{origin.where(key)}")
+            raise ConfigError(f"{key}: {owned[k]}{origin.where(key)}", key=key)
         if k not in accepted:
             raise ConfigError(f"{section}.kwargs: unknown backbone kwarg {k!r} for {name or 'the backbone'} "
-                              f"(accepted: {', '.join(accepted)}){origin.where(key)}")
+                              f"(accepted: {', '.join(accepted)}){origin.where(key)}", key=key)
         if hints.get(k) in (int, float) and isinstance(kwargs[k], str):
             kwargs[k] = coerce(kwargs[k], hints[k], key, origin)
 
@@ -191,7 +116,7 @@ def validate_config(cfg: TrainConfig, *, origin: str | Origin | None = None) -> 
     origin = _as_origin(origin)
 
     def bad(key: str, msg: str, *causes: str):
-        raise ConfigError(f"{key}: {msg}{origin.where(key, *causes)}")
+        raise ConfigError(f"{key}: {msg}{origin.where(key, *causes)}", key=key)
 
     d = cfg.data
     if d.source not in ("recordio", "folder", "synth"):
@@ -349,8 +274,9 @@ def _resolve_relative(data: dict, folder: Path, where: str) -> dict:
 
 # ----------------------------------------------------------------------------- files
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML run config, apply ``key.sub=value`` overrides and validate it.
+def load_config(path: str | Path | None, overrides: Overrides = None) -> TrainConfig:
+    """Read a YAML run config, apply overrides (``key.sub=value`` items or a typed mapping, see
+    :mod:`maskinv.train.config_overrides`) and validate it.
 
     ``path`` may be None to start from the defaults. Unknown keys and bad values raise
     :class:`ConfigError` naming the key path and the file or override that set it. Keys listed
@@ -369,11 +295,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML{_yaml_problem(exc)}") from None
+            raise ConfigError(f"{p}: invalid YAML{yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = _resolve_relative(data, Path(os.path.abspath(p.parent)), file)
-    data, set_by = _apply_overrides(data, overrides)
+    data, set_by = apply_overrides_traced(data, overrides)
     return config_from_dict(data, origin=Origin(file, set_by))
 
 

@@ -93,7 +93,7 @@ class PartialFCConfig:
 
 @dataclass
 class HeadConfig:
-    """Margin head: ``maskinv.heads.get_head(name, embedding_size, num_classes, **kwargs)``;
+    """Margin head: ``maskinv.train.heads.get_head(name, embedding_size, num_classes, **kwargs)``;
     ``name: none`` trains without a head (distillation only, labels unused)."""
 
     name: str = "elastic_arc"
@@ -235,18 +235,19 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- plain values -> typed fields
 
 class Origin:
-    """Where each value came from: the config file, or the command-line override that set its key."""
+    """Where each value came from: the config file, or the override that set its key."""
 
     def __init__(self, file: str | None = None, overrides: dict[str, str] | None = None):
         self.file = file
-        self.overrides = overrides or {}  # key path -> the override item that last set it
+        # key path -> what last set it, e.g. "command-line override 'optim.lr=abc'"
+        self.overrides = overrides or {}
 
     def where(self, *keys: str) -> str:
         for key in keys:
             k = key.split("[", 1)[0]
             while k:  # an override of `data.synth` also set `data.synth.identities`
                 if k in self.overrides:
-                    return f" in command-line override '{self.overrides[k]}'"
+                    return f" in {self.overrides[k]}"
                 k = k.rpartition(".")[0]
         return f" in {self.file}" if self.file else ""
 
@@ -269,9 +270,13 @@ def _number(value: Any) -> int | float | None:
 
 
 def coerce(value: Any, tp: Any, key: str, origin: Origin) -> Any:
-    """Check/convert ``value`` against the annotation ``tp``; raise ConfigError naming ``key``."""
+    """Check/convert ``value`` against the annotation ``tp``; raise ConfigError naming ``key``.
+
+    The one conversion of plain values into typed fields: the run config's fields, the overrides
+    (:mod:`maskinv.train.config_overrides`) and the study's settings (:mod:`maskinv.study.settings`)
+    all use it. ``tuple`` (bare) takes a list or tuple."""
     def bad(expected: str):
-        raise ConfigError(f"{key}: expected {expected}, got {value!r}{origin.where(key)}")
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}{origin.where(key)}", key=key.split("[", 1)[0])
 
     o = typing.get_origin(tp)
     if o is Union:
@@ -283,7 +288,7 @@ def coerce(value: Any, tp: Any, key: str, origin: Origin) -> Any:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}{origin.where(key)}")
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}{origin.where(key)}", key=key)
         return dataclass_from_dict(tp, value, key, origin)
     if tp is bool:
         if isinstance(value, bool):
@@ -322,6 +327,10 @@ def coerce(value: Any, tp: Any, key: str, origin: Origin) -> Any:
             else:
                 out.append(copy.deepcopy(v))
         return out
+    if tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            bad("a list")
+        return tuple(value)
     if tp is dict or o is dict:
         if value is None:
             return {}
@@ -338,7 +347,7 @@ def dataclass_from_dict(cls, data: dict, prefix: str, origin: Origin):
         if k not in names:
             path = f"{prefix}.{k}" if prefix else str(k)
             raise ConfigError(
-                f"unknown config key '{path}'{origin.where(path)} (known: {', '.join(sorted(names))})"
+                f"unknown config key '{path}'{origin.where(path)} (known: {', '.join(sorted(names))})", key=path
             )
     kwargs = {}
     for f in dataclasses.fields(cls):

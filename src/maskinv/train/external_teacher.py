@@ -5,7 +5,7 @@ pre-pass (:func:`maskinv.train.teacher_cache.prepass`) and then only looked up.
 * :class:`OnnxTeacher` runs the ONNX graph on the same standard crops the student sees.
 * :class:`PhotoTeacher` (dlib) aligns its own way: its 150 px chip is cut from the *original
   photo* of each record, inside the face box our detector found (``sources.json`` written next to
-  the aligned RecordIO by :func:`maskinv.train.adapt.prepare_images`); the flipped view is the
+  the aligned RecordIO by :func:`maskinv.adapt.pipeline.prepare_images`); the flipped view is the
   mirrored photo with the mirrored box. It fills the cache through :meth:`PhotoTeacher.embed_records`.
 
 Both carry ``fingerprint`` (of the weights: the cache keys on it, the exported sidecar records

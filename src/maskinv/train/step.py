@@ -209,7 +209,7 @@ class TrainStep:
         loss = head_loss
         kd = None
         if self.teacher is not None and self.kd_weight > 0:
-            from maskinv.distill import kd_loss
+            from .distill import kd_loss
 
             t_emb = self.teacher_embeddings(teacher_u8, indices, flips)
             kd = kd_loss(emb, t_emb, self.kd_weight)

@@ -80,7 +80,7 @@ def run_training(cfg: TrainConfig | dict, out_dir: str | os.PathLike, *, max_ste
     total; the schedule keeps its configured length). ``resume``: continue from the newest
     checkpoint in ``out_dir`` (the config must match the checkpoint's; without a checkpoint the
     run starts from scratch). ``teacher_module``: an already loaded frozen teacher (tests/API);
-    otherwise ``teacher.path`` is loaded with :func:`maskinv.distill.load_teacher` (a missing
+    otherwise ``teacher.path`` is loaded with :func:`maskinv.train.distill.load_teacher` (a missing
     file raises :class:`CheckpointError`, never a random teacher). ``chunk``: one chunk of a run that a
     caller trains in pieces (validation between them): no "resumed from" line, no --max-steps note.
 

@@ -116,8 +116,8 @@ def train_tail(tail: Any, data: TrainSet, spec: RowSpec, *, head_state: dict | N
     trained head's state (None without a head). ``head_state``: a head to continue (HG)."""
     import torch
 
-    from maskinv.distill import kd_loss
-    from maskinv.heads import get_head
+    from maskinv.train.distill import kd_loss
+    from maskinv.train.heads import get_head
 
     log = log or (lambda _m: None)
     if spec.lam < 0 or spec.lr <= 0 or spec.epochs <= 0 or spec.batch_size < 1 or not 0 <= spec.mask_prob <= 1:
