@@ -28,7 +28,6 @@ import io
 import json
 import math
 import platform
-import re
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 
 from maskinv.errors import ConfigError
 from maskinv.masks.protocols import legend
+from maskinv.utils.naming import safe_name
 from maskinv.masks.protocols import title as protocol_title
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
@@ -65,11 +65,6 @@ def unique_labels(paths: Sequence[str | Path]) -> list[str]:
     from .model_specs import path_labels
 
     return path_labels(paths)
-
-
-def _safe(text: str) -> str:
-    """A label as a file-name component (labels given by callers may hold any character)."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(text)).strip("_") or "item"
 
 
 def new_results(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -361,7 +356,7 @@ def _previous_outputs(out: Path) -> set[str]:
         names = []
         for e in prev.get("results") or []:
             try:
-                m, b, p = _safe(e["model"]), _safe(e["benchmark"]), _safe(e["protocol"])
+                m, b, p = safe_name(e["model"]), safe_name(e["benchmark"]), safe_name(e["protocol"])
             except (KeyError, TypeError):
                 continue
             names += [f"scores/{m}__{b}__{p}.csv", f"{m}__{b}__roc_det.png", f"{m}__{b}__hist.png"]
@@ -398,10 +393,10 @@ def write_report(out_dir: str | Path, results: Mapping[str, Any], *, plots: bool
         with_scores = {p: m for p, m in protos.items() if "scores" in m and "genuine" in m}
         if not with_scores:
             continue
-        stem = f"{_safe(model)}__{_safe(bench)}"
+        stem = f"{safe_name(model)}__{safe_name(bench)}"
         if scores:
             for p, m in with_scores.items():
-                path = target(f"scores/{stem}__{_safe(p)}.csv", (model, bench, p))
+                path = target(f"scores/{stem}__{safe_name(p)}.csv", (model, bench, p))
                 atomic_write_text(path, scores_csv(m["scores"], m["genuine"]))
                 written["scores"].append(path)
         if plots:
@@ -422,7 +417,7 @@ def write_report(out_dir: str | Path, results: Mapping[str, Any], *, plots: bool
         for bench, curves in by_bench.items():
             if len({(m, b) for (m, b) in groups if b == bench}) < 2:
                 continue  # one model: its own ROC/DET already shows it
-            path = target(f"{_safe(bench)}__all_models_roc_det.png", (bench, "all models"))
+            path = target(f"{safe_name(bench)}__all_models_roc_det.png", (bench, "all models"))
             written["plots"].append(plot_roc_det(curves, path, title=f"{bench}: all models"))
     outputs = sorted(Path(p).relative_to(out).as_posix() for p in written["scores"] + written["plots"])
     atomic_write_text(written["markdown"], markdown_table(results) + "\n")
