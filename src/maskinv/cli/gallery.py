@@ -11,9 +11,16 @@ import sys
 from pathlib import Path
 
 from maskinv.cli import args as A
-from maskinv.cli.infer_common import (add_batch_args, add_face_args, add_model_args, check_thresholds_arg,
+from maskinv.cli.infer_common import (add_batch_args, add_json_arg, add_model_and_face_args, check_thresholds_arg,
                                       embed_images, model_from_args, report_misses)
 from maskinv.masks.protocols import DEFAULT_PROTOCOL, PROBE_REF, PROTOCOLS
+
+
+EVALUATE_DESCRIPTION = (
+    "Search every probe photo of FOLDER (FOLDER/<person>/<photo>; only those in --probe-list when given) in "
+    "the gallery and report rank-k identification rates of the probes whose person is enrolled and FNIR at FPIR "
+    "(non-mated searches: probes of people not enrolled, and every enrolled probe searched without its own "
+    "person). Results on stdout; --store keeps the FPIR thresholds in the gallery for `gallery search --fpir`.")
 
 
 def register(subparsers) -> None:
@@ -33,8 +40,7 @@ def register(subparsers) -> None:
     a.add_argument("--skip-list", metavar="FILE", type=A.existing_file, default=None,
                    help="with --tree: photos not to enrol (Name/photo.jpg or a stem per line), e.g. the masked ones "
                         "kept as probes")
-    add_model_args(a)
-    add_face_args(a)
+    add_model_and_face_args(a)
     add_batch_args(a)
     a.set_defaults(func=_cmd_gallery_add)
     s = gsub.add_parser("search", help="top-k identities for each probe image")
@@ -54,18 +60,12 @@ def register(subparsers) -> None:
                    help="with --fmr: the calibration scenario (default mu)")
     s.add_argument("--thresholds", metavar="PATH", type=A.existing_file, default=None,
                    help="with --fmr: the thresholds file (default: beside the model; dlib has none)")
-    add_model_args(s)
-    add_face_args(s)
-    s.add_argument("--json", action="store_true", help="print the matches as JSON")
+    add_model_and_face_args(s)
+    add_json_arg(s, "the matches")
     add_batch_args(s)
     s.set_defaults(func=_cmd_gallery_search)
     ev = gsub.add_parser("evaluate", help="1:N accuracy of a gallery: rank-1/rank-k and FNIR at FPIR for probe photos",
-                         description="Search every probe photo of FOLDER (FOLDER/<person>/<photo>; only those in "
-                                     "--probe-list when given) in the gallery and report rank-k identification rates "
-                                     "of the probes whose person is enrolled and FNIR at FPIR (non-mated searches: "
-                                     "probes of people not enrolled, and every enrolled probe searched without its "
-                                     "own person). Results on stdout; --store keeps the FPIR thresholds in the "
-                                     "gallery for `gallery search --fpir`.")
+                         description=EVALUATE_DESCRIPTION)
     ev.add_argument("db", type=A.existing_file, help="gallery database (SQLite)")
     ev.add_argument("folder", metavar="FOLDER", type=A.existing_dir, help="probe photos, one sub-folder per person")
     ev.add_argument("--probe-list", metavar="FILE", type=A.existing_file, default=None,
@@ -74,9 +74,8 @@ def register(subparsers) -> None:
     ev.add_argument("--fpir", type=A.probability, action="append", default=None,
                     help="FPIR to report FNIR at (repeatable; default 0.1, 0.01, 0.001)")
     ev.add_argument("--store", action="store_true", help="store the thresholds at --fpir in the gallery")
-    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    add_model_args(ev)
-    add_face_args(ev)
+    add_json_arg(ev, "the metrics")
+    add_model_and_face_args(ev)
     add_batch_args(ev)
     ev.set_defaults(func=_cmd_gallery_evaluate)
     ls = gsub.add_parser("list", help="identities and template counts")

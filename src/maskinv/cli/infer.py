@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from maskinv.cli import args as A
-from maskinv.cli.infer_common import (add_batch_args, add_detector_arg, add_face_args, add_model_args,
+from maskinv.cli.infer_common import (add_batch_args, add_json_arg, add_detector_arg, add_model_and_face_args, add_model_args,
                                       check_thresholds_arg, embed_images, model_from_args, report_misses)
 from maskinv.masks.protocols import DEFAULT_PROTOCOL, DESCRIPTIONS, PROBE_REF, PROTOCOLS
 
@@ -56,8 +56,7 @@ def register(subparsers) -> None:
                               description="Embed the largest face of each image (or aligned crops) into an (N, D) "
                                           "float32 .npy, rows in argument order.")
     p.add_argument("images", nargs="+", metavar="IMAGE", type=A.existing_file, help="face photos (or aligned crops with --aligned)")
-    add_model_args(p)
-    add_face_args(p)
+    add_model_and_face_args(p)
     p.add_argument("--out", required=True, type=A.output_file,
                    help="output .npy; OUT.json beside it lists the image of each row and the images skipped")
     add_batch_args(p)
@@ -68,8 +67,7 @@ def register(subparsers) -> None:
                               epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image_a", type=A.existing_file, help="first face photo")
     p.add_argument("image_b", type=A.existing_file, help="second face photo")
-    add_model_args(p)
-    add_face_args(p)
+    add_model_and_face_args(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fmr", type=A.probability, default=None, help="use the threshold calibrated at this false-match rate")
     g.add_argument("--threshold", type=A.cosine, default=None, help="explicit cosine threshold in [-1, 1]")
@@ -79,7 +77,7 @@ def register(subparsers) -> None:
     p.add_argument("--thresholds", metavar="PATH", type=A.existing_file, default=None,
                    help="calibrated thresholds file to read (default: the one beside the model; named models such as "
                         "dlib have none)")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    add_json_arg(p, "the full result")
     p.set_defaults(func=_cmd_verify)
 
     p = subparsers.add_parser("calibrate", help="store the threshold that gives a false-match rate on a benchmark",

@@ -44,6 +44,17 @@ def add_face_args(p: argparse.ArgumentParser) -> None:
     add_detector_arg(p)
 
 
+def add_json_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: print ``what`` as JSON instead of text."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def add_model_and_face_args(p: argparse.ArgumentParser) -> None:
+    """The model options, then the face options (every command that embeds photos)."""
+    add_model_args(p)
+    add_face_args(p)
+
+
 def add_batch_args(p: argparse.ArgumentParser) -> None:
     p.epilog = BATCH_EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
