@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Logger, StudyContext
+from .core import StudyContext, open_out_dir
 from maskinv.utils.machine import machine_line
 
 from .data import renderer_info
@@ -55,11 +55,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
     from . import report as R
     from .scoring import PROTOCOLS, compare, lfw_metrics, lfw_scores, rmfd_metrics, rmfd_scores
 
-    s = (settings or RealSettings()).validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log = Logger(out / "study.log", quiet=quiet)
-    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    s, out, log, cache = open_out_dir(out_dir, settings, cache_dir, log_name="study.log", quiet=quiet)
     t_start = time.perf_counter()
     ctx = StudyContext(Path(lfw_dir), Path(rmfd_dir), s, splits_dir=splits_dir, cache_dir=cache, model=model, log=log)
     specs = row_specs(s)
