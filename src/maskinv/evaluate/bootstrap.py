@@ -46,7 +46,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError, UnknownNameError
-from maskinv.masks.protocols import TITLES
+from maskinv.masks.protocols import PROBE_REF, TITLES
 # the parts of the bootstrap, re-exported here (public names of this module)
 from maskinv.evaluate.replicate_metrics import METRICS, metrics_on_resamples
 from maskinv.evaluate.resampling import DyadicResamples, Resamples
@@ -202,7 +202,7 @@ def comparison_entry(model_a: str, model_b: str, benchmark: str, protocol: str, 
 
 def results_comparisons(results: Sequence[dict], *, n_boot: int = 1000, seed: int = 0,
                         pairs: Sequence[tuple] | None = None, metrics: Sequence[str] = ("accuracy", "eer"),
-                        cluster_key: str = "probe_identity", cluster_protocols: Sequence[str] = ("probe_ref",),
+                        cluster_key: str = "probe_identity", cluster_protocols: Sequence[str] = (PROBE_REF,),
                         groups: Mapping[Any, Any] | None = None, exact: bool = False,
                         replicates: dict | None = None) -> list[dict[str, Any]]:
     """``comparisons`` entries for the per-pair scores of a results document's ``results`` list.

@@ -22,7 +22,7 @@ import numpy as np
 from maskinv.errors import ConfigError
 from maskinv.utils.images import resize_images, resize_note
 from maskinv.utils.naming import safe_name
-from maskinv.models.recognizer import is_named_model, is_recognizer
+from maskinv.models.recognizer import RECOGNIZERS, is_named_model, is_recognizer
 
 #: File stems that say nothing about the model (our exports are all ``backbone.pt``): such a
 #: model is labelled by its folder (``teacher/backbone.pt`` -> ``teacher``).
@@ -114,7 +114,8 @@ def model_specs(models: Any) -> list[ModelSpec]:
         elif hasattr(m, "parameters") or is_recognizer(m):
             spec = ModelSpec(label, module=m)
         else:
-            raise ConfigError(f"model {label or m!r}: expected a path, 'dlib', an nn.Module, a loaded model or a ModelSpec")
+            raise ConfigError(f"model {label or m!r}: expected a path, a named model ({', '.join(RECOGNIZERS.names())}), "
+                              "an nn.Module, a loaded model or a ModelSpec")
         if spec.path is None and spec.module is None:
             raise ConfigError(f"model {spec.label!r}: needs a path or a module")
         specs.append(spec)

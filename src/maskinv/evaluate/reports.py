@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError
-from maskinv.masks.protocols import legend
+from maskinv.masks.protocols import PROBE_REF, legend
 from maskinv.utils.naming import safe_name
 from maskinv.masks.protocols import title as protocol_title
 from maskinv.utils.io import atomic_write_json, atomic_write_text
@@ -118,7 +118,7 @@ _TABLES = (
     ("tar@5e-4", "TAR at FAR 1:2000 (%)"),
 )
 #: Protocols beyond uu/mu/mm that a report may hold, and what they mean.
-_EXTRA_PROTOCOLS = {"probe_ref": "every probe-list image (e.g. really masked photos; no synthetic masks) against "
+_EXTRA_PROTOCOLS = {PROBE_REF: "every probe-list image (e.g. really masked photos; no synthetic masks) against "
                                  "every reference image (the folder's other images): probes × references"}
 #: The probe_ref table: verification operating points (no plain accuracy: with ~1 genuine per
 #: 50 impostor comparisons "always no" is 98 % accurate).
@@ -200,7 +200,7 @@ def _data_lines(results: Mapping[str, Any]) -> list[str]:
         if meta.get("num_pairs"):
             parts.append(f"{meta['num_pairs']:,} pairs ({meta.get('num_genuine', 0):,} genuine, "
                          f"{meta.get('num_impostor', 0):,} impostor)")
-        pr = meta.get("probe_ref")
+        pr = meta.get(PROBE_REF)
         if isinstance(pr, Mapping):
             parts.append(f"probe_ref: {pr['num_probes']:,} probes × {pr['num_references']:,} references = "
                          f"{pr['num_comparisons']:,} comparisons ({pr['num_genuine']:,} genuine, "
@@ -245,7 +245,7 @@ def markdown_table(results: Mapping[str, Any], metrics: Iterable[str] | None = N
     models = list(dict.fromkeys(e["model"] for e in entries))
     cols = list(dict.fromkeys((e["benchmark"], e["protocol"]) for e in entries))
     pair_cols = [c for c in cols if c[1] not in _EXTRA_PROTOCOLS]
-    pr_cols = [c for c in cols if c[1] == "probe_ref"]
+    pr_cols = [c for c in cols if c[1] == PROBE_REF]
     by = {(e["model"], e["benchmark"], e["protocol"]): e["metrics"] for e in entries}
     s = results.get("settings", {})
     notes = _Notes()

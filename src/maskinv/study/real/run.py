@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .core import StudyContext, open_out_dir
+from maskinv.masks.protocols import PROBE_REF
 from maskinv.utils.machine import machine_line
 
 from .data import renderer_info
@@ -138,7 +139,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
             comps.append({"a": a, "b": b, "benchmark": "lfw_test", "protocol": p, **_cmp(r)})
         r = compare(scores[a]["rmfd"], scores[b]["rmfd"], rmfd_gen, rmfd_groups, rmfd_boot,
                     n_boot=s.n_boot, seed=s.seed, folds=10, memo=memo_r)
-        comps.append({"a": a, "b": b, "benchmark": "rmfd_test", "protocol": "probe_ref", **_cmp(r)})
+        comps.append({"a": a, "b": b, "benchmark": "rmfd_test", "protocol": PROBE_REF, **_cmp(r)})
 
     # plots
     plots = R.plots(out, scores, issame, rmfd_gen)
