@@ -24,6 +24,9 @@ OLD_FORMULAS = [
     ("study_run", lambda seed, offset: seed * 1000 + offset, ((1, 2, 5, 17),)),     # study/recipe.py, adapt_row.py
     ("adapt_data", lambda seed: seed + 1_000_000, ()),                              # study/adapt_row.py
     ("mask_preview", lambda seed, r, c: 1_000_000 + r * 1000 + c, (SMALL, SMALL)),  # masks/preview.py
+    ("head_margins", lambda seed: seed + 0x9E3779B9, ()),                           # heads.py
+    ("realism_bootstrap", lambda seed: seed + 1, ()),                               # evaluate/realism.py
+    ("mask_gallery", lambda seed, j: seed + 1 + j, (range(5),)),                    # study/report.py
 ]
 
 

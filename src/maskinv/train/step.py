@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from maskinv.preprocess import normalize_uint8_tensor
-from maskinv.utils.seeds import step_seed  # noqa: F401  (also imported from here)
+from maskinv.utils.seeds import step_seed
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
