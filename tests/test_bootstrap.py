@@ -331,7 +331,9 @@ def test_identity_bootstrap_is_expanded_chunk_by_chunk(monkeypatch):
     big = paired_bootstrap(a, b, g, n_boot=30, groups=ids, exact=True, metrics=("accuracy", "eer", "fmr100"))
     rs = B.Resamples.dyadic(ids, 30, np.random.default_rng(0), 10, genuine=g)
     assert not hasattr(rs, "_Resamples__dict__") and rs._full is None  # nothing expanded yet
-    monkeypatch.setattr(B, "_CHUNK_ELEMENTS", 3_000)
+    import maskinv.evaluate.resampling as RS  # the resamples' module owns the chunk size
+
+    monkeypatch.setattr(RS, "_CHUNK_ELEMENTS", 3_000)
     chunks = list(rs.chunk_arrays(100))
     assert len(chunks) > 3 and chunks[0][0] == 0 and chunks[-1][1] == 30
     assert all(c[2].max() < c[1] - c[0] for c in chunks)

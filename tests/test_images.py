@@ -87,3 +87,53 @@ def test_a_truncated_jpeg_is_named_truncated():
         decode_image(data[:200], "cut.jpg")
     with pytest.raises(DataFormatError, match=r"e.jpg: an empty file"):
         decode_image(b"", "e.jpg")
+
+
+def test_resize_rule_area_down_linear_up():
+    import cv2
+
+    from maskinv.models.embedding import resize_images as from_embedding
+    from maskinv.utils.images import resize_images
+
+    assert from_embedding is resize_images  # one owner, old import path kept
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (2, 48, 40, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (2, 20, 24, 3), dtype=np.uint8)
+    got = resize_images(big, 32)  # shrinking (32 < min side 40): area
+    assert got.shape == (2, 32, 32, 3) and got.dtype == np.uint8
+    for g, im in zip(got, big):
+        np.testing.assert_array_equal(g, cv2.resize(im, (32, 32), interpolation=cv2.INTER_AREA))
+    got = resize_images(small, 32)  # enlarging: linear
+    for g, im in zip(got, small):
+        np.testing.assert_array_equal(g, cv2.resize(im, (32, 32), interpolation=cv2.INTER_LINEAR))
+
+
+def test_resize_note_texts():
+    import warnings
+
+    from maskinv.utils.images import resize_note
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        resize_note([(40, 48)], 112, stacklevel=1)
+        resize_note([(112, 100), (90, 90), (112, 100)], 112, total=5, stacklevel=1)
+        resize_note([(1, 1), (2, 2), (3, 3), (4, 4)], 8, total=4, stacklevel=1)
+    texts = [str(x.message) for x in w]
+    assert texts == ["resizing images from 40x48 to the model's input size 112x112",
+                     "resized 3 of 5 aligned images (90x90, 112x100) to the model's input size 112x112",
+                     "resized 4 of 4 aligned images (1x1, 2x2, 3x3, ...) to the model's input size 8x8"]
+    assert all(x.category is UserWarning and x.filename == __file__ for x in w)  # points at the caller
+
+
+def test_safe_name():
+    from maskinv.utils.naming import safe_name
+
+    assert safe_name("m0.pt") == "m0.pt"
+    assert safe_name("mtcnn+yunet") == "mtcnn+yunet"
+    assert safe_name("a/b c\\d") == "a_b_c_d"
+    assert safe_name("  ünï côdé ") == "n_c_d"
+    assert safe_name("__x__") == "x"
+    assert safe_name(3) == "3"
+    for empty in ("", "///", "..", ".", "_._"):
+        assert safe_name(empty) == "item"
+    assert safe_name("", fallback="detector") == "detector"

@@ -15,7 +15,7 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 __all__ = [
     "positive_int", "non_negative_int", "seed", "int_range", "number", "positive_float", "non_negative_float",
@@ -44,41 +44,34 @@ def _float(text: str) -> float:
     return v
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (counts, sizes, batch sizes, steps)."""
-    v = _int(text)
-    if v < 1:
-        raise _Bad(f"must be a positive integer (>= 1), got {text!r}")
-    return v
+def _bounded(parse: Callable[[str], Any], ok: Callable[[Any], bool], must: str, name: str,
+             doc: str) -> Callable[[str], Any]:
+    """An argparse type: ``parse`` the text, then refuse a value outside ``ok`` with
+    ``<must>, got '<text>'``."""
+
+    def check(text: str):
+        v = parse(text)
+        if not ok(v):
+            raise _Bad(f"{must}, got {text!r}")
+        return v
+
+    check.__name__ = check.__qualname__ = name
+    check.__doc__ = doc
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (optional counts)."""
-    v = _int(text)
-    if v < 0:
-        raise _Bad(f"must be an integer >= 0, got {text!r}")
-    return v
-
-
-def seed(text: str) -> int:
-    """A random seed: an integer in [0, 2**63)."""
-    v = _int(text)
-    if not 0 <= v < 2 ** 63:
-        raise _Bad(f"a seed must be an integer in [0, 2**63), got {text!r}")
-    return v
+positive_int = _bounded(_int, lambda v: v >= 1, "must be a positive integer (>= 1)", "positive_int",
+                        "An integer >= 1 (counts, sizes, batch sizes, steps).")
+non_negative_int = _bounded(_int, lambda v: v >= 0, "must be an integer >= 0", "non_negative_int",
+                            "An integer >= 0 (optional counts).")
+seed = _bounded(_int, lambda v: 0 <= v < 2 ** 63, "a seed must be an integer in [0, 2**63)", "seed",
+                "A random seed: an integer in [0, 2**63).")
 
 
 def int_range(lo: int, hi: int) -> Callable[[str], int]:
     """An integer in [lo, hi] (e.g. JPEG quality 1..100)."""
-
-    def parse(text: str) -> int:
-        v = _int(text)
-        if not lo <= v <= hi:
-            raise _Bad(f"must be an integer in {lo}..{hi}, got {text!r}")
-        return v
-
-    parse.__name__ = f"int_{lo}_{hi}"
-    return parse
+    return _bounded(_int, lambda v: lo <= v <= hi, f"must be an integer in {lo}..{hi}", f"int_{lo}_{hi}",
+                    f"An integer in [{lo}, {hi}].")
 
 
 def number(text: str) -> float:
@@ -86,36 +79,14 @@ def number(text: str) -> float:
     return _float(text)
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0 (time budgets)."""
-    v = _float(text)
-    if v <= 0:
-        raise _Bad(f"must be a number > 0, got {text!r}")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (tolerances)."""
-    v = _float(text)
-    if v < 0:
-        raise _Bad(f"must be a number >= 0, got {text!r}")
-    return v
-
-
-def probability(text: str) -> float:
-    """A rate strictly between 0 and 1 (false-match rates, FAR targets)."""
-    v = _float(text)
-    if not 0.0 < v < 1.0:
-        raise _Bad(f"must be a rate strictly between 0 and 1 (e.g. 1e-3), got {text!r}")
-    return v
-
-
-def cosine(text: str) -> float:
-    """A cosine-similarity threshold in [-1, 1]."""
-    v = _float(text)
-    if not -1.0 <= v <= 1.0:
-        raise _Bad(f"a cosine-similarity threshold must lie in [-1, 1], got {text!r}")
-    return v
+positive_float = _bounded(_float, lambda v: v > 0, "must be a number > 0", "positive_float",
+                          "A finite number > 0 (time budgets).")
+non_negative_float = _bounded(_float, lambda v: v >= 0, "must be a number >= 0", "non_negative_float",
+                              "A finite number >= 0 (tolerances).")
+probability = _bounded(_float, lambda v: 0.0 < v < 1.0, "must be a rate strictly between 0 and 1 (e.g. 1e-3)",
+                       "probability", "A rate strictly between 0 and 1 (false-match rates, FAR targets).")
+cosine = _bounded(_float, lambda v: -1.0 <= v <= 1.0, "a cosine-similarity threshold must lie in [-1, 1]", "cosine",
+                  "A cosine-similarity threshold in [-1, 1].")
 
 
 def choice_list(choices: tuple[str, ...], what: str = "value") -> Callable[[str], str]:

@@ -11,28 +11,12 @@ Submodules are imported lazily so ``import maskinv.data`` stays cheap:
 """
 from __future__ import annotations
 
-from maskinv.utils.lazy import lazy_getattr
+from maskinv.utils.lazy import lazy_exports
 
-_EXPORTS = {
-    "IRHeader": "recordio",
-    "pack_record": "recordio",
-    "unpack_record": "recordio",
-    "RecordWriter": "recordio",
-    "RecordReader": "recordio",
-    "RecordIODataset": "recordio",
-    "write_insightface_recordio": "recordio",
-    "recordio_info": "recordio",
-    "pack_image_folder": "packing",
-    "unpack_recordio": "packing",
-    "load_bin": "bins",
-    "save_bin": "bins",
-    "decode_bin": "bins",
-    "ImageFolderDataset": "folders",
-    "generate_dataset": "synth",
-    "render_faces": "synth",
-    "sample_identities": "synth",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__all__, __getattr__ = lazy_exports(__name__, {
+    "recordio": "IRHeader pack_record unpack_record RecordWriter RecordReader RecordIODataset write_insightface_recordio recordio_info",
+    "packing": "pack_image_folder unpack_recordio",
+    "bins": "load_bin save_bin decode_bin",
+    "folders": "ImageFolderDataset",
+    "synth": "generate_dataset render_faces sample_identities",
+})

@@ -13,8 +13,6 @@ exactly what :func:`maskinv.evaluate.evaluate_bin` does); other backends through
 from __future__ import annotations
 
 import os
-import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -22,8 +20,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError
-from maskinv.models.embedding import resize_images
-from maskinv.models.recognizer import is_named_model, is_recognizer
+from maskinv.utils.images import resize_images, resize_note
+from maskinv.utils.naming import safe_name
+from maskinv.models.recognizer import RECOGNIZERS, is_named_model, is_recognizer
 
 #: File stems that say nothing about the model (our exports are all ``backbone.pt``): such a
 #: model is labelled by its folder (``teacher/backbone.pt`` -> ``teacher``).
@@ -56,10 +55,6 @@ class ModelSpec:
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "item"
-
-
 def path_labels(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Unique, meaningful, filename-safe labels for files (and folders: their whole name).
 
@@ -81,7 +76,7 @@ def path_labels(paths: Sequence[str | os.PathLike]) -> list[str]:
     depth = [1] * len(parts)
 
     def label(i: int) -> str:
-        return "-".join(_safe(n) for n in parts[i][-depth[i]:])
+        return "-".join(safe_name(n) for n in parts[i][-depth[i]:])
 
     while True:
         groups: dict[str, list[int]] = {}
@@ -119,7 +114,8 @@ def model_specs(models: Any) -> list[ModelSpec]:
         elif hasattr(m, "parameters") or is_recognizer(m):
             spec = ModelSpec(label, module=m)
         else:
-            raise ConfigError(f"model {label or m!r}: expected a path, 'dlib', an nn.Module, a loaded model or a ModelSpec")
+            raise ConfigError(f"model {label or m!r}: expected a path, a named model ({', '.join(RECOGNIZERS.names())}), "
+                              "an nn.Module, a loaded model or a ModelSpec")
         if spec.path is None and spec.module is None:
             raise ConfigError(f"model {spec.label!r}: needs a path or a module")
         specs.append(spec)
@@ -169,7 +165,8 @@ class EvalModel:
         def embed_face(images: np.ndarray) -> np.ndarray:
             images = np.asarray(images)
             if size is not None and images.shape[1:3] != (size, size):
-                images = _resize(images, size)
+                resize_note([(images.shape[2], images.shape[1])], size)
+                images = resize_images(images, size)
             # embed_aligned's batch_size counts crops + mirrors per forward
             return face.embed_aligned(images, flip=flip, batch_size=batch_size * (2 if flip else 1))
 
@@ -194,12 +191,6 @@ class EvalModel:
                 crops.append(img if aligned else center_crop(img, min(img.shape[:2])))
             out[whole] = self.face.embed_photos(crops, aligned=True)[0]
         return out
-
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    warnings.warn(f"resizing {images.shape[0]} images from {images.shape[1]}x{images.shape[2]} to the model's "
-                  f"input size {size}x{size}", stacklevel=3)
-    return resize_images(images, size)
 
 
 def load_eval_model(spec: ModelSpec, device: Any = None) -> EvalModel:

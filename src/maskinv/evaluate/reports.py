@@ -28,7 +28,6 @@ import io
 import json
 import math
 import platform
-import re
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -36,7 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError
-from maskinv.masks.protocols import legend
+from maskinv.masks.protocols import PROBE_REF, legend
+from maskinv.utils.naming import safe_name
 from maskinv.masks.protocols import title as protocol_title
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
@@ -65,11 +65,6 @@ def unique_labels(paths: Sequence[str | Path]) -> list[str]:
     from .model_specs import path_labels
 
     return path_labels(paths)
-
-
-def _safe(text: str) -> str:
-    """A label as a file-name component (labels given by callers may hold any character)."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(text)).strip("_") or "item"
 
 
 def new_results(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,7 +118,7 @@ _TABLES = (
     ("tar@5e-4", "TAR at FAR 1:2000 (%)"),
 )
 #: Protocols beyond uu/mu/mm that a report may hold, and what they mean.
-_EXTRA_PROTOCOLS = {"probe_ref": "every probe-list image (e.g. really masked photos; no synthetic masks) against "
+_EXTRA_PROTOCOLS = {PROBE_REF: "every probe-list image (e.g. really masked photos; no synthetic masks) against "
                                  "every reference image (the folder's other images): probes × references"}
 #: The probe_ref table: verification operating points (no plain accuracy: with ~1 genuine per
 #: 50 impostor comparisons "always no" is 98 % accurate).
@@ -205,7 +200,7 @@ def _data_lines(results: Mapping[str, Any]) -> list[str]:
         if meta.get("num_pairs"):
             parts.append(f"{meta['num_pairs']:,} pairs ({meta.get('num_genuine', 0):,} genuine, "
                          f"{meta.get('num_impostor', 0):,} impostor)")
-        pr = meta.get("probe_ref")
+        pr = meta.get(PROBE_REF)
         if isinstance(pr, Mapping):
             parts.append(f"probe_ref: {pr['num_probes']:,} probes × {pr['num_references']:,} references = "
                          f"{pr['num_comparisons']:,} comparisons ({pr['num_genuine']:,} genuine, "
@@ -250,7 +245,7 @@ def markdown_table(results: Mapping[str, Any], metrics: Iterable[str] | None = N
     models = list(dict.fromkeys(e["model"] for e in entries))
     cols = list(dict.fromkeys((e["benchmark"], e["protocol"]) for e in entries))
     pair_cols = [c for c in cols if c[1] not in _EXTRA_PROTOCOLS]
-    pr_cols = [c for c in cols if c[1] == "probe_ref"]
+    pr_cols = [c for c in cols if c[1] == PROBE_REF]
     by = {(e["model"], e["benchmark"], e["protocol"]): e["metrics"] for e in entries}
     s = results.get("settings", {})
     notes = _Notes()
@@ -361,7 +356,7 @@ def _previous_outputs(out: Path) -> set[str]:
         names = []
         for e in prev.get("results") or []:
             try:
-                m, b, p = _safe(e["model"]), _safe(e["benchmark"]), _safe(e["protocol"])
+                m, b, p = safe_name(e["model"]), safe_name(e["benchmark"]), safe_name(e["protocol"])
             except (KeyError, TypeError):
                 continue
             names += [f"scores/{m}__{b}__{p}.csv", f"{m}__{b}__roc_det.png", f"{m}__{b}__hist.png"]
@@ -398,10 +393,10 @@ def write_report(out_dir: str | Path, results: Mapping[str, Any], *, plots: bool
         with_scores = {p: m for p, m in protos.items() if "scores" in m and "genuine" in m}
         if not with_scores:
             continue
-        stem = f"{_safe(model)}__{_safe(bench)}"
+        stem = f"{safe_name(model)}__{safe_name(bench)}"
         if scores:
             for p, m in with_scores.items():
-                path = target(f"scores/{stem}__{_safe(p)}.csv", (model, bench, p))
+                path = target(f"scores/{stem}__{safe_name(p)}.csv", (model, bench, p))
                 atomic_write_text(path, scores_csv(m["scores"], m["genuine"]))
                 written["scores"].append(path)
         if plots:
@@ -422,7 +417,7 @@ def write_report(out_dir: str | Path, results: Mapping[str, Any], *, plots: bool
         for bench, curves in by_bench.items():
             if len({(m, b) for (m, b) in groups if b == bench}) < 2:
                 continue  # one model: its own ROC/DET already shows it
-            path = target(f"{_safe(bench)}__all_models_roc_det.png", (bench, "all models"))
+            path = target(f"{safe_name(bench)}__all_models_roc_det.png", (bench, "all models"))
             written["plots"].append(plot_roc_det(curves, path, title=f"{bench}: all models"))
     outputs = sorted(Path(p).relative_to(out).as_posix() for p in written["scores"] + written["plots"])
     atomic_write_text(written["markdown"], markdown_table(results) + "\n")

@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from ..utils.images import image_grid
+from ..utils.seeds import derive_seed
 from .kinds import MASK_KINDS
 from .render import apply_mask, image_rng
 
@@ -32,7 +33,7 @@ def mask_preview(faces: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | N
         h, w = face.shape[:2]
         cells.append(cv2.resize(face, (CELL, CELL), interpolation=cv2.INTER_AREA))
         for c, k in enumerate(kinds):
-            res = apply_mask(face, lm, image_rng(seed, 1_000_000 + r * 1000 + c), k)
+            res = apply_mask(face, lm, image_rng(seed, derive_seed(seed, "mask_preview", r, c)), k)
             scale = CELL / max(h, w)
             cells.append(cv2.resize(res.image, (CELL, CELL), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
     grid = image_grid(np.stack(cells), n_masks + 1)

@@ -13,12 +13,12 @@ gate applies it to one pair. Numerics written once:
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any, Callable
 
 import numpy as np
 
 from maskinv.errors import DataFormatError, MaskinvError
+from maskinv.utils.images import resize_images, resize_note  # resize_images: re-exported (public name)
 
 
 def inference_precision(precision: str, device: Any = None) -> str:
@@ -60,21 +60,10 @@ def check_images(images: Any, name: str = "images") -> np.ndarray:
     return arr
 
 
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, 3) -> (N, size, size, 3): area interpolation when shrinking, linear when enlarging
-    (the one resize rule for crops of another size than the model's)."""
-    import cv2
-
-    h, w = images.shape[1:3]
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
-
-
 def resized_note(resized: list[tuple[int, int]], total: int, s: int) -> None:
-    """The one warning for aligned crops of another size than the model's (``resized``: (w, h) each)."""
-    sizes = ", ".join(f"{w}x{h}" for w, h in sorted(set(resized))[:3]) + (", ..." if len(set(resized)) > 3 else "")
-    warnings.warn(f"resized {len(resized)} of {total} aligned images ({sizes}) to the model's input size {s}x{s}",
-                  UserWarning, stacklevel=4)
+    """The facade's note for aligned crops of another size than the model's (``resized``: (w, h) each),
+    pointing at the caller of the public function (:func:`maskinv.utils.images.resize_note`)."""
+    resize_note(resized, s, total=total, stacklevel=4)
 
 
 def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
@@ -161,12 +150,7 @@ def embed_images(
     use_bf16 = inference_precision(precision, dev) == "bf16"
     size = model_input_size(model)
     if size is not None and arr.shape[1:3] != (size, size):
-        warnings.warn(
-            # no count: evaluation embeds the same images once per protocol and side, so a count per call
-            # over-counts and makes each call's note different (the CLI prints a note once per text)
-            f"resizing images from {arr.shape[1]}x{arr.shape[2]} to the model's input size {size}x{size}",
-            stacklevel=2,
-        )
+        resize_note([(arr.shape[2], arr.shape[1])], size)  # no count (see resize_note)
     side = size or arr.shape[1]
     if channels_last is None:
         channels_last = dev.type == "cuda" or side >= 112

@@ -13,23 +13,13 @@ Names are imported lazily (no torch on ``import maskinv.study``).
 """
 from __future__ import annotations
 
-from maskinv.utils.lazy import lazy_getattr
+from maskinv.utils.lazy import lazy_exports
 
-_EXPORTS = {
-    "DemoSettings": "settings",
-    "default_settings": "settings",
-    "quick_settings": "settings",
-    "apply_settings_overrides": "settings",
-    "study_plan": "recipe",
-    "stages": "recipe",
-    "train_config": "recipe",
-    "run_demo": "pipeline",
-    "select_lambda": "select",
-    "run_study": "seeds",
-    "results_table": "report",
-    "model_title": "report",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__all__, __getattr__ = lazy_exports(__name__, {
+    "settings": "DemoSettings default_settings quick_settings apply_settings_overrides",
+    "recipe": "study_plan stages train_config",
+    "pipeline": "run_demo",
+    "select": "select_lambda",
+    "seeds": "run_study",
+    "report": "results_table model_title",
+})

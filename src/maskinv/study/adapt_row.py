@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from maskinv.utils.seeds import derive_seed
+
 from .settings import DemoSettings
 
 NAME = "maskinv_adapt"
@@ -33,7 +35,7 @@ DATA_SEED_OFFSET = 1_000_000
 
 
 def adapt_data_seed(seed: int) -> int:
-    return int(seed) + DATA_SEED_OFFSET
+    return derive_seed(int(seed), "adapt_data")
 
 
 def make_adapt_data(s: DemoSettings, data_dir: Path, say: Callable[[str], None]) -> Path:
@@ -78,7 +80,7 @@ def adapt_job(s: DemoSettings, teacher: Path, data_dir: Path, val: Path) -> dict
     spe = s.adapt_identities * s.adapt_images_per_identity // s.adapt_batch_size
     evals = max(1, s.adapt_evals)
     ours: dict[str, Any] = {
-        "runtime.seed": s.seed * 1000 + STUDENT_SEED_OFFSET,
+        "runtime.seed": derive_seed(s.seed, "study_run", STUDENT_SEED_OFFSET),
         "runtime.device": "cpu",
         "runtime.batch_size": s.adapt_batch_size,
         # the schedule (linear decay) ends exactly at adapt_steps: total = ceil(epochs * steps_per_epoch)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maskinv.utils.seeds import derive_seed
+
 from .settings import DemoSettings, recipe
 
 
@@ -126,7 +128,7 @@ def run_overrides(s: DemoSettings, run: RunPlan, data_dir: Path, *, teacher: Pat
         "precision.mode": s.precision,
         "runtime.batch_size": s.batch_size,
         "runtime.checkpoint_every": max(run.steps // 2, 1),
-        "runtime.seed": s.seed * 1000 + run.seed_offset,  # shared by all students of a seed
+        "runtime.seed": derive_seed(s.seed, "study_run", run.seed_offset),  # shared by all students of a seed
         "runtime.threads": s.threads,
     }
     return values

@@ -8,23 +8,11 @@ Public API (imported lazily, so ``import maskinv.train`` does not import torch):
 """
 from __future__ import annotations
 
-from maskinv.utils.lazy import lazy_getattr
+from maskinv.utils.lazy import lazy_exports
 
-_EXPORTS = {
-    "TrainConfig": "config",
-    "load_config": "config",
-    "config_from_dict": "config",
-    "config_to_dict": "config",
-    "apply_overrides": "config",
-    "validate_config": "config",
-    "save_config": "config",
-    "config_hash": "config",
-    "run_training": "trainer",
-    "TrainingDivergedError": "trainer",
-    "TeacherCache": "teacher_cache",
-    "PartialFC": "partial_fc",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__all__, __getattr__ = lazy_exports(__name__, {
+    "config": "TrainConfig load_config config_from_dict config_to_dict apply_overrides validate_config save_config config_hash",
+    "trainer": "run_training TrainingDivergedError",
+    "teacher_cache": "TeacherCache",
+    "partial_fc": "PartialFC",
+})

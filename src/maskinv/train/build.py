@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from maskinv.errors import CheckpointError, ConfigError
+from maskinv.utils.seeds import derive_seed
 
 from . import checkpoint as ckpt_mod
 from . import distributed as D
@@ -100,13 +101,13 @@ def build_models(cfg: TrainConfig, num_classes: int, image_size: int, *, rank: i
     if cfg.head.name == "none":  # distillation only: no class centres, labels unused
         return backbone, None, None
     hkw = dict(cfg.head.kwargs)
-    hkw.setdefault("seed", cfg.runtime.seed + 1)
+    hkw.setdefault("seed", derive_seed(cfg.runtime.seed, "head"))
     pfc = None
     if cfg.head.partial_fc.enabled:
         from .partial_fc import PartialFC
 
         margin = get_head(cfg.head.name, cfg.model.embedding_size, 1, **hkw)
-        g = torch.Generator().manual_seed(cfg.runtime.seed * 1000 + 17 + rank)
+        g = torch.Generator().manual_seed(derive_seed(cfg.runtime.seed, "partial_fc", rank))
         pfc = PartialFC(margin, cfg.model.embedding_size, num_classes,
                         sample_rate=cfg.head.partial_fc.sample_rate, generator=g)
         if cfg.head.init:

@@ -7,6 +7,7 @@ each rank adds a shard with its class centres, their optimiser/scheduler and its
 """
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 from maskinv.errors import CheckpointError, ConfigError
@@ -46,19 +47,19 @@ def load_resume_state(cfg: TrainConfig, out: Path, info: D.DistInfo, resume: boo
     return state
 
 
+@dataclass(eq=False)
 class RunCheckpoints:
     """Saves and restores one run's training state; ``last`` is the newest checkpoint written or resumed."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, info: D.DistInfo, student: Student, *,
-                 steps_per_epoch: int, num_classes: int, precision: str):
-        self.cfg = cfg
-        self.out = out
-        self.info = info
-        self.student = student
-        self.steps_per_epoch = steps_per_epoch
-        self.num_classes = num_classes
-        self.precision = precision
-        self.last: Path | None = None
+    cfg: TrainConfig
+    out: Path
+    info: D.DistInfo
+    student: Student
+    _: KW_ONLY
+    steps_per_epoch: int
+    num_classes: int
+    precision: str
+    last: Path | None = field(default=None, init=False)
 
     def state(self, step: int) -> dict:
         """The main (rank 0) checkpoint content at ``step``."""

@@ -25,12 +25,7 @@ import torch
 from torch import nn
 
 from maskinv.preprocess import normalize_uint8_tensor
-
-
-def step_seed(seed: int, rank: int, step: int, stream: int = 0) -> int:
-    """A 63-bit seed for ``(seed, rank, step, stream)`` (SeedSequence mixing, no collisions by design)."""
-    a, b = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(rank), int(step), int(stream)]).generate_state(2, dtype=np.uint32)
-    return (int(a) << 31) ^ int(b)
+from maskinv.utils.seeds import step_seed
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:

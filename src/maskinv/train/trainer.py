@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from maskinv.errors import ConfigError, DataFormatError, MaskinvError
+from maskinv.utils.seeds import derive_seed
 
 from . import distributed as D
 from .build import assemble_student, maybe_compile, pin_memory, autocast_factory, build_masker, build_models, build_teacher, memory_format, resolve_device
@@ -127,7 +128,7 @@ class _Trainer:
         try:
             with torch.random.fork_rng(devices=devices):
                 # the process-global torch RNG only feeds dropout; scope and seed it per rank
-                torch.manual_seed(cfg.runtime.seed * 7919 + info.rank)
+                torch.manual_seed(derive_seed(cfg.runtime.seed, "dropout", info.rank))
                 return self._run()
         finally:
             torch.set_num_threads(old_threads)

@@ -1,9 +1,11 @@
 """The one owner of image I/O conventions: encoded bytes <-> uint8 RGB arrays (OpenCV works
 in BGR: :func:`decode_image` and :func:`encode_image` are the only BGR<->RGB sites), the
-image-file extensions, format sniffing, and picture grids."""
+image-file extensions, format sniffing, picture grids, and the one resize rule (with its note)
+for aligned crops of another size than a model's input."""
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +20,8 @@ __all__ = [
     "encode_format_for",
     "sniff_image_format",
     "image_grid",
+    "resize_images",
+    "resize_note",
 ]
 
 #: Extensions (lower case) of files read as images (folder scans, ``maskinv mask``).
@@ -125,3 +129,33 @@ def image_grid(images: Sequence[np.ndarray] | np.ndarray, cols: int) -> np.ndarr
     if rows * cols != n:
         imgs = np.concatenate([imgs, np.zeros((rows * cols - n, h, w, c), imgs.dtype)])
     return np.ascontiguousarray(imgs.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c))
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) -> (N, size, size, 3): area interpolation when shrinking, linear when enlarging
+    (the one resize rule for crops of another size than the model's)."""
+    import cv2
+
+    h, w = images.shape[1:3]
+    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+
+
+def resize_note(sizes: Sequence[tuple[int, int]], size: int, *, total: int | None = None,
+                stacklevel: int = 2) -> None:
+    """The one warning for aligned crops resized to the model's ``size`` x ``size`` input
+    (``sizes``: the (width, height) of each resized crop; ``stacklevel``: as if the caller called
+    ``warnings.warn`` itself, so the default 2 points at the caller's caller).
+
+    With ``total`` (one batch, one call: the facade) the note counts: "resized N of T aligned
+    images (WxH) to ...". Without it (evaluation embeds the same images once per protocol and side,
+    so a count per call over-counts and makes each call's note different, while the CLI prints a
+    note once per text): "resizing images from WxH to ...".
+    """
+    distinct = sorted(set(sizes))
+    listed = ", ".join(f"{w}x{h}" for w, h in distinct[:3]) + (", ..." if len(distinct) > 3 else "")
+    if total is None:
+        text = f"resizing images from {listed} to the model's input size {size}x{size}"
+    else:
+        text = f"resized {len(sizes)} of {total} aligned images ({listed}) to the model's input size {size}x{size}"
+    warnings.warn(text, UserWarning, stacklevel=stacklevel + 1)

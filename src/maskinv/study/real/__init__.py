@@ -10,9 +10,10 @@
 """
 from __future__ import annotations
 
-from maskinv.utils.lazy import lazy_getattr
+from maskinv.utils.lazy import lazy_exports
 
-_EXPORTS = {"run_real_study": "run", "run_real_select": "select", "RealSettings": "settings",
-            "apply_overrides": "settings"}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__all__, __getattr__ = lazy_exports(__name__, {
+    "run": "run_real_study",
+    "select": "run_real_select",
+    "settings": "RealSettings apply_overrides",
+})

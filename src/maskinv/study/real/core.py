@@ -18,7 +18,7 @@ from .features import FeatureCache, view_name
 from .settings import COSTS_MS, RealSettings
 from .tails import RowSpec, TrainSet, embed_features, train_tail
 
-__all__ = ["StudyContext", "HELD_OUT", "Logger"]
+__all__ = ["StudyContext", "HELD_OUT", "Logger", "open_out_dir"]
 
 #: People no training or selection may use (``../shared/data/README.md``).
 HELD_OUT = ("Ben_Affleck", "Floyd_Mayweather", "Imran_Khan", "Joseph_Biden", "Nancy_Pelosi", "Pharrell_Williams",
@@ -42,6 +42,17 @@ class Logger:
             with open(self.log_file, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
 
+
+
+def open_out_dir(out_dir: str | Path, settings: RealSettings | None, cache_dir: str | Path | None, *,
+                 log_name: str, quiet: bool) -> tuple[RealSettings, Path, Logger, Path]:
+    """The start of a run (the study or its ``--select`` mode): ``(settings validated, OUT created,
+    a Logger writing OUT/log_name, the cache folder: cache_dir or OUT/cache)``."""
+    s = (settings or RealSettings()).validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    return s, out, Logger(out / log_name, quiet=quiet), cache
 
 def _trunk_fingerprint(model: Any, trunk: Any, k: int) -> tuple[str, str]:
     from maskinv.utils.hashing import tensors_sha256

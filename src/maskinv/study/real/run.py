@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .core import Logger, StudyContext
+from .core import StudyContext, open_out_dir
+from maskinv.masks.protocols import PROBE_REF
 from maskinv.utils.machine import machine_line
 
 from .data import renderer_info
@@ -55,11 +56,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
     from . import report as R
     from .scoring import PROTOCOLS, compare, lfw_metrics, lfw_scores, rmfd_metrics, rmfd_scores
 
-    s = (settings or RealSettings()).validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log = Logger(out / "study.log", quiet=quiet)
-    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    s, out, log, cache = open_out_dir(out_dir, settings, cache_dir, log_name="study.log", quiet=quiet)
     t_start = time.perf_counter()
     ctx = StudyContext(Path(lfw_dir), Path(rmfd_dir), s, splits_dir=splits_dir, cache_dir=cache, model=model, log=log)
     specs = row_specs(s)
@@ -142,7 +139,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
             comps.append({"a": a, "b": b, "benchmark": "lfw_test", "protocol": p, **_cmp(r)})
         r = compare(scores[a]["rmfd"], scores[b]["rmfd"], rmfd_gen, rmfd_groups, rmfd_boot,
                     n_boot=s.n_boot, seed=s.seed, folds=10, memo=memo_r)
-        comps.append({"a": a, "b": b, "benchmark": "rmfd_test", "protocol": "probe_ref", **_cmp(r)})
+        comps.append({"a": a, "b": b, "benchmark": "rmfd_test", "protocol": PROBE_REF, **_cmp(r)})
 
     # plots
     plots = R.plots(out, scores, issame, rmfd_gen)

@@ -18,7 +18,7 @@ import numpy as np
 
 from maskinv.utils.machine import machine_line
 
-from .core import Logger, StudyContext
+from .core import StudyContext, open_out_dir
 from .settings import RealSettings, parse_list
 from .tails import RowSpec
 
@@ -51,11 +51,7 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
 
     from .scoring import lfw_metrics, lfw_scores, rmfd_metrics, rmfd_scores
 
-    s = (settings or RealSettings()).validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log = Logger(out / "select.log", quiet=quiet)
-    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    s, out, log, cache = open_out_dir(out_dir, settings, cache_dir, log_name="select.log", quiet=quiet)
     t_start = time.perf_counter()
     use_rmfd = s.select_rmfd_dev and rmfd_dir is not None
     ctx = StudyContext(Path(lfw_dir), Path(rmfd_dir) if use_rmfd else None, s, splits_dir=splits_dir,
