@@ -260,8 +260,6 @@ def package_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 KNOWN_CYCLES = {
     # masks issue: mesh draws with render's compositing helpers, render dispatches to the mesh renderer
     ("maskinv.masks.mesh", "maskinv.masks.render", "maskinv.masks.mesh"),
-    # recogniser registry: the SFace loader wraps its module with loading._from_module
-    ("maskinv.models.loading", "maskinv.models.recognizer", "maskinv.models.loading"),
 }
 
 

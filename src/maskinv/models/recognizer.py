@@ -138,7 +138,7 @@ register_recognizer("dlib", _load_dlib, trainable=False, options=("detector", "n
 
 
 def _load_sface(path: str | None = None, precision: str = "fp32", device: str = "cpu"):
-    from .loading import _from_module
+    from .face_model import _from_module
     from .sface import load_sface, sface_meta
 
     module = load_sface(path)  # sha256 checked: the fingerprint is the file's
