@@ -104,7 +104,7 @@ class MeshBatchRenderer:
         if ms.ndim != 3 or ms.shape[0] < 1 or ms.shape[1] != 468 or ms.shape[2] not in (2, 3):
             raise ConfigError(f"MeshBatchRenderer: meshes must have shape (M, 468, 2|3), got {ms.shape}")
         grey = np.full((h, w, 3), 128, np.uint8)
-        planes, colours, loop_cols, bank_mesh, bright0, kinds = [], [], [], [], [], []
+        planes, colours, loop_cols, bank_mesh, bright0, kinds, params = [], [], [], [], [], [], []
         for j in range(per_kind * len(MESH_KINDS)):
             g = image_rng(seed, _STREAM + j)
             m = _check_mesh(ms[j % len(ms)], f"MeshBatchRenderer: bank mesh {j % len(ms)}")[:, :2]
@@ -122,6 +122,7 @@ class MeshBatchRenderer:
             fill = _raster_fill(mesh_outline(m, anchors, p)["poly"], h, w)
             bright0.append(face_light(grey, m, fill, anchors)[0])
             kinds.append(p["kind"])
+            params.append(p)
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
         self.planes = planes                    # list of (H, W, 4) float32: C, K1, K2 = K1 * pattern, K3
         # The light ramp's planes: K1 X and K2 X, X = the bank face's abscissa (interocular units
@@ -139,6 +140,7 @@ class MeshBatchRenderer:
         self._bank_fit = np.concatenate([self.bank_mesh, 2.0 * _silhouette(self.bank_mesh)], 1)   # (N, 504, 2)
         self.bank_bright = np.asarray(bright0)
         self.kinds = kinds
+        self.entry_params = params               # each entry's sample_mesh_params (JSON-able)
         self._s = 0.5 * max(h, w)
         self._grid = (xs, ys)
         self._xs1, self._ys1 = xs[0].copy(), ys[:, 0].copy()
