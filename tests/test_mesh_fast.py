@@ -19,7 +19,8 @@ from test_mesh import ASTRO_5, _astronaut, _model_or_skip
 
 def _graph_with_stride2_same():
     """conv (stride 2, SAME on an even size: TF pads 0 before, 1 after) -> PRELU -> dw conv
-    stride 2 SAME and max pool -> 1x1 conv to more channels; channel PAD of the pool -> ADD."""
+    stride 2 SAME and max pool -> 1x1 conv to more channels; channel PAD of the pool -> ADD (RELU)
+    -> a residual dw conv + ADD."""
     g = np.random.default_rng(1)
     f32 = np.float32
     w1, b1 = g.normal(size=(4, 3, 3, 3)).astype(f32), g.normal(size=4).astype(f32)
@@ -29,9 +30,12 @@ def _graph_with_stride2_same():
     pads = np.array([[0, 0], [0, 0], [0, 0], [0, 2]], np.int32)
     w2, b2 = (g.normal(size=(1404, 2, 2, 6)) * 0.1).astype(f32), g.normal(size=1404).astype(f32)
     w3, b3 = g.normal(size=(1, 2, 2, 6)).astype(f32), g.normal(size=1).astype(f32)
-    # tensors: 0 in (1,16,16,3); 3 conv; 5 prelu; 8 dw; 9 pool; 12 pw; 14 pad; 15 add; 18 lm; 21 score
-    data = {1: w1, 2: b1, 4: alpha, 6: wd, 7: bd, 10: wp, 11: bp, 13: pads, 16: w2, 17: b2, 19: w3, 20: b3}
-    tensors = [{"name": f"t{i}", "shape": (), "data": data.get(i)} for i in range(22)]
+    wd2, bd2 = g.normal(size=(1, 3, 3, 6)).astype(f32), g.normal(size=6).astype(f32)
+    # tensors: 0 in (1,8,8,3); 3 conv; 5 prelu; 8 dw; 9 pool; 12 pw; 14 pad; 15 add; 22 dw; 25 add;
+    # 18 lm; 21 score
+    data = {1: w1, 2: b1, 4: alpha, 6: wd, 7: bd, 10: wp, 11: bp, 13: pads, 16: w2, 17: b2, 19: w3, 20: b3,
+            23: wd2, 24: bd2}
+    tensors = [{"name": f"t{i}", "shape": (), "data": data.get(i)} for i in range(26)]
     conv = {"activation": "NONE", "dilation": (1, 1)}
     ops = [
         {"op": "CONV_2D", "inputs": [0, 1, 2], "outputs": [3], "padding": "SAME", "stride": (2, 2), **conv},
@@ -42,8 +46,10 @@ def _graph_with_stride2_same():
         {"op": "CONV_2D", "inputs": [8, 10, 11], "outputs": [12], "padding": "VALID", "stride": (1, 1), **conv},
         {"op": "PAD", "inputs": [9, 13], "outputs": [14]},
         {"op": "ADD", "inputs": [14, 12], "outputs": [15], "activation": "RELU"},
-        {"op": "CONV_2D", "inputs": [15, 16, 17], "outputs": [18], "padding": "VALID", "stride": (2, 2), **conv},
-        {"op": "CONV_2D", "inputs": [15, 19, 20], "outputs": [21], "padding": "VALID", "stride": (2, 2), **conv},
+        {"op": "DEPTHWISE_CONV_2D", "inputs": [15, 23, 24], "outputs": [22], "padding": "SAME", "stride": (1, 1), **conv},
+        {"op": "ADD", "inputs": [15, 22], "outputs": [25], "activation": "NONE"},
+        {"op": "CONV_2D", "inputs": [25, 16, 17], "outputs": [18], "padding": "VALID", "stride": (2, 2), **conv},
+        {"op": "CONV_2D", "inputs": [25, 19, 20], "outputs": [21], "padding": "VALID", "stride": (2, 2), **conv},
     ]
     return {"tensors": tensors, "ops": ops, "inputs": [0], "outputs": [18, 21], "path": "hand"}
 
@@ -57,7 +63,8 @@ def test_fast_runner_equals_the_plain_runner_on_a_hand_built_graph():
     plain = M.FaceMeshNet(graph).eval()
     fast = FastFaceMesh(graph, hw=(8, 8))
     # The channel PAD went into the ADD, the stride-2 SAME convs got a 4x4 kernel with padding 1.
-    assert not any(st[0] == "chpad" for st in fast._plan) and any(st[0] == "addch" for st in fast._plan)
+    kinds = [st[0] for st in fast._plan]
+    assert "chpad" not in kinds and "addch" in kinds and "add_" in kinds and "add" not in kinds
     assert tuple(fast.convs[0].weight.shape[2:]) == (4, 4) and fast.convs[0].padding == (1, 1)
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():

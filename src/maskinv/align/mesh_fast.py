@@ -10,7 +10,8 @@ with the padding inside the convolution:
 * TensorFlow's asymmetric stride-2 padding (0 before, 1 after) becomes a kernel grown by one zero
   tap in front with symmetric padding 1: the same sums, no padded copy of the activation;
 * a channel ``PAD`` read only by a residual ``ADD`` becomes an in-place add of the unpadded tensor
-  into the first channels of the other operand;
+  into the first channels of the other operand, and the other residual ``ADD``s add in place into
+  the operand nobody else reads (fewer fresh activation buffers);
 * channels_last weights and activations (oneDNN's fast depthwise/pointwise path), ``inference_mode``.
 
 TFLite has already folded batch norm into the convolutions and the graph has no other affine op
@@ -95,6 +96,7 @@ def _build():
             super().__init__()
             self.graph_path = graph["path"]
             self.hw = tuple(hw)
+            self.channels_last = True       # False: NCHW activations (measured slower: the benchmark)
             T = graph["tensors"]
             ops = graph["ops"]
             shapes = _shapes(graph, self.hw)
@@ -185,7 +187,13 @@ def _build():
                             skip.add(padded)
                             break
                     else:
-                        fused.append(st)
+                        # Otherwise add in place into an operand nobody else reads (a conv output).
+                        own = [t for t in (b, a) if len(readers.get(t, [])) == 1 and t not in self._outputs
+                               and t not in self._inputs]
+                        if own:
+                            fused.append(("add_", own[0], st[2], a if own[0] == b else b, st[4]))
+                        else:
+                            fused.append(st)
                 else:
                     fused.append(st)
             self._plan = [st for st in fused if not (st[0] == "chpad" and st[2] in skip)]
@@ -199,7 +207,9 @@ def _build():
                 raise DataFormatError(f"face mesh: input of size {tuple(x.shape[2:])}; this runner was built "
                                       f"for {self.hw}")
             n = x.shape[0]
-            x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+            x = x.to(self.dtype)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             vals = {self._inputs[0]: x}
             for st in self._plan:
                 kind, a = st[0], vals[st[1]]
@@ -209,6 +219,8 @@ def _build():
                     y = F.prelu(a, self.alphas[st[3]])
                 elif kind == "add":
                     y = a + vals[st[3]]
+                elif kind == "add_":
+                    y = a.add_(vals[st[3]])
                 elif kind == "addch":
                     y = a
                     y[:, :st[5]] += vals[st[3]]
