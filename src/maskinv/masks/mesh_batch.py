@@ -6,9 +6,10 @@ image's mesh is cached (:class:`~maskinv.masks.mesh.MeshCache`), :class:`MeshBat
 seeded bank once (looks drawn from :data:`~maskinv.masks.mesh.LOOKS` on bank meshes, e.g. cached
 meshes of training crops) and then, per image:
 
-1. fits a cubic map (least squares over the 468 mesh points and, weighted x2, the face silhouette:
-   the oval pushed out to the cheeks under yaw) from the image's own mesh to the bank entry's mesh, so the mask follows *this* face's oval, nose bridge and chin (pose, size,
-   roll) — not a bank face's;
+1. fits a cubic map (least squares over the 468 mesh points and, weighted x2, the face
+   silhouette: the oval pushed out to the cheeks under yaw) from the image's own mesh to the bank
+   entry's mesh, so the mask follows *this* face's oval, nose bridge and chin (pose, size, roll),
+   not a bank face's;
 2. warps the entry's blend planes (coverage, colour weights, loops: the blend form of
    :mod:`maskinv.masks.batched`) through that map (``cv2.remap``), only inside the face's box;
 3. lights it like the face: the median luma of the mesh points the mask leaves visible (eyes
@@ -124,16 +125,15 @@ class MeshBatchRenderer:
             kinds.append(p["kind"])
             params.append(p)
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
-        self.planes = planes                    # list of (H, W, 4) float32: C, K1, K2 = K1 * pattern, K3
         # The light ramp's planes: K1 X and K2 X, X = the bank face's abscissa (interocular units
         # from the nose tip along the eye line, clipped to +-1.5): after the warp X is the image
         # face's abscissa, so K (1 + r X) = K + r (K X) is linear in the warped planes.
-        self.ramp_planes = []
+        self._ramp_planes = []
         for pl, m in zip(planes, bank_mesh):
             e_l, e_r = m[list(_EYES[0])].mean(0), m[list(_EYES[1])].mean(0)
             d_io = max(float(np.linalg.norm(e_r - e_l)), 1e-6)
             X = np.clip(((xs - m[1, 0]) * (e_r - e_l)[0] + (ys - m[1, 1]) * (e_r - e_l)[1]) / d_io ** 2, -1.5, 1.5)
-            self.ramp_planes.append((pl[..., 1:3] * X[..., None].astype(np.float32)).astype(np.float32))
+            self._ramp_planes.append((pl[..., 1:3] * X[..., None].astype(np.float32)).astype(np.float32))
         self.colours = np.stack(colours)        # (N, 2, 3)
         self.loop_colours = np.stack(loop_cols)
         self.bank_mesh = np.stack(bank_mesh)    # (N, 468, 2)
@@ -147,11 +147,12 @@ class MeshBatchRenderer:
         nx, ny = self._norm(np.stack([self._xs1, self._ys1], -1))
         self._rows_pow = (ny[:, None] ** np.arange(4)[None, :]).astype(np.float32)          # (H, 4): y^b
         self._cols_pow = np.ascontiguousarray((nx[:, None] ** np.arange(4)[None, :]).T, np.float32)   # (4, W)
-        # Bank planes as remapped: keep = 1 - C first (outside the bank: keep 1, no mask).
+        # Bank planes as remapped (H, W, 4) float32: keep = 1 - C (outside the bank: 1, no mask), K1,
+        # K2 = K1 x pattern, K3 (the blend form of masks/batched.py, shade clipped to 1.25).
         self._keep_planes = [np.concatenate([1.0 - pl[..., :1], pl[..., 1:]], -1) for pl in planes]
 
     def __len__(self) -> int:
-        return len(self.planes)
+        return len(self._keep_planes)
 
     def _norm(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.image_size
@@ -206,7 +207,7 @@ class MeshBatchRenderer:
             e = int(entries[i])
             cv2.remap(self._keep_planes[e], mx, my, cv2.INTER_LINEAR, dst=P[i], borderMode=cv2.BORDER_CONSTANT,
                       borderValue=(1.0, 0.0, 0.0, 0.0))
-            cv2.remap(self.ramp_planes[e], mx, my, cv2.INTER_LINEAR, dst=R[i], borderMode=cv2.BORDER_CONSTANT,
+            cv2.remap(self._ramp_planes[e], mx, my, cv2.INTER_LINEAR, dst=R[i], borderMode=cv2.BORDER_CONSTANT,
                       borderValue=0)
         keep_px = P[..., 0]
         # 3. Light: median luma of the visible skin at mesh points (eyes excluded), left/right balance.
@@ -237,8 +238,8 @@ class MeshBatchRenderer:
         bal = np.where(ok_bal, np.clip((med_r - med_l) / np.where(ok_bal, med_all, 1.0) * 2.0, -0.8, 0.8), 0.0)
         gain = bright / self.bank_bright[entries]
         # 4. Composite: x (1 - C) + [K1, K2, K3, K1 X, K2 X] @ [c1; c2 - c1; c_loop; r c1; r (c2 - c1)]
-        #    x gain (r = 0.25 x balance: the ramp), rounded and saturated once (cv2.convertScaleAbs;
-        #    every term is >= 0 since |r X| <= 0.3).
+        #    x gain (r = 0.25 x balance: the ramp), rounded and saturated once (cv2.convertScaleAbs:
+        #    the mask term is (1 + r X) K1 (c1 (1 - pattern) + c2 pattern) >= 0, |r X| <= 0.3).
         cols = np.clip(self.colours[entries] + rng.normal(0.0, 4.0, (n, 2, 3)), 0, 255)
         r = (0.25 * bal)[:, None]
         W = np.stack([cols[:, 0], cols[:, 1] - cols[:, 0], self.loop_colours[entries], r * cols[:, 0],
