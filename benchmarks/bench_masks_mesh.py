@@ -19,7 +19,8 @@ image (batch 128).
 * render: 128 real 112 px aligned crops whose meshes sit in a ``MeshCache`` (fp16, SHA-256 keys;
   computed here, saved, reloaded): cache look-ups, ``apply_mask`` v1 (5 points) and mesh (cached
   mesh) per image, ``BatchMasker`` v1 and mesh banks, and ``MeshBatchRenderer`` (each image's own
-  cached mesh);
+  cached mesh); and how close MeshBatchRenderer's masks come to the per-image renderer's with the
+  same parameters on posed meshes (alpha IoU);
 * drift (``--drift N``): landmark movement of bf16 and ONNX Runtime against the fp32 fast runner
   (and fast against plain) on N LFW validation crops and N real masked RMFD photos (rmfd_dev people;
   MTCNN five points), in photo pixels: mean and max over points and photos.
@@ -140,6 +141,32 @@ def _onnx_session(fast, tmp: Path):
 def _drift(a: np.ndarray, b: np.ndarray, sides: np.ndarray) -> dict:
     d = np.linalg.norm(a[..., :2] - b[..., :2], axis=-1) * sides[:, None]      # photo pixels
     return {"mean_px": float(d.mean()), "max_px": float(d.max()), "photos": int(len(d))}
+
+
+def _posed_iou() -> dict:
+    """Alpha IoU (> 0.5) of MeshBatchRenderer (bank on the frontal fixture mesh) against the
+    per-image mesh renderer with the same parameters on posed copies of that mesh (the poses of
+    tests/test_mesh.py's coverage test): mean and min over 12 bank entries per pose."""
+    from maskinv.masks.mesh import mesh_layers
+    from maskinv.masks.mesh_batch import MeshBatchRenderer
+
+    m0 = np.load(REPO / "tests" / "helpers" / "mesh_astronaut.npy").astype(np.float64)
+    r = MeshBatchRenderer(180, meshes=m0[None], per_kind=3, seed=0)
+    img = np.full((180, 180, 3), 128, np.uint8)
+    res = {}
+    for yaw, roll in [(0, 0), (25, 0), (-25, 0), (0, 20), (20, -15)]:
+        c = m0[[1]]
+        a, b = np.deg2rad(yaw), np.deg2rad(roll)
+        Ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        Rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+        mesh = (m0 - c) @ Ry.T @ Rz.T + c
+        ious = []
+        for e in range(len(r)):
+            ref = mesh_layers(img, mesh, r.entry_params[e])[0]["alpha"] > 0.5
+            got = r.render(img, mesh, e, np.random.default_rng(0))[1] > 0.5
+            ious.append(float((ref & got).sum() / (ref | got).sum()))
+        res[f"yaw{yaw}_roll{roll}"] = {"mean": float(np.mean(ious)), "min": float(np.min(ious))}
+    return res
 
 
 def main(argv=None) -> dict:
@@ -275,6 +302,7 @@ def main(argv=None) -> dict:
     render["mesh_batch_renderer_own_mesh_b128_with_lookup"] = _time(
         lambda: mbr(crops, np.stack([cache.get(im, tpl) for im in crops]), 0), 128, a.repeats)
     out["render_ms_per_image"] = render
+    out["mesh_batch_renderer_vs_per_image_alpha_iou"] = _posed_iou()
     v1 = render["apply_mask_v1_per_image"]
     out["render_ratios_vs_apply_mask_v1"] = {
         k: {q: v1[q] / render[k][q] for q in ("wall_ms", "cpu_ms")} for k in render if k != "apply_mask_v1_per_image"}

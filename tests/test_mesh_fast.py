@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from maskinv.align import mesh as M
-from maskinv.errors import DataFormatError
+from maskinv.errors import ConfigError, DataFormatError
 
 from test_mesh import ASTRO_5, _astronaut, _model_or_skip
 
@@ -122,3 +122,20 @@ def test_fast_path_matches_the_reference_runtime(one_thread):
         pts, logit = load_fast_face_mesh()(torch.from_numpy(crop).permute(0, 3, 1, 2))
     assert np.abs(pts[0].numpy() - ref[1404].reshape(468, 3)).max() < 5e-3
     assert abs(float(logit[0]) - float(ref[1].ravel()[0])) < 1e-3
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_equals_the_eager_one(one_thread):
+    """torch.compile (opt-in, for filling mesh caches): the same points within 1e-3 px."""
+    import shutil
+
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("torch.compile's CPU backend needs a C++ compiler (g++/c++ not on PATH)")
+    _model_or_skip()
+    img = _astronaut()
+    r1 = M.mesh_points(img, ASTRO_5, compile=True)
+    r0 = M.mesh_points(img, ASTRO_5)
+    assert np.abs(r1.points - r0.points).max() < 1e-3
+    np.testing.assert_allclose(r1.score, r0.score, atol=1e-5)
+    with pytest.raises(ConfigError, match="fast=True"):
+        M.mesh_points(img, ASTRO_5, fast=False, compile=True)

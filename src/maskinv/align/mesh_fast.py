@@ -17,8 +17,8 @@ with the padding inside the convolution:
 TFLite has already folded batch norm into the convolutions and the graph has no other affine op
 to fold; a depthwise conv followed by a 1x1 conv stays two convs (merging them multiplies the
 work by ~9). ``bf16=True`` casts weights and activations to bfloat16 (oneDNN, AMX where the CPU
-has it): measured slower here and it moves the points (benchmarks/bench_masks_mesh.py), so the
-default stays float32.
+has it): 1.25x faster here but it moves the points by 0.18 px (LFW) to 0.40 px (RMFD masked) on
+average, up to 2 px (benchmarks/bench_masks_mesh.py), so the default stays float32.
 """
 from __future__ import annotations
 
@@ -256,8 +256,13 @@ def FastFaceMesh(graph: dict[str, Any], hw: tuple[int, int] = (MESH_INPUT, MESH_
     return _CLASS(graph, hw).eval().to(memory_format=torch.channels_last)
 
 
-def load_fast_face_mesh(path: str | Path | None = None, *, bf16: bool = False):
-    """The fast face-mesh module for the installed (or given) model file, cached per path."""
+def load_fast_face_mesh(path: str | Path | None = None, *, bf16: bool = False, compile: bool = False):
+    """The fast face-mesh module for the installed (or given) model file, cached per path.
+
+    ``compile=True`` wraps it in ``torch.compile`` (inductor: the residual adds and PReLUs fused
+    into C++ loops; needs a C++ compiler): 1.8x faster per face on one thread here, but the first
+    call (and each new batch size) compiles for 25-80 s, so it pays off only for long runs such as
+    filling a :class:`~maskinv.masks.mesh.MeshCache` for a training set (benchmarks/bench_masks_mesh.py)."""
     import torch
 
     p = Path(path) if path is not None else face_landmark_path()
@@ -265,12 +270,14 @@ def load_fast_face_mesh(path: str | Path | None = None, *, bf16: bool = False):
         raise MeshUnavailableError(f"the face mesh model is not installed: {INSTALL_HINT}")
     if not p.is_file():
         raise DataFormatError(f"{p}: face mesh model file not found")
-    key = (str(p.resolve()), bool(bf16))
+    key = (str(p.resolve()), bool(bf16), bool(compile))
     with _LOCK:
         net = _CACHE.get(key)
         if net is None:
             net = FastFaceMesh(read_tflite(p))
             if bf16:
                 net = net.to(torch.bfloat16)
+            if compile:
+                net = torch.compile(net)
             _CACHE[key] = net
     return net
