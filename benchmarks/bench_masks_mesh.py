@@ -6,8 +6,10 @@
 Every figure is the median over ``--repeats`` timed runs after one warm-up, as wall-clock ms and as
 CPU ms of this process (``time.process_time``: on a shared machine the wall clock also counts the
 time other jobs held the core; with one thread, CPU time is what the wall clock would read on an
-idle core). Goals: mesh <= 5 ms per face (batch 32), rendering from cached meshes <= 1 ms per
-image (batch 128).
+idle core). Minor page faults per item are recorded too: with glibc's default allocator the big
+activations of a batch are returned to the kernel after each call and faulted in (zeroed) again on
+the next; ``--malloc-tuned`` sets glibc's thresholds first (mallopt) to show that cost. Goals: mesh
+<= 5 ms per face (batch 32), rendering from cached meshes <= 1 ms per image (batch 128).
 
 * mesh: the 468-point face mesh on 32 real 192 px inputs (LFW aligned crops of validation people
   through the mesh's ROI; random inputs without ../shared/data): the op-by-op torch runner
@@ -52,14 +54,30 @@ def _shared() -> Path | None:
 
 
 def _time(fn, n_items: int, repeats: int) -> dict:
+    import resource
+
     fn()  # warm-up
-    wall, cpu = [], []
+    wall, cpu, faults = [], [], []
     for _ in range(repeats):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         c, t = time.process_time(), time.perf_counter()
         fn()
         wall.append((time.perf_counter() - t) * 1e3 / n_items)
         cpu.append((time.process_time() - c) * 1e3 / n_items)
-    return {"wall_ms": statistics.median(wall), "cpu_ms": statistics.median(cpu)}
+        faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n_items)
+    return {"wall_ms": statistics.median(wall), "cpu_ms": statistics.median(cpu),
+            "page_faults_per_item": statistics.median(faults)}
+
+
+def _tune_malloc() -> dict:
+    """glibc: keep freed memory (no trimming, mmap only above 32 MB) so that large activations are
+    not handed back to the kernel and faulted in again, zeroed, on every call."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return {"M_TRIM_THRESHOLD": bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)),
+            "M_MMAP_THRESHOLD": bool(libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20))}
 
 
 def _lfw_crops(shared: Path | None, n: int, skip: int = 0) -> tuple[np.ndarray, str]:
@@ -174,6 +192,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--drift", type=int, default=64, help="photos per set for the landmark drift (0: skip)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about 80 s to compile here)")
+    ap.add_argument("--malloc-tuned", action="store_true",
+                    help="call glibc mallopt first (no heap trimming, mmap only above 32 MB): see _tune_malloc")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import cv2
@@ -196,6 +216,8 @@ def main(argv=None) -> dict:
     out: dict = {"command": cmd, "machine": machine_line(), "threads": 1, "torch": torch.__version__,
                  "loadavg_start": list(os.getloadavg()), "repeats": a.repeats,
                  "timing": "median of repeats after a warm-up; wall = wall clock, cpu = this process's CPU time"}
+    if a.malloc_tuned:
+        out["mallopt"] = _tune_malloc()
     shared = _shared()
     tpl = template_for_size((112, 112)).astype(np.float64)
 
