@@ -260,8 +260,8 @@ def load_fast_face_mesh(path: str | Path | None = None, *, bf16: bool = False, c
     """The fast face-mesh module for the installed (or given) model file, cached per path.
 
     ``compile=True`` wraps it in ``torch.compile`` (inductor: the residual adds and PReLUs fused
-    into C++ loops; needs a C++ compiler): 1.8x faster per face on one thread here, but the first
-    call (and each new batch size) compiles for 25-80 s, so it pays off only for long runs such as
+    into C++ loops; needs a C++ compiler): 1.3x faster per face on one thread here, but the first
+    call (and each new batch size) compiles for 15-80 s, so it pays off only for long runs such as
     filling a :class:`~maskinv.masks.mesh.MeshCache` for a training set (benchmarks/bench_masks_mesh.py)."""
     import torch
 

@@ -1,7 +1,7 @@
 """Mesh masks at training speed: each image's own cached mesh, a pre-rendered bank, one warp.
 
-The per-image ``mesh`` renderer (:func:`maskinv.masks.mesh.render_mesh_mask`, ~10 ms per 112 px
-crop) rasterises, shades and blurs every mask from scratch. For the training loop, where every
+The per-image ``mesh`` renderer (:func:`maskinv.masks.mesh.render_mesh_mask`, ~4 ms of CPU per
+112 px crop) rasterises, shades and blurs every mask from scratch. For the training loop, where every
 image's mesh is cached (:class:`~maskinv.masks.mesh.MeshCache`), :class:`MeshBatchRenderer` renders a
 seeded bank once (looks drawn from :data:`~maskinv.masks.mesh.LOOKS` on bank meshes, e.g. cached
 meshes of training crops) and then, per image:
@@ -40,7 +40,7 @@ _POWERS = ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0), (0, 3), (1, 2), (2, 1
 
 def _basis(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Cubic monomials of normalised coordinates, stacked on the last axis (a quadratic map
-    followed a face turned by 25 deg of yaw with alpha IoU 0.83-0.85, the cubic with 0.92-0.95)."""
+    followed faces turned by 25 deg of yaw visibly worse in a trial on the test meshes)."""
     x2, y2 = x * x, y * y
     return np.stack([np.ones_like(x), x, y, x2, x * y, y2, x2 * x, x2 * y, x * y2, y2 * y], -1)
 
