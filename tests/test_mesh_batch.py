@@ -118,3 +118,15 @@ def test_batch_renderer_checks_its_input(renderer):
         renderer(img, m, prob=1.5)
     with pytest.raises(ConfigError, match="meshes"):
         MeshBatchRenderer(180, meshes=np.zeros((1, 10, 2)))
+
+
+def test_batch_renderer_on_non_square_images():
+    from maskinv.masks.mesh_batch import MeshBatchRenderer
+
+    m = np.load(MESH_FIXTURE).astype(np.float64)
+    r = MeshBatchRenderer((200, 180), meshes=m[None], per_kind=1, seed=1)
+    img = np.full((1, 200, 180, 3), 128, np.uint8)
+    out, applied, _, cover = r(img, m[None], 0)
+    assert out.shape == (1, 200, 180, 3) and cover.shape == (1, 200, 180) and applied.all()
+    x, y = np.round(m[1, :2]).astype(int)
+    assert cover[0, y, x] > 0.5 and (out != img).any()

@@ -142,9 +142,7 @@ class MeshBatchRenderer:
         self.kinds = kinds
         self.entry_params = params               # each entry's sample_mesh_params (JSON-able)
         self._s = 0.5 * max(h, w)
-        self._grid = (xs, ys)
-        self._xs1, self._ys1 = xs[0].copy(), ys[:, 0].copy()
-        nx, ny = self._norm(np.stack([self._xs1, self._ys1], -1))
+        nx, ny = (xs[0] - 0.5 * w) / self._s, (ys[:, 0] - 0.5 * h) / self._s   # as _norm, one row / column
         self._rows_pow = (ny[:, None] ** np.arange(4)[None, :]).astype(np.float32)          # (H, 4): y^b
         self._cols_pow = np.ascontiguousarray((nx[:, None] ** np.arange(4)[None, :]).T, np.float32)   # (4, W)
         # Bank planes as remapped (H, W, 4) float32: keep = 1 - C (outside the bank: 1, no mask), K1,
@@ -257,8 +255,8 @@ class MeshBatchRenderer:
 
     def render(self, image: np.ndarray, mesh, entry: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One image: (uint8 (H, W, 3) masked copy, float32 (H, W) coverage) with bank ``entry``."""
-        out, C = self(image[None], np.asarray(mesh)[None], rng, entries=np.array([int(entry)]))[::3]
-        return out[0], C[0]
+        out, _, _, cover = self(image[None], np.asarray(mesh)[None], rng, entries=np.array([int(entry)]))
+        return out[0], cover[0]
 
     def __call__(self, images, meshes, rng=0, prob: float = 1.0, *, entries=None):
         """Mask each image (probability ``prob``) from its own mesh.
