@@ -364,13 +364,18 @@ def _run(net, crops: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(pts), np.concatenate(logit)
 
 
-def mesh_points(images, landmarks5, *, refine: int = 0, batch_size: int = 32, model_path=None) -> MeshResult:
+def mesh_points(images, landmarks5, *, refine: int = 0, batch_size: int = 32, model_path=None,
+                fast: bool = True, compile: bool = False) -> MeshResult:
     """The 468-point mesh of one face per image.
 
     images: a uint8 (H, W, 3) RGB image or a sequence of them (sizes may differ); landmarks5:
     (5, 2) or (N, 5, 2) ArcFace-order points in each image's pixels (a detector's, or the
     template for aligned crops). ``refine``: extra passes, each from the previous mesh's ROI
-    (MediaPipe's tracking rule). Returns :class:`MeshResult`.
+    (MediaPipe's tracking rule). ``fast``: run the graph with :mod:`maskinv.align.mesh_fast`
+    (padding folded into the convolutions; the same points to ~1e-4 px: tests/test_mesh.py), else
+    with the op-by-op :class:`FaceMeshNet`; ``compile``: the fast runner through ``torch.compile``
+    (faster per face after a first call that compiles for tens of seconds: for long runs such as
+    filling a mesh cache). Returns :class:`MeshResult`.
     """
     import cv2
 
@@ -388,7 +393,14 @@ def mesh_points(images, landmarks5, *, refine: int = 0, batch_size: int = 32, mo
     for i, im in enumerate(imgs):
         if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
             raise DataFormatError(f"face mesh: image {i}: expected a uint8 (H, W, 3) RGB array")
-    net = load_face_mesh(model_path)
+    if fast:
+        from .mesh_fast import load_fast_face_mesh
+
+        net = load_fast_face_mesh(model_path, compile=compile)
+    else:
+        if compile:
+            raise ConfigError("face mesh: compile=True needs fast=True")
+        net = load_face_mesh(model_path)
     rois = [roi_from_five(p) for p in lms]
     for _ in range(1 + refine):
         mats = [roi_matrix(r) for r in rois]
