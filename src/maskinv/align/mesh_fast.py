@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFormatError
-from .mesh import INSTALL_HINT, MESH_INPUT, MESH_POINTS, MeshUnavailableError, _same_pad, face_landmark_path, \
+from .mesh_file import INSTALL_HINT, MESH_INPUT, MESH_POINTS, MeshUnavailableError, _same_pad, face_landmark_path, \
     read_tflite
 
 __all__ = ["FastFaceMesh", "load_fast_face_mesh"]
