@@ -210,12 +210,13 @@ def mask_gallery(val_bin: Path, path: Path, seed: int) -> Path | None:
     from maskinv.masks import apply_mask, image_rng
     from maskinv.utils.images import encode_image
     from maskinv.utils.io import atomic_write_bytes
+    from maskinv.utils.seeds import derive_seed
 
     images, _ = decode_bin(val_bin)
     faces = images[: min(6, len(images)) * 2 : 2]
     rows = []
     for i, face in enumerate(faces):
-        row = [face] + [apply_mask(face, rng=image_rng(seed + 1 + j, i)).image for j in range(5)]
+        row = [face] + [apply_mask(face, rng=image_rng(derive_seed(seed, "mask_gallery", j), i)).image for j in range(5)]
         rows.append(np.concatenate(row, axis=1))
     grid = np.concatenate(rows, axis=0)
     scale = max(1, -(-112 // faces.shape[1]))  # show small crops at 112 px or more per face
