@@ -137,3 +137,34 @@ def test_safe_name():
     for empty in ("", "///", "..", ".", "_._"):
         assert safe_name(empty) == "item"
     assert safe_name("", fallback="detector") == "detector"
+
+
+def test_safe_name_per_char_keeps_the_detector_cache_names():
+    """``per_char=True`` is exactly the rule the detector caches (data/folder_bench.py, study/real/data.py)
+    used before: existing cache folders and recorded detector tags keep their names."""
+    from maskinv.utils.naming import safe_name
+
+    old = lambda t: "".join(c if c.isalnum() or c in "-_." else "_" for c in t)  # noqa: E731
+    for name in ("mtcnn", "dlib", "yunet", "mtcnn+yunet", "My Det/v2", "__x__", "a++b", "ünï", "x.y-z_1"):
+        assert safe_name(name, fallback="detector", per_char=True) == old(name), name
+    assert safe_name("mtcnn+yunet", per_char=True) == "mtcnn_yunet" != safe_name("mtcnn+yunet")
+    assert safe_name("", fallback="detector", per_char=True) == "detector"
+    assert safe_name("..", fallback="detector", per_char=True) == "detector"
+
+
+def test_center_crop_uses_the_one_resize_rule():
+    """data.folder_bench.center_crop: the same pixels as the crop it made with cv2 directly (area when
+    shrinking, linear when enlarging), now through utils.images.resize_images."""
+    import cv2
+
+    from maskinv.data.folder_bench import center_crop
+
+    rng = np.random.default_rng(0)
+    for h, w, size in ((160, 120, 112), (90, 100, 112), (112, 130, 112), (40, 40, 16)):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        s = min(h, w)
+        sq = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        want = sq if s == size else cv2.resize(
+            sq, (size, size), interpolation=cv2.INTER_AREA if s > size else cv2.INTER_LINEAR)
+        got = center_crop(img, size)
+        assert got.shape == (size, size, 3) and np.array_equal(got, want), (h, w, size)

@@ -151,8 +151,14 @@ def test_table_is_acyclic(layer):
 # ----------------------------------------------------------------------------- cycles inside a package
 def _lazy_exports(path: Path) -> dict[str, str]:
     """``{name: submodule}`` of a package ``__init__`` that exports names lazily (``_EXPORTS = {...}``
-    read by :func:`maskinv.utils.lazy.lazy_getattr`): importing such a name imports the submodule."""
+    read by :func:`maskinv.utils.lazy.lazy_getattr`, or ``lazy_exports(__name__, {submodule: "names"})``):
+    importing such a name imports the submodule."""
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        call = node.value if isinstance(node, (ast.Assign, ast.Expr)) else None
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "lazy_exports"
+                and len(call.args) == 2 and isinstance(call.args[1], ast.Dict)):
+            return {name: k.value for k, v in zip(call.args[1].keys, call.args[1].values)
+                    if isinstance(k, ast.Constant) and isinstance(v, ast.Constant) for name in v.value.split()}
         if (isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict)
                 and any(isinstance(t, ast.Name) and t.id == "_EXPORTS"
                         for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))):
@@ -284,3 +290,16 @@ def test_cycle_checker_sees_function_level_imports_and_reports_the_path(tmp_path
     assert package_cycles(module_graph()) == [["maskinv.align.a", "maskinv.align.b", "maskinv.align.c", "maskinv.align.a"]]
     (pkg / "b.py").write_text("def g():\n    return 1\n")
     assert package_cycles(module_graph()) == []
+
+
+def test_cycle_checker_follows_lazy_exports(tmp_path, monkeypatch):
+    # a name exported through lazy_exports(...) counts as an import of the submodule that defines it
+    pkg = tmp_path / "maskinv" / "evaluate"
+    pkg.mkdir(parents=True)
+    (tmp_path / "maskinv" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text('from maskinv.utils.lazy import lazy_exports\n\n'
+                                     '__all__, __getattr__ = lazy_exports(__name__, {"a": "f F", "b": "g"})\n')
+    (pkg / "a.py").write_text("def f():\n    from maskinv.evaluate import g\n    return g\n")
+    (pkg / "b.py").write_text("from maskinv.evaluate import F\n\ndef g():\n    return F\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path / "maskinv")
+    assert package_cycles(module_graph()) == [["maskinv.evaluate.a", "maskinv.evaluate.b", "maskinv.evaluate.a"]]

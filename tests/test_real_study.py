@@ -377,3 +377,23 @@ def test_validation_pairs_are_interleaved_so_every_fold_holds_both_kinds():
     assert (folds.sum(axis=1) == 30).all()
     odd = np.array([True, True, True, False])
     assert issame[_interleave(issame)].tolist()[:2] == [True, False] and _interleave(odd).tolist() == [0, 3, 1, 2]
+
+
+def test_settings_text_goes_through_the_schema_coercion():
+    """``--set`` numbers and strings are read by train.config_schema.coerce (one meaning of "1e-3",
+    "1_000", "2.0" for an int), booleans also as yes/no; errors name the setting."""
+    from maskinv.errors import ConfigError
+    from maskinv.study.real.settings import RealSettings, apply_overrides
+    from maskinv.train.config_schema import Origin, coerce
+
+    s = apply_overrides(RealSettings(), ["lr_lg=1e-3", "n_boot=1_000", "split_k=2.0", "with_hg=no",
+                                         "with_adapt=on", "freeze_bn=0", "detector=yunet", "epochs=2"])
+    assert (s.lr_lg, s.n_boot, s.split_k, s.with_hg, s.with_adapt, s.freeze_bn, s.detector) == \
+        (1e-3, 1000, 2, False, True, False, "yunet")
+    assert type(s.split_k) is int and type(s.epochs) is float
+    for text, tp in (("1e-3", float), ("1_000", int), ("2.0", int)):
+        assert coerce(text, tp, "k", Origin()) == getattr(s, {"1e-3": "lr_lg", "1_000": "n_boot", "2.0": "split_k"}[text])
+    for item, msg in (("split_k=1.5", "split_k: expected an integer"), ("lr_aug=inf", "lr_aug: expected a number"),
+                      ("with_hg=maybe", "with_hg: expected true/false"), ("mask_prob=x", "mask_prob: expected a number")):
+        with pytest.raises(ConfigError, match=f"study-real setting {msg}"):
+            apply_overrides(RealSettings(), [item])

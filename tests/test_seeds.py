@@ -52,6 +52,8 @@ def test_call_sites_use_derive_seed_not_arithmetic():
         "study/recipe.py": r"s\.seed \* 1000",
         "study/adapt_row.py": r"s\.seed \* 1000|seed\) \+ DATA_SEED_OFFSET",
         "masks/preview.py": r"1_000_000 \+ r",
+        "train/heads.py": r"seed\) \+ 0x9E3779B9",
+        "study/report.py": r"seed \+ 1 \+ j",
     }
     for rel, pattern in old.items():
         text = (SRC / rel).read_text()
@@ -108,3 +110,38 @@ def test_bad_seed_refused():
     for bad in (1.5, "1", True, None):
         with pytest.raises(TypeError):
             derive_seed(bad, "a")
+
+
+def test_head_margin_generator_stream_unchanged():
+    """A seeded head draws its margins from ``seed + 0x9E3779B9`` (as before derive_seed), apart
+    from its kernel initialisation's stream."""
+    import torch
+
+    from maskinv.train.heads import get_head
+
+    for seed in (0, 5, 2**31 - 1):
+        head = get_head("arcface", 8, 4, seed=seed)
+        want = torch.Generator().manual_seed(seed + 0x9E3779B9)
+        assert torch.equal(torch.rand(6, generator=head.generator), torch.rand(6, generator=want))
+        assert head.generator.initial_seed() != torch.Generator().manual_seed(seed).initial_seed()
+
+
+def test_mask_gallery_masks_unchanged(tmp_path, monkeypatch):
+    """Column ``j`` of the study's mask gallery masks face ``i`` with ``image_rng(seed + 1 + j, i)``, as before."""
+    from maskinv.masks import image_rng
+    from maskinv.study import report
+
+    seen = []
+
+    def fake_apply(face, *, rng):
+        seen.append(int(rng.integers(2**31)))
+        class R:  # noqa: E306
+            image = face
+        return R()
+
+    faces = (np.arange(4 * 2 * 8 * 8 * 3) % 251).astype(np.uint8).reshape(8, 8, 8, 3)
+    monkeypatch.setattr("maskinv.data.bins.decode_bin", lambda p: (faces, None))
+    monkeypatch.setattr("maskinv.masks.apply_mask", fake_apply)
+    assert report.mask_gallery(tmp_path / "v.bin", tmp_path / "g.png", 7) == tmp_path / "g.png"
+    want = [int(image_rng(7 + 1 + j, i).integers(2**31)) for i in range(4) for j in range(5)]
+    assert seen == want

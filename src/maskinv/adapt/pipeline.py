@@ -141,9 +141,9 @@ def _write_faces(src: Path, files: list[Path], out: Path, *, aligned: bool, dete
 
     det = None
     if not aligned:
-        from maskinv.align import get_detector
+        from maskinv.align import resolve_detector
 
-        det = get_detector(detector or "dlib") if isinstance(detector, str) or detector is None else detector
+        det = resolve_detector(detector)  # prepare_images passes the one it resolved (and recorded)
     records, no_face, skipped, resized = [], [], [], []
     t0 = time.perf_counter()
     with RecordWriter(out / "train.rec", out / "train.idx") as wr:

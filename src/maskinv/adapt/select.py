@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from maskinv.errors import ConfigError
+from maskinv.masks.protocols import MU, UU
 
 from maskinv.train.config import TrainConfig
 
@@ -33,9 +34,9 @@ def score(model: Any, val: str, *, seed: int = 0) -> dict[str, float]:
     from maskinv.evaluate import evaluate_models
     from maskinv.evaluate.runner import metrics_of
 
-    doc = evaluate_models({"m": model}, {"val": val}, ("uu", "mu"), seed=seed, precision="fp32", plots=False,
+    doc = evaluate_models({"m": model}, {"val": val}, (UU, MU), seed=seed, precision="fp32", plots=False,
                           scores=False)
-    return {p: float(metrics_of(doc, "m", "val", p)["accuracy_mean"]) for p in ("uu", "mu")}
+    return {p: float(metrics_of(doc, "m", "val", p)["accuracy_mean"]) for p in (UU, MU)}
 
 
 def _eval_at(state: dict, step: int | None) -> dict | None:
@@ -77,11 +78,11 @@ def train_with_selection(cfg: TrainConfig, out: Path, *, teacher: str, val: str,
         state = {"val": str(val), "tolerance": tolerance, "patience": patience, "eval_every": eval_every,
                  "teacher": score(teacher, val, seed=cfg.runtime.seed), "evals": [], "best_step": None,
                  "stopped_early": False}
-        say(f"[adapt] teacher on {val}: U-U {100 * state['teacher']['uu']:.2f}  M-U {100 * state['teacher']['mu']:.2f}")
+        say(f"[adapt] teacher on {val}: U-U {100 * state['teacher'][UU]:.2f}  M-U {100 * state['teacher'][MU]:.2f}")
     # accuracies are means of fold fractions: a step exactly `tolerance` points below the teacher can
     # land a rounding error under the floor (about 3 in 10 such cases), so compare with a margin far
     # below one pair in a million
-    floor = state["teacher"]["uu"] - tolerance / 100.0 - FLOAT_SLACK
+    floor = state["teacher"][UU] - tolerance / 100.0 - FLOAT_SLACK
     done = state["evals"][-1]["step"] if state["evals"] else 0
     summary: dict[str, Any] = {}
     while True:
@@ -91,19 +92,19 @@ def train_with_selection(cfg: TrainConfig, out: Path, *, teacher: str, val: str,
             break
         done = summary["step"]
         got = score(out / "backbone.pt", val, seed=cfg.runtime.seed)
-        ok = got["uu"] >= floor
+        ok = got[UU] >= floor
         best = _eval_at(state, state["best_step"])
-        improved = ok and (best is None or got["mu"] > best["mu"])
+        improved = ok and (best is None or got[MU] > best[MU])
         if improved:
             _copy_export(out, out / "best")
             state["best_step"] = done
         elif not ok and state["best_step"] is None:
             fb = _eval_at(state, state.get("fallback_step"))
-            if fb is None or (got["uu"], got["mu"]) > (fb["uu"], fb["mu"]):
+            if fb is None or (got[UU], got[MU]) > (fb[UU], fb[MU]):
                 _copy_export(out, out / "fallback")
                 state["fallback_step"] = done
         state["evals"].append({"step": done, **got, "within_tolerance": ok})
-        say(f"[adapt] step {done}: U-U {100 * got['uu']:.2f}  M-U {100 * got['mu']:.2f}"
+        say(f"[adapt] step {done}: U-U {100 * got[UU]:.2f}  M-U {100 * got[MU]:.2f}"
             + ("  (best)" if improved else "" if ok else "  (U-U below tolerance)"))
         since = [e for e in state["evals"] if state["best_step"] is None or e["step"] > state["best_step"]]
         if len(since) >= patience:
@@ -124,8 +125,8 @@ def train_with_selection(cfg: TrainConfig, out: Path, *, teacher: str, val: str,
             summary["backbone_step"] = state["fallback_step"]
             state["met_tolerance"] = False
             say(f"[adapt] warning: no validated step kept U-U within {tolerance:g} points of the teacher's "
-                f"({100 * state['teacher']['uu']:.2f}); exported step {fb['step']}, the one that lost least "
-                f"(U-U {100 * fb['uu']:.2f}, M-U {100 * fb['mu']:.2f}). A lower optim.lr or fewer steps keep "
+                f"({100 * state['teacher'][UU]:.2f}); exported step {fb['step']}, the one that lost least "
+                f"(U-U {100 * fb[UU]:.2f}, M-U {100 * fb[MU]:.2f}). A lower optim.lr or fewer steps keep "
                 "more U-U; a larger --tolerance accepts the loss")
     atomic_write_json(state_path, state)
     return {**summary, "selection": state}

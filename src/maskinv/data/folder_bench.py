@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -23,6 +22,8 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
+from maskinv.utils.images import resize_images, resize_note
+from maskinv.utils.naming import safe_name
 
 __all__ = ["FolderBench", "prepare_folder_bench", "save_folder_bin", "center_crop", "default_detector"]
 
@@ -81,15 +82,13 @@ def default_detector() -> Any:
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """The largest centred square of ``image`` resized to ``size`` × ``size`` (the ``on_miss="center"`` fallback)."""
-    import cv2
-
     h, w = image.shape[:2]
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
     sq = image[y0:y0 + s, x0:x0 + s]
     if s == size:
         return np.ascontiguousarray(sq)
-    return cv2.resize(sq, (size, size), interpolation=cv2.INTER_AREA if s > size else cv2.INTER_LINEAR)
+    return resize_images(sq[None], size)[0]  # the one resize rule
 
 
 def _all_images(root: Path) -> list[Path]:
@@ -102,10 +101,6 @@ def _all_images(root: Path) -> list[Path]:
 def _cache_paths(cache_dir: Path, tag: str, sha: str) -> tuple[Path, Path]:
     d = cache_dir / tag / sha[:2]
     return d / f"{sha}.png", d / f"{sha}.noface"
-
-
-def _safe_tag(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "detector"
 
 
 def prepare_folder_bench(
@@ -171,7 +166,7 @@ def prepare_folder_bench(
         from maskinv.align import get_detector
 
         det = default_detector() if detector is None else (get_detector(detector) if isinstance(detector, str) else detector)
-        tag = f"{_safe_tag(getattr(det, 'name', type(det).__name__))}-{size}"
+        tag = f"{safe_name(getattr(det, 'name', type(det).__name__), fallback='detector', per_char=True)}-{size}"
     cache = Path(cache_dir) if cache_dir is not None else None
 
     n = len(paths)
@@ -182,6 +177,7 @@ def prepare_folder_bench(
     keys = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in paths]
     identities = [p.parent.name for p in paths]
     resized = cached = 0
+    resized_sizes: list[tuple[int, int]] = []
     fingerprint = hashlib.sha256()  # the benchmark's identity: relative paths + file contents + pair list
     if plist is not None:
         fingerprint.update(plist.path.read_bytes())
@@ -204,6 +200,7 @@ def prepare_folder_bench(
         fingerprint.update(f"{keys[k]}\0{sha}\n".encode())
         if aligned:
             if img.shape[:2] != (size, size):
+                resized_sizes.append((img.shape[1], img.shape[0]))
                 img = center_crop(img, size)  # a square crop is just resized
                 resized += 1
             images[k] = img
@@ -246,8 +243,7 @@ def prepare_folder_bench(
         else:
             valid[k] = False
     if resized:
-        warnings.warn(f"{root}: resized {resized} of {n} images to {size}x{size} (aligned=True expects "
-                      f"{size}x{size} ArcFace crops)", stacklevel=2)
+        resize_note(resized_sizes, size, total=n)  # the one note, pointing at our caller
 
     name = root.resolve().name or "folder"
     info: dict[str, Any] = {

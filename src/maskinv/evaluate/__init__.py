@@ -5,34 +5,14 @@ Names are imported lazily so ``import maskinv.evaluate`` stays light (no torch, 
 """
 from __future__ import annotations
 
-from maskinv.utils.lazy import lazy_getattr
+from maskinv.utils.lazy import lazy_exports
 
-_EXPORTS = {
-    "verification_metrics": "metrics",
-    "roc_curve": "metrics",
-    "fold_bounds": "metrics",
-    "insightface_cosine_thresholds": "metrics",
-    "embed_images": "protocols",
-    "evaluate_bin": "runner",
-    "score_benchmark": "runner",
-    "ScoreOptions": "runner",
-    "pair_scores": "protocols",
-    "PROTOCOLS": "protocols",
-    "parse_protocols": "protocols",
-    "evaluate_models": "runner",
-    "ModelSpec": "runner",
-    "metrics_of": "runner",
-    "Benchmark": "benchmarks",
-    "load_benchmark": "benchmarks",
-    "FolderBenchSpec": "benchmarks",
-    "register_loader": "benchmarks",
-    "VerificationCallback": "callback",
-    "write_report": "reports",
-    "markdown_table": "reports",
-    "plot_roc_det": "plots",
-    "plot_score_histograms": "plots",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__all__, __getattr__ = lazy_exports(__name__, {
+    "metrics": "verification_metrics roc_curve fold_bounds insightface_cosine_thresholds",
+    "protocols": "embed_images pair_scores PROTOCOLS parse_protocols",
+    "runner": "evaluate_bin score_benchmark ScoreOptions evaluate_models ModelSpec metrics_of",
+    "benchmarks": "Benchmark load_benchmark FolderBenchSpec register_loader",
+    "callback": "VerificationCallback",
+    "reports": "write_report markdown_table",
+    "plots": "plot_roc_det plot_score_histograms",
+})

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from maskinv.errors import ConfigError
+from maskinv.masks.protocols import MU, UU
 
 from .protocols import evaluate_arrays, load_bench, masked_images, parse_protocols
 
@@ -40,7 +41,7 @@ class VerificationCallback:
         self,
         bins: Sequence[str | os.PathLike | tuple[str, Any]],
         every_steps: int,
-        protocols: Iterable[str] | str = ("uu", "mu"),
+        protocols: Iterable[str] | str = (UU, MU),
         *,
         seed: int = 0,
         mask_kind: str = "random",

@@ -40,16 +40,20 @@ def load_bench(bench: str | os.PathLike | Sequence) -> tuple[np.ndarray, np.ndar
 
 
 def masked_images(images: np.ndarray, protocols: Sequence[str], seed: int, kind: str) -> np.ndarray | None:
-    """All images masked as the most-masking requested protocol masks them (``mm``: every image;
-    ``mu``: the probes; the other protocols read only the sides they mask), or None when none masks."""
+    """All images masked on every side a requested protocol masks (``mu``: the probes; ``mu`` and
+    ``mm``: every image; each protocol reads only the sides it masks), or None when none masks.
+    Image ``i``'s mask depends on ``(seed, i)`` alone, so a side is masked the same whichever
+    protocols are requested."""
     protos = parse_protocols(protocols)
-    masking = [p for p in protos if PROTOCOL_TABLE[p].masked]
+    masking = [PROTOCOL_TABLE[p] for p in protos if PROTOCOL_TABLE[p].masked]
     if not masking:
         return None
     from maskinv.masks import mask_pair_images
 
-    widest = max(masking, key=lambda p: PROTOCOL_TABLE[p].masks_reference + PROTOCOL_TABLE[p].masks_probe)
-    return mask_pair_images(images, widest, seed, kind=kind)
+    ref, probe = any(p.masks_reference for p in masking), any(p.masks_probe for p in masking)
+    covers = [p for p in PROTOCOLS if (PROTOCOL_TABLE[p].masks_reference or not ref) and (PROTOCOL_TABLE[p].masks_probe or not probe)]
+    fewest = min(covers, key=lambda p: PROTOCOL_TABLE[p].masks_reference + PROTOCOL_TABLE[p].masks_probe)
+    return mask_pair_images(images, fewest, seed, kind=kind)
 
 
 def embed_protocols(

@@ -24,7 +24,7 @@ from maskinv.data.folder_bench import center_crop
 from maskinv.errors import ConfigError, DataFormatError
 from maskinv.masks import apply_mask, image_rng, mask_photo
 from maskinv.masks.mesh import image_key
-from maskinv.masks.protocols import MASKED_PROTOCOLS, PROBE_REF, PROTOCOLS, masked_indices, parse_protocols
+from maskinv.masks.protocols import MASKED_PROTOCOLS, PROBE_REF, PROTOCOLS, UU, masked_indices, parse_protocols
 
 from .benchmarks import Benchmark, FolderBenchSpec, label_benchmarks, load_benchmark
 from .bootstrap import results_comparisons
@@ -83,7 +83,7 @@ def score_benchmark(model: EvalModel, bench: Benchmark, protos: Sequence[str], m
     skipped: dict[str, str] = {}
     emb = None  # per folder image (rows of dropped images stay zero)
     if photo_mode(model, bench):
-        if (bench.has_pairs and "uu" in protos) or bench.probe is not None:
+        if (bench.has_pairs and UU in protos) or bench.probe is not None:
             used = np.flatnonzero(fb.valid)
             center = np.isin(np.asarray(fb.keys, dtype=object), list(fb.missed)) if fb.info.get("on_miss") == "center" \
                 else np.zeros(len(fb.keys), bool)
@@ -91,12 +91,12 @@ def score_benchmark(model: EvalModel, bench: Benchmark, protos: Sequence[str], m
             emb = np.zeros((len(fb.keys), e.shape[1]), np.float32)
             emb[used] = e
         if bench.has_pairs:
-            if "uu" in protos:
+            if UU in protos:
                 keep = fb.pair_keep
                 scores = pair_scores(emb[fb.pairs.first[keep]], emb[fb.pairs.second[keep]])
                 m = verification_metrics(scores, bench.issame, folds=opts.folds, far_targets=opts.far_targets,
                                          exact=opts.exact)
-                out["uu"] = {**m, "scores": scores, "genuine": bench.issame.copy()}
+                out[UU] = {**m, "scores": scores, "genuine": bench.issame.copy()}
             masked_protos = [p for p in protos if p in MASKED_PROTOCOLS]
             if masked_protos:
                 out.update(_photo_masked_protocols(model, bench, masked_protos, emb, opts))

@@ -40,18 +40,24 @@ class Protocol:
         return self.masks_reference or self.masks_probe
 
 
+#: The protocol names: code outside this module spells them through these constants (a test in
+#: tests/test_name_owners.py rejects the string literals elsewhere).
+UU = "uu"
+MU = "mu"
+MM = "mm"
+#: The probe/reference protocol of folder benchmarks with a probe list.
+PROBE_REF = "probe_ref"
+
 #: Every protocol, in canonical (table) order. Evaluation, calibration, config validation, the CLI
 #: and the study tables read it; nothing else spells the names out.
 PROTOCOL_TABLE: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("uu", "U-U", "no image masked", False, False),
-    Protocol("mu", "M-U", "the second image of every pair masked", False, True),
-    Protocol("mm", "M-M", "both masked (independent masks)", True, True),
-    Protocol("probe_ref", "probe_ref",
+    Protocol(UU, "U-U", "no image masked", False, False),
+    Protocol(MU, "M-U", "the second image of every pair masked", False, True),
+    Protocol(MM, "M-M", "both masked (independent masks)", True, True),
+    Protocol(PROBE_REF, PROBE_REF,
              "every probe-list image (real masks) against every reference image (the folder's other images): "
              "probes x references", False, False, pair_list=False),
 )}
-#: The probe/reference protocol of folder benchmarks with a probe list.
-PROBE_REF = "probe_ref"
 #: Pair-list protocols in canonical order (what ``--protocols`` accepts).
 PROTOCOLS: tuple[str, ...] = tuple(n for n, p in PROTOCOL_TABLE.items() if p.pair_list)
 #: Pair-list protocols that mask at least one image of a pair.
@@ -61,7 +67,7 @@ TITLES: dict[str, str] = {n: p.title for n, p in PROTOCOL_TABLE.items()}
 #: One-line meaning of each protocol (reports, help texts).
 DESCRIPTIONS: dict[str, str] = {n: p.description for n, p in PROTOCOL_TABLE.items()}
 #: The protocol of the gate use case (masked probe vs unmasked reference): default of thresholds.
-DEFAULT_PROTOCOL = "mu"
+DEFAULT_PROTOCOL = MU
 
 
 def title(protocol: str) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from maskinv.errors import ConfigError, MaskinvError
+from maskinv.masks.protocols import MM, MU, UU
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .recipe import stages, study_plan, train_config
@@ -181,9 +182,9 @@ def demo_pairs(s: DemoSettings) -> list[tuple]:
         out.append(("elasticface_arc_aug", "maskinv_lg_long", None))
     if s.with_hg and s.with_control:
         out.append(("maskinv_lg_long", "maskinv_hg", None))
-    out.append(("teacher", "maskinv_lg", ["uu"]))
+    out.append(("teacher", "maskinv_lg", [UU]))
     if s.with_adapt:
-        out += [("teacher", "maskinv_adapt", ["mu", "mm", "uu"]), ("maskinv_lg", "maskinv_adapt", ["mu"])]
+        out += [("teacher", "maskinv_adapt", [MU, MM, UU]), ("maskinv_lg", "maskinv_adapt", [MU])]
     return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from maskinv.evaluate.bootstrap import signed
-from maskinv.masks.protocols import PROTOCOLS, legend, title
+from maskinv.masks.protocols import MU, PROTOCOLS, UU, legend, title
 
 #: Display names of the models of the study, in table order.
 MODEL_TITLES = {
@@ -69,15 +69,15 @@ def adapt_vs_lg(models: dict) -> dict[str, float | None] | None:
     the teacher, MaskInv-LG's, the share (adapt's / LG's; the goal: at least 0.5) and adapt's U-U
     change (the goal: at least -1). None without the three rows."""
     names = ("teacher", "maskinv_lg", "maskinv_adapt")
-    if any(not {"uu", "mu"} <= set(models.get(n) or ()) for n in names):
+    if any(not {UU, MU} <= set(models.get(n) or ()) for n in names):
         return None
 
     def acc(name: str, proto: str) -> float:
         return 100.0 * float(models[name][proto]["accuracy_mean"])
 
-    lg, ad = acc("maskinv_lg", "mu") - acc("teacher", "mu"), acc("maskinv_adapt", "mu") - acc("teacher", "mu")
+    lg, ad = acc("maskinv_lg", MU) - acc("teacher", MU), acc("maskinv_adapt", MU) - acc("teacher", MU)
     return {"lg_mu_gain": lg, "adapt_mu_gain": ad, "share": ad / lg if lg > 0 else None,
-            "adapt_uu_change": acc("maskinv_adapt", "uu") - acc("teacher", "uu")}
+            "adapt_uu_change": acc("maskinv_adapt", UU) - acc("teacher", UU)}
 
 
 def meets_adapt_goals(g: dict) -> bool:
@@ -210,12 +210,13 @@ def mask_gallery(val_bin: Path, path: Path, seed: int) -> Path | None:
     from maskinv.masks import apply_mask, image_rng
     from maskinv.utils.images import encode_image
     from maskinv.utils.io import atomic_write_bytes
+    from maskinv.utils.seeds import derive_seed
 
     images, _ = decode_bin(val_bin)
     faces = images[: min(6, len(images)) * 2 : 2]
     rows = []
     for i, face in enumerate(faces):
-        row = [face] + [apply_mask(face, rng=image_rng(seed + 1 + j, i)).image for j in range(5)]
+        row = [face] + [apply_mask(face, rng=image_rng(derive_seed(seed, "mask_gallery", j), i)).image for j in range(5)]
         rows.append(np.concatenate(row, axis=1))
     grid = np.concatenate(rows, axis=0)
     scale = max(1, -(-112 // faces.shape[1]))  # show small crops at 112 px or more per face

@@ -22,7 +22,7 @@ import numpy as np
 
 from maskinv.errors import ConfigError
 from maskinv.evaluate.bootstrap import signed
-from maskinv.masks.protocols import PROTOCOLS, TITLES
+from maskinv.masks.protocols import MU, PROTOCOLS, TITLES, UU
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .pipeline import run_demo
@@ -179,10 +179,10 @@ def summarize(docs: dict[int, dict], replicates: dict[int, dict] | None = None) 
                       "seeds_meeting_both": sum(1 for g in goals.values() if meets_adapt_goals(g))}
         if replicates is not None:
             bench = next((e["benchmark"] for e in docs[seeds[0]].get("comparisons") or []), "synth_val")
-            keys = {n: (n, bench, "mu", "accuracy") for n in ("teacher", "maskinv_lg", "maskinv_adapt")}
+            keys = {n: (n, bench, MU, "accuracy") for n in ("teacher", "maskinv_lg", "maskinv_adapt")}
             adapt_goal["share_two_level"] = _two_level(replicates, seeds, keys,
                                                        gain_share("teacher", "maskinv_lg", "maskinv_adapt"))
-            uu = {n: (n, bench, "uu", "accuracy") for n in ("teacher", "maskinv_adapt")}
+            uu = {n: (n, bench, UU, "accuracy") for n in ("teacher", "maskinv_adapt")}
             adapt_goal["uu_two_level"] = _two_level(replicates, seeds, uu, contrast("teacher", "maskinv_adapt"))
     return {
         "seeds": seeds,

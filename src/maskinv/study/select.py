@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from maskinv.errors import ConfigError
+from maskinv.masks.protocols import MM, MU, UU
 from maskinv.utils.io import atomic_write_json, atomic_write_text
 
 from .pipeline import _check_settings, _make_data, _train, evaluate_runs
 from .recipe import RunPlan
 from .settings import DemoSettings
 
-SELECT_PROTOCOL = "mu"
+SELECT_PROTOCOL = MU
 #: λ_LG candidates at D = 128 (issue 23): λ/D 0.195, 0.59, 1.95, 5.86 — the paper's LG (100/512) and HG
 #: (3000/512) per sample and two steps between (``maskinv demo --select-lambda`` without a list)
 LAMBDA_GRID = (25.0, 75.0, 250.0, 750.0)
@@ -201,13 +202,13 @@ def selection_markdown(doc: dict) -> str:
         p = c["protocols"]
         cell = lambda proto, k: f"{p[proto][k]:.2f}" if p.get(proto, {}).get(k) is not None else "n/a"  # noqa: E731
         per = c.get("lambda_per_sample")
-        lines.append(f"| {c['lambda']:g} | {'n/a' if per is None else format(per, '.3g')} | {cell('uu', 'accuracy')} | "
-                     f"{cell('uu', 'eer')} | {cell('mu', 'accuracy')} | "
-                     f"{cell('mu', 'eer')} | {cell('mu', 'fmr100')} | {cell('mm', 'accuracy')} | {cell('mm', 'eer')} |")
+        lines.append(f"| {c['lambda']:g} | {'n/a' if per is None else format(per, '.3g')} | {cell(UU, 'accuracy')} | "
+                     f"{cell(UU, 'eer')} | {cell(MU, 'accuracy')} | "
+                     f"{cell(MU, 'eer')} | {cell(MU, 'fmr100')} | {cell(MM, 'accuracy')} | {cell(MM, 'eer')} |")
     t = doc["teacher"]
-    if "mu" in t:
-        lines += ["", f"Teacher on the same pairs: U-U {t['uu']['accuracy']:.2f} %, M-U {t['mu']['accuracy']:.2f} %."
-                  if "uu" in t else ""]
+    if MU in t:
+        lines += ["", f"Teacher on the same pairs: U-U {t[UU]['accuracy']:.2f} %, M-U {t[MU]['accuracy']:.2f} %."
+                  if UU in t else ""]
     names = {c["model"]: f"λ={c['lambda']:g}" for c in doc["candidates"]}
     if doc["comparisons"]:
         lines += ["", "Paired differences between candidates on M-U (B − A, points, 95 % paired bootstrap):", "",
@@ -228,8 +229,8 @@ def _aug_markdown(doc: dict) -> str:
     for c in doc["candidates"]:
         p = c["protocols"]
         cell = lambda proto, k: f"{p[proto][k]:.2f}" if p.get(proto, {}).get(k) is not None else "n/a"  # noqa: E731
-        lines.append(f"| {c['lr']:g} | {c['s']:g} | {cell('uu', 'accuracy')} | {cell('uu', 'eer')} | {cell('mu', 'accuracy')} | "
-                     f"{cell('mu', 'eer')} | {cell('mm', 'accuracy')} | {cell('mm', 'eer')} |")
+        lines.append(f"| {c['lr']:g} | {c['s']:g} | {cell(UU, 'accuracy')} | {cell(UU, 'eer')} | {cell(MU, 'accuracy')} | "
+                     f"{cell(MU, 'eer')} | {cell(MM, 'accuracy')} | {cell(MM, 'eer')} |")
     names = {c["model"]: f"lr={c['lr']:g},s={c['s']:g}" for c in doc["candidates"]}
     if doc["comparisons"]:
         lines += ["", "Paired differences between candidates on M-U (B − A, points, 95 % identity bootstrap):", "",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from maskinv.errors import ConfigError
+from maskinv.masks.protocols import MU, UU
 
 __all__ = [
     "DataConfig", "SynthSpec", "ModelConfig", "HeadConfig", "PartialFCConfig", "TeacherConfig",
@@ -196,7 +197,7 @@ class RuntimeConfig:
     workers: int = 0
     log_every: int = 50
     eval_every: int = 0
-    eval_protocols: list[str] = field(default_factory=lambda: ["uu", "mu"])
+    eval_protocols: list[str] = field(default_factory=lambda: [UU, MU])
     eval_batch_size: int = 256
     checkpoint_every: int = 2000
     keep_last: int = 3

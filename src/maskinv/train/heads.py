@@ -48,6 +48,7 @@ from torch import nn
 
 from maskinv.errors import CheckpointError, ConfigError, DataFormatError, UnknownNameError
 from maskinv.utils.registry import Registry
+from maskinv.utils.seeds import derive_seed
 
 __all__ = [
     "MarginHead",
@@ -111,7 +112,7 @@ class MarginHead(nn.Module):
                 g.seed()
             else:
                 # Distinct stream from the kernel initialisation that used the same seed.
-                g.manual_seed(int(self.seed) + 0x9E3779B9)
+                g.manual_seed(derive_seed(int(self.seed), "head_margins"))
             self._generator = g
         return self._generator
 

@@ -34,9 +34,9 @@ LEGACY_DERIVATIONS: dict[str, tuple[int, Callable[..., int], str]] = {
     "mask_preview": (2, lambda seed, row, column: 1_000_000 + row * 1000 + column,
                      "the stream index of one preview cell under image_rng(seed, .) (the seed is "
                      "image_rng's own first word, so it does not enter the index): row, column"),
-    # not yet switched at their call sites (other owners): the formulas they use today
     "head_margins": (0, lambda seed: seed + 0x9E3779B9,
                      "a margin head's margin-draw generator, apart from its kernel initialisation (heads.py)"),
+    # not yet switched at its call site (evaluate/realism.py, other owner): the formula it uses today
     "realism_bootstrap": (0, lambda seed: seed + 1,
                           "the identity bootstrap of `maskinv mask-realism` (evaluate/realism.py)"),
     "mask_gallery": (1, lambda seed, column: seed + 1 + column,

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from maskinv.errors import DataFormatError
+from maskinv.masks.protocols import PROBE_REF
 from maskinv.models.embedding import check_images
 
 __all__ = ["Benchmark", "check_arrays"]
@@ -57,7 +58,7 @@ class Benchmark:
             total = int(pi.sum()) * int(ri.sum())
             out.update(num_probe_images=int(self.probe.sum()), num_reference_images=int((~self.probe).sum()))
             # comparisons of the kept images (the same for every model)
-            out["probe_ref"] = {"num_probes": int(pi.sum()), "num_references": int(ri.sum()),
+            out[PROBE_REF] = {"num_probes": int(pi.sum()), "num_references": int(ri.sum()),
                                 "num_comparisons": total, "num_genuine": same, "num_impostor": total - same}
         return out
 

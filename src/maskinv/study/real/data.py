@@ -148,9 +148,10 @@ def align_photos(photos: Sequence[tuple[str, Path, str]], cache_dir: Path | None
     from maskinv.align import align_faces, resolve_detector, transform_points
     from maskinv.utils.images import decode_image
     from maskinv.utils.io import atomic_write_bytes, atomic_write_with
+    from maskinv.utils.naming import safe_name
 
     det = resolve_detector(detector)
-    tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(getattr(det, "name", type(det).__name__)))
+    tag = safe_name(getattr(det, "name", type(det).__name__), fallback="detector", per_char=True)
     n = len(photos)
     crops = np.zeros((n, size, size, 3), np.uint8)
     lms = np.tile(_template(size)[None], (n, 1, 1))

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from maskinv.masks.protocols import MM, MU, PROBE_REF, UU
+
 __all__ = ["row_line", "goals", "plots", "report_markdown"]
 
 _PT = lambda x: "n/a" if x is None else f"{100 * x:.2f}"  # noqa: E731
@@ -18,7 +20,7 @@ def _tar(m: dict[str, Any], far: str) -> float | None:
 def row_line(name: str, r: dict[str, Any]) -> str:
     l, q = r["lfw"], r["rmfd"]
     return (f"{name}: RMFD EER {_PT(q['eer'])} %, TAR@FAR1e-3 {_PT(_tar(q, '0.001'))} %; LFW acc U-U "
-            f"{_PT(l['uu']['accuracy_mean'])} M-U {_PT(l['mu']['accuracy_mean'])} M-M {_PT(l['mm']['accuracy_mean'])}")
+            f"{_PT(l[UU]['accuracy_mean'])} M-U {_PT(l[MU]['accuracy_mean'])} M-M {_PT(l[MM]['accuracy_mean'])}")
 
 
 def _find(comps: list[dict], a: str, b: str, bench: str, protocol: str) -> dict | None:
@@ -33,7 +35,7 @@ def goals(results: dict[str, Any], comps: list[dict], primary: str = "lg") -> di
     if primary not in results or "sface" not in results:
         return {}
     out: dict[str, Any] = {}
-    r = _find(comps, "sface", primary, "rmfd_test", "probe_ref")
+    r = _find(comps, "sface", primary, "rmfd_test", PROBE_REF)
     e_s, e_p = results["sface"]["rmfd"]["eer"], results[primary]["rmfd"]["eer"]
     if r is not None:
         eer = r["metrics"]["eer"]
@@ -48,13 +50,13 @@ def goals(results: dict[str, Any], comps: list[dict], primary: str = "lg") -> di
         out["rmfd_tar_1e-3"] = {"goal": "TAR at FAR 1e-3 above SFace's, interval of the difference above 0",
                                 "sface": 100 - f["a"], "model": 100 - f["b"], "diff": -f["diff"],
                                 "ci95": [-f["ci95"][1], -f["ci95"][0]], "met": bool(f["ci95"][1] < 0)}
-    for p, key in (("uu", "lfw_uu"), ("mu", "lfw_mu"), ("mm", "lfw_mm")):
+    for p, key in ((UU, "lfw_uu"), (MU, "lfw_mu"), (MM, "lfw_mm")):
         c = _find(comps, "sface", primary, "lfw_test", p)
         if c is None:
             continue
         a = c["metrics"]["accuracy"]
         lo, hi = a["ci95"]
-        if p == "uu":
+        if p == UU:
             verdict = "met" if lo >= -0.5 else ("not met" if hi < -0.5 else f"undecided (interval width {hi - lo:.2f} points)")
             out[key] = {"goal": "LFW U-U accuracy: lower bound of the difference >= -0.5 points", "diff": a["diff"],
                         "ci95": a["ci95"], "verdict": verdict, "met": verdict == "met"}
@@ -76,7 +78,7 @@ def plots(out: Path, scores: dict[str, Any], issame: np.ndarray, rmfd_genuine: n
     p = plot_roc_det({n: (v["rmfd"], rmfd_genuine) for n, v in scores.items()}, d / "rmfd_test_roc_det.png",
                      title="RMFD test: masked probes vs unmasked references")
     paths["rmfd_test"] = str(p.relative_to(out))
-    for proto in ("mu", "uu"):
+    for proto in (MU, UU):
         p = plot_roc_det({n: (v["lfw"][proto], issame) for n, v in scores.items()}, d / f"lfw_test_{proto}_roc_det.png",
                          title=f"LFW folds 6-10, {proto.upper()[0]}-{proto.upper()[1]}")
         paths[f"lfw_test_{proto}"] = str(p.relative_to(out))
@@ -126,8 +128,8 @@ def report_markdown(doc: dict[str, Any]) -> str:
         q, lf = r["rmfd"], r["lfw"]
         t2000 = _tar(q, "0.0005")
         L.append(f"| {r['title']} | {_PT(q['eer'])} | {_PT(_tar(q, '0.001'))} | {_PT(q.get('fmr100'))} | "
-                 f"{_PT(None if t2000 is None else 1 - t2000)} | {_PT(lf['uu']['accuracy_mean'])} | "
-                 f"{_PT(lf['mu']['accuracy_mean'])} | {_PT(lf['mm']['accuracy_mean'])} | {_PT(lf['mu']['eer'])} |")
+                 f"{_PT(None if t2000 is None else 1 - t2000)} | {_PT(lf[UU]['accuracy_mean'])} | "
+                 f"{_PT(lf[MU]['accuracy_mean'])} | {_PT(lf[MM]['accuracy_mean'])} | {_PT(lf[MU]['eer'])} |")
     L.append("")
     L.append("## Differences against SFace (points, 95 % paired bootstrap, identity clusters resampled)\n")
     L.append("RMFD: clusters = probe subjects; LFW: clusters = the person of each pair's first image. "
@@ -136,15 +138,15 @@ def report_markdown(doc: dict[str, Any]) -> str:
     L.append("|---|---|---|---|---|---|")
     others = [c["b"] for c in comps if c["a"] == "sface" and c["benchmark"] == "rmfd_test"]
     for b in others:
-        r = _find(comps, "sface", b, "rmfd_test", "probe_ref")
+        r = _find(comps, "sface", b, "rmfd_test", PROBE_REF)
         cells = [_ci(r["metrics"]["eer"]), _ci(r["metrics"].get("fmr1000"), neg=True)]
-        for p in ("uu", "mu", "mm"):
+        for p in (UU, MU, MM):
             cells.append(_ci(_find(comps, "sface", b, "lfw_test", p)["metrics"]["accuracy"]))
         L.append(f"| {res[b]['title']} | " + " | ".join(cells) + " |")
-    r = _find(comps, "aug", "lg", "rmfd_test", "probe_ref")
+    r = _find(comps, "aug", "lg", "rmfd_test", PROBE_REF)
     if r is not None:
         cells = [_ci(r["metrics"]["eer"]), _ci(r["metrics"].get("fmr1000"), neg=True)]
-        cells += [_ci(_find(comps, "aug", "lg", "lfw_test", p)["metrics"]["accuracy"]) for p in ("uu", "mu", "mm")]
+        cells += [_ci(_find(comps, "aug", "lg", "lfw_test", p)["metrics"]["accuracy"]) for p in (UU, MU, MM)]
         L.append("| (LG − Aug) | " + " | ".join(cells) + " |")
     n_cl = {c["benchmark"]: c["n_clusters"] for c in comps}
     L.append(f"\nClusters: RMFD {n_cl.get('rmfd_test')}, LFW {n_cl.get('lfw_test')}; {s['n_boot']} replicates.\n")

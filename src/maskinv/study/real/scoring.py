@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from maskinv.masks.protocols import PROTOCOL_TABLE, PROTOCOLS
+
 __all__ = ["lfw_scores", "lfw_metrics", "rmfd_scores", "rmfd_metrics", "compare", "PROTOCOLS", "RMFD_FARS"]
 
-PROTOCOLS = ("uu", "mu", "mm")
 RMFD_FARS = (1e-2, 1e-3, 5e-4)
 
 
@@ -25,9 +26,9 @@ def lfw_scores(clean: np.ndarray, masked: np.ndarray, first: np.ndarray, second:
     """Pair scores per protocol from per-image embeddings (clean, and masked by renderer v1)."""
     from maskinv.models.embedding import pair_scores
 
-    a = {"uu": clean, "mu": clean, "mm": masked}
-    b = {"uu": clean, "mu": masked, "mm": masked}
-    return {p: pair_scores(a[p][first], b[p][second]) for p in protocols}
+    side = lambda masks: masked if masks else clean  # noqa: E731  (the table says which side a protocol masks)
+    return {p: pair_scores(side(PROTOCOL_TABLE[p].masks_reference)[first], side(PROTOCOL_TABLE[p].masks_probe)[second])
+            for p in protocols}
 
 
 def lfw_metrics(scores: np.ndarray, issame: np.ndarray, folds: int) -> dict[str, Any]:

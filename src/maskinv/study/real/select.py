@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from maskinv.masks.protocols import MU, UU
 from maskinv.utils.machine import machine_line
 
 from .core import StudyContext, open_out_dir
@@ -95,8 +96,8 @@ def run_real_select(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pa
 
     def evaluate(model: Any) -> dict[str, Any]:
         tail = ctx.row_tail(model)
-        sc = lfw_scores(ctx.embed_keys(tail, vc), ctx.embed_keys(tail, vm), first, second, ("uu", "mu"))
-        mu, uu = lfw_metrics(sc["mu"], issame, n_folds), lfw_metrics(sc["uu"], issame, n_folds)
+        sc = lfw_scores(ctx.embed_keys(tail, vc), ctx.embed_keys(tail, vm), first, second, (UU, MU))
+        mu, uu = lfw_metrics(sc[MU], issame, n_folds), lfw_metrics(sc[UU], issame, n_folds)
         r = {"uu_acc": uu["accuracy_mean"], "mu_acc": mu["accuracy_mean"], "mu_eer": mu["eer"], "uu_eer": uu["eer"]}
         if rkeys is not None:
             rs = rmfd_scores(ctx.embed_keys(tail, rkeys), rset.identities, is_probe)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from maskinv.errors import ConfigError
@@ -97,24 +98,26 @@ def parse_list(text: str, what: str) -> list[float]:
     return _floats(text, what)
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _coerce(name: str, typ: Any, text: str) -> Any:
-    t = typ if isinstance(typ, type) else {"int": int, "float": float, "bool": bool, "str": str}.get(str(typ), str)
-    if t is bool:
+    """``--set`` text as the field's type: numbers and strings through the run config's one
+    conversion (:func:`maskinv.train.config_schema.coerce`: ``1e-3``, ``1_000``, ``2.0`` for an int);
+    booleans also as yes/no, on/off, 1/0 (the schema takes only real booleans)."""
+    from maskinv.train.config_schema import Origin, coerce
+
+    if typ is bool:
         low = str(text).strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
+        if low in _TRUE + _FALSE:
+            return low in _TRUE
         raise ConfigError(f"study-real setting {name}: expected true/false, got {text!r}")
-    try:
-        return t(text)
-    except ValueError:
-        raise ConfigError(f"study-real setting {name}: expected {t.__name__}, got {text!r}") from None
+    return coerce(text, typ, f"study-real setting {name}", Origin())
 
 
 def apply_overrides(s: RealSettings, items: Iterable[str]) -> RealSettings:
     """``key=value`` strings onto ``s`` (typed by the field), then validated."""
-    known = {f.name: f.type for f in fields(s)}
+    known = typing.get_type_hints(RealSettings)
     for item in items:
         if "=" not in item:
             raise ConfigError(f"study-real --set {item!r}: expected KEY=VALUE")
