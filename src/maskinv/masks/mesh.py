@@ -29,7 +29,7 @@ from .kinds import _chaikin, _quad_curve
 
 __all__ = ["RENDERERS", "DEFAULT_RENDERER", "Look", "LOOKS", "MESH_KINDS", "check_renderer", "mesh_five",
            "mesh_anchors", "mesh_outline", "sample_mesh_params", "face_light", "render_mesh_mask", "MeshCache",
-           "image_key"]
+           "image_key", "crop_meshes"]
 
 #: Renderer versions; the default stays ``v1`` until the studies pinning it have committed.
 RENDERERS: tuple[str, ...] = ("v1", "mesh")
@@ -334,6 +334,20 @@ def mesh_layers(image: np.ndarray, mesh, p: dict) -> tuple[dict[str, np.ndarray]
     layers["shade"] = np.clip(shade * np.float32(bright), 0.0, 1.25).astype(np.float32)
     q["loop_color"] = [int(c * bright) for c in p["loop_color"]]
     return layers, q
+
+
+def crop_meshes(crops) -> np.ndarray:
+    """Face meshes (M, 468, 3) float32 of aligned crops (uint8 (M, H, W, 3), ArcFace-aligned:
+    the five template points scaled to the crop size place the mesh's input region). The
+    training mask bank of ``masks.renderer: mesh`` is rendered on these."""
+    from ..align.mesh import mesh_points
+    from ..constants import template_for_size
+
+    c = np.asarray(crops)
+    if c.ndim != 4 or c.shape[0] < 1 or c.shape[3] != 3 or c.dtype != np.uint8:
+        raise DataFormatError(f"crop_meshes: expected uint8 (M, H, W, 3) crops, got {c.dtype} {c.shape}")
+    lm = template_for_size((c.shape[1], c.shape[2]))
+    return np.asarray(mesh_points(list(c), lm).points, np.float32)
 
 
 # ----------------------------------------------------------------------------- cache
