@@ -233,8 +233,9 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
 
     ``pad``: every photo gets a border of ``pad`` x its size (edge pixels repeated) before
     detection, the same in every condition: tight face crops (RMFD) leave MTCNN no margin.
-    ``cache``: a dict shared between calls on the same benchmark (e.g. one per renderer): photos,
-    detections and the embeddings of unmasked, real and reference photos are computed once.
+    ``cache``: a dict shared between calls on the same benchmark (e.g. one per renderer and model):
+    photos, detections, the synthetic-masked photos (per renderer) and the embeddings of unmasked,
+    real and reference photos (per model) are computed once.
     ``upper_cut``: the upper-face control (module doc); None skips it."""
     from maskinv.align import resolve_detector
     from maskinv.align.image import read_image
@@ -300,14 +301,21 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
         loaded[name] = ok
     # Synthetic: the unmasked probes (those with a face) masked on the full photo from the
     # detector's five points, then detected again like any masked photo.
-    synth = []
-    for j, (i, img, face) in enumerate(loaded["unmasked"]):
-        res = mask_photo(img, face.landmarks, image_rng(seed, i), kind, renderer=renderer)
-        found = det.detect(res.image)
-        if not found:
-            dropped.setdefault("synthetic", []).append(keys[i])
-            continue
-        synth.append((i, res.image, found[0]))
+    # (Cached per renderer, kind and seed: every model of a shared cache sees the same masked photos.)
+    skey = ("synth", renderer, kind, seed, tuple(r[0] for r in loaded["unmasked"]))
+    if skey not in cache:
+        synth, lost = [], []
+        for i, img, face in loaded["unmasked"]:
+            res = mask_photo(img, face.landmarks, image_rng(seed, i), kind, renderer=renderer)
+            found = det.detect(res.image)
+            if not found:
+                lost.append(keys[i])
+                continue
+            synth.append((i, res.image, found[0]))
+        cache[skey] = (synth, lost)
+    synth, lost = cache[skey]
+    if lost:
+        dropped["synthetic"] = list(lost)
     t_detect = time.perf_counter() - t0
     names = sp["people"]
     code = {n: k for k, n in enumerate(names)}
