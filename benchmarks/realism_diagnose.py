@@ -18,7 +18,7 @@ detector), and writes under ``--out``:
     (references untouched), for cuts 56 (just below the eyes: no mask left) and 64; real - synthetic
     there is error from the upper face alone, i.e. not from the mask's looks (session/source, and
     alignment differences), with identity-bootstrap intervals;
-* pictures: ``aligned_real.png`` / ``aligned_synthetic.png`` (grids of SFace's crops),
+* pictures: ``aligned_real.jpg`` / ``aligned_synthetic.jpg`` (grids of SFace's crops, the first 48),
   ``mean_crops.png`` (mean crop of unmasked | synthetic | real, 3x) and ``skin_maps.png`` (mean skin
   map of unmasked | synthetic | real | real - synthetic (red: real has more skin), 3x).
 
@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--renderer", default="mesh", choices=("v1", "mesh"))
     ap.add_argument("--cache", default="/tmp/realism_diag_dev.pkl")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--save-crops", action="store_true", help="also write crops.npz (the aligned crops, ~12 MB)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     from maskinv.align import align_face, resolve_detector
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
         (synth.append((i, r.image, f[0])) if f else synth_failed.append(keys[i]))
     items["synthetic"] = synth
     crops = {g: np.stack([align_face(img, f.landmarks, 112) for _, img, f in v]) for g, v in items.items()}
-    np.savez_compressed(out / "crops.npz", **{g: c for g, c in crops.items() if g != "references"})
+    if a.save_crops:
+        np.savez_compressed(out / "crops.npz", **{g: c for g, c in crops.items() if g != "references"})
     names = sp["people"]
     code = {n: k for k, n in enumerate(names)}
     pid = {g: np.array([code[ident[r[0]]] for r in v]) for g, v in items.items()}
@@ -208,8 +210,9 @@ def main(argv=None) -> int:
     def png(name, rgb):
         cv2.imwrite(str(out / name), cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
 
-    png("aligned_real.png", grid(crops["real"]))
-    png("aligned_synthetic.png", grid(crops["synthetic"]))
+    for g in ("real", "synthetic"):
+        cv2.imwrite(str(out / f"aligned_{g}.jpg"), cv2.cvtColor(grid(crops[g]), cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
     big = lambda x: cv2.resize(x, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)  # noqa: E731
     png("mean_crops.png", big(np.concatenate([crops[g].astype(np.float32).mean(0) for g in conds], 1)))
     maps = [sk[g].mean(0) for g in conds]
