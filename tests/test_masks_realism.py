@@ -51,6 +51,37 @@ def test_ratio_arithmetic():
     assert R.realism_ratio(0.10, 0.20, 0.10) is None                     # real masks cost nothing
 
 
+def test_adjusted_ratio_takes_the_upper_face_excess_off_the_real_side():
+    # unmasked 0.10, synthetic 0.20, real 0.30; upper face alone: real 0.25, synthetic 0.20 -> excess 0.05
+    assert R.adjusted_ratio(0.10, 0.20, 0.30, 0.20, 0.25) == pytest.approx(0.10 / 0.15)
+    assert R.adjusted_ratio(0.10, 0.20, 0.30, 0.20, 0.20) == pytest.approx(R.realism_ratio(0.10, 0.20, 0.30))
+    assert R.adjusted_ratio(0.10, 0.20, 0.30, 0.10, 0.35) is None        # nothing left of the real gap
+
+
+def test_blank_below_follows_the_eye_line():
+    from maskinv.constants import template_for_size
+
+    img = np.full((112, 112, 3), 200, np.uint8)
+    lm = template_for_size(112)
+    out = R.blank_below(img, lm, 0.11)
+    rows = np.flatnonzero((out[:, 56] == 128).all(1))
+    cut_row = (lm[0, 1] + lm[1, 1]) / 2 + 0.11 * ((lm[3, 1] + lm[4, 1]) / 2 - (lm[0, 1] + lm[1, 1]) / 2)
+    assert rows.min() == int(np.ceil(cut_row)) and rows.max() == 111
+    assert (out[: rows.min(), 56] == 200).all() and (img == 200).all()     # the input is not modified
+    # rotated face: the line turns with the eyes
+    import cv2
+
+    M = cv2.getRotationMatrix2D((56, 56), 30, 1.0)
+    lm_r = np.c_[lm, np.ones(5)] @ M.T
+    out_r = R.blank_below(img, lm_r, 0.11)
+    nose = np.round(lm_r[2]).astype(int)
+    assert (out_r[nose[1], nose[0]] == 128).all()
+    eyes = np.round(lm_r[:2]).astype(int)
+    assert all((out_r[y, x] == 200).all() for x, y in eyes)
+    with pytest.raises(DataFormatError):
+        R.blank_below(img, lm[:4], 0.11)
+
+
 def test_ratio_on_synthetic_score_distributions():
     """Genuine scores shifted down by d_syn and d_real: the EER ratio follows the shifts' ratio."""
     g = np.random.default_rng(0)
@@ -153,7 +184,14 @@ def test_realism_end_to_end_with_stand_ins(tmp_path, renderer):
     assert sum(res["dropped_no_face"].values()) >= 1           # the black photo
     assert res["counts"]["real"]["probes"] == 6
     assert res["_sheet"] is not None and res["_sheet"].shape[1] == 3 * 112
+    up = res["upper_face_control"]
+    assert set(up["metrics"]) == set(R.CONDITIONS)
+    assert up["real_minus_synthetic"]["eer"]["point"] == pytest.approx(
+        up["metrics"]["real"]["eer"] - up["metrics"]["synthetic"]["eer"])
+    assert "Upper-face control" in R.realism_report(res)
     json.dumps({k: v for k, v in res.items() if k != "_sheet"})   # JSON-able
+    assert R.realism(_PhotoModel(), root, lst, renderer=renderer, detector=_Det(), bootstrap=0,
+                     upper_cut=None)["upper_face_control"] is None
 
 
 def test_realism_cli_writes_results_and_refuses_a_bad_people_file(tmp_path, monkeypatch, capsys):

@@ -203,7 +203,7 @@ def _posed(yaw_deg: float, roll_deg: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["surgical", "n95", "kn95", "cloth"])
-@pytest.mark.parametrize("pose", [(0, 0), (25, 0), (-25, 0), (0, 20), (20, -15)])
+@pytest.mark.parametrize("pose", [(0, 0), (25, 0), (-25, 0), (0, 20), (20, -15), (55, 0), (-55, 0), (50, 15)])
 def test_mesh_masks_cover_bridge_to_chin_and_cheek_to_cheek(kind, pose):
     from maskinv.masks import apply_mask
 
@@ -221,8 +221,11 @@ def test_mesh_masks_cover_bridge_to_chin_and_cheek_to_cheek(kind, pose):
         # Nose (mid bridge down to the tip and under it), mouth, chin, jaw and cheeks.
         for i in (195, 5, 1, 2, 0, 17, 61, 291, 152, 148, 377, 58, 288, 132, 361, 205, 425, 36, 266):
             assert cov(i) > 0.5, (kind, pose, seed, i)
-        # The eyes stay free.
-        for i in (33, 133, 159, 145, 263, 362, 386, 374):
+        # The eyes stay free (under strong yaw the far eye is behind the nose: only the near one).
+        eyes = [(33, 133, 159, 145), (263, 362, 386, 374)]
+        if abs(pose[0]) > 40:
+            eyes = [min(eyes, key=lambda e: mesh[list(e), 2].mean())]
+        for i in sum(eyes, ()):
             assert cov(i) < 0.1, (kind, pose, seed, i)
 
 

@@ -4,7 +4,8 @@
 see :mod:`maskinv.evaluate`), takes the smallest threshold whose FMR is at most the target
 (accept iff ``score >= threshold``) and stores it in ``<model stem>.thresholds.json`` beside
 the model, keyed by protocol and FMR, together with where it came from: benchmark path and
-SHA-256, protocol, mask seed and kind, flip test, pair counts, achieved FMR and TAR, date,
+SHA-256, protocol, mask seed, kind and renderer (``mask_renderer``; entries written before
+the field existed read as ``v1`` when their protocol is masked), flip test, pair counts, achieved FMR and TAR, date,
 maskinv version and the model fingerprint. ``lookup`` refuses entries of another model.
 
 File layout::
@@ -63,6 +64,8 @@ def read_thresholds(path: str | Path) -> dict[str, Any] | None:
     for key, e in data["entries"].items():
         if not isinstance(e, dict) or not isinstance(e.get("threshold"), (int, float)) or not math.isfinite(e["threshold"]):
             raise DataFormatError(f"{p}: entry {key!r} has no finite 'threshold'")
+        # provenance of entries written before masks.renderer existed: synthetic masks were v1
+        e.setdefault("mask_renderer", "v1" if e.get("protocol") in MASKED_PROTOCOLS else None)
     return data
 
 
@@ -252,6 +255,7 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
                   "num_impostor": int(metrics["num_impostor"])},
         "seed": int(seed),
         "mask_kind": mask_kind if protocol in MASKED_PROTOCOLS else None,
+        "mask_renderer": "v1" if protocol in MASKED_PROTOCOLS else None,   # the evaluation masks (renderer v1)
         "flip": bool(flip),
         "precision": getattr(model, "precision", None),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -333,11 +337,13 @@ def threshold_for_fmr(impostor_tail, num_impostor: int, fmr: float) -> float | N
 
 
 def calibrate_from_scores(scores, genuine, *, fmr: float, protocol: str, fingerprint: str, source: dict[str, Any],
-                          flip: bool = False, precision: str = "fp32") -> dict[str, Any]:
+                          flip: bool = False, precision: str = "fp32",
+                          mask_renderer: str | None = None) -> dict[str, Any]:
     """A thresholds entry from pair scores measured elsewhere (an image-folder benchmark such
     as RMFD's masked probes against unmasked references): the same fields as :func:`calibrate`
     plus ``impostor_tail`` (see :data:`IMPOSTOR_TAIL`); ``source`` describes the benchmark
-    (its split, pair rule, pipeline). Store it with :func:`write_entry`."""
+    (its split, pair rule, pipeline); ``mask_renderer``: the synthetic masks' renderer, None for
+    real masks or none. Store it with :func:`write_entry`."""
     import numpy as np
 
     from . import __version__
@@ -364,7 +370,7 @@ def calibrate_from_scores(scores, genuine, *, fmr: float, protocol: str, fingerp
         "eer": float(metrics["eer"]),
         "bench": {**source, "num_pairs": int(len(s)), "num_genuine": int(g.sum()), "num_impostor": int((~g).sum())},
         "impostor_tail": [round(float(v), 6) for v in tail],
-        "flip": bool(flip), "precision": precision,
+        "flip": bool(flip), "precision": precision, "mask_renderer": mask_renderer,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "maskinv_version": __version__,
         "model_path": None, "model_fingerprint": fingerprint,
     }

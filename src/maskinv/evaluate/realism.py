@@ -17,7 +17,15 @@ dropped in every condition alike and counted. Each identity weighs equally: a pr
 genuine comparisons share weight 1, and so do its impostor comparisons.
 
 ratio = (EER synthetic - EER unmasked) / (EER real - EER unmasked), and the same on FNMR at
-FMR 1e-2, with a percentile bootstrap over probe identities. Caveat (in every report): real
+FMR 1e-2, with a percentile bootstrap over probe identities.
+
+Upper-face control (``upper_cut``): the three probe sets again, each probe photo blanked (mid grey)
+from just below the eyes down (face-frame height ``upper_cut`` of MTCNN's five points: 0 = eye
+line, 1 = mouth line; 0.11 = row 56 of the 112 px ArcFace crop), references untouched. No mask is
+left to see, so real - synthetic there is error the upper face carries: the photo session/source
+of the real masked photos (and any alignment difference the masks cause). ``adjusted_ratio`` =
+(S - U) / ((R - U) - (R_upper - S_upper)) takes that excess off the real side — an estimate under
+an additivity assumption, reported beside the ratio, never instead of it. Caveat (in every report): real
 masked and unmasked photos of a person often come from different sessions (lighting, age,
 camera), which raises the real condition's error beyond what the mask alone costs, so the
 ratio understates synthetic masks' realism by an unknown amount.
@@ -32,8 +40,8 @@ import numpy as np
 
 from maskinv.errors import ConfigError, DataFormatError
 
-__all__ = ["weighted_error_rates", "realism_ratio", "identity_weights", "split_probes", "realism",
-           "CONDITIONS", "SESSION_CAVEAT", "realism_report"]
+__all__ = ["weighted_error_rates", "realism_ratio", "adjusted_ratio", "blank_below", "identity_weights",
+           "split_probes", "realism", "CONDITIONS", "SESSION_CAVEAT", "realism_report"]
 
 CONDITIONS = ("unmasked", "synthetic", "real")
 SESSION_CAVEAT = ("Real masked and unmasked photos of a person often come from different sessions (lighting, "
@@ -83,6 +91,39 @@ def realism_ratio(unmasked: float, synthetic: float, real: float) -> float | Non
     if gap <= 0:
         return None
     return float((synthetic - unmasked) / gap)
+
+
+def adjusted_ratio(unmasked: float, synthetic: float, real: float, synthetic_upper: float,
+                   real_upper: float) -> float | None:
+    """(synthetic - unmasked) / ((real - unmasked) - (real_upper - synthetic_upper)): the ratio with
+    the real probes' excess error in the upper face alone (no mask visible) taken off the real side.
+    None when the adjusted real gap is <= 0."""
+    gap = (real - unmasked) - (real_upper - synthetic_upper)
+    if gap <= 0:
+        return None
+    return float((synthetic - unmasked) / gap)
+
+
+def blank_below(image: np.ndarray, landmarks, cut: float, value: int = 128) -> np.ndarray:
+    """A copy of ``image`` with everything below the line at face-frame height ``cut`` (0 = eye line,
+    1 = mouth line, from five ArcFace-order points; the line follows the eye line's tilt) set to
+    ``value``."""
+    p = np.asarray(landmarks, np.float64)
+    if p.shape != (5, 2):
+        raise DataFormatError(f"blank_below: expected five (x, y) points, got {p.shape}")
+    eye, mouth = (p[0] + p[1]) / 2, (p[3] + p[4]) / 2
+    ex = p[1] - p[0]
+    ex = ex / max(np.linalg.norm(ex), 1e-9)
+    ey = np.array([-ex[1], ex[0]])
+    em = float(np.dot(mouth - eye, ey))
+    if em <= 0:
+        raise DataFormatError("blank_below: the mouth is not below the eyes")
+    h, w = image.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    below = ((xs - eye[0]) * ey[0] + (ys - eye[1]) * ey[1]) >= cut * em
+    out = image.copy()
+    out[below] = value
+    return out
 
 
 def identity_weights(probe_identity: np.ndarray, genuine: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
@@ -185,14 +226,17 @@ def _crop_view(image: np.ndarray, face, size: int = 112) -> np.ndarray:
 def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str | Path | None = None,
             renderer: str = "v1", kind: str = "random", seed: int = 0, holdout: int = 1,
             bootstrap: int = 1000, fmr: float = 1e-2, detector=None, sheet_rows: int = 8,
-            pad: float = 0.25, progress=None, cache: dict | None = None) -> dict[str, Any]:
+            pad: float = 0.25, progress=None, cache: dict | None = None,
+            upper_cut: float | None = 0.11) -> dict[str, Any]:
     """Run the realism measurement (module doc). Returns a JSON-able result dict plus the contact
     sheet image under ``"_sheet"`` (uint8, real | synthetic | unmasked per row).
 
     ``pad``: every photo gets a border of ``pad`` x its size (edge pixels repeated) before
     detection, the same in every condition: tight face crops (RMFD) leave MTCNN no margin.
-    ``cache``: a dict shared between calls on the same benchmark (e.g. one per renderer): photos,
-    detections and the embeddings of unmasked, real and reference photos are computed once."""
+    ``cache``: a dict shared between calls on the same benchmark (e.g. one per renderer and model):
+    photos, detections, the synthetic-masked photos (per renderer) and the embeddings of unmasked,
+    real and reference photos (per model) are computed once.
+    ``upper_cut``: the upper-face control (module doc); None skips it."""
     from maskinv.align import resolve_detector
     from maskinv.align.image import read_image
     from maskinv.masks import image_rng, mask_photo
@@ -257,14 +301,21 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
         loaded[name] = ok
     # Synthetic: the unmasked probes (those with a face) masked on the full photo from the
     # detector's five points, then detected again like any masked photo.
-    synth = []
-    for j, (i, img, face) in enumerate(loaded["unmasked"]):
-        res = mask_photo(img, face.landmarks, image_rng(seed, i), kind, renderer=renderer)
-        found = det.detect(res.image)
-        if not found:
-            dropped.setdefault("synthetic", []).append(keys[i])
-            continue
-        synth.append((i, res.image, found[0]))
+    # (Cached per renderer, kind and seed: every model of a shared cache sees the same masked photos.)
+    skey = ("synth", renderer, kind, seed, tuple(r[0] for r in loaded["unmasked"]))
+    if skey not in cache:
+        synth, lost = [], []
+        for i, img, face in loaded["unmasked"]:
+            res = mask_photo(img, face.landmarks, image_rng(seed, i), kind, renderer=renderer)
+            found = det.detect(res.image)
+            if not found:
+                lost.append(keys[i])
+                continue
+            synth.append((i, res.image, found[0]))
+        cache[skey] = (synth, lost)
+    synth, lost = cache[skey]
+    if lost:
+        dropped["synthetic"] = list(lost)
     t_detect = time.perf_counter() - t0
     names = sp["people"]
     code = {n: k for k, n in enumerate(names)}
@@ -290,19 +341,37 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
         pid = np.array([code[identities[r[0]]] for r in items])
         comps[cond] = _scores(pe, re, pid, rid)
         counts[cond] = {"probes": len(items), "identities": int(np.unique(pid).size)}
+    upper = {}
+    if upper_cut is not None:
+        for cond, items in (("unmasked", loaded["unmasked"]), ("synthetic", synth), ("real", loaded["real"])):
+            key = ("emb-upper", fp, upper_cut, tuple(r[0] for r in items))
+            if cond == "synthetic" or key not in cache:
+                e = _embed(model, [blank_below(r[1], r[2].landmarks, upper_cut) for r in items], [r[2] for r in items])
+                if cond == "synthetic":
+                    pe = e
+                else:
+                    cache[key] = pe = e
+            else:
+                pe = cache[key]
+            pid = np.array([code[identities[r[0]]] for r in items])
+            upper[cond] = _scores(pe, re, pid, rid)
     t_embed = time.perf_counter() - t1
     # The identities every condition has: weights and bootstrap over the same people.
     n_id = len(names)
     metrics = {c: _metrics(comps[c], None, fmr) for c in CONDITIONS}
+    metrics_upper = {c: _metrics(upper[c], None, fmr) for c in upper}
     fkey = f"fnmr@fmr{fmr:g}"
     point = {m: realism_ratio(metrics["unmasked"][m], metrics["synthetic"][m], metrics["real"][m]) for m in ("eer", fkey)}
     rng = np.random.default_rng(seed + 1)
     boot = {m: [] for m in ("eer", fkey)}
     boot_diff = {m: [] for m in ("eer", fkey)}
+    boot_up = {m: [] for m in ("eer", fkey)}
+    boot_adj = {m: [] for m in ("eer", fkey)}
     for _ in range(bootstrap):
         cnt = np.bincount(rng.integers(0, n_id, n_id), minlength=n_id)
         try:
             mb = {c: _metrics(comps[c], cnt, fmr) for c in CONDITIONS}
+            ub = {c: _metrics(upper[c], cnt, fmr) for c in upper}
         except DataFormatError:
             continue
         for m in boot:
@@ -310,6 +379,11 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
             if r is not None:
                 boot[m].append(r)
             boot_diff[m].append(mb["synthetic"][m] - mb["real"][m])
+            if ub:
+                boot_up[m].append(ub["real"][m] - ub["synthetic"][m])
+                a = adjusted_ratio(mb["unmasked"][m], mb["synthetic"][m], mb["real"][m], ub["synthetic"][m], ub["real"][m])
+                if a is not None:
+                    boot_adj[m].append(a)
 
     def ci(v):
         return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) >= 20 else None
@@ -326,6 +400,17 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
         "ratio": {m: {"point": point[m], "ci95": ci(boot[m]), "replicates": len(boot[m])} for m in boot},
         "synthetic_minus_real": {m: {"point": metrics["synthetic"][m] - metrics["real"][m], "ci95": ci(boot_diff[m])}
                                  for m in boot_diff},
+        "upper_face_control": None if not upper else {
+            "cut": upper_cut, "what": "probe photos blanked from face-frame height cut (0 eyes, 1 mouth) down; "
+                                      "references untouched",
+            "metrics": metrics_upper,
+            "real_minus_synthetic": {m: {"point": metrics_upper["real"][m] - metrics_upper["synthetic"][m],
+                                         "ci95": ci(boot_up[m])} for m in boot_up},
+            "adjusted_ratio": {m: {"point": adjusted_ratio(metrics["unmasked"][m], metrics["synthetic"][m],
+                                                           metrics["real"][m], metrics_upper["synthetic"][m],
+                                                           metrics_upper["real"][m]),
+                                   "ci95": ci(boot_adj[m]), "replicates": len(boot_adj[m])} for m in boot_adj},
+        },
         "bootstrap": {"replicates": bootstrap, "over": "probe identities (percentile interval)"},
         "weighting": "each probe identity's genuine comparisons weigh 1 in total, and so do its impostor comparisons",
         "caveat": SESSION_CAVEAT,
@@ -372,6 +457,21 @@ def realism_report(res: dict[str, Any]) -> str:
         dci = "n/a" if d["ci95"] is None else f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
         lines.append(f"- realism ratio on {label}: **{pt}** (95 % bootstrap over identities {cis}); "
                      f"synthetic - real {100 * d['point']:+.2f} points {dci}")
+    up = res.get("upper_face_control")
+    if up:
+        lines += ["", f"Upper-face control (probe photos blanked from face-frame height {up['cut']:g} down, no mask "
+                      "visible; references untouched):", "",
+                  "| condition | EER % | FNMR@FMR1e-2 % |", "|---|---:|---:|"]
+        for c in CONDITIONS:
+            lines.append(f"| {c} | {_pct(up['metrics'][c]['eer'])} | {_pct(up['metrics'][c][fkey])} |")
+        lines.append("")
+        for m, label in (("eer", "EER"), (fkey, "FNMR at FMR 1e-2")):
+            d, a = up["real_minus_synthetic"][m], up["adjusted_ratio"][m]
+            dci = "n/a" if d["ci95"] is None else f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
+            aci = "n/a" if a["ci95"] is None else f"[{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
+            apt = "n/a" if a["point"] is None else f"{a['point']:.2f}"
+            lines.append(f"- {label}: real - synthetic with the lower face blanked {100 * d['point']:+.2f} points {dci}; "
+                         f"ratio with that excess taken off the real side (estimate) {apt} {aci}")
     lines += ["", f"Photos without a detected face (dropped in every condition alike): {res['dropped_no_face'] or 'none'}",
               "", f"Weighting: {res['weighting']}.", "", f"Caveat: {res['caveat']}", ""]
     return "\n".join(lines)

@@ -29,7 +29,7 @@ from .kinds import _chaikin, _quad_curve
 
 __all__ = ["RENDERERS", "DEFAULT_RENDERER", "Look", "LOOKS", "MESH_KINDS", "check_renderer", "mesh_five",
            "mesh_anchors", "mesh_outline", "sample_mesh_params", "face_light", "render_mesh_mask", "MeshCache",
-           "image_key"]
+           "image_key", "crop_meshes"]
 
 #: Renderer versions; the default stays ``v1`` until the studies pinning it have committed.
 RENDERERS: tuple[str, ...] = ("v1", "mesh")
@@ -68,20 +68,23 @@ class Look:
 
 
 #: The default mix (relative weights, normalised when drawn: they sum to 0.96, so a look's share
-#: is weight / 0.96). Source and tuning: docs/masks.md. Colours of the
-#: unmasked-photo masks in RMFD's dev identities (benchmarks/splits/rmfd_dev.txt), read by eye
-#: from contact sheets: black and dark cloth, white, light-blue surgical, few others.
+#: is weight / 0.96). Source: docs/masks.md. Kinds and colours of the real masks of RMFD's dev
+#: identities (benchmarks/splits/rmfd_dev.txt), read by eye from contact sheets: black and dark
+#: cloth, white, light-blue surgical, few others. Round 2 (benchmarks/realism_diagnose.py on
+#: rmfd_dev): real black masks photograph as dark grey and white ones below pure white (mouth-box
+#: luma deciles 10 % / 90 %: real 52 / 221, round 1 29 / 234), and dark masks were over-drawn
+#: (luma < 85: real 30 %, round 1 36 %): blacks and whites moved in, black cloth 0.22 -> 0.17.
 LOOKS: tuple[Look, ...] = (
-    Look("surgical", "light-blue", (150, 196, 226), 0.14),
-    Look("surgical", "white", (232, 234, 234), 0.10),
-    Look("surgical", "black", (40, 40, 44), 0.06),
-    Look("cloth", "black", (34, 34, 38), 0.22),
-    Look("cloth", "navy", (42, 52, 84), 0.08),
-    Look("cloth", "grey", (96, 98, 104), 0.06),
-    Look("cloth", "white", (226, 226, 224), 0.05),
-    Look("n95", "white", (236, 236, 232), 0.07),
-    Look("kn95", "white", (234, 234, 230), 0.06),
-    Look("kn95", "black", (40, 40, 44), 0.04),
+    Look("surgical", "light-blue", (150, 196, 226), 0.16),
+    Look("surgical", "white", (222, 224, 224), 0.10),
+    Look("surgical", "black", (52, 52, 56), 0.06),
+    Look("cloth", "black", (50, 50, 55), 0.17),
+    Look("cloth", "navy", (52, 62, 92), 0.08),
+    Look("cloth", "grey", (96, 98, 104), 0.09),
+    Look("cloth", "white", (218, 218, 216), 0.05),
+    Look("n95", "white", (224, 224, 220), 0.07),
+    Look("kn95", "white", (222, 222, 218), 0.06),
+    Look("kn95", "black", (52, 52, 56), 0.04),
     Look("surgical", "mint", (150, 206, 186), 0.02),
     Look("cloth", "beige", (206, 186, 160), 0.03),
     Look("cloth", "pink", (230, 178, 190), 0.02),
@@ -108,8 +111,8 @@ def sample_mesh_params(kind: str, rng: np.random.Generator) -> dict:
     p: dict = {"renderer": "mesh", "kind": lk.kind, "look": f"{lk.kind}/{lk.colour}", "coverage": "over"}
     p["top"] = float(rng.uniform(0.0, 1.0))            # along the nose bridge (0 high .. 1 low)
     p["side"] = float(rng.uniform(0.0, 1.0))           # where the side edge meets the face oval
-    p["expand"] = float(rng.uniform(0.02, 0.07))       # stand-off beyond the face contour
-    p["bottom"] = float(rng.uniform(0.02, 0.10))       # below the chin, in eye-to-mouth units
+    p["expand"] = float(rng.uniform(0.0, 0.04))        # stand-off beyond the face contour
+    p["bottom"] = float(rng.uniform(0.0, 0.06))        # below the chin, in eye-to-mouth units
     p["color"] = [int(c) for c in col]
     p["texture"] = lk.texture
     c2 = np.clip(base + (120 if base.mean() < 128 else -120), 0, 255)
@@ -189,7 +192,6 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
     m = _check_mesh(mesh)[:, :2]
     fr = anchors.frame
     ov = m[_OVAL]
-    centre = m[1]
     kind = p["kind"]
     bridge = m[list(NOSE_BRIDGE)]
     top_rng = {"n95": (0.15, 0.35), "kn95": (0.15, 0.35)}.get(kind, (0.2, 0.5))
@@ -198,32 +200,55 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
     side = 0.3 + 0.9 * p["side"]
     r_pos, l_pos = _R_EDGE + side, _L_EDGE - side
     e = 1.0 + p["expand"]
-
-    def out(q, f=e):
-        return centre + (np.asarray(q) - centre) * f
-
-    # Silhouette: under yaw the far side's visible edge is the cheek, not the oval's vertices.
-    # Each oval point moves out to the farthest lower-face mesh point in its direction (+-12 deg).
+    # The visible lower face: mesh points below the top edge's level. Its centroid lies inside
+    # the face in any pose (the nose tip does not: under strong yaw it is on the silhouette).
     _, yy = fr.to_local(m)
     _, y_top = fr.to_local(top_c)
-    low_pts = m[yy > y_top - 0.05] - centre
-    ang_l, rad_l = np.arctan2(low_pts[:, 1], low_pts[:, 0]), np.linalg.norm(low_pts, axis=1)
+    low = m[yy > y_top - 0.05]
+    centre = low.mean(0)
+    rel = low - centre
+    ang_l, rad_l = np.arctan2(rel[:, 1], rel[:, 0]), np.linalg.norm(rel, axis=1)
 
-    def sil(q):
+    def ang(q):
         d = np.asarray(q) - centre
-        a = np.arctan2(d[1], d[0])
-        near = np.abs(np.angle(np.exp(1j * (ang_l - a)))) < np.deg2rad(12)
-        r = float(np.linalg.norm(d))
-        r_max = float(rad_l[near].max()) if near.any() else r
-        return centre + d * (max(r, r_max) / max(r, 1e-9))
+        return float(np.arctan2(d[1], d[0]))
 
-    tr, tl = out(sil(_oval_at(ov, r_pos))), out(sil(_oval_at(ov, l_pos)))
-    lower = [out(sil(ov[i]))
-             for i in range(int(np.ceil(r_pos + 1e-6)), int(np.floor(l_pos - 1e-6)) + 1)]
+    def sil(a: float) -> float:
+        """Silhouette radius of the lower face in direction ``a`` (farthest mesh point within +-10 deg)."""
+        dd = np.abs(np.angle(np.exp(1j * (ang_l - a))))
+        near = dd < np.deg2rad(10)
+        return float(rad_l[near].max()) if near.any() else float(rad_l[int(np.argmin(dd))])
+
+    # The soft edge (Gaussian of sigma ``softness``) lies outside the silhouette, not on it: the
+    # face contour itself stays covered (alpha >= ~0.93 at 1.5 sigma inside the outline).
+    margin = 1.5 * p["softness"] * fr.d_io / 35.24
+
+    def at(a: float, f: float = e) -> np.ndarray:
+        return centre + (f * sil(a) + margin) * np.array([np.cos(a), np.sin(a)])
+
+    # The lower edge sweeps the silhouette from the right corner's direction, under the chin, to
+    # the left corner's (the image's y axis points down: angles grow through the chin), so the
+    # outline is star-shaped around the centroid: no fold-overs when the mesh's far side is hidden.
+    a_r, a_c, a_l = ang(_oval_at(ov, r_pos)), ang(ov[_CHIN_I]), ang(_oval_at(ov, l_pos))
+    d1 = (a_c - a_r) % (2 * np.pi)
+    d2 = (a_l - a_c) % (2 * np.pi)
+    if d1 + d2 >= 2 * np.pi - 1e-6:      # degenerate mesh (corners not around the chin): frontal defaults
+        a_r, a_c, a_l = ang(centre + fr.ex), ang(centre + fr.ey), ang(centre - fr.ex)
+        d1, d2 = (a_c - a_r) % (2 * np.pi), (a_l - a_c) % (2 * np.pi)
+    n_low = 21
+    t = np.linspace(0.0, 1.0, n_low + 2)[1:-1]
+    angles = a_r + t * (d1 + d2)
+    tr, tl = at(a_r), at(a_l)
     down = fr.ey * fr.em * p["bottom"]
-    # Push the lower part (around the chin) down: masks wrap under the chin.
-    lower = [q + down * max(0.0, 1.0 - abs(i - len(lower) / 2) / (len(lower) / 2 + 1e-9))
-             for i, q in enumerate(lower)]
+    # Push the part around the chin down: masks wrap under the chin.
+    a_rel = np.abs(np.angle(np.exp(1j * (angles - (a_r + d1)))))
+    w_chin = np.clip(1.0 - a_rel / max(min(d1, d2), 1e-6), 0.0, 1.0)
+    lower = [at(a) + down * w for a, w in zip(angles, w_chin)]
+    # A side is hidden (strong yaw) when the oval's edge point lies well inside the silhouette.
+    hidden = {}
+    for name, k in (("r", _R_EDGE), ("l", _L_EDGE)):
+        a_k = ang(ov[k])
+        hidden[name] = float(np.linalg.norm(ov[k] - centre)) < 0.95 * sil(a_k)
     up = -fr.ey * fr.em
     lift = {"cloth": 0.10, "surgical": 0.03, "n95": 0.12, "kn95": 0.06}[kind]
 
@@ -234,31 +259,58 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
 
     right_top = top_curve(top_c, tr, lift)
     left_top = top_curve(tl, top_c, lift)
+    # Eye guard: across each eye's width the top edge stays below its lower lid (a turned face's
+    # far eye sits close to the nose, where the silhouette corner would otherwise reach it).
+    guard = []
+    for ring in (_EYE_R, _EYE_L):
+        ex_, ey_ = fr.to_local(m[list(ring)])
+        guard.append((float(ex_.min()) - 0.2, float(ex_.max()) + 0.2, float(ey_.max()) + 0.1))
+
+    def below_eyes(q):
+        X, Y = fr.to_local(q)
+        for x0, x1, y_min in guard:
+            if x0 <= X <= x1 and Y < y_min:
+                q = q + (y_min - Y) * fr.em * fr.ey
+        return q
+
+    top_c, tr, tl = below_eyes(top_c), below_eyes(tr), below_eyes(tl)
+    right_top = [below_eyes(q) for q in right_top]
+    left_top = [below_eyes(q) for q in left_top]
+    lower = [below_eyes(q) for q in lower]
     ctrl = [top_c, *right_top, tr, *lower, tl, *left_top]
     sharp = [kind == "kn95"] + [False] * len(right_top) + [True] + [False] * len(lower) + [True] + [False] * len(left_top)
     if kind == "kn95":
         k = int(np.argmin([abs(i - len(lower) / 2) for i in range(len(lower))]))
         sharp[1 + len(right_top) + 1 + k] = True
     poly = _chaikin(np.asarray(ctrl, np.float64), np.asarray(sharp), iterations=3)
+    # the smoothed outline keeps the eye guard too
+    Xp, Yp = fr.to_local(poly)
+    for x0, x1, y_min in guard:
+        lift_down = np.where((Xp >= x0) & (Xp <= x1) & (Yp < y_min), y_min - Yp, 0.0)
+        poly = poly + lift_down[:, None] * fr.em * fr.ey[None, :]
+        Xp, Yp = fr.to_local(poly)
     creases: list[np.ndarray] = []
     pleats: list[np.ndarray] = []
-    chin = lower[len(lower) // 2] if lower else anchors.chin
+    chin = lower[len(lower) // 2]
     if kind == "kn95" or kind == "cloth":
         creases.append(_quad_curve(top_c, (top_c + chin) / 2 + 0.02 * fr.d_io * fr.ex, chin, n=12))
+    lo_r, lo_l = lower[len(lower) // 4], lower[(3 * len(lower)) // 4]
     if kind == "n95":
-        lo_r, lo_l = out(ov[_R_EDGE + 5]), out(ov[_L_EDGE - 5])
         creases.append(_quad_curve(lo_r, (top_c + chin) / 2 + 0.25 * fr.em * fr.ey, lo_l))
     for i in range(p.get("pleats", 0)):
         f = (i + 1) / (p["pleats"] + 1) * 0.8
-        s, t = _along(np.stack([tl, out(ov[_L_EDGE - 6])]), f), _along(np.stack([tr, out(ov[_R_EDGE + 6])]), f)
+        s_, t_ = _along(np.stack([tl, lo_l]), f), _along(np.stack([tr, lo_r]), f)
         mid = _along(np.stack([top_c, chin]), 0.15 + f)
-        pleats.append(_quad_curve(s, 2 * mid - (s + t) / 2, t, n=16))
+        pleats.append(_quad_curve(s_, 2 * mid - (s_ + t_) / 2, t_, n=16))
     loops: list[np.ndarray] = []
     if p.get("loops"):
-        for corner, edge, low in ((tr, ov[_R_EDGE], out(ov[_R_EDGE + 4])), (tl, ov[_L_EDGE], out(ov[_L_EDGE - 4]))):
-            ear = edge + 0.04 * (edge - centre)
+        for corner, k, low_pt, hid in ((tr, _R_EDGE, lower[2], hidden["r"]), (tl, _L_EDGE, lower[-3], hidden["l"])):
+            if hid:        # the ear is behind the face
+                continue
+            edge = ov[k]
+            ear = below_eyes(edge + 0.04 * (edge - centre))
             loops.append(np.concatenate([_quad_curve(corner, (corner + ear) / 2 + 0.08 * fr.em * (-fr.ey), ear, 10),
-                                         _quad_curve(ear, (ear + low) / 2 + 0.05 * (ear - centre), low, 10)]))
+                                         _quad_curve(ear, (ear + low_pt) / 2 + 0.05 * (ear - centre), low_pt, 10)]))
     return {"poly": poly, "loops": loops, "creases": creases, "pleats": pleats}
 
 
@@ -334,6 +386,20 @@ def mesh_layers(image: np.ndarray, mesh, p: dict) -> tuple[dict[str, np.ndarray]
     layers["shade"] = np.clip(shade * np.float32(bright), 0.0, 1.25).astype(np.float32)
     q["loop_color"] = [int(c * bright) for c in p["loop_color"]]
     return layers, q
+
+
+def crop_meshes(crops) -> np.ndarray:
+    """Face meshes (M, 468, 3) float32 of aligned crops (uint8 (M, H, W, 3), ArcFace-aligned:
+    the five template points scaled to the crop size place the mesh's input region). The
+    training mask bank of ``masks.renderer: mesh`` is rendered on these."""
+    from ..align.mesh import mesh_points
+    from ..constants import template_for_size
+
+    c = np.asarray(crops)
+    if c.ndim != 4 or c.shape[0] < 1 or c.shape[3] != 3 or c.dtype != np.uint8:
+        raise DataFormatError(f"crop_meshes: expected uint8 (M, H, W, 3) crops, got {c.dtype} {c.shape}")
+    lm = template_for_size((c.shape[1], c.shape[2]))
+    return np.asarray(mesh_points(list(c), lm).points, np.float32)
 
 
 # ----------------------------------------------------------------------------- cache

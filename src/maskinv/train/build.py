@@ -209,13 +209,23 @@ def build_optimizers(cfg: TrainConfig, world_size: int, params_main, params_pfc,
     return opts, lr
 
 
-def build_masker(cfg: TrainConfig, image_size: int, device: torch.device):
-    """The batched synthetic-mask renderer, or None when ``masks.prob`` is 0."""
+def build_masker(cfg: TrainConfig, image_size: int, device: torch.device, sample_images=None):
+    """The batched synthetic-mask renderer, or None when ``masks.prob`` is 0.
+
+    ``masks.renderer: mesh`` renders its bank on the face meshes of a few training crops:
+    ``sample_images()`` returns them (uint8 (M, H, W, 3), aligned like the training data)."""
     if cfg.masks.prob <= 0:
         return None
     from maskinv.masks import BatchMasker
 
     # the run's seed drives the mask bank too (seed 0 = the bank every run used before)
+    if cfg.masks.renderer == "mesh":
+        from maskinv.masks.mesh import crop_meshes
+
+        if sample_images is None:
+            raise ConfigError("masks.renderer: mesh needs training crops to take face meshes from")
+        return BatchMasker(image_size=image_size, kinds=tuple(cfg.masks.kinds), device=device, seed=cfg.runtime.seed,
+                           renderer="mesh", meshes=crop_meshes(sample_images()))
     return BatchMasker(image_size=image_size, kinds=tuple(cfg.masks.kinds), device=device, seed=cfg.runtime.seed)
 
 

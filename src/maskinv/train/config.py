@@ -153,6 +153,13 @@ def validate_config(cfg: TrainConfig, *, origin: str | Origin | None = None) -> 
         bad("masks.prob", f"must be in [0, 1], got {cfg.masks.prob}")
     if not cfg.masks.kinds or not all(isinstance(k, str) for k in cfg.masks.kinds):
         bad("masks.kinds", "must be a non-empty list of mask kind names")
+    from maskinv.masks.mesh import RENDERERS
+
+    if cfg.masks.renderer not in RENDERERS:
+        bad("masks.renderer", f"must be one of {', '.join(RENDERERS)}, got {cfg.masks.renderer!r}")
+    elif cfg.masks.renderer == "mesh" and list(cfg.masks.kinds) != ["random"]:
+        bad("masks.kinds", f"renderer mesh draws its kinds from the real-world looks mix: kinds must be [random], "
+            f"got {cfg.masks.kinds}", "masks.renderer")
     if cfg.kd.weight < 0:
         bad("kd.weight", "must be >= 0")
     if cfg.kd.weight > 0 and not cfg.teacher.path:
@@ -344,7 +351,8 @@ _HASH_EXCLUDE = {
 
 
 # Fields added after runs were saved: hashed only when set, so older runs keep their hash.
-_HASH_IF_SET = {("data", "labels"): "use", ("model", "init_from_teacher"): False, ("model", "freeze_bn_stats"): False}
+_HASH_IF_SET = {("data", "labels"): "use", ("model", "init_from_teacher"): False, ("model", "freeze_bn_stats"): False,
+                ("masks", "renderer"): "v1"}
 
 
 def _identity(cfg: TrainConfig, run_dir: str | os.PathLike | None) -> dict:

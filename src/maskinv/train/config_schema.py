@@ -133,10 +133,15 @@ class TeacherConfig:
 
 @dataclass
 class MaskConfig:
-    """Mask augmentation of the student input: each sample masked with probability ``prob``."""
+    """Mask augmentation of the student input: each sample masked with probability ``prob``.
+
+    ``renderer``: ``v1`` (5-point outlines, kinds.py) or ``mesh`` (outlines from the 468-point
+    face mesh of a sample of training crops, real-world looks; ``kinds`` must be ``[random]``).
+    Configs saved before the field existed load as ``v1``."""
 
     prob: float = 0.0
     kinds: list[str] = field(default_factory=lambda: ["random"])
+    renderer: str = "v1"
 
 
 @dataclass

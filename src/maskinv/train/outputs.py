@@ -40,6 +40,7 @@ def export_student(cfg: TrainConfig, out: Path, backbone: nn.Module, head: nn.Mo
     bb = out / "backbone.pt"
     meta = {"trained_steps": step, "run_name": cfg.name, "config_hash": config_hash(cfg),
             "head": cfg.head.name, "kd_weight": cfg.kd.weight, "mask_prob": cfg.masks.prob,
+            "mask_renderer": cfg.masks.renderer,
             "teacher": cfg.teacher.path if cfg.kd.weight > 0 else None}
     if cfg.head.name == "none":  # label-free (`maskinv adapt`): say so, and which teacher it imitates
         from .external_teacher import teacher_file_fingerprint

@@ -185,7 +185,7 @@ class _Trainer:
         autocast = autocast_factory(self.precision, dev)
         maybe_compile(cfg, backbone)
         self.student = s = assemble_student(cfg, info, dev, self.precision, backbone, head, pfc, autocast, self.spe)
-        masker = build_masker(cfg, h, dev)
+        masker = build_masker(cfg, h, dev, sample_images=self._mesh_sample)
         self.cache = None
         if teacher is not None and cfg.kd.weight > 0 and cfg.teacher.cache.enabled:
             self.cache = self._open_cache(teacher)
@@ -201,6 +201,13 @@ class _Trainer:
             prepass(self.cache, self.step_fn.teacher_forward, self.source.images_at, rank=info.rank,
                     world_size=info.world_size, batch_size=cfg.runtime.batch_size, device=dev,
                     records_forward=getattr(teacher, "embed_records", None))
+
+    def _mesh_sample(self):
+        """Up to 32 training crops, evenly spaced over the records (the ``mesh`` mask bank's faces)."""
+        import numpy as np
+
+        n = len(self.dataset)
+        return self.source.images_at(np.unique(np.linspace(0, n - 1, min(32, n)).round().astype(np.int64)))
 
     def _open_cache(self, teacher):
         from .teacher_cache import data_fingerprint, open_shared_cache, teacher_fingerprint
@@ -354,7 +361,7 @@ class _Trainer:
             "teacher_cache": self.cache.info() if self.cache is not None else None,
             "ranks_in_sync": len(set(digests)) == 1, "weights_sha256": digest, "world_size": info.world_size,
             "precision": self.precision, "precision_reason": self.precision_reason, "num_classes": self.num_classes,
-            "num_images": len(self.dataset), "signal": self.stop_signal,
+            "num_images": len(self.dataset), "signal": self.stop_signal, "mask_renderer": self.cfg.masks.renderer,
         }
         if info.is_main:
             if status != "interrupted":
