@@ -1,9 +1,12 @@
 """Real-mask data for ``maskinv serve``: the mask classifier and the RMFD thresholds.
 
     python -m benchmarks.serve_rmfd prep       # detect + align + embed every RMFD photo (cache)
-    python -m benchmarks.serve_rmfd train      # train the mask classifier (dev people only)
-    python -m benchmarks.serve_rmfd choose     # re-choose its masked cut on the dev validation fifth (weights kept)
-    python -m benchmarks.serve_rmfd test       # test it on rmfd_test (+ source checks)
+    python -m benchmarks.serve_rmfd train      # round 1 mask classifier (4/5 of the dev people; superseded)
+    python -m benchmarks.serve_rmfd choose     # round 2: its masked cut on the dev validation fifth (superseded)
+    python -m benchmarks.serve_rmfd test       # test the shipped classifier on rmfd_test (+ source checks)
+
+The shipped classifier (round 3) is trained by ``benchmarks/train_mask_classifier.py`` from the
+``prep`` cache (all dev people, hard negatives, cut by person-grouped cross-validation).
     python -m benchmarks.serve_rmfd calibrate  # U-U / M-U thresholds on rmfd_dev, FMR checked on rmfd_test
 
 Splits: ``benchmarks/splits/rmfd_dev.txt`` / ``rmfd_test.txt`` (people), LFW training / validation

@@ -60,12 +60,12 @@ def test_shipped_classifier_on_a_real_face_masked_unmasked_and_occluded():
 
 
 def test_occluders_are_not_masks_and_leave_the_rest_of_the_face():
-    from benchmarks.train_mask_classifier import HARD_KINDS, hard_negatives, occlude
+    from benchmarks.train_mask_classifier import OCCLUDERS, hard_negatives, occlude
 
     g = np.random.default_rng(1)
     base = np.full((112, 112, 3), 180, np.uint8)
     base[::7] = 90  # some texture, so a changed pixel is visible
-    for k in HARD_KINDS:
+    for k in OCCLUDERS:
         out = occlude(base, g, k)
         assert out.shape == base.shape and out.dtype == np.uint8
         assert not np.array_equal(out, base), k
