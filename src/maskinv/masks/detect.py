@@ -8,7 +8,7 @@ threshold is set for few false "masked" (see :class:`MaskClassifier`).
 Training data (``benchmarks/train_mask_classifier.py``; ``benchmarks/serve_rmfd.py test`` tests it): all
 RMFD dev people (real masks, identity split ``benchmarks/splits/rmfd_dev.txt``), the same unmasked
 photos with synthetic masks (:func:`maskinv.masks.apply_mask`) and with procedural occluders that are
-not masks (sunglasses, beards, a scarf under the chin, a hand, a shadow, a cut-off chin: labelled
+not masks (sunglasses, a beard, a scarf under the chin, a cut-off chin: labelled
 unmasked), and LFW training people likewise — RMFD's masked and unmasked photos come from different
 sources, and the synthetic copies make "mask" and "source" disagree in training. The masked cut-off
 comes from person-grouped cross-validation over the dev people. The weights ship as package data
