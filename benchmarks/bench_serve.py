@@ -1,11 +1,12 @@
 """Load test of ``maskinv serve`` against the same pipeline without the service.
 
-    python -m benchmarks.bench_serve [--clients 8 --seconds 60 --model dlib]
+    python -m benchmarks.bench_serve [--clients 8 --seconds 60 --model sface --detector mtcnn+yunet]
 
 Loopback only, bounded. Requests are verify-against-enrolled: RMFD test people (real masked and
 unmasked photos, ``benchmarks/splits/rmfd_test.txt``) enrolled through the API from one unmasked
 photo each, probed with their other photos (only photos in which the pipeline finds a face, so
-every request has an answer). Both arms run ``--clients`` threads with one torch thread each:
+every request has an answer). Both arms run ``--clients`` threads with one torch thread each and the
+same face detector (``--detector``, default the service's ``mtcnn+yunet``; round 1 ran MTCNN):
 
 * **service**: ``--clients`` HTTP clients (stdlib ``http.client``, keep-alive) against a
   ``maskinv serve`` process with ``--workers`` = clients and a key whose rate limit is far above the load;
@@ -99,11 +100,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=float, default=15.0)
     ap.add_argument("--model", default="sface", help="sface (default) or dlib; the server gets the same")
     ap.add_argument("--people", type=int, default=20)
+    ap.add_argument("--detector", default=None,
+                    help="face detector of both arms (default: the service's, maskinv.serve.DEFAULT_SERVE_DETECTOR)")
     ap.add_argument("--micro-batch", type=int, default=0, help="the server's --micro-batch (0: off)")
     ap.add_argument("--thresholds", default=None, help="default: benchmarks/results/serve/MODEL_rmfd.thresholds.json")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/serve/bench_serve_MODEL.json")
     a = ap.parse_args(argv)
-    a.out = a.out or str(HERE / "results" / "serve" / f"bench_serve_{a.model}{'_mb' + str(a.micro_batch) if a.micro_batch > 1 else ''}.json")
+    from maskinv.serve import DEFAULT_SERVE_DETECTOR
+
+    a.detector = a.detector or DEFAULT_SERVE_DETECTOR
+    det_tag = "" if a.detector == "mtcnn" else "_" + a.detector.replace("+", "_")  # round 1 files: MTCNN, no tag
+    a.out = a.out or str(HERE / "results" / "serve" /
+                         f"bench_serve_{a.model}{det_tag}{'_mb' + str(a.micro_batch) if a.micro_batch > 1 else ''}.json")
     a.thresholds = a.thresholds or str(HERE / "results" / "serve" / f"{a.model}_rmfd.thresholds.json")
     os.environ["OMP_NUM_THREADS"] = "1"
     import tempfile
@@ -116,12 +124,14 @@ def main(argv=None) -> dict:
     from maskinv.masks.detect import load_mask_classifier
     from maskinv.serve.keys import add_key
     from maskinv.serve.pipeline import Pipeline
+    from maskinv.utils.machine import machine_line
 
     from benchmarks.serve_rmfd import people, shared_data
 
     torch.set_num_threads(1)
+    load0 = os.getloadavg()
     model = load_model(a.model)
-    pipe = Pipeline(model, None, load_mask_classifier())
+    pipe = Pipeline(model, a.detector, load_mask_classifier())  # the same detector as the server's
     root = shared_data() / "rmfd"
     masked = {ln.strip() for ln in (root / "masked.txt").read_text().splitlines() if ln.strip()}
     enrol, probes = {}, []
@@ -156,6 +166,7 @@ def main(argv=None) -> dict:
     # (--model / --thresholds given last override the helper's choice)
     srv = Server(tmp, "--workers", str(a.clients), "--torch-threads", "1", "--max-inflight", str(4 * a.clients),
                  "--model", a.model, "--thresholds", a.thresholds, "--micro-batch", str(a.micro_batch),
+                 "--detector", a.detector,
                  port=free_port()).start()
     enrolled = {}
     try:
@@ -233,6 +244,8 @@ def main(argv=None) -> dict:
           "micro_batching_in_metrics": [ln for ln in metrics.splitlines() if ln.startswith("maskinv_embed_b")],
           "settings": {"clients": a.clients, "seconds_per_arm": a.seconds, "halves": 2, "warmup_s": a.warmup,
                        "model": a.model, "fingerprint": model.fingerprint[:21], "torch_threads": 1,
+                       "detector": a.detector, "mask_classifier_sha256": pipe.mask_classifier.meta.get("sha256"),
+                       "machine": machine_line(), "load_average_at_start": load0, "load_average_at_end": os.getloadavg(),
                        "server_workers": a.clients, "micro_batch": a.micro_batch, "enrolled": len(enrolled), "probes": len(probes),
                        "cpu": _cpu_name(), "cores": os.cpu_count()},
           "command": "python -m benchmarks.bench_serve " + " ".join(argv or sys.argv[1:])}

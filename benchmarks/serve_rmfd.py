@@ -1,9 +1,12 @@
 """Real-mask data for ``maskinv serve``: the mask classifier and the RMFD thresholds.
 
     python -m benchmarks.serve_rmfd prep       # detect + align + embed every RMFD photo (cache)
-    python -m benchmarks.serve_rmfd train      # train the mask classifier (dev people only)
-    python -m benchmarks.serve_rmfd choose     # re-choose its masked cut on the dev validation fifth (weights kept)
-    python -m benchmarks.serve_rmfd test       # test it on rmfd_test (+ source checks)
+    python -m benchmarks.serve_rmfd train      # round 1 mask classifier (4/5 of the dev people; superseded)
+    python -m benchmarks.serve_rmfd choose     # round 2: its masked cut on the dev validation fifth (superseded)
+    python -m benchmarks.serve_rmfd test       # test the shipped classifier on rmfd_test (+ source checks)
+
+The shipped classifier (round 3) is trained by ``benchmarks/train_mask_classifier.py`` from the
+``prep`` cache (all dev people, hard negatives, cut by person-grouped cross-validation).
     python -m benchmarks.serve_rmfd calibrate  # U-U / M-U thresholds on rmfd_dev, FMR checked on rmfd_test
 
 Splits: ``benchmarks/splits/rmfd_dev.txt`` / ``rmfd_test.txt`` (people), LFW training / validation
@@ -303,7 +306,7 @@ def test(model_name: str, detector: str = DEFAULT_DETECTOR) -> dict:
     c = load_cache(model_name, detector)
     te = c["split"] == "test"
     found = c["n_faces"] > 0
-    out: dict = {"classifier": {k: clf.meta.get(k) for k in ("sha256", "epochs")},
+    out: dict = {"classifier": {k: clf.meta.get(k) for k in ("sha256", "epochs", "round", "made_by")},
                  "masked_at": clf.masked_at, "unmasked_below": clf.unmasked_below}
     p = clf.predict_proba(c["crops"][te & found])
     truth = c["masked"][te & found]
@@ -326,6 +329,15 @@ def test(model_name: str, detector: str = DEFAULT_DETECTOR) -> dict:
         "unsure_rate": float((dec == "unsure").mean()),
         "unsure_unmasked": int(((dec == "unsure") & ~truth).sum()), "unsure_masked": int(((dec == "unsure") & truth).sum()),
         "note": "decision: masked iff P >= masked_at; an unsure crop counts as 'not masked' here (it gets the stricter threshold)"}
+    # person-clustered bootstrap (people resampled with replacement): photos of one person are not independent
+    ok_all = np.zeros(int(te.sum()), bool)  # per test photo: right? (detection failure = wrong)
+    ok_all[found[te]] = pred_m == truth
+    fm_all = np.zeros(int(te.sum()), bool)
+    fm_all[found[te]] = pred_m & ~truth
+    un_all = ~c["masked"][te] & found[te]  # unmasked photos with a face (no unmasked photo failed detection)
+    out["rmfd_test"]["person_bootstrap"] = person_bootstrap(
+        c["person"][te], {"accuracy_counting_detection_failures_as_errors": (ok_all, np.ones(len(ok_all), bool)),
+                          "false_masked": (fm_all, un_all)})
     # source checks: masks, not sources
     lfw_te_people = sorted({ln.split()[0] for ln in (SPLITS / "lfw_test_pairs.txt").read_text().splitlines()[1:]})
     lfw_te = lfw_crops(lfw_te_people, 1, 600)
@@ -343,6 +355,23 @@ def test(model_name: str, detector: str = DEFAULT_DETECTOR) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "mask_classifier_test.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
+    return out
+
+
+def person_bootstrap(person: np.ndarray, stats: dict, n_boot: int = 4000, seed: int = 0) -> dict:
+    """95 % percentile intervals of ratio statistics sum(hit) / sum(counted) with the people resampled
+    with replacement (all photos of a drawn person come along). ``stats``: name -> (hit, counted) bool arrays."""
+    names, inv = np.unique(person, return_inverse=True)
+    g = np.random.default_rng(seed)
+    draws = g.integers(0, len(names), (n_boot, len(names)))
+    w = np.stack([np.bincount(d, minlength=len(names)) for d in draws])  # (n_boot, people): times drawn
+    out = {"method": f"person-clustered bootstrap, {n_boot} resamples of the {len(names)} people, percentile 95 %",
+           "seed": seed}
+    for k, (hit, counted) in stats.items():
+        h = np.bincount(inv, weights=(hit & counted).astype(float), minlength=len(names))
+        n = np.bincount(inv, weights=counted.astype(float), minlength=len(names))
+        r = (w @ h) / np.maximum(w @ n, 1)
+        out[k] = {"point": float(h.sum() / n.sum()), "ci95": [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]}
     return out
 
 

@@ -5,12 +5,14 @@ against an unmasked enrolment, U-U otherwise, and the stricter of the two when t
 is unsure. A false "masked" could buy an unmasked impostor a looser threshold, so the decision
 threshold is set for few false "masked" (see :class:`MaskClassifier`).
 
-Training data (``benchmarks/serve_rmfd.py``, which also tests it): RMFD dev people (real masks,
-identity split ``benchmarks/splits/rmfd_dev.txt``), the same unmasked photos with synthetic
-masks (:func:`maskinv.masks.apply_mask`), and LFW training people with and without synthetic
-masks — RMFD's masked and unmasked photos come from different sources, and the synthetic copies
-make "mask" and "source" disagree in training. The weights ship as package data
-(``mask_classifier.pt`` + ``mask_classifier.json``: provenance, the chosen cut-offs, test results).
+Training data (``benchmarks/train_mask_classifier.py``; ``benchmarks/serve_rmfd.py test`` tests it): all
+RMFD dev people (real masks, identity split ``benchmarks/splits/rmfd_dev.txt``), the same unmasked
+photos with synthetic masks (:func:`maskinv.masks.apply_mask`) and with procedural occluders that are
+not masks (sunglasses, a beard, a scarf under the chin, a cut-off chin: labelled
+unmasked), and LFW training people likewise — RMFD's masked and unmasked photos come from different
+sources, and the synthetic copies make "mask" and "source" disagree in training. The masked cut-off
+comes from person-grouped cross-validation over the dev people. The weights ship as package data
+(``mask_classifier.pt`` + ``mask_classifier.json``: sha256, provenance, the chosen cut-offs).
 
 >>> clf = load_mask_classifier()
 >>> clf.predict_proba(crops)           # (N,) P(masked) of uint8 (N, 112, 112, 3) RGB crops

@@ -1,0 +1,101 @@
+"""The service's mask classifier (maskinv.masks.detect) and its training/measurement helpers
+(benchmarks/train_mask_classifier.py: procedural hard negatives; benchmarks/serve_rmfd.py: the
+person-clustered bootstrap of the rmfd_test measurement)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the benchmarks package lives at the repository root
+    sys.path.insert(0, str(REPO))
+
+
+def _face_crop() -> np.ndarray:
+    """scikit-image's astronaut (public domain), detected and aligned to the 112 ArcFace crop."""
+    from skimage import data
+
+    from maskinv.align import get_detector, warp_to_template
+
+    img = data.astronaut()
+    faces = get_detector().detect(img)
+    if not faces:
+        pytest.skip("no face detector weights here")
+    return warp_to_template(img, faces[0].landmarks, 112)[0]
+
+
+def test_shipped_classifier_is_small_hashed_and_says_where_it_came_from():
+    from maskinv.masks.detect import DEFAULT_WEIGHTS, load_mask_classifier
+    from maskinv.utils.hashing import file_sha256
+
+    assert DEFAULT_WEIGHTS.stat().st_size < 2 * 1024 * 1024
+    side = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert side["sha256"] == file_sha256(DEFAULT_WEIGHTS)
+    clf = load_mask_classifier()  # checks the sha256 itself
+    assert 0 < clf.unmasked_below <= clf.masked_at < 1
+    assert "rmfd_dev" in side["trained_on"]["splits"] and "rmfd_test" not in json.dumps(side["trained_on"])
+    assert side["made_by"].startswith("python -m benchmarks.")
+    v = side["validation"]
+    assert v["rule"] and 0 <= v["false_masked"] <= 1 and v["photos"] == v["real_masked"] + v["real_unmasked"] + v["detection_failures"]
+
+
+def test_shipped_classifier_on_a_real_face_masked_unmasked_and_occluded():
+    from benchmarks.train_mask_classifier import HARD_KINDS, occlude
+    from maskinv.masks import apply_mask
+    from maskinv.masks.detect import load_mask_classifier
+
+    clf = load_mask_classifier()
+    crop = _face_crop()
+    assert clf.decide(float(clf.predict_proba(crop)[0])) == "unmasked"
+    masked = np.stack([apply_mask(crop, None, s).image for s in range(8)])
+    assert (clf.predict_proba(masked) >= clf.masked_at).sum() >= 7
+    g = np.random.default_rng(0)
+    occluded = np.stack([occlude(crop, g, k) for k in HARD_KINDS for _ in range(3)])
+    p = clf.predict_proba(occluded)
+    assert (p >= clf.masked_at).sum() <= 1, [(k, round(float(v), 3)) for k, v in zip([k for k in HARD_KINDS for _ in range(3)], p)]
+
+
+def test_occluders_are_not_masks_and_leave_the_rest_of_the_face():
+    from benchmarks.train_mask_classifier import OCCLUDERS, hard_negatives, occlude
+
+    g = np.random.default_rng(1)
+    base = np.full((112, 112, 3), 180, np.uint8)
+    base[::7] = 90  # some texture, so a changed pixel is visible
+    for k in OCCLUDERS:
+        out = occlude(base, g, k)
+        assert out.shape == base.shape and out.dtype == np.uint8
+        assert not np.array_equal(out, base), k
+        changed = np.any(out != base, axis=2)
+        rows = np.flatnonzero(changed.any(axis=1))
+        if k == "sunglasses":  # the eye band only: mouth and chin stay bare
+            assert rows.max() < 75
+        if k in ("scarf_chin", "cut_off"):  # below the mouth corners (y ~ 92) only
+            assert rows.min() >= 80
+    assert np.array_equal(hard_negatives(np.stack([base] * 3), 4), hard_negatives(np.stack([base] * 3), 4))
+    with pytest.raises(ValueError, match="unknown kind"):
+        occlude(base, g, "balaclava")
+
+
+def test_person_bootstrap_is_wider_when_errors_cluster_in_people():
+    from benchmarks.serve_rmfd import person_bootstrap
+
+    person = np.repeat([f"p{i}" for i in range(20)], 10)
+    spread = np.ones(200, bool)
+    spread[::10] = False  # one error per person
+    clustered = np.ones(200, bool)
+    clustered[:20] = False  # all errors in two people
+    counted = np.ones(200, bool)
+    a = person_bootstrap(person, {"acc": (spread, counted)}, n_boot=500)["acc"]
+    b = person_bootstrap(person, {"acc": (clustered, counted)}, n_boot=500)["acc"]
+    assert a["point"] == b["point"] == pytest.approx(0.9)
+    assert a["ci95"][1] - a["ci95"][0] == pytest.approx(0.0)  # every person is 9/10: no spread between people
+    assert b["ci95"][0] < 0.85 and b["ci95"][1] > 0.95
+    # the denominator is resampled with the people: a rate over a subset (unmasked photos only)
+    sub = np.zeros(200, bool)
+    sub[100:] = True
+    c = person_bootstrap(person, {"rate": (~clustered, sub)}, n_boot=200)["rate"]
+    assert c["point"] == 0.0 and c["ci95"] == [0.0, 0.0]
