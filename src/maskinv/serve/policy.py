@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..masks.protocols import MU, UU, title
 from ..thresholds import lookup, threshold_for_fmr
 from .errors import ServeError
 
@@ -42,15 +43,15 @@ class Policy:
         self.fpir = float(fpir)
         if not 0 < self.fpir < 1:
             raise ConfigError(f"FPIR must lie in (0, 1), got {fpir}")
-        self.uu = lookup(self.file, fingerprint, fmr=fmr, protocol="uu", flip=None)
-        self.mu = lookup(self.file, fingerprint, fmr=fmr, protocol="mu", flip=None)
+        self.uu = lookup(self.file, fingerprint, fmr=fmr, protocol=UU, flip=None)
+        self.mu = lookup(self.file, fingerprint, fmr=fmr, protocol=MU, flip=None)
 
     def describe(self) -> dict:
         def e(x):
             return {"threshold": x["threshold"], "fmr": x["fmr"], "fmr_achieved": x.get("fmr_achieved"),
                     "bench": (x.get("bench") or {}).get("bench") or (x.get("bench") or {}).get("path"),
                     "test_check": x.get("check")}
-        return {"file": str(self.file), "fmr": self.fmr, "fpir": self.fpir, "uu": e(self.uu), "mu": e(self.mu)}
+        return {"file": str(self.file), "fmr": self.fmr, "fpir": self.fpir, UU: e(self.uu), MU: e(self.mu)}
 
     def _strict(self, uu: float, mu: float, fmr: float, why: str) -> Chosen:
         return Chosen(max(uu, mu), "strict", fmr, f"{why}: the stricter of U-U ({uu:.4f}) and M-U ({mu:.4f})")
@@ -62,9 +63,9 @@ class Policy:
             return self._strict(uu, mu, f, "the mask classifier is unsure")
         masked = (probe == "masked") + (reference == "masked")
         if masked == 0:
-            return Chosen(uu, "uu", f, f"both faces unmasked: U-U threshold calibrated at FMR {f:g}")
+            return Chosen(uu, UU, f, f"both faces unmasked: U-U threshold calibrated at FMR {f:g}")
         if masked == 1:
-            return Chosen(mu, "mu", f, f"one face masked, one unmasked: M-U threshold calibrated on real masks at FMR {f:g}")
+            return Chosen(mu, MU, f, f"one face masked, one unmasked: M-U threshold calibrated on real masks at FMR {f:g}")
         return self._strict(uu, mu, f, "both faces masked (no M-M calibration)")
 
     def identify(self, probe: str, n: int) -> tuple[Chosen, dict]:
@@ -72,18 +73,18 @@ class Policy:
         n = max(1, int(n))
         need = 1.0 - (1.0 - self.fpir) ** (1.0 / n)
         got = {}
-        for name, e in (("uu", self.uu), ("mu", self.mu)):
+        for name, e in ((UU, self.uu), (MU, self.mu)):
             tail, nimp = e.get("impostor_tail"), (e.get("bench") or {}).get("num_impostor")
             t = threshold_for_fmr(tail, int(nimp), need) if tail and nimp else None
             if t is None:
                 raise ServeError(409, "fpir_unresolved",
                                  f"FPIR {self.fpir:g} over {n} identities needs FMR {need:.2e} per comparison; the "
-                                 f"{name.upper()} calibration ({nimp or 0} impostor pairs) cannot resolve it: "
+                                 f"{title(name)} calibration ({nimp or 0} impostor pairs) cannot resolve it: "
                                  "calibrate on more impostor pairs or raise --fpir")
             got[name] = t
         info = {"fpir": self.fpir, "gallery_size": n, "fmr_per_comparison": need}
         if probe == "masked":
-            return Chosen(got["mu"], "mu", need, f"masked probe: M-U threshold at FMR {need:.2e} = FPIR {self.fpir:g} over {n} identities"), info
+            return Chosen(got[MU], MU, need, f"masked probe: M-U threshold at FMR {need:.2e} = FPIR {self.fpir:g} over {n} identities"), info
         if probe == "unmasked":
-            return Chosen(got["uu"], "uu", need, f"unmasked probe: U-U threshold at FMR {need:.2e} = FPIR {self.fpir:g} over {n} identities"), info
-        return self._strict(got["uu"], got["mu"], need, "the mask classifier is unsure"), info
+            return Chosen(got[UU], UU, need, f"unmasked probe: U-U threshold at FMR {need:.2e} = FPIR {self.fpir:g} over {n} identities"), info
+        return self._strict(got[UU], got[MU], need, "the mask classifier is unsure"), info
