@@ -54,6 +54,7 @@ def test_call_sites_use_derive_seed_not_arithmetic():
         "masks/preview.py": r"1_000_000 \+ r",
         "train/heads.py": r"seed\) \+ 0x9E3779B9",
         "study/report.py": r"seed \+ 1 \+ j",
+        "evaluate/realism.py": r"default_rng\(seed \+ 1\)",
     }
     for rel, pattern in old.items():
         text = (SRC / rel).read_text()

@@ -36,7 +36,6 @@ LEGACY_DERIVATIONS: dict[str, tuple[int, Callable[..., int], str]] = {
                      "image_rng's own first word, so it does not enter the index): row, column"),
     "head_margins": (0, lambda seed: seed + 0x9E3779B9,
                      "a margin head's margin-draw generator, apart from its kernel initialisation (heads.py)"),
-    # not yet switched at its call site (evaluate/realism.py, other owner): the formula it uses today
     "realism_bootstrap": (0, lambda seed: seed + 1,
                           "the identity bootstrap of `maskinv mask-realism` (evaluate/realism.py)"),
     "mask_gallery": (1, lambda seed, column: seed + 1 + column,
