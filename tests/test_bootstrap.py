@@ -252,6 +252,8 @@ def _identity_draw(rng, n_ids=60, per=12, id_sd=0.12, gain_sd=0.10):
     return a, b, g, np.stack([a_id, b_id], axis=1)
 
 
+# slow: a 120-replicate coverage simulation; fast: test_cluster_resampling_is_wider_when_scores_correlate_within_identities
+@pytest.mark.slow
 def test_identity_bootstrap_covers_the_true_difference_with_identity_effects():
     # the true EER difference of the population of identities: one huge draw (6,000 identities)
     a, b, g, _ = _identity_draw(np.random.default_rng(99), n_ids=6000, per=12)

@@ -45,8 +45,19 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+_PARSED: dict[tuple, list] = {}  # the package is parsed once per session, not once per test
+
+
 def imports(path: Path) -> list[tuple[str, list[str], int]]:
     """``(target module, imported names, line)`` of every maskinv import in ``path`` (any depth)."""
+    st = path.stat()
+    key = (str(path), str(SRC), st.st_mtime_ns, st.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = _parse_imports(path)
+    return list(_PARSED[key])
+
+
+def _parse_imports(path: Path) -> list[tuple[str, list[str], int]]:
     mod = module_name(path)
     package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
     out = []

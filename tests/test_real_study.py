@@ -162,6 +162,9 @@ def _settings(**kw):
     return apply_overrides(RealSettings(), base + [f"{k}={v}" for k, v in kw.items()])
 
 
+# slow: a selection grid then a study that reuses it; fast: test_choose_rule, and the
+# end-to-end study below (cache reuse, deterministic retraining)
+@pytest.mark.slow
 def test_select_chooses_on_validation_only(tiny, tmp_path):
     from maskinv.study.real import run_real_select
     from maskinv.study.real.select import selected_overrides

@@ -145,6 +145,8 @@ def toy(tmp_path_factory):
     return out
 
 
+# slow: a 7-run quick demo (~30 s CPU); the fast tests above cover its plan, λ/D titles, held-out kind and collapse warnings
+@pytest.mark.slow
 def test_toy_demo_reports_the_new_columns(toy):
     doc = json.loads((toy / "results.json").read_text())
     assert list(doc["models"]) == ["teacher", "elasticface_arc_aug", "elasticface_arc_aug_long", "maskinv_lg",
@@ -170,6 +172,9 @@ def test_toy_demo_reports_the_new_columns(toy):
     assert reps[("teacher", "synth_val", "mu", "accuracy")].shape == (quick_settings().bootstrap + 1,)
 
 
+# slow: re-evaluates the 7-run demo; the fast test_an_old_folder_takes_the_adapt_row_and_a_new_evaluation_together covers
+# the evaluation-only branch of _check_settings
+@pytest.mark.slow
 def test_evaluation_only_change_keeps_the_runs(toy):
     from maskinv.study import run_demo
     from maskinv.study.settings import NEW_KEY_ABSENT
@@ -186,6 +191,9 @@ def test_evaluation_only_change_keeps_the_runs(toy):
     assert doc["accuracy_protocol"] == "insightface-grid"
 
 
+# slow: trains the grid, as test_study.py's slow select-lambda twin; fast: test_select_aug_grid_parsing_and_rule and
+# test_selection_trains_the_step_counts_of_its_minutes[aug]
+@pytest.mark.slow
 def test_select_aug_quick_writes_its_record(tmp_path):
     from maskinv.study.select import select_aug
 
