@@ -34,7 +34,7 @@ MASK_KIND_EDITS = {
          "        loop_pts = [(tr, a.ear_r, None), (tl, a.ear_l, None)]\n"
          "    else:  # pragma: no cover - paper mode has its own renderer\n"),
     ],
-    "masks/render.py": [  # its dome height in the shading table
+    "masks/layers.py": [  # its dome height in the shading table
         ('"wide": 0.3, "round": 0.5}[p["kind"]]', '"wide": 0.3, "round": 0.5, "toy": 0.4}[p["kind"]]'),
     ],
 }

@@ -274,10 +274,7 @@ def package_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 #: Cycles inside packages that other open work owns (issue 22 phase B); each must still exist, so the
 #: list only shrinks: remove an entry when its cycle is gone. Nothing may be added to it.
-KNOWN_CYCLES = {
-    # masks issue: mesh draws with render's compositing helpers, render dispatches to the mesh renderer
-    ("maskinv.masks.mesh", "maskinv.masks.render", "maskinv.masks.mesh"),
-}
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def test_no_import_cycle_inside_a_package():

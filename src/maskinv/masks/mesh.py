@@ -345,7 +345,7 @@ def face_light(image: np.ndarray, mesh, fill: np.ndarray, anchors: Anchors) -> t
 def render_mesh_mask(image: np.ndarray, mesh, p: dict) -> tuple[np.ndarray, np.ndarray]:
     """Draw the mask ``p`` (:func:`sample_mesh_params`) on a copy of ``image`` from ``mesh``.
     Returns (uint8 image, float32 alpha)."""
-    from .render import composite
+    from .layers import composite
 
     layers, q = mesh_layers(image, mesh, p)
     return composite(image, layers, q)
@@ -354,7 +354,7 @@ def render_mesh_mask(image: np.ndarray, mesh, p: dict) -> tuple[np.ndarray, np.n
 def mesh_layers(image: np.ndarray, mesh, p: dict) -> tuple[dict[str, np.ndarray], dict]:
     """The float32 (H, W) layers (alpha, shade, pattern, shadow, loops) of a mesh-renderer mask
     lit like the face in ``image``, and the parameters to composite them with."""
-    from .render import _gauss, _raster_fill, render_layers
+    from .layers import _gauss, _raster_fill, render_layers
 
     anchors = mesh_anchors(mesh)
     outline = mesh_outline(mesh, anchors, p)
