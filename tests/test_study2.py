@@ -309,3 +309,18 @@ def test_selection_trains_the_step_counts_of_its_minutes(monkeypatch, tmp_path, 
     steps = {r.name: r.steps for r in seen["plan"]}
     for name, n in steps.items():
         assert n == (scaled.teacher_steps if name == "teacher" else scaled.student_steps), (name, n)
+
+
+def test_summary_header_names_the_hg_lambda_that_trained():
+    """The seed summary's header gives HG's λ as trained (factor × LG when lambda_hg_factor is set), the
+    number DemoSettings.lambda_hg_used gives (it printed lambda_hg, 3000, for a 30 × 75 = 2250 run)."""
+    import dataclasses
+
+    from maskinv.study import default_settings
+    from maskinv.study.seeds import _hg_lambda
+
+    s = default_settings(7)
+    for factor, lam in ((None, 1000.0), (30.0, 75.0)):
+        s = dataclasses.replace(s, lambda_hg_factor=factor, lambda_lg=lam)
+        assert _hg_lambda(dataclasses.asdict(s)) == s.lambda_hg_used
+    assert _hg_lambda({"lambda_hg": 3000.0, "lambda_hg_factor": 30.0, "lambda_lg": 75.0}) == 2250.0

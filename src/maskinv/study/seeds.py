@@ -206,6 +206,12 @@ def _ci(ci: list | None) -> str:
     return "n/a" if ci is None else f"[{signed(ci[0])}, {signed(ci[1])}]"
 
 
+def _hg_lambda(s: dict) -> float:
+    """HG's λ as trained: ``lambda_hg_factor × lambda_lg`` when the factor is set (DemoSettings.lambda_hg_used)."""
+    f = s.get("lambda_hg_factor")
+    return float(s["lambda_hg"]) if f is None else float(f) * float(s["lambda_lg"])
+
+
 def summary_markdown(summary: dict) -> str:
     s = summary["settings"]
     seeds = summary["seeds"]
@@ -214,7 +220,7 @@ def summary_markdown(summary: dict) -> str:
         f"# MaskInv seed study on SynthFaces: seeds {', '.join(map(str, seeds))}", "",
         f"Per seed: {s['identities']} identities × {s['images_per_identity']} images at {s['size']} px, "
         f"{s['teacher_steps']} teacher / {s['student_steps']} student steps (HG and control +{s['hg_steps']}), "
-        f"batch {s['batch_size']}, --minutes {s['minutes']:g}, λ LG {s['lambda_lg']:g} / HG {s['lambda_hg']:g}; "
+        f"batch {s['batch_size']}, --minutes {s['minutes']:g}, λ LG {s['lambda_lg']:g} / HG {_hg_lambda(s):g}; "
         f"{s['val_pairs']} test pairs of unseen identities; evaluation {s['eval_precision']}, flip test "
         f"{'on' if s['flip'] else 'off'}, masks of the seed. Values in %, mean ± sd over {len(seeds)} seeds.", "",
         "| model | " + " | ".join(f"{_PROTO[p]} {lab}" for p in protos for _, lab in _METRICS) + " |",
