@@ -121,6 +121,26 @@ def test_run_warnings_flag_a_student_whose_loss_fell_below_half_the_teachers():
                                                      ("elasticface_arc_aug", "training_loss")]
 
 
+def test_run_warnings_compare_losses_per_unit_of_the_head_scale():
+    """A student tuned to s = 32 has about half the margin loss of an s = 64 teacher without collapsing
+    (seed 7 of study 2: 17.15 vs 34.54, U-U 92 %); the check compares per unit of s, and still flags a
+    real drop at the same scale."""
+    from maskinv.study.pipeline import run_warnings
+
+    def run(loss, s):
+        return {"loss": loss, "head_loss": loss, "config": {"head": {"kwargs": {"s": s}}}}
+
+    ok = {"accuracy_mean": 0.9, "eer": 0.1, "score_min": -0.2, "score_max": 0.9}
+    models = {"teacher": {"uu": ok, "run": run(34.54, 64.0)},
+              "elasticface_arc_aug": {"uu": ok, "run": run(17.15, 32.0)},   # 34.3 at s 64: fine
+              "elasticface_arc_aug_long": {"uu": ok, "run": run(7.0, 32.0)},  # 14.0 at s 64: flagged
+              "maskinv_lg": {"uu": ok, "run": run(16.0, 64.0)}}                # same s, below half: flagged
+    w = run_warnings(quick_settings(), models)
+    assert [(x["model"], x["check"]) for x in w] == [("elasticface_arc_aug_long", "training_loss"),
+                                                     ("maskinv_lg", "training_loss")]
+    assert "scaled to the teacher's s 64: 14.000" in w[0]["message"] and "scaled" not in w[1]["message"]
+
+
 def test_select_aug_grid_parsing_and_rule():
     from maskinv.study.select import AUG_LR_GRID, AUG_S_GRID, parse_aug_grid, pick_aug
 

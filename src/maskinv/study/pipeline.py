@@ -245,14 +245,29 @@ def run_warnings(s: DemoSettings, models: dict[str, dict]) -> list[dict[str, Any
                 out.append({"model": name, "protocol": proto, **w})
     t = (models.get("teacher") or {}).get("run") or {}
     t_loss = t.get("head_loss") if t.get("head_loss") is not None else t.get("loss")
+    t_s = _head_scale(t)
     for name, m in models.items():
         r = m.get("run") or {}
         loss = r.get("head_loss") if r.get("head_loss") is not None else r.get("loss")
-        if name not in ("teacher", "maskinv_adapt") and t_loss is not None and loss is not None and loss < 0.5 * t_loss:
+        if name in ("teacher", "maskinv_adapt") or t_loss is None or loss is None:
+            continue
+        # the margin loss grows with the head's scale s (logits s·cos): compare per unit of s, so a
+        # student tuned to s = 32 is not flagged for a loss that is low only because its s is
+        r_s = _head_scale(r)
+        ratio = (r_s / t_s) if (r_s and t_s) else 1.0
+        if loss < 0.5 * t_loss * ratio:
+            per = f" (scaled to the teacher's s {t_s:g}: {loss / ratio:.3f})" if ratio != 1.0 else ""
             out.append({"model": name, "protocol": None, "check": "training_loss",
-                        "message": f"training (head) loss {loss:.3f} is below half the teacher's {t_loss:.3f}: "
+                        "message": f"training (head) loss {loss:.3f}{per} is below half the teacher's {t_loss:.3f}: "
                                    "check for a collapse (the margin loss does not penalise one)"})
     return out
+
+
+def _head_scale(run: dict) -> float | None:
+    """The margin head's scale ``s`` a run trained with (its config), None when unrecorded."""
+    kw = (((run.get("config") or {}).get("head") or {}).get("kwargs")) or {}
+    s = kw.get("s")
+    return float(s) if s else None
 
 
 def _run_lambda(run: dict) -> float:
