@@ -145,12 +145,11 @@ def _model_or_skip():
     return M.load_face_mesh()
 
 
-def test_mesh_reader_matches_the_reference_runtime_on_a_photo(one_thread):
+def astronaut_crop_and_litert_outputs(litert):
+    """The astronaut's 192 px mesh input crop (float32 NHWC in [0, 1]) and the reference LiteRT
+    runtime's outputs on it, keyed by their element count (shared with test_mesh_fast)."""
     import cv2
-    import torch
 
-    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="the reference runtime ai-edge-litert is not installed")
-    net = _model_or_skip()
     img = _astronaut()
     A = M.roi_matrix(M.roi_from_five(ASTRO_5))
     crop = cv2.warpAffine(img, A, (192, 192), flags=cv2.INTER_LINEAR).astype(np.float32)[None] / 255.0
@@ -158,7 +157,15 @@ def test_mesh_reader_matches_the_reference_runtime_on_a_photo(one_thread):
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], crop)
     it.invoke()
-    ref = {o["shape"].prod(): it.get_tensor(o["index"]) for o in it.get_output_details()}
+    return crop, {o["shape"].prod(): it.get_tensor(o["index"]) for o in it.get_output_details()}
+
+
+def test_mesh_reader_matches_the_reference_runtime_on_a_photo(one_thread):
+    import torch
+
+    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="the reference runtime ai-edge-litert is not installed")
+    net = _model_or_skip()
+    crop, ref = astronaut_crop_and_litert_outputs(litert)
     with torch.inference_mode():
         pts, logit = net(torch.from_numpy(crop).permute(0, 3, 1, 2))
     ref_pts = ref[1404].reshape(468, 3)

@@ -14,7 +14,7 @@ import pytest
 from maskinv.align import mesh as M
 from maskinv.errors import ConfigError, DataFormatError
 
-from test_mesh import ASTRO_5, _astronaut, _model_or_skip
+from test_mesh import ASTRO_5, _astronaut, _model_or_skip, astronaut_crop_and_litert_outputs
 
 
 def _graph_with_stride2_same():
@@ -103,21 +103,13 @@ def test_fast_path_equals_the_plain_path_on_a_photo(one_thread):
 
 
 def test_fast_path_matches_the_reference_runtime(one_thread):
-    import cv2
     import torch
 
     litert = pytest.importorskip("ai_edge_litert.interpreter", reason="the reference runtime ai-edge-litert is not installed")
     _model_or_skip()
     from maskinv.align.mesh_fast import load_fast_face_mesh
 
-    img = _astronaut()
-    A = M.roi_matrix(M.roi_from_five(ASTRO_5))
-    crop = cv2.warpAffine(img, A, (192, 192), flags=cv2.INTER_LINEAR).astype(np.float32)[None] / 255.0
-    it = litert.Interpreter(model_path=str(M.face_landmark_path()), num_threads=1)
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], crop)
-    it.invoke()
-    ref = {o["shape"].prod(): it.get_tensor(o["index"]) for o in it.get_output_details()}
+    crop, ref = astronaut_crop_and_litert_outputs(litert)
     with torch.inference_mode():
         pts, logit = load_fast_face_mesh()(torch.from_numpy(crop).permute(0, 3, 1, 2))
     assert np.abs(pts[0].numpy() - ref[1404].reshape(468, 3)).max() < 5e-3
