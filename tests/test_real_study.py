@@ -304,6 +304,41 @@ def test_bad_inputs_name_the_file_or_setting(tiny, tmp_path):
         apply_overrides(RealSettings(), ["select_lrs=a,b"])
 
 
+def test_against_pairs_rows_of_two_runs_that_differ_only_in_the_renderer(tiny, tmp_path):
+    """--against: the same settings twice give differences of exactly 0 (same weights, same pairs);
+    a renderer change is allowed and reported; any other difference is refused before training."""
+    from maskinv.study.real import run_real_study
+
+    cache = tmp_path / "cache"
+    kw = dict(splits_dir=tiny["splits"], cache_dir=cache, quiet=True)
+    s = _settings(with_hg="false", with_adapt="false", n_boot=20)
+    run_real_study(tmp_path / "a", tiny["lfw"], tiny["rmfd"], settings=s, model=_tiny_model(), **kw)
+    doc = run_real_study(tmp_path / "b", tiny["lfw"], tiny["rmfd"], settings=s, model=_tiny_model(),
+                         against=tmp_path / "a", **kw)
+    comps = doc["against"]["comparisons"]
+    assert {(c["row"], c["benchmark"]) for c in comps} == {(r, b) for r in ("aug", "lg") for b in ("rmfd_test", "lfw_test")}
+    for c in comps:
+        for m in c["metrics"].values():
+            assert m["diff"] == 0.0 and tuple(m["ci95"]) == (0.0, 0.0)
+    assert "## Against" in (tmp_path / "b" / "report.md").read_text()
+
+    mesh = _settings(with_hg="false", with_adapt="false", n_boot=20, renderer="mesh")
+    doc = run_real_study(tmp_path / "c", tiny["lfw"], tiny["rmfd"], settings=mesh, model=_tiny_model(),
+                         against=tmp_path / "a", **kw)
+    assert doc["against"]["settings"]["renderer"] == "v1" and doc["renderer"]["name"] == "mesh"
+    lg = next(c for c in doc["against"]["comparisons"] if c["row"] == "lg" and c["benchmark"] == "rmfd_test")
+    assert lg["n_clusters"] == 3 and lg["metrics"]["eer"]["diff"] != 0.0  # other masks, other weights
+
+    other_lr = _settings(with_hg="false", with_adapt="false", n_boot=20, lr_lg=0.5)
+    with pytest.raises(ConfigError, match="lr_lg") as e:
+        run_real_study(tmp_path / "d", tiny["lfw"], tiny["rmfd"], settings=other_lr, model=_tiny_model(),
+                       against=tmp_path / "a", **kw)
+    assert e.value.key == "lr_lg" and not (tmp_path / "d" / "models").exists()
+    with pytest.raises(DataFormatError, match="results.json"):
+        run_real_study(tmp_path / "e", tiny["lfw"], tiny["rmfd"], settings=s, model=_tiny_model(),
+                       against=tmp_path / "nothing", **kw)
+
+
 def test_cli_bad_split_dir_one_line_exit_2_nothing_written(tiny, tmp_path, capsys):
     from maskinv.cli import main
 

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--selected", type=A.existing_file, default=None, metavar="SELECT_JSON",
                    help="apply the settings a --select run chose (its select.json); its trained candidates with "
                    "the same settings are reused, not retrained")
+    p.add_argument("--against", type=A.existing_dir, default=None, metavar="RUN_DIR",
+                   help="a finished study-real run that differs only in the mask renderer: its rows are scored on "
+                   "this run's RMFD test and LFW clean pairs and compared row by row (paired intervals)")
     p.add_argument("--threads", type=A.positive_int, default=1,
                    help="torch threads (default: 1; the same seed, torch version and threads give the same weights)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -70,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
 
     reuse = (Path(args.selected).resolve().parent / "candidates",) if args.selected is not None else ()
     doc = run_real_study(args.out, args.lfw_dir, args.rmfd_dir, settings=s, splits_dir=args.splits,
-                         cache_dir=args.cache, selected=selected, command=command, reuse_dirs=reuse)
+                         cache_dir=args.cache, selected=selected, command=command, reuse_dirs=reuse,
+                         against=args.against)
     for k, g in doc["goals"].items():
         print(f"goal {k}: {g.get('verdict') or ('met' if g['met'] else 'not met')}")
     return 0

@@ -151,6 +151,8 @@ def report_markdown(doc: dict[str, Any]) -> str:
     n_cl = {c["benchmark"]: c["n_clusters"] for c in comps}
     L.append(f"\nClusters: RMFD {n_cl.get('rmfd_test')}, LFW {n_cl.get('lfw_test')}; {s['n_boot']} replicates.\n")
 
+    if doc.get("against"):
+        L += against_section(doc["against"], res, doc["renderer"]["name"])
     L.append("## Goals (primary model MaskInv-LG against SFace)\n")
     for k, g in doc["goals"].items():
         verdict = g.get("verdict") or ("met" if g["met"] else "not met")
@@ -195,3 +197,21 @@ def report_markdown(doc: dict[str, Any]) -> str:
     for k, v in doc["plots"].items():
         L.append(f"- {k}: `{v}`")
     return "\n".join(L) + "\n"
+
+
+def against_section(ag: dict[str, Any], res: dict[str, Any], renderer: str) -> list[str]:
+    """The ``--against`` table: each row of this run minus the same row of the other run."""
+    other = (ag.get("renderer") or {}).get("name") or ag["settings"].get("renderer")
+    L = [f"## Against `{ag['run']}` (renderer `{other}`; this run: `{renderer}`)\n",
+         "The other run's trained rows scored on this run's aligned sets; the runs' settings, recogniser and splits "
+         "were checked equal except the renderer. Only renderer-free comparisons are paired: RMFD (real masks) and "
+         "LFW U-U (clean). Differences this − other in points, 95 % paired bootstrap over identity clusters.\n",
+         f"| row | RMFD EER | RMFD TAR@1e-3 | LFW U-U acc |", "|---|---|---|---|"]
+    for name in dict.fromkeys(c["row"] for c in ag["comparisons"]):
+        r = next(c for c in ag["comparisons"] if c["row"] == name and c["benchmark"] == "rmfd_test")
+        u = next(c for c in ag["comparisons"] if c["row"] == name and c["benchmark"] == "lfw_test")
+        title = res.get(name, {}).get("title", name)
+        L.append(f"| {title} | {_ci(r['metrics']['eer'])} | {_ci(r['metrics'].get('fmr1000'), neg=True)} | "
+                 f"{_ci(u['metrics']['accuracy'])} |")
+    L.append("")
+    return L

@@ -49,8 +49,11 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
                    settings: RealSettings | None = None, splits_dir: str | Path | None = None,
                    cache_dir: str | Path | None = None, model: Any = None, selected: dict | None = None,
                    command: str | None = None, quiet: bool = False,
-                   reuse_dirs: tuple[str | Path, ...] = ()) -> dict[str, Any]:
-    """Train the rows, score every row on the same aligned sets, write results.json + report.md + plots."""
+                   reuse_dirs: tuple[str | Path, ...] = (), against: str | Path | None = None) -> dict[str, Any]:
+    """Train the rows, score every row on the same aligned sets, write results.json + report.md + plots.
+
+    ``against``: a finished run that differs only in the mask renderer; its rows are scored on this
+    run's RMFD test and LFW clean pairs and compared row by row (:mod:`.against`)."""
     from maskinv.utils.io import atomic_write_json, atomic_write_text
 
     from . import report as R
@@ -60,6 +63,12 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
     t_start = time.perf_counter()
     ctx = StudyContext(Path(lfw_dir), Path(rmfd_dir), s, splits_dir=splits_dir, cache_dir=cache, model=model, log=log)
     specs = row_specs(s)
+    other = None
+    if against is not None:  # checked before any training: a mismatched run must not cost an hour
+        from .against import load_against
+
+        other = load_against(against, ctx, [sp.name for sp in specs])
+        log(f"--against {against}: rows {', '.join(other[1])} (renderer {other[0]['settings'].get('renderer')})")
 
     # cost arithmetic before any work (photo counts from the split lists)
     from .data import lfw_person_photos, rmfd_photos
@@ -141,6 +150,17 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
                     n_boot=s.n_boot, seed=s.seed, folds=10, memo=memo_r)
         comps.append({"a": a, "b": b, "benchmark": "rmfd_test", "protocol": PROBE_REF, **_cmp(r)})
 
+    against_doc = None
+    if other is not None:
+        from .against import compare_against
+
+        against_doc = {"run": str(against), "renderer": other[0].get("renderer"),
+                       "settings": other[0]["settings"], "command": other[0].get("command"),
+                       "comparisons": compare_against(
+                           ctx, other[1], scores, rmfd_keys=rmfd_keys, rmfd_set=rset, is_probe=is_probe,
+                           lfw_clean_keys=test_clean, pairs=pl, issame=issame, lfw_groups=lfw_groups,
+                           rmfd_boot=rmfd_boot, n_boot=s.n_boot, seed=s.seed)}
+
     # plots
     plots = R.plots(out, scores, issame, rmfd_gen)
     total_s = time.perf_counter() - t_start
@@ -162,7 +182,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
                  "rmfd_test_probes": int(is_probe.sum()), "rmfd_test_references": int((~is_probe).sum()),
                  "rmfd_comparisons": int(rmfd_gen.size), "rmfd_genuine": int(rmfd_gen.sum())},
         "detection": ctx.detection, "results": results, "comparisons": comps,
-        "rmfd_bootstrap_metrics": list(rmfd_boot),
+        "rmfd_bootstrap_metrics": list(rmfd_boot), "against": against_doc,
         "goals": R.goals(results, comps), "plots": plots,
         "cost": {"estimate": cost, "measured_seconds": {**ctx.timings, "test_data_and_features": features_s,
                                                         "total": total_s},
@@ -170,8 +190,7 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
                  "feature_ms_per_image": (1000 * ctx.features.seconds / ctx.features.computed
                                           if ctx.features.computed else None)},
         "environment": {"torch": ctx.torch_version, "threads": ctx.threads, "python": platform.python_version(),
-                        "machine": machine_line(),
-                        "machine": platform.processor() or platform.machine()},
+                        "machine": machine_line(), "processor": platform.processor() or platform.machine()},
     }
     atomic_write_json(out / "results.json", doc)
     atomic_write_text(out / "report.md", R.report_markdown(doc))

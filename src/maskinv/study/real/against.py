@@ -1,0 +1,116 @@
+"""This run's rows against the same rows of an earlier run that differs only in the mask renderer.
+
+Issue 21's transfer check asks whether MaskInv trained with ``mesh`` masks does at least as well on
+real masks as with ``v1``. Two runs of ``maskinv study-real`` answer it only when they differ in
+nothing else, so ``--against RUN`` first checks that (settings, recogniser weights, split files), then
+scores the other run's trained rows on *this* run's aligned RMFD test set and LFW clean pairs and
+reports ``row(this) − row(other)`` with the same identity-clustered paired bootstrap as the
+differences against SFace. Only comparisons that do not depend on the renderer are paired: RMFD
+(real masks) and LFW U-U. LFW M-U / M-M carry each run's own synthetic test masks, so they are not.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskinv.errors import CheckpointError, ConfigError, DataFormatError
+
+__all__ = ["AGAINST_MAY_DIFFER", "load_against", "compare_against"]
+
+#: Settings the two runs may differ in: the compared factor.
+AGAINST_MAY_DIFFER = ("renderer", "renderer_revision")
+#: Settings that do not change a row's weights or its test scores.
+_IGNORED = ("n_boot", "feature_batch", "with_hg", "with_adapt")
+
+
+def _read_results(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "results.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: no results.json (--against needs a finished study-real run)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataFormatError(f"{path}: not a study-real results.json ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("settings"), dict) or "results" not in doc:
+        raise DataFormatError(f"{path}: not a study-real results.json (no settings/results)")
+    return doc
+
+
+def _check_same_design(other: dict[str, Any], settings: dict[str, Any], fingerprint: str, splits_sha: str,
+                       where: Path) -> None:
+    theirs = other["settings"]
+    for k in sorted(set(settings) | set(theirs)):
+        if k in AGAINST_MAY_DIFFER or k in _IGNORED or k.startswith("select_"):
+            continue
+        if settings.get(k) != theirs.get(k):
+            raise ConfigError(f"--against {where}: setting {k} differs ({theirs.get(k)!r} there, {settings.get(k)!r} "
+                              f"here); compared runs may differ only in {', '.join(AGAINST_MAY_DIFFER)}", key=k)
+    fp = (other.get("recogniser") or {}).get("weights_fingerprint")
+    if fp != fingerprint:
+        raise ConfigError(f"--against {where}: the recogniser's weights differ ({str(fp)[:16]}… there, "
+                          f"{fingerprint[:16]}… here)")
+    sp = (other.get("splits") or {}).get("sha256")
+    if sp != splits_sha:
+        raise ConfigError(f"--against {where}: the split files differ (sha256 {str(sp)[:16]}… there, "
+                          f"{splits_sha[:16]}… here)")
+
+
+def load_against(run_dir: str | Path, ctx: Any, rows: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the other run's results.json, {row: model}) for the rows both runs have, after checking the
+    two runs differ only in :data:`AGAINST_MAY_DIFFER` and each weights file matches its record."""
+    import torch
+
+    from maskinv.utils.hashing import file_sha256
+
+    run_dir = Path(run_dir)
+    doc = _read_results(run_dir)
+    _check_same_design(doc, ctx.s.to_dict(), ctx.weights_fingerprint, ctx.splits.sha256, run_dir)
+    models: dict[str, Any] = {}
+    for name in rows:
+        if name not in doc["results"]:
+            continue
+        w, rp = run_dir / "models" / f"{name}.pt", run_dir / "models" / f"{name}.row.json"
+        try:
+            rec = json.loads(rp.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataFormatError(f"{rp}: the row record of {name} is missing or unreadable ({e})") from None
+        if not w.is_file() or file_sha256(w) != rec.get("weights_sha256"):
+            raise CheckpointError(f"{w}: missing, or its sha256 differs from {rp}")
+        m = copy.deepcopy(ctx.model)
+        m.load_state_dict(torch.load(w, map_location="cpu", weights_only=True), strict=True)
+        models[name] = m.eval()
+    if not models:
+        raise DataFormatError(f"{run_dir}: none of the rows {', '.join(rows)} was trained there")
+    return doc, models
+
+
+def compare_against(ctx: Any, other_models: dict[str, Any], scores: dict[str, Any], *, rmfd_keys: list[str],
+                    rmfd_set: Any, is_probe: np.ndarray, lfw_clean_keys: list[str], pairs: Any, issame: np.ndarray,
+                    lfw_groups: np.ndarray, rmfd_boot: tuple[str, ...], n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """``row(this) − row(other)`` on RMFD test and LFW U-U for every row of ``other_models``."""
+    from maskinv.masks.protocols import PROBE_REF, UU
+
+    from .scoring import compare, lfw_scores, rmfd_scores
+
+    out = []
+    memo_l: dict = {}
+    memo_r: dict = {}
+    for name, model in other_models.items():
+        tail = ctx.row_tail(model)
+        ec = ctx.embed_keys(tail, lfw_clean_keys)
+        ls = lfw_scores(ec, ec, pairs.first, pairs.second, protocols=(UU,))[UU]
+        rs = rmfd_scores(ctx.embed_keys(tail, rmfd_keys), rmfd_set.identities, is_probe)
+        groups = np.asarray(rs["identity_names"], dtype=object)[rs["probe_identity"]]
+        for bench, proto, a, b, gen, grp, mets, folds, memo in (
+                ("rmfd_test", PROBE_REF, rs["scores"], scores[name]["rmfd"], rs["genuine"], groups, rmfd_boot, 10,
+                 memo_r),
+                ("lfw_test", UU, ls, scores[name]["lfw"][UU], issame, lfw_groups, ("accuracy", "eer"), 5, memo_l)):
+            r = compare(a, b, gen, grp, mets, n_boot=n_boot, seed=seed, folds=folds, memo=memo)
+            out.append({"row": name, "benchmark": bench, "protocol": proto, "difference": "this − other (points)",
+                        "resampling": r["resampling"], "n_clusters": r["n_clusters"], "n_boot": r["n_boot"],
+                        "metrics": r["metrics"]})
+    return out
