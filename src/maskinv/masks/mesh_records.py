@@ -63,10 +63,13 @@ class RecordMeshMasker:
         # NaN scores (unknown) count as failed: never draw on a mesh nobody checked.
         self.ok = np.nan_to_num(sc, nan=-1.0) >= self.min_score
         self.failed = int((~self.ok).sum())
-        # Bank meshes: the best-scoring records (ties by index), up to bank_records of them.
-        order = np.argsort(-np.nan_to_num(sc, nan=-1.0), kind="stable")[:max(1, int(bank_records))]
-        bank = ms[np.sort(order)][..., :2].astype(np.float64)
+        # Bank meshes: up to bank_records of the best-scoring usable records (ties by index); when no
+        # record passes, the best-scoring ones anyway (only the fallback bank is built then).
+        key = np.nan_to_num(sc, nan=-1.0)
+        cand = np.nonzero(self.ok)[0] if self.ok.any() else np.arange(len(sc))
+        order = cand[np.argsort(-key[cand], kind="stable")][:max(1, int(bank_records))]
         self.bank_records = np.sort(order)
+        bank = ms[self.bank_records][..., :2].astype(np.float64)
         self.device = device
         self.batch_renderer = None
         if self.failed < len(self.meshes):
