@@ -239,3 +239,25 @@ def test_training_with_mesh_masks_counts_failures_and_resumes_exactly(synth32, t
     a = torch.load(tmp_path / "straight" / "backbone.pt", weights_only=True)
     b = torch.load(split / "backbone.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@needs_mesh
+@pytest.mark.slow
+def test_torchrun_two_ranks_share_the_mesh_prepass(synth32, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data, _ = synth32
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "maskinv",
+           "train", str(TINY), *_overrides(data, ["runtime.batch_size=4"]), "--out", str(out), "--max-steps", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    mm = summary["mesh_masks"]
+    assert mm["records"] == 16 and mm["failed_meshes"] == 2
+    assert mm["prepass"]["computed"] == 8                 # rank 0's half; rank 1 computed the other
+    assert sorted(p.name for p in (out / "mesh_cache").iterdir()) == ["meshes-rank0.npz", "meshes-rank1.npz"]
