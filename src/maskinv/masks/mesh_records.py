@@ -118,11 +118,12 @@ class RecordMeshMasker:
         ok = self.ok[idx]
         sel = np.nonzero(ok)[0]
         if sel.size:
-            x = images[torch.from_numpy(sel).to(dev)].permute(0, 2, 3, 1).cpu().numpy()
+            sub = images if sel.size == b else images[torch.from_numpy(sel).to(dev)]
+            x = sub.permute(0, 2, 3, 1).contiguous().cpu().numpy()     # NHWC, contiguous (torch copies faster)
             o, a, _, _ = self.batch_renderer(x, self.meshes[idx[sel]].astype(np.float32), rng, prob)
             if a.any():
                 keep = sel[a]
-                t = torch.from_numpy(np.ascontiguousarray(o[a])).permute(0, 3, 1, 2).to(dev)
+                t = torch.from_numpy(o if a.all() else o[a]).to(dev).permute(0, 3, 1, 2)
                 out[torch.from_numpy(keep).to(dev)] = t
                 applied[torch.from_numpy(keep).to(dev)] = True
             self.drawn_mesh += int(a.sum())

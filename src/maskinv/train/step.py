@@ -115,7 +115,10 @@ def prepare_views(images: torch.Tensor, *, flip: bool, masker, mask_prob: float,
         clean = images
     if masker is not None and mask_prob > 0 and getattr(masker, "needs_indices", False):
         masked, applied = masker(images, prob=mask_prob, generator=generator, indices=indices)
-        student = torch.where(flips[:, None, None, None], masked.flip(3), masked) if flip else masked
+        student = masked                  # the masker's own new tensor: flip its flipped rows in place
+        if flip and bool(flips.any()):
+            sel = flips.nonzero().flatten()
+            student[sel] = student.index_select(0, sel).flip(3)
         applied = applied.to(dev)
     elif masker is not None and mask_prob > 0:
         student, applied = masker(clean, prob=mask_prob, generator=generator)
