@@ -7,6 +7,7 @@ On ``--n`` LFW aligned112 crops (people outside the held-out list, seed 0; the s
 without ../shared/data), one thread:
 
 * pre-pass: hash + face mesh (fast runner) per image through a fresh ``MeshCache``, batch 32;
+* agreement: alpha IoU with the per-image renderer on posed fixture meshes, both warps;
 * warp: ``MeshBatchRenderer`` on the batch of ``--n`` images with their own meshes (bank on the
   first 32), ``warp="cubic"`` (round 2) and ``"tps"`` (now) in the same run, median of ``--repeats``;
 * views: the step's flip + masking of the batch alone (``prepare_views``), median of ``--repeats``;
@@ -43,6 +44,34 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
     return 1e3 * statistics.median(w), 1e3 * statistics.median(c)
 
 
+def agreement() -> dict:
+    """Alpha IoU (> 0.5) of MeshBatchRenderer against the per-image renderer with the same
+    parameters, on the posed astronaut fixture mesh (tests/test_mesh.py's ``_posed``), bank on the
+    frontal mesh, seeds 0 and 1 x 8 entries: min and mean per pose, for both warps."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_mesh import MESH_FIXTURE, _posed
+
+    from maskinv.masks.mesh import mesh_layers
+    from maskinv.masks.mesh_batch import MeshBatchRenderer
+
+    img = np.full((180, 180, 3), 128, np.uint8)
+    out: dict = {}
+    for warp in ("cubic", "tps"):
+        v: dict = {}
+        for seed in (0, 1):
+            r = MeshBatchRenderer(180, meshes=np.load(MESH_FIXTURE)[None], per_kind=2, seed=seed, warp=warp)
+            for pose in [(0, 0), (25, 0), (-25, 0), (0, 20), (20, -15), (35, 0), (-35, 10)]:
+                mesh = _posed(*pose)
+                for e in range(len(r)):
+                    ref = mesh_layers(img, mesh, r.entry_params[e])[0]["alpha"] > 0.5
+                    got = r.render(img, mesh, e, np.random.default_rng(0))[1] > 0.5
+                    v.setdefault(f"yaw{pose[0]} roll{pose[1]}", []).append(float((ref & got).sum() / (ref | got).sum()))
+        out[warp] = {k: {"min": round(min(x), 3), "mean": round(float(np.mean(x)), 3)} for k, x in v.items()}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=128)
@@ -70,6 +99,7 @@ def main(argv=None) -> int:
     res["prepass_ms_per_image"] = {"wall": 1e3 * (time.perf_counter() - t0) / n, "cpu": 1e3 * (time.process_time() - c0) / n}
     res["face_score_below_0.5"] = int((scores < 0.5).sum())
     m2 = meshes[..., :2]
+    res["agreement_iou"] = agreement()
     res["warp_ms_per_image"] = {}
     for warp in ("cubic", "tps"):
         r = MeshBatchRenderer(112, meshes=m2[:32], seed=0, warp=warp)

@@ -92,7 +92,7 @@ class MeshBatchRenderer:
     """
 
     def __init__(self, image_size=112, *, meshes, per_kind: int = 24, seed: int = 0, warp: str = "tps",
-                 tps_reg: float = 1e-3):
+                 tps_reg: float = 1e-2):
         from .mesh import MESH_KINDS, _check_mesh, face_light, mesh_anchors, mesh_layers, mesh_outline, \
             sample_mesh_params
         from .render import _raster_fill, image_rng
