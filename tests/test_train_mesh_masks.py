@@ -261,3 +261,21 @@ def test_torchrun_two_ranks_share_the_mesh_prepass(synth32, tmp_path):
     assert mm["records"] == 16 and mm["failed_meshes"] == 2
     assert mm["prepass"]["computed"] == 8                 # rank 0's half; rank 1 computed the other
     assert sorted(p.name for p in (out / "mesh_cache").iterdir()) == ["meshes-rank0.npz", "meshes-rank1.npz"]
+
+
+def test_cache_files_without_scores_read_as_unknown_and_unknown_scores_fail(tmp_path):
+    from maskinv.masks.mesh_cache import MeshCache, image_key
+    from maskinv.masks.mesh_records import RecordMeshMasker
+
+    img = np.zeros((S, S, 3), np.uint8)
+    m = np.c_[_records()[0].astype(np.float32), np.zeros(468, np.float32)]
+    np.savez(tmp_path / "old.npz", keys=np.array([image_key(img)], dtype="U64"), meshes=m[None].astype(np.float16))
+    c = MeshCache(tmp_path / "old.npz")
+    mesh, score = c.lookup(image_key(img))
+    assert np.isnan(score) and mesh.shape == (468, 3)
+    c.save()                                              # the rewritten file carries the (unknown) score
+    assert np.isnan(MeshCache(tmp_path / "old.npz").lookup(image_key(img))[1])
+    mk = RecordMeshMasker(S, np.stack([m, m]), np.array([np.nan, 1.0], np.float32), per_kind=1)
+    assert mk.failed == 1 and list(mk.bank_records) == [1]
+    with pytest.raises(DataFormatError, match="shape"):
+        c.put("k", np.zeros((10, 3)), 1.0)

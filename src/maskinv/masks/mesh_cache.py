@@ -102,7 +102,7 @@ class MeshCache:
     def lookup(self, key: str) -> tuple[np.ndarray, float] | None:
         """(mesh float32 (468, 3), score) of ``key``, or None when it is not cached."""
         m = self._d.get(key)
-        return None if m is None else (m.astype(np.float32), self._s[key])
+        return None if m is None else (m.astype(np.float32), self._s.get(key, float("nan")))
 
     def get(self, image: np.ndarray, landmarks5) -> np.ndarray:
         key = image_key(image)
@@ -131,7 +131,7 @@ class MeshCache:
         lms = np.asarray(landmarks5, np.float64)
         if lms.ndim == 2:
             lms = np.repeat(lms[None], len(imgs), 0)
-        todo = [i for i, k in enumerate(keys) if k not in self._d or np.isnan(self._s[k])]
+        todo = [i for i, k in enumerate(keys) if k not in self._d or np.isnan(self._s.get(k, np.nan))]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:
@@ -139,7 +139,7 @@ class MeshCache:
             for j, i in enumerate(todo):
                 self.put(keys[i], r.points[j], float(r.score[j]))
         meshes = np.stack([self._d[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 468, 3), np.float32)
-        return meshes, np.array([self._s[k] for k in keys], np.float32)
+        return meshes, np.array([self._s.get(k, np.nan) for k in keys], np.float32)
 
     def save(self) -> None:
         if self.path is None:
@@ -151,5 +151,5 @@ class MeshCache:
         buf = io.BytesIO()
         keys = np.array(sorted(self._d), dtype="U64")
         np.savez(buf, keys=keys, meshes=np.stack([self._d[k] for k in keys]) if len(keys) else
-                 np.zeros((0, 468, 3), np.float16), scores=np.array([self._s[k] for k in keys], np.float32))
+                 np.zeros((0, 468, 3), np.float16), scores=np.array([self._s.get(k, np.nan) for k in keys], np.float32))
         atomic_write_bytes(self.path, buf.getvalue())
