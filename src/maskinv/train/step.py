@@ -3,9 +3,10 @@
 For a batch of clean uint8 images the step
 
 1. draws a horizontal flip per sample and applies it to the clean batch (the only augmentation);
-2. masks a copy of that batch (each sample with probability ``mask_prob``, ``BatchMasker``) —
-   the **student** input; the flipped **clean** batch is the **teacher** input, so the teacher sees
-   exactly the student's sample without the mask;
+2. masks a copy of that batch (each sample with probability ``mask_prob``, ``BatchMasker``; with
+   ``masks.renderer: mesh`` each record's own mesh draws its mask on the unflipped image, which is
+   then flipped) — the **student** input; the flipped **clean** batch is the **teacher** input, so
+   the teacher sees exactly the student's sample without the mask;
 3. student forward under autocast, margin-head loss in float32, plus ``λ · kd_loss`` against the
    frozen teacher's embeddings (from the teacher-template cache when enabled);
 4. backward (through the GradScaler in fp16), unscale, clip the backbone's gradient norm, step.
