@@ -6,10 +6,13 @@ image's mesh is cached (:class:`~maskinv.masks.mesh.MeshCache`), :class:`MeshBat
 seeded bank once (looks drawn from :data:`~maskinv.masks.mesh.LOOKS` on bank meshes, e.g. cached
 meshes of training crops) and then, per image:
 
-1. fits a cubic map (least squares over the 468 mesh points and, weighted x2, the face
-   silhouette: the oval pushed out to the cheeks under yaw) from the image's own mesh to the bank
-   entry's mesh, so the mask follows *this* face's oval, nose bridge and chin (pose, size, roll),
-   not a bank face's;
+1. maps the image's own mesh onto the bank entry's mesh, so the mask follows *this* face's
+   silhouette, nose bridge and chin (pose, size, roll), not a bank face's: ``warp="tps"``
+   (default) a thin-plate spline through control points built like the per-image outline (the
+   lower face's silhouette between the entry's corner directions, a ring outside it, the bridge
+   point of the top edge, interior points; :mod:`maskinv.masks.mesh_warp`), evaluated every 8 px
+   and upsampled; ``warp="cubic"`` (round 2) a cubic least-squares map over the 468 points and,
+   weighted x2, the oval pushed out to the cheeks;
 2. warps the entry's blend planes (coverage, colour weights, loops: the blend form of
    :mod:`maskinv.masks.batched`) through that map (``cv2.remap``), only inside the face's box;
 3. lights it like the face: the median luma of the mesh points the mask leaves visible (eyes
@@ -26,12 +29,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError, DataFormatError
+from .mesh_warp import EYES as _EYES, TPS_STEP, outline_ctrl, tps_eval
 
 __all__ = ["MeshBatchRenderer"]
 
 # image_rng stream offset of bank entries (apart from batched.py's streams).
 _STREAM = 7_000_000
-_EYES = ((33, 133, 159, 145), (263, 362, 386, 374))
 
 
 #: (power of y, power of x) of each monomial of :func:`_basis`.
@@ -88,7 +91,8 @@ class MeshBatchRenderer:
         seed: bank seed (same seed, size and meshes: same bank).
     """
 
-    def __init__(self, image_size=112, *, meshes, per_kind: int = 24, seed: int = 0):
+    def __init__(self, image_size=112, *, meshes, per_kind: int = 24, seed: int = 0, warp: str = "tps",
+                 tps_reg: float = 1e-2):
         from .mesh import MESH_KINDS, _check_mesh, face_light, mesh_anchors, mesh_layers, mesh_outline, \
             sample_mesh_params
         from .render import _raster_fill, image_rng
@@ -101,6 +105,9 @@ class MeshBatchRenderer:
             raise ConfigError(f"MeshBatchRenderer: image_size too small: {self.image_size}")
         if per_kind < 1:
             raise ConfigError(f"MeshBatchRenderer: per_kind must be >= 1, got {per_kind}")
+        if warp not in ("tps", "cubic"):
+            raise ConfigError(f"MeshBatchRenderer: warp must be 'tps' or 'cubic', got {warp!r}")
+        self.warp, self.tps_reg = warp, float(tps_reg)
         ms = np.asarray(meshes, np.float64)
         if ms.ndim != 3 or ms.shape[0] < 1 or ms.shape[1] != 468 or ms.shape[2] not in (2, 3):
             raise ConfigError(f"MeshBatchRenderer: meshes must have shape (M, 468, 2|3), got {ms.shape}")
@@ -142,6 +149,19 @@ class MeshBatchRenderer:
         self.kinds = kinds
         self.entry_params = params               # each entry's sample_mesh_params (JSON-able)
         self._s = 0.5 * max(h, w)
+        tr = {"n95": (0.15, 0.35), "kn95": (0.15, 0.35)}
+        self._e_top = np.array([p["top"] for p in params], np.float64)
+        self._e_side = np.array([p["side"] for p in params], np.float64)
+        self._e_lo = np.array([tr.get(p["kind"], (0.2, 0.5))[0] for p in params])
+        self._e_hi = np.array([tr.get(p["kind"], (0.2, 0.5))[1] for p in params])
+        self._bank_tps = outline_ctrl(self.bank_mesh, self._e_top, self._e_side, self._e_lo, self._e_hi)
+        # The thin-plate map's coarse grid: n_y x n_x samples at the pixel centres that cv2.resize
+        # (bilinear, scale h / n_y, w / n_x) maps back onto, so the upsampled map is exact there.
+        self._grid_n = (-(-h // TPS_STEP), -(-w // TPS_STEP))
+        gy = (np.arange(self._grid_n[0]) + 0.5) * h / self._grid_n[0]
+        gx = (np.arange(self._grid_n[1]) + 0.5) * w / self._grid_n[1]
+        G = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
+        self._grid32 = np.stack(self._norm(G), -1).astype(np.float32)           # (G, 2) normalised
         nx, ny = (xs[0] - 0.5 * w) / self._s, (ys[:, 0] - 0.5 * h) / self._s   # as _norm, one row / column
         self._rows_pow = (ny[:, None] ** np.arange(4)[None, :]).astype(np.float32)          # (H, 4): y^b
         self._cols_pow = np.ascontiguousarray((nx[:, None] ** np.arange(4)[None, :]).T, np.float32)   # (4, W)
@@ -156,6 +176,12 @@ class MeshBatchRenderer:
         h, w = self.image_size
         return (p[..., 0] - 0.5 * w) / self._s, (p[..., 1] - 0.5 * h) / self._s
 
+    def _tps_maps(self, m: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Thin-plate maps image -> bank pixels on the coarse grid: (N, n_y, n_x, 2) float32."""
+        P = np.stack(self._norm(outline_ctrl(m, self._e_top[e], self._e_side[e], self._e_lo[e], self._e_hi[e])), -1)
+        out = tps_eval(P, self._bank_tps[e], self._grid32, self.tps_reg)
+        return out.reshape(len(m), self._grid_n[0], self._grid_n[1], 2)
+
     def render_batch(self, images: np.ndarray, meshes: np.ndarray, entries: np.ndarray,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Masked copies of ``images`` (uint8 (N, H, W, 3)) from their meshes ((N, 468, 2|3)) with
@@ -169,24 +195,28 @@ class MeshBatchRenderer:
             return images.copy(), np.zeros((0, h, w), np.float32)
         if not np.all(np.isfinite(m)):
             raise DataFormatError("MeshBatchRenderer: meshes contain NaN or infinite values")
-        # 1. Image mesh -> bank mesh, cubic least squares in normalised coordinates over the 468
-        #    points and the silhouette (rows weighted x2 on both sides); normal equations.
-        A = _basis(*self._norm(np.concatenate([m, _silhouette(m)], 1)))        # (N, 504, 10)
-        A[:, 468:] *= 2.0
-        At = A.transpose(0, 2, 1)
-        coef = np.linalg.solve(At @ A, At @ self._bank_fit[entries]).astype(np.float32)   # (N, 10, 2)
-        # 2. Per image: the map (separable: rows^b (H, 4) @ coefficients (4, 4) @ columns^a (4, W)),
-        #    only inside the face's box grown by 35 % (no extrapolated fold-back far from the face;
-        #    outside it nothing is drawn), and the warped planes.
+        # 1. Image mesh -> bank mesh: a thin-plate spline through the silhouette and interior control
+        #    points (warp "tps"), or a cubic least-squares fit over the 468 points and the silhouette
+        #    (warp "cubic", round 2); both in normalised image coordinates, to bank pixels.
+        if self.warp == "tps":
+            grids = self._tps_maps(m, entries)
+        else:
+            A = _basis(*self._norm(np.concatenate([m, _silhouette(m)], 1)))        # (N, 504, 10)
+            A[:, 468:] *= 2.0
+            At = A.transpose(0, 2, 1)
+            coef = np.linalg.solve(At @ A, At @ self._bank_fit[entries]).astype(np.float32)   # (N, 10, 2)
+            cm = np.zeros((n, 2, 4, 4), np.float32)
+            for k, (pb, pa) in enumerate(_POWERS):
+                cm[:, :, pb, pa] = coef[:, k, :]
+        # 2. Per image: the map (tps: the coarse grid upsampled; cubic: separable, rows^b (H, 4) @
+        #    coefficients (4, 4) @ columns^a (4, W)), only inside the face's box grown by 35 % (no
+        #    extrapolated fold-back far from the face; outside it nothing is drawn), and the warped planes.
         lo, hi = m.min(1), m.max(1)
         pad = 0.35 * (hi - lo)
         x0 = np.clip(np.floor(lo[:, 0] - pad[:, 0]), 0, w).astype(int)
         y0 = np.clip(np.floor(lo[:, 1] - pad[:, 1]), 0, h).astype(int)
         x1 = np.clip(np.ceil(hi[:, 0] + pad[:, 0]), 0, w).astype(int)
         y1 = np.clip(np.ceil(hi[:, 1] + pad[:, 1]), 0, h).astype(int)
-        cm = np.zeros((n, 2, 4, 4), np.float32)
-        for k, (pb, pa) in enumerate(_POWERS):
-            cm[:, :, pb, pa] = coef[:, k, :]
         P = np.empty((n, h, w, 4), np.float32)            # keep = 1 - C, K1, K2, K3
         R = np.empty((n, h, w, 2), np.float32)            # K1 X, K2 X
         for i in range(n):
@@ -194,8 +224,12 @@ class MeshBatchRenderer:
                 P[i] = (1.0, 0.0, 0.0, 0.0)
                 R[i] = 0.0
                 continue
-            mx = self._rows_pow @ cm[i, 0] @ self._cols_pow
-            my = self._rows_pow @ cm[i, 1] @ self._cols_pow
+            if self.warp == "tps":
+                mx = cv2.resize(grids[i, ..., 0], (w, h), interpolation=cv2.INTER_LINEAR)
+                my = cv2.resize(grids[i, ..., 1], (w, h), interpolation=cv2.INTER_LINEAR)
+            else:
+                mx = self._rows_pow @ cm[i, 0] @ self._cols_pow
+                my = self._rows_pow @ cm[i, 1] @ self._cols_pow
             for mp in (mx, my):
                 mp -= np.float32(0.5)                     # cv2's pixel centres
                 mp[:y0[i]] = -1e4

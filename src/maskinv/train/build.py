@@ -209,17 +209,30 @@ def build_optimizers(cfg: TrainConfig, world_size: int, params_main, params_pfc,
     return opts, lr
 
 
-def build_masker(cfg: TrainConfig, image_size: int, device: torch.device, sample_images=None):
+def build_masker(cfg: TrainConfig, image_size: int, device: torch.device, sample_images=None, record_meshes=None):
     """The batched synthetic-mask renderer, or None when ``masks.prob`` is 0.
 
-    ``masks.renderer: mesh`` renders its bank on the face meshes of a few training crops:
-    ``sample_images()`` returns them (uint8 (M, H, W, 3), aligned like the training data)."""
+    ``masks.renderer: mesh``: with ``record_meshes`` (what the trainer passes: a callable returning
+    ``(meshes (N, 468, 2), scores (N,), info)``, one mesh per training record from the mesh
+    pre-pass, :func:`maskinv.train.mesh_masks.record_meshes`) a
+    :class:`~maskinv.masks.mesh_records.RecordMeshMasker` that masks every image from its own mesh
+    (records whose face score is below :data:`MIN_FACE_SCORE` fall back to bank masks); with only
+    ``sample_images()`` (uint8 (M, H, W, 3) aligned crops) a ``BatchMasker`` bank rendered on those
+    crops' meshes and pasted at the aligned position."""
     if cfg.masks.prob <= 0:
         return None
     from maskinv.masks import BatchMasker
 
     # the run's seed drives the mask bank too (seed 0 = the bank every run used before)
     if cfg.masks.renderer == "mesh":
+        if record_meshes is not None:
+            from maskinv.masks.mesh_records import RecordMeshMasker
+
+            meshes, scores, info = record_meshes()
+            mk = RecordMeshMasker(image_size, meshes, scores, seed=cfg.runtime.seed, min_score=MIN_FACE_SCORE,
+                                  device=device)
+            mk.prepass = info
+            return mk
         from maskinv.masks.mesh import crop_meshes
 
         if sample_images is None:
@@ -227,6 +240,12 @@ def build_masker(cfg: TrainConfig, image_size: int, device: torch.device, sample
         return BatchMasker(image_size=image_size, kinds=tuple(cfg.masks.kinds), device=device, seed=cfg.runtime.seed,
                            renderer="mesh", meshes=crop_meshes(sample_images()))
     return BatchMasker(image_size=image_size, kinds=tuple(cfg.masks.kinds), device=device, seed=cfg.runtime.seed)
+
+
+#: Face score (sigmoid of the mesh network's face logit) below which a training record's mesh is not
+#: used (the record gets bank masks). Measured (docs/masks.md): SynthFaces and LFW aligned crops score
+#: >= 0.97; the toy blob images of the tests score near 0.
+MIN_FACE_SCORE = 0.5
 
 
 @dataclass

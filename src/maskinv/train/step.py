@@ -3,9 +3,10 @@
 For a batch of clean uint8 images the step
 
 1. draws a horizontal flip per sample and applies it to the clean batch (the only augmentation);
-2. masks a copy of that batch (each sample with probability ``mask_prob``, ``BatchMasker``) —
-   the **student** input; the flipped **clean** batch is the **teacher** input, so the teacher sees
-   exactly the student's sample without the mask;
+2. masks a copy of that batch (each sample with probability ``mask_prob``, ``BatchMasker``; with
+   ``masks.renderer: mesh`` each record's own mesh draws its mask on the unflipped image, which is
+   then flipped) — the **student** input; the flipped **clean** batch is the **teacher** input, so
+   the teacher sees exactly the student's sample without the mask;
 3. student forward under autocast, margin-head loss in float32, plus ``λ · kd_loss`` against the
    frozen teacher's embeddings (from the teacher-template cache when enabled);
 4. backward (through the GradScaler in fp16), unscale, clip the backbone's gradient norm, step.
@@ -95,11 +96,15 @@ class StepResult:
 
 
 def prepare_views(images: torch.Tensor, *, flip: bool, masker, mask_prob: float,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, indices: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(student_u8, teacher_u8, flips, applied) from clean uint8 images (B, 3, H, W).
 
     The teacher view is the flipped clean batch; the student view is a masked copy of it (the
-    masker returns a new tensor, the clean batch is never modified).
+    masker returns a new tensor, the clean batch is never modified). A masker that draws from each
+    record's own face mesh (``needs_indices``: ``masks.renderer: mesh``) masks the *unflipped*
+    images with the batch's record ``indices`` and the flip is applied after (the cached mesh is the
+    unflipped face's); the flips are drawn first either way.
     """
     b = images.shape[0]
     dev = images.device
@@ -109,7 +114,14 @@ def prepare_views(images: torch.Tensor, *, flip: bool, masker, mask_prob: float,
     else:
         flips = torch.zeros(b, dtype=torch.bool, device=dev)
         clean = images
-    if masker is not None and mask_prob > 0:
+    if masker is not None and mask_prob > 0 and getattr(masker, "needs_indices", False):
+        masked, applied = masker(images, prob=mask_prob, generator=generator, indices=indices)
+        student = masked                  # the masker's own new tensor: flip its flipped rows in place
+        if flip and bool(flips.any()):
+            sel = flips.nonzero().flatten()
+            student[sel] = student.index_select(0, sel).flip(3)
+        applied = applied.to(dev)
+    elif masker is not None and mask_prob > 0:
         student, applied = masker(clean, prob=mask_prob, generator=generator)
         applied = applied.to(dev)
     else:
@@ -194,7 +206,7 @@ class TrainStep:
         images = images.to(self.mask_device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True).long()
         student_u8, teacher_u8, flips, applied = prepare_views(
-            images, flip=self.flip, masker=self.masker, mask_prob=self.mask_prob, generator=g_aug)
+            images, flip=self.flip, masker=self.masker, mask_prob=self.mask_prob, generator=g_aug, indices=indices)
 
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)

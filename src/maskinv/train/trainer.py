@@ -185,7 +185,8 @@ class _Trainer:
         autocast = autocast_factory(self.precision, dev)
         maybe_compile(cfg, backbone)
         self.student = s = assemble_student(cfg, info, dev, self.precision, backbone, head, pfc, autocast, self.spe)
-        masker = build_masker(cfg, h, dev, sample_images=self._mesh_sample)
+        masker = build_masker(cfg, h, dev, record_meshes=self._record_meshes)
+        self.masker = masker
         self.cache = None
         if teacher is not None and cfg.kd.weight > 0 and cfg.teacher.cache.enabled:
             self.cache = self._open_cache(teacher)
@@ -202,12 +203,12 @@ class _Trainer:
                     world_size=info.world_size, batch_size=cfg.runtime.batch_size, device=dev,
                     records_forward=getattr(teacher, "embed_records", None))
 
-    def _mesh_sample(self):
-        """Up to 32 training crops, evenly spaced over the records (the ``mesh`` mask bank's faces)."""
-        import numpy as np
+    def _record_meshes(self):
+        """The mesh pre-pass (``masks.renderer: mesh``): one cached mesh per record, in ``<out>/mesh_cache``."""
+        from .mesh_masks import record_meshes
 
-        n = len(self.dataset)
-        return self.source.images_at(np.unique(np.linspace(0, n - 1, min(32, n)).round().astype(np.int64)))
+        return record_meshes(self.source.images_at, len(self.dataset), self.out / "mesh_cache",
+                             rank=self.info.rank, world_size=self.info.world_size)
 
     def _open_cache(self, teacher):
         from .teacher_cache import data_fingerprint, open_shared_cache, teacher_fingerprint
@@ -363,6 +364,8 @@ class _Trainer:
             "precision": self.precision, "precision_reason": self.precision_reason, "num_classes": self.num_classes,
             "num_images": len(self.dataset), "signal": self.stop_signal, "mask_renderer": self.cfg.masks.renderer,
         }
+        if hasattr(self.masker, "info"):  # masks.renderer: mesh: failed meshes (bank-mask fallback), the pre-pass
+            summary["mesh_masks"] = {**self.masker.info(), "prepass": getattr(self.masker, "prepass", None)}
         if info.is_main:
             if status != "interrupted":
                 summary.update(export_student(self.cfg, out, s.backbone, s.head, step))
