@@ -24,13 +24,18 @@ from ..errors import ConfigError, DataFormatError
 from .geometry import Anchors, face_frame
 from .kinds import _chaikin, _quad_curve
 
-__all__ = ["RENDERERS", "DEFAULT_RENDERER", "Look", "LOOKS", "MESH_KINDS", "check_renderer", "mesh_five",
+__all__ = ["RENDERERS", "DEFAULT_RENDERER", "RENDERER_REVISIONS", "renderer_revision", "Look", "LOOKS", "MESH_KINDS", "check_renderer", "mesh_five",
            "mesh_anchors", "mesh_outline", "sample_mesh_params", "face_light", "render_mesh_mask", "MeshCache",
            "image_key", "crop_meshes"]
 
 #: Renderer versions; the default stays ``v1`` until the studies pinning it have committed.
 RENDERERS: tuple[str, ...] = ("v1", "mesh")
 DEFAULT_RENDERER = "v1"
+#: The revision of each renderer's looks. Bump a revision whenever what it draws changes visibly
+#: (tests/test_mesh_guard.py fails until you do): caches of masked features are keyed by
+#: :func:`renderer_revision`, so a stale revision silently reuses the old masks' features.
+#: mesh-r2: round 2 (commit f5aaaea; caches made then were keyed "mesh" only); mesh-r3: round 3.
+RENDERER_REVISIONS: dict[str, str] = {"v1": "v1", "mesh": "mesh-r3"}
 #: Kinds the mesh renderer draws (outlines of its own).
 MESH_KINDS: tuple[str, ...] = ("surgical", "n95", "kn95", "cloth")
 
@@ -51,6 +56,21 @@ def check_renderer(name: str, source: str = "masks.renderer") -> str:
     if name not in RENDERERS:
         raise ConfigError(f"{source}: unknown mask renderer {name!r}; known: {', '.join(RENDERERS)}")
     return name
+
+
+def renderer_revision(name: str) -> str:
+    """The identity of renderer ``name``'s drawings, for results, provenance and cache keys:
+    ``v1`` (unchanged since it was written), or the mesh renderer's revision plus the first 8 hex
+    digits of the SHA-256 of its looks table (so an edited mix changes it even without a bump),
+    e.g. ``mesh-r3+1a2b3c4d``."""
+    check_renderer(name)
+    if name == "v1":
+        return RENDERER_REVISIONS["v1"]
+    import hashlib
+    import json
+
+    table = json.dumps([asdict(lk) for lk in LOOKS], sort_keys=True).encode()
+    return f"{RENDERER_REVISIONS[name]}+{hashlib.sha256(table).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
