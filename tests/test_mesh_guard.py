@@ -148,3 +148,19 @@ def test_cache_keys_and_records_differ_by_revision(monkeypatch):
     assert old != now and old.startswith("mesh-r2+")
     assert FeatureCache.item_key(None, crop, old) != FeatureCache.item_key(None, crop, now)
     assert renderer_info("mesh")["revision"].startswith("mesh-r2+")
+
+
+def test_trained_backbone_sidecar_records_the_revision(monkeypatch, tmp_path):
+    import maskinv.models as models
+    from maskinv.masks.mesh import renderer_revision
+    from maskinv.train.config import load_config
+    from maskinv.train.outputs import export_student
+
+    seen = {}
+    monkeypatch.setattr(models, "export_backbone", lambda bb, path, extra_meta: seen.update(extra_meta))
+    tiny = HERE.parent / "configs" / "tiny-cpu.yaml"
+    for over in ([], ["masks.renderer=mesh", "masks.kinds=[random]"]):
+        cfg = load_config(tiny, over)
+        export_student(cfg, tmp_path, None, None, 0)
+        assert seen["mask_renderer"] == cfg.masks.renderer
+        assert seen["mask_renderer_revision"] == renderer_revision(cfg.masks.renderer)
