@@ -9,6 +9,10 @@ detector), and writes under ``--out``:
   - ``ratio``: the realism ratios (EER, FNMR@FMR1e-2; 1,000 identity-bootstrap replicates);
   - ``coverage_rows_skin`` / ``coverage_cols_skin``: fraction of skin-coloured pixels (YCrCb skin
     box) per crop row band (central columns) and column band (rows 70-100): where the mask sits;
+  - ``colour_classes_mouth_box`` (round 3): dark / blue / white / grey / other crops (median colour
+    of the inner mouth box), with median RGB and luma quartiles per class;
+  - ``top_edge_row`` (round 3): percentiles of the crop row where the mask's top edge lies (skin
+    share < 0.4), at the nose bridge and under the eyes;
   - ``looks_mouth_box``: luma deciles, within-crop luma spread and texture (mean |Laplacian|)
     in the mouth/cheek box (rows 72-100, columns 30-82);
   - ``alignment_five_points``: MTCNN's five-point geometry (median, sd);
@@ -70,6 +74,40 @@ def five_geometry(lm: np.ndarray) -> dict:
             "nose_down": float(np.dot(nose - eye_c, ey) / d_io),
             "nose_side": float(np.dot(nose - (eye_c + mouth_c) / 2, ex) / d_io),
             "mouth_width": float(np.linalg.norm(mr - ml) / d_io)}
+
+
+def colour_classes(crops: np.ndarray) -> dict:
+    """Each crop's median colour in the inner mouth box (rows 74-98, columns 36-76) sorted into
+    dark (luma < 85), blue (hue 80-115 of 180, saturation > 40), white (saturation <= 40, luma >= 150),
+    grey (the rest of the low-saturation ones) and other (skin, coloured, printed): share of the
+    crops, median RGB and luma quartiles per class."""
+    c = crops[:, 74:98, 36:76]
+    med = np.median(c.reshape(len(c), -1, 3), 1)
+    hsv = np.median(np.stack([cv2.cvtColor(x, cv2.COLOR_RGB2HSV) for x in c]).reshape(len(c), -1, 3).astype(np.float32), 1)
+    luma = med @ np.array([0.299, 0.587, 0.114])
+    dark = luma < 85
+    blue = ~dark & (hsv[:, 0] >= 80) & (hsv[:, 0] <= 115) & (hsv[:, 1] > 40)
+    white = ~dark & ~blue & (hsv[:, 1] <= 40) & (luma >= 150)
+    grey = ~dark & ~blue & (hsv[:, 1] <= 40) & (luma < 150)
+    out = {}
+    for name, m in (("dark", dark), ("blue", blue), ("white", white), ("grey", grey),
+                    ("other", ~(dark | blue | white | grey))):
+        out[name] = {"share": round(float(m.mean()), 3), "n": int(m.sum()),
+                     "median_rgb": [round(float(v)) for v in np.median(med[m], 0)] if m.any() else None,
+                     "luma_q25_50_75": [round(float(v)) for v in np.percentile(luma[m], [25, 50, 75])] if m.any() else None}
+    return out
+
+
+def top_edge(sk: np.ndarray) -> dict:
+    """Where the mask's top edge lies: per crop, the first row from 50 down (to 100) where the share
+    of skin pixels falls below 0.4, over the bridge columns 50-62 and over the cheek columns under
+    the eyes (30-46, 66-82); 10th/25th/50th/75th/90th percentiles (100 = not found)."""
+    def first(share):
+        rows = [50 + (np.where(r[50:100] < 0.4)[0][0] if (r[50:100] < 0.4).any() else 50) for r in share]
+        return [round(float(v), 1) for v in np.percentile(rows, [10, 25, 50, 75, 90])]
+
+    return {"bridge_cols50-62": first(sk[:, :, 50:62].mean(2)),
+            "cheeks_cols30-46_66-82": first(np.concatenate([sk[:, :, 30:46], sk[:, :, 66:82]], 2).mean(2))}
 
 
 def main(argv=None) -> int:
@@ -193,6 +231,8 @@ def main(argv=None) -> int:
                     "luma_within_std": round(float(luma.reshape(len(c), -1).std(1).mean()), 1),
                     "texture_abs_laplacian": round(float(np.mean(lap)), 2), "saturation": round(float(np.mean(sat)), 1)}
     rep["looks_mouth_box"] = looks
+    rep["colour_classes_mouth_box"] = {g: colour_classes(crops[g]) for g in conds}
+    rep["top_edge_row"] = {g: top_edge(sk[g]) for g in conds}
     geo, src = {}, {}
     for g, v in items.items():
         gg = [five_geometry(f.landmarks) for _, _, f in v]

@@ -29,7 +29,12 @@ def main(argv=None) -> int:
     ap.add_argument("--renderers", default="v1,mesh")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--cache", default=None,
+                    help="pickle of photos, detections and clean/real/reference embeddings kept between runs "
+                         "(synthetic photos are always redrawn); e.g. /tmp/realism_diag_dev.pkl")
     a = ap.parse_args(argv)
+    import pickle
+
     import cv2
 
     from maskinv.api import load_model
@@ -39,6 +44,11 @@ def main(argv=None) -> int:
 
     rmfd = DATA / "rmfd"
     cache: dict = {}
+    if a.cache and Path(a.cache).is_file():
+        with open(a.cache, "rb") as f:
+            cache = pickle.load(f)
+        for k in [k for k in cache if isinstance(k, tuple) and k[0] == "synth"]:   # redraw with this renderer
+            del cache[k]
     for name in a.models.split(","):
         model = load_model(name)
         for rname in a.renderers.split(","):
@@ -60,6 +70,10 @@ def main(argv=None) -> int:
             print(f"{a.split} {name} {rname}: ratio EER {r['eer']['point']:.3f} {r['eer']['ci95']}, "
                   f"FNMR@1e-2 {r['fnmr@fmr0.01']['point']:.3f} {r['fnmr@fmr0.01']['ci95']}; adjusted EER "
                   f"{up['adjusted_ratio']['eer']['point']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if a.cache:
+        with open(a.cache + ".tmp", "wb") as f:
+            pickle.dump({k: v for k, v in cache.items() if not (isinstance(k, tuple) and k[0] == "synth")}, f)
+        os.replace(a.cache + ".tmp", a.cache)
     return 0
 
 

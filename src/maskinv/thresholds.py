@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import ConfigError, DataFormatError, ModelMismatchError
 from .evaluate.metrics import verification_metrics
+from .masks.mesh import renderer_revision
 from .masks.protocols import DEFAULT_PROTOCOL, MASKED_PROTOCOLS, PROBE_REF, PROTOCOLS, check_protocol
 from .models.loading import thresholds_path  # the naming rule lives with the model files
 from .utils.hashing import file_sha256
@@ -256,6 +257,7 @@ def calibrate(model, bench: str | Path, *, fmr: float = 1e-3, protocol: str = DE
         "seed": int(seed),
         "mask_kind": mask_kind if protocol in MASKED_PROTOCOLS else None,
         "mask_renderer": "v1" if protocol in MASKED_PROTOCOLS else None,   # the evaluation masks (renderer v1)
+        "mask_renderer_revision": renderer_revision("v1") if protocol in MASKED_PROTOCOLS else None,
         "flip": bool(flip),
         "precision": getattr(model, "precision", None),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -371,6 +373,7 @@ def calibrate_from_scores(scores, genuine, *, fmr: float, protocol: str, fingerp
         "bench": {**source, "num_pairs": int(len(s)), "num_genuine": int(g.sum()), "num_impostor": int((~g).sum())},
         "impostor_tail": [round(float(v), 6) for v in tail],
         "flip": bool(flip), "precision": precision, "mask_renderer": mask_renderer,
+        "mask_renderer_revision": None if mask_renderer is None else renderer_revision(mask_renderer),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "maskinv_version": __version__,
         "model_path": None, "model_fingerprint": fingerprint,
     }

@@ -241,7 +241,7 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     from maskinv.align import resolve_detector
     from maskinv.align.image import read_image
     from maskinv.masks import image_rng, mask_photo
-    from maskinv.masks.mesh import check_renderer
+    from maskinv.masks.mesh import check_renderer, renderer_revision
     from maskinv.utils.images import IMAGE_EXTENSIONS
 
     from .probe_ref import read_probe_list
@@ -303,7 +303,7 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     # Synthetic: the unmasked probes (those with a face) masked on the full photo from the
     # detector's five points, then detected again like any masked photo.
     # (Cached per renderer, kind and seed: every model of a shared cache sees the same masked photos.)
-    skey = ("synth", renderer, kind, seed, tuple(r[0] for r in loaded["unmasked"]))
+    skey = ("synth", renderer_revision(renderer), kind, seed, tuple(r[0] for r in loaded["unmasked"]))
     if skey not in cache:
         synth, lost = [], []
         for i, img, face in loaded["unmasked"]:
@@ -392,7 +392,7 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     out: dict[str, Any] = {
         "benchmark": str(root), "probe_list": str(probe_list), "people_file": None if people_file is None else str(people_file),
         "model": getattr(model, "fingerprint", type(model).__name__),
-        "masks": {"renderer": renderer, "kind": kind, "seed": seed},
+        "masks": {"renderer": renderer, "revision": renderer_revision(renderer), "kind": kind, "seed": seed},
         "detector": getattr(det, "name", type(det).__name__), "pad": pad, "holdout": holdout, "fmr": fmr,
         "people": len(names), "references": len(ref),
         "counts": counts, "dropped_no_face": {k: len(v) for k, v in dropped.items()},

@@ -17,7 +17,8 @@ def realism_report(res: dict[str, Any]) -> str:
     """Markdown summary of a :func:`realism` result."""
     fkey = f"fnmr@fmr{res['fmr']:g}"
     lines = [f"# Mask realism: {res['benchmark']}", "",
-             f"model `{res['model']}`, masks renderer **{res['masks']['renderer']}** (kind {res['masks']['kind']}, "
+             f"model `{res['model']}`, masks renderer **{res['masks']['renderer']}** "
+             f"(revision {res['masks'].get('revision', 'not recorded')}, kind {res['masks']['kind']}, "
              f"seed {res['masks']['seed']}), detector {res['detector']}, people {res['people']}, references "
              f"{res['references']}, unmasked probes held back per person: {res['holdout']}", "",
              "| condition | probes | EER % | FNMR@FMR1e-2 % |", "|---|---:|---:|---:|"]

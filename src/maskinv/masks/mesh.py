@@ -24,13 +24,18 @@ from ..errors import ConfigError, DataFormatError
 from .geometry import Anchors, face_frame
 from .kinds import _chaikin, _quad_curve
 
-__all__ = ["RENDERERS", "DEFAULT_RENDERER", "Look", "LOOKS", "MESH_KINDS", "check_renderer", "mesh_five",
+__all__ = ["RENDERERS", "DEFAULT_RENDERER", "RENDERER_REVISIONS", "renderer_revision", "Look", "LOOKS", "MESH_KINDS", "check_renderer", "mesh_five",
            "mesh_anchors", "mesh_outline", "sample_mesh_params", "face_light", "render_mesh_mask", "MeshCache",
            "image_key", "crop_meshes"]
 
 #: Renderer versions; the default stays ``v1`` until the studies pinning it have committed.
 RENDERERS: tuple[str, ...] = ("v1", "mesh")
 DEFAULT_RENDERER = "v1"
+#: The revision of each renderer's looks. Bump a revision whenever what it draws changes visibly
+#: (tests/test_mesh_guard.py fails until you do): caches of masked features are keyed by
+#: :func:`renderer_revision`, so a stale revision silently reuses the old masks' features.
+#: mesh-r2: round 2 (commit f5aaaea; caches made then were keyed "mesh" only); mesh-r3: round 3.
+RENDERER_REVISIONS: dict[str, str] = {"v1": "v1", "mesh": "mesh-r3"}
 #: Kinds the mesh renderer draws (outlines of its own).
 MESH_KINDS: tuple[str, ...] = ("surgical", "n95", "kn95", "cloth")
 
@@ -53,6 +58,21 @@ def check_renderer(name: str, source: str = "masks.renderer") -> str:
     return name
 
 
+def renderer_revision(name: str) -> str:
+    """The identity of renderer ``name``'s drawings, for results, provenance and cache keys:
+    ``v1`` (unchanged since it was written), or the mesh renderer's revision plus the first 8 hex
+    digits of the SHA-256 of its looks table (so an edited mix changes it even without a bump),
+    e.g. ``mesh-r3+1a2b3c4d``."""
+    check_renderer(name)
+    if name == "v1":
+        return RENDERER_REVISIONS["v1"]
+    import hashlib
+    import json
+
+    table = json.dumps([asdict(lk) for lk in LOOKS], sort_keys=True).encode()
+    return f"{RENDERER_REVISIONS[name]}+{hashlib.sha256(table).hexdigest()[:8]}"
+
+
 @dataclass(frozen=True)
 class Look:
     """One real-world mask look: kind, colour name, base RGB, share of the mix, texture."""
@@ -71,17 +91,22 @@ class Look:
 #: rmfd_dev): real black masks photograph as dark grey and white ones below pure white (mouth-box
 #: luma deciles 10 % / 90 %: real 52 / 221, round 1 29 / 234), and dark masks were over-drawn
 #: (luma < 85: real 30 %, round 1 36 %): blacks and whites moved in, black cloth 0.22 -> 0.17.
+#: Round 3 (mesh-r3; SFace's aligned crops of rmfd_dev, mouth box, median colour per crop): white
+#: masks still photographed brighter than real ones (luma median 240 vs 214, IQR 221-248 vs
+#: 199-232) and black ones darker (51 vs 58): whites 218-224 -> 204-210 (slightly bluish, as real
+#: ones), blacks 50-52 -> 55-56; per-mask brightness jitter 0.93-1.05 -> 0.85-1.08 (real luma
+#: spreads within a colour are wider: dark IQR 40-73 vs 41-61).
 LOOKS: tuple[Look, ...] = (
     Look("surgical", "light-blue", (150, 196, 226), 0.16),
-    Look("surgical", "white", (222, 224, 224), 0.10),
-    Look("surgical", "black", (52, 52, 56), 0.06),
-    Look("cloth", "black", (50, 50, 55), 0.17),
+    Look("surgical", "white", (206, 208, 214), 0.10),
+    Look("surgical", "black", (56, 56, 60), 0.06),
+    Look("cloth", "black", (55, 55, 60), 0.17),
     Look("cloth", "navy", (52, 62, 92), 0.08),
     Look("cloth", "grey", (96, 98, 104), 0.09),
-    Look("cloth", "white", (218, 218, 216), 0.05),
-    Look("n95", "white", (224, 224, 220), 0.07),
-    Look("kn95", "white", (222, 222, 218), 0.06),
-    Look("kn95", "black", (52, 52, 56), 0.04),
+    Look("cloth", "white", (204, 205, 209), 0.05),
+    Look("n95", "white", (210, 210, 210), 0.07),
+    Look("kn95", "white", (208, 208, 210), 0.06),
+    Look("kn95", "black", (56, 56, 60), 0.04),
     Look("surgical", "mint", (150, 206, 186), 0.02),
     Look("cloth", "beige", (206, 186, 160), 0.03),
     Look("cloth", "pink", (230, 178, 190), 0.02),
@@ -104,7 +129,7 @@ def sample_mesh_params(kind: str, rng: np.random.Generator) -> dict:
     looks, w = _look_table(kind)
     lk = looks[int(rng.choice(len(looks), p=w))]
     base = np.asarray(lk.rgb, np.float64)
-    col = np.clip(np.round(base * rng.uniform(0.93, 1.05) + rng.normal(0, 5, 3)), 0, 255)
+    col = np.clip(np.round(base * rng.uniform(0.85, 1.08) + rng.normal(0, 5, 3)), 0, 255)
     p: dict = {"renderer": "mesh", "kind": lk.kind, "look": f"{lk.kind}/{lk.colour}", "coverage": "over"}
     p["top"] = float(rng.uniform(0.0, 1.0))            # along the nose bridge (0 high .. 1 low)
     p["side"] = float(rng.uniform(0.0, 1.0))           # where the side edge meets the face oval
@@ -182,7 +207,9 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
     """Outline polygon, loops, creases and pleats of a mesh-renderer mask (image pixels).
 
     The top edge crosses the nose bridge (``top``: 0 just below the eyes .. 1 half-way down the
-    nose) and meets the face oval on both sides between the cheekbone and the nose-tip level
+    nose; round 3 widened the range upwards, from 20-50 % to 5-50 % of the bridge, N95/KN95 15-35 %
+    to 8-45 %: more real masks are pulled up to the eyes, SFace-crop row of the top edge at the
+    bridge, 10th percentile 53 against 57 on rmfd_dev) and meets the face oval on both sides between the cheekbone and the nose-tip level
     (``side``); from there the edge follows the oval down the jaw and under the chin, pushed out
     by ``expand`` (the mask stands off the face) and ``bottom`` below the chin.
     """
@@ -191,7 +218,7 @@ def mesh_outline(mesh, anchors: Anchors, p: dict) -> dict:
     ov = m[_OVAL]
     kind = p["kind"]
     bridge = m[list(NOSE_BRIDGE)]
-    top_rng = {"n95": (0.15, 0.35), "kn95": (0.15, 0.35)}.get(kind, (0.2, 0.5))
+    top_rng = {"n95": (0.08, 0.45), "kn95": (0.08, 0.45)}.get(kind, (0.05, 0.5))   # round 3: higher (real spread)
     top_c = _along(bridge, top_rng[0] + (top_rng[1] - top_rng[0]) * p["top"])
     # Side corners: oval positions between just below 454/234 (eye level) and 361/132 (nose tip).
     side = 0.3 + 0.9 * p["side"]

@@ -35,12 +35,13 @@ def export_student(cfg: TrainConfig, out: Path, backbone: nn.Module, head: nn.Mo
                    step: int) -> dict[str, str]:
     """Write ``backbone.pt`` (+ ``.json``) and, with a full margin head, ``head.pt`` (its class
     centres, for fine-tuning: MaskInv-HG's ``head.init``); returns the summary entries naming them."""
+    from maskinv.masks.mesh import renderer_revision
     from maskinv.models import export_backbone
 
     bb = out / "backbone.pt"
     meta = {"trained_steps": step, "run_name": cfg.name, "config_hash": config_hash(cfg),
             "head": cfg.head.name, "kd_weight": cfg.kd.weight, "mask_prob": cfg.masks.prob,
-            "mask_renderer": cfg.masks.renderer,
+            "mask_renderer": cfg.masks.renderer, "mask_renderer_revision": renderer_revision(cfg.masks.renderer),
             "teacher": cfg.teacher.path if cfg.kd.weight > 0 else None}
     if cfg.head.name == "none":  # label-free (`maskinv adapt`): say so, and which teacher it imitates
         from .external_teacher import teacher_file_fingerprint

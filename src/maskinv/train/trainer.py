@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from maskinv.errors import ConfigError, DataFormatError, MaskinvError
+from maskinv.masks.mesh import renderer_revision
 from maskinv.utils.seeds import derive_seed
 
 from . import distributed as D
@@ -363,6 +364,7 @@ class _Trainer:
             "ranks_in_sync": len(set(digests)) == 1, "weights_sha256": digest, "world_size": info.world_size,
             "precision": self.precision, "precision_reason": self.precision_reason, "num_classes": self.num_classes,
             "num_images": len(self.dataset), "signal": self.stop_signal, "mask_renderer": self.cfg.masks.renderer,
+            "mask_renderer_revision": renderer_revision(self.cfg.masks.renderer),
         }
         if hasattr(self.masker, "info"):  # masks.renderer: mesh: failed meshes (bank-mask fallback), the pre-pass
             summary["mesh_masks"] = {**self.masker.info(), "prepass": getattr(self.masker, "prepass", None)}

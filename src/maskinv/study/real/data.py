@@ -30,11 +30,12 @@ RENDERER = {"name": "v1", "function": "maskinv.masks.apply_mask", "kind": "rando
 
 def renderer_info(name: str) -> dict:
     """What results.json records of renderer ``name`` (``v1``, or ``mesh``: the 468-point mesh from the five points)."""
-    from maskinv.masks.mesh import check_renderer
+    from maskinv.masks.mesh import check_renderer, renderer_revision
 
     check_renderer(name, "study-real setting renderer")
-    return {**RENDERER, "name": name} if name == "v1" else {
-        **RENDERER, "name": name, "landmarks": "the 468-point face mesh fitted from the crop's five aligned points"}
+    return {**RENDERER, "name": name, "revision": renderer_revision(name)} if name == "v1" else {
+        **RENDERER, "name": name, "revision": renderer_revision(name),
+        "landmarks": "the 468-point face mesh fitted from the crop's five aligned points"}
 
 SPLIT_FILES = ("lfw_val_pairs.txt", "lfw_test_pairs.txt", "lfw_train_people.txt", "rmfd_dev.txt", "rmfd_test.txt")
 

@@ -22,8 +22,14 @@ __all__ = ["FeatureCache", "view_name"]
 
 
 def view_name(renderer: str | None, seed: int = 0, draw: int = 0) -> str:
-    """``clean`` (renderer None) or ``v1:seed0:draw0``."""
-    return "clean" if renderer is None else f"{renderer}:seed{int(seed)}:draw{int(draw)}"
+    """``clean`` (renderer None) or ``<revision>:seed0:draw0`` with the renderer's revision
+    (:func:`maskinv.masks.mesh.renderer_revision`: ``v1:seed0:draw0``, ``mesh-r3+1a2b3c4d:seed0:draw0``),
+    so that features of masks drawn by an older revision of a renderer are never reused."""
+    if renderer is None:
+        return "clean"
+    from maskinv.masks.mesh import renderer_revision
+
+    return f"{renderer_revision(renderer)}:seed{int(seed)}:draw{int(draw)}"
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
