@@ -13,10 +13,11 @@ from maskinv.train.config_overrides import overrides_dict, parse_override
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 
 TEXT = ["optim.lr=1e-05", "schedule.milestones=[1, 2.5]", "model.kwargs={width_mult: 0.25}", "teacher.path=null",
-        "runtime.batch_size=8", "data.path='001: x'", "masks.kinds=[surgical, n95]", "precision.channels_last=true"]
+        "runtime.batch_size=8", "data.path='001: x'", "masks.kinds=[surgical, n95]", "masks.renderer=v1",
+        "precision.channels_last=true"]
 TYPED = {"optim.lr": 1e-05, "schedule.milestones": [1, 2.5], "model.kwargs": {"width_mult": 0.25},
          "teacher.path": None, "runtime.batch_size": 8, "data.path": "001: x", "masks.kinds": ["surgical", "n95"],
-         "precision.channels_last": True}
+         "masks.renderer": "v1", "precision.channels_last": True}
 
 
 def test_text_and_typed_overrides_build_the_same_config():

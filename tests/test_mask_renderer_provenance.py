@@ -17,30 +17,38 @@ TINY = ROOT / "configs" / "tiny-cpu.yaml"
 V1 = ROOT / "tests" / "data" / "compat_v1"
 
 
-def test_renderer_defaults_to_v1_and_round_trips_through_yaml(tmp_path):
+def test_renderer_defaults_to_mesh_and_round_trips_through_yaml(tmp_path):
     cfg = load_config(TINY)
-    assert cfg.masks.renderer == "v1"
+    assert cfg.masks.renderer == "mesh"
     d = config_to_dict(cfg)
-    assert d["masks"]["renderer"] == "v1"
-    d["masks"]["renderer"] = "mesh"
-    d["masks"]["kinds"] = ["random"]
-    mesh = config_from_dict(d)
-    assert mesh.masks.renderer == "mesh"
-    p = save_config(mesh, tmp_path / "config.yaml")
-    assert load_config(p).masks.renderer == "mesh"
-    assert load_config(TINY, ["masks.renderer=mesh", "masks.kinds=[random]"]).masks.renderer == "mesh"
+    assert d["masks"]["renderer"] == "mesh"
+    d["masks"]["renderer"] = "v1"
+    v1 = config_from_dict(d)
+    assert v1.masks.renderer == "v1"
+    p = save_config(v1, tmp_path / "config.yaml")
+    assert load_config(p).masks.renderer == "v1"
+    assert load_config(TINY, ["masks.renderer=v1", "masks.kinds=[surgical]"]).masks.kinds == ["surgical"]
 
 
-def test_a_config_saved_before_the_field_loads_as_v1_with_the_same_hash():
-    d = config_to_dict(load_config(TINY))
+def test_a_run_saved_before_the_field_reads_as_v1_with_the_same_hash(tmp_path):
+    """A new config without masks.renderer means mesh; a run's saved config (config.yaml, checkpoint)
+    without it drew v1 masks and still reads as v1, with its old hash (v1 is not hashed)."""
+    from maskinv.train.config import saved_run_defaults
+
+    d = config_to_dict(load_config(TINY, ["masks.renderer=v1"]))
     old = json.loads(json.dumps(d))
     del old["masks"]["renderer"]
-    cfg = config_from_dict(old)
+    assert config_from_dict(old).masks.renderer == "mesh"            # a user's config: the new default
+    cfg = config_from_dict(saved_run_defaults(old))
     assert cfg.masks.renderer == "v1"
-    # v1 is not hashed (runs saved before the field resume); mesh changes the run's identity
     assert config_hash(cfg) == config_hash(config_from_dict(d))
     d["masks"]["renderer"] = "mesh"
     assert config_hash(config_from_dict(d)) != config_hash(cfg)
+    # a run folder's config.yaml written before the field
+    p = save_config(cfg, tmp_path / "config.yaml")
+    p.write_text("\n".join(ln for ln in p.read_text().splitlines() if "renderer:" not in ln) + "\n")
+    assert "renderer" not in p.read_text()
+    assert load_config(p).masks.renderer == "v1"
 
 
 def test_bad_renderer_and_mesh_with_named_kinds_are_refused():
@@ -66,7 +74,7 @@ def test_training_masker_follows_the_renderer():
     from maskinv.masks import BatchMasker
     from maskinv.train.build import build_masker
 
-    cfg = load_config(TINY, ["masks.prob=0.5"])
+    cfg = load_config(TINY, ["masks.prob=0.5", "masks.renderer=v1"])
     m = build_masker(cfg, 32, torch.device("cpu"))
     assert isinstance(m, BatchMasker) and m.renderer == "v1"
     mesh_cfg = load_config(TINY, ["masks.prob=0.5", "masks.renderer=mesh", "masks.kinds=[random]"])
@@ -144,7 +152,7 @@ def test_training_summary_and_export_record_the_renderer(tmp_path):
     from maskinv.train.outputs import export_student
     from maskinv.models import get_model
 
-    cfg = load_config(TINY)
+    cfg = load_config(TINY, ["masks.renderer=v1"])
     bb = get_model(cfg.model.name, embedding_size=cfg.model.embedding_size, **cfg.model.kwargs)
     export_student(cfg, tmp_path, bb, None, 0)
     meta = json.loads((tmp_path / "backbone.json").read_text())

@@ -157,7 +157,7 @@ def tiny(tmp_path_factory):
 def _settings(**kw):
     from maskinv.study.real.settings import RealSettings, apply_overrides
 
-    base = ["detector=fixed-test", "select_adapt=true", "epochs=1", "hg_epochs=1", "batch_size=8", "n_boot=50", "select_lrs=0.01",
+    base = ["detector=fixed-test", "renderer=v1", "select_adapt=true", "epochs=1", "hg_epochs=1", "batch_size=8", "n_boot=50", "select_lrs=0.01",
             "select_lambdas=250", "select_epochs=1", "feature_batch=16"]
     return apply_overrides(RealSettings(), base + [f"{k}={v}" for k, v in kw.items()])
 
@@ -415,6 +415,12 @@ def test_validation_pairs_are_interleaved_so_every_fold_holds_both_kinds():
     assert (folds.sum(axis=1) == 30).all()
     odd = np.array([True, True, True, False])
     assert issame[_interleave(issame)].tolist()[:2] == [True, False] and _interleave(odd).tolist() == [0, 3, 1, 2]
+
+
+def test_the_default_renderer_is_mesh():
+    from maskinv.study.real.settings import RealSettings
+
+    assert RealSettings().renderer == "mesh"
 
 
 def test_settings_text_goes_through_the_schema_coercion():

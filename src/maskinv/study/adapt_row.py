@@ -87,6 +87,7 @@ def adapt_job(s: DemoSettings, teacher: Path, data_dir: Path, val: Path) -> dict
         "schedule.epochs": s.adapt_steps / max(spe, 1),
         "runtime.checkpoint_every": max(s.adapt_steps // evals, 1),
         "precision.mode": s.precision,
+        "masks.renderer": "v1",  # as every other run of the synthetic study (demo.yaml's recipe)
     }
     if s.adapt_lr is not None:
         ours["optim.lr"] = s.adapt_lr

@@ -83,13 +83,13 @@ def moved_since_stopped(run_dir: Path, cfg: dict) -> bool:
     teacher, init): the study folder moved since it stopped, and its checkpoint names the old
     place, so it cannot resume; the study trains it again (a finished run is simply reused)."""
     from maskinv.train.checkpoint import latest_checkpoint, load_state
-    from maskinv.train.config import config_diff, config_from_dict
+    from maskinv.train.config import config_diff, config_from_dict, saved_run_defaults
     from maskinv.train.config_schema import path_keys
 
     path = latest_checkpoint(run_dir)
     if path is None:
         return False
-    saved = config_from_dict(load_state(path)["config"], origin=str(path), validate=False)
+    saved = config_from_dict(saved_run_defaults(load_state(path)["config"]), origin=str(path), validate=False)
     diff = config_diff(saved, config_from_dict(copy.deepcopy(cfg), validate=False), run_dir=run_dir)
     return bool(diff) and set(diff) <= set(path_keys())
 

@@ -158,8 +158,8 @@ def validate_config(cfg: TrainConfig, *, origin: str | Origin | None = None) -> 
     if cfg.masks.renderer not in RENDERERS:
         bad("masks.renderer", f"must be one of {', '.join(RENDERERS)}, got {cfg.masks.renderer!r}")
     elif cfg.masks.renderer == "mesh" and list(cfg.masks.kinds) != ["random"]:
-        bad("masks.kinds", f"renderer mesh draws its kinds from the real-world looks mix: kinds must be [random], "
-            f"got {cfg.masks.kinds}", "masks.renderer")
+        bad("masks.kinds", f"renderer mesh (the default) draws its kinds from the real-world looks mix: kinds must "
+            f"be [random], got {cfg.masks.kinds}; set masks.renderer: v1 to train with v1's kinds", "masks.renderer")
     if cfg.kd.weight < 0:
         bad("kd.weight", "must be >= 0")
     if cfg.kd.weight > 0 and not cfg.teacher.path:
@@ -281,6 +281,19 @@ def _resolve_relative(data: dict, folder: Path, where: str) -> dict:
 
 # ----------------------------------------------------------------------------- files
 
+#: First line of a run's resolved config.yaml (:func:`save_config`).
+RESOLVED_HEADER = "# resolved maskinv training config\n"
+
+
+def saved_run_defaults(d: dict) -> dict:
+    """A config a run saved (its config.yaml, or a checkpoint's dict) with the values of fields the
+    run predates: ``masks.renderer`` was added when v1 was the only renderer, so a saved config
+    without it drew v1 masks, although a new config without it means ``mesh``."""
+    if isinstance(d, dict) and "renderer" not in (d.get("masks") or {}):
+        d = {**d, "masks": {**(d.get("masks") or {}), "renderer": "v1"}}
+    return d
+
+
 def load_config(path: str | Path | None, overrides: Overrides = None) -> TrainConfig:
     """Read a YAML run config, apply overrides (``key.sub=value`` items or a typed mapping, see
     :mod:`maskinv.train.config_overrides`) and validate it.
@@ -306,6 +319,8 @@ def load_config(path: str | Path | None, overrides: Overrides = None) -> TrainCo
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = _resolve_relative(data, Path(os.path.abspath(p.parent)), file)
+        if p.read_text(encoding="utf-8").startswith(RESOLVED_HEADER):
+            data = saved_run_defaults(data)
     data, set_by = apply_overrides_traced(data, overrides)
     return config_from_dict(data, origin=Origin(file, set_by))
 
@@ -334,7 +349,7 @@ def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     """
     from maskinv.utils.io import atomic_write_text
 
-    atomic_write_text(path, "# resolved maskinv training config\n" + config_to_yaml(cfg, Path(path).parent))
+    atomic_write_text(path, RESOLVED_HEADER + config_to_yaml(cfg, Path(path).parent))
     return Path(path)
 
 

@@ -135,13 +135,13 @@ class TeacherConfig:
 class MaskConfig:
     """Mask augmentation of the student input: each sample masked with probability ``prob``.
 
-    ``renderer``: ``v1`` (5-point outlines, kinds.py) or ``mesh`` (outlines from the 468-point
-    face mesh of a sample of training crops, real-world looks; ``kinds`` must be ``[random]``).
-    Configs saved before the field existed load as ``v1``."""
+    ``renderer``: ``mesh`` (default: each training image's own 468-point face mesh, cached once per
+    image, real-world looks; ``kinds`` must be ``[random]``) or ``v1`` (5-point outlines, kinds.py's
+    kinds; the synthetic study pins it). Checkpoints saved before the field existed resume as ``v1``."""
 
     prob: float = 0.0
     kinds: list[str] = field(default_factory=lambda: ["random"])
-    renderer: str = "v1"
+    renderer: str = "mesh"
 
 
 @dataclass

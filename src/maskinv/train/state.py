@@ -15,7 +15,7 @@ from maskinv.errors import CheckpointError, ConfigError
 from . import checkpoint as ckpt_mod
 from . import distributed as D
 from .build import Student
-from .config import TrainConfig, config_diff, config_from_dict, config_hash, config_to_dict
+from .config import TrainConfig, config_diff, config_from_dict, config_hash, config_to_dict, saved_run_defaults
 
 
 def load_resume_state(cfg: TrainConfig, out: Path, info: D.DistInfo, resume: bool) -> dict | None:
@@ -35,11 +35,14 @@ def load_resume_state(cfg: TrainConfig, out: Path, info: D.DistInfo, resume: boo
     if path is None:
         return None
     state = ckpt_mod.load_state(path)
-    saved = config_from_dict(state["config"], origin=str(path), validate=False)
+    saved = config_from_dict(saved_run_defaults(state["config"]), origin=str(path), validate=False)
     # run-relative identity: a moved run folder still matches (plain hash: runs saved before that)
     if state.get("config_hash") not in (config_hash(cfg, run_dir=out), config_hash(cfg)):
         diff = [k for k in config_diff(saved, cfg, run_dir=out)]
-        raise ConfigError(f"--resume {out}: config differs from checkpoint {path.name} in: {', '.join(diff) or '(hash only)'}")
+        hint = (f" (the checkpoint drew {saved.masks.renderer} masks; the default renderer is now mesh: "
+                f"set masks.renderer: {saved.masks.renderer} to resume it)") if "masks.renderer" in diff else ""
+        raise ConfigError(f"--resume {out}: config differs from checkpoint {path.name} in: "
+                          f"{', '.join(diff) or '(hash only)'}{hint}")
     if int(state.get("world_size", 1)) != info.world_size:
         raise CheckpointError(f"{path}: written with {state.get('world_size')} ranks, resuming with {info.world_size} "
                               "(the sampler position depends on the world size)")

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from maskinv.errors import CheckpointError, ConfigError, DataFormatError
+from maskinv.masks.mesh import renderer_revision
 
 from .data import (AlignedSet, Splits, align_photos, aligned_crops, lfw_person_photos, mask_crops,
                    read_splits, rmfd_photos)
@@ -209,7 +210,7 @@ class StudyContext:
         sp = {k: v for k, v in spec.to_dict().items() if k != "name"}
         return {"spec": sp, "weights_fingerprint": self.weights_fingerprint, "split_k": self.s.split_k,
                 "input_convention": getattr(self.model, "input_convention", None),
-                "detector": self.s.detector, "renderer": self.s.renderer,
+                "detector": self.s.detector, "renderer": renderer_revision(self.s.renderer),
                 "train_set": "labelled+unlabelled" if (self.s.with_adapt and self.s.adapt_unlabelled) else "labelled",
                 "init": init_key or "sface", "torch": self.torch_version, "threads": self.threads}
 

@@ -23,7 +23,7 @@ from maskinv.errors import DataFormatError
 __all__ = ["Splits", "read_splits", "default_splits_dir", "AlignedSet", "align_photos", "aligned_crops",
            "lfw_person_photos", "rmfd_photos", "mask_crops", "RENDERER", "renderer_info", "mask_seed_index", "crop_sha"]
 
-#: The mask renderer this study pins by default (setting ``renderer``; recorded in results.json).
+#: What results.json records of the v1 mask renderer (setting ``renderer``; the default is ``mesh``).
 RENDERER = {"name": "v1", "function": "maskinv.masks.apply_mask", "kind": "random",
             "landmarks": "the crop's five aligned points", "seeding": "image_rng(seed, sha256(key|draw))"}
 

@@ -33,7 +33,7 @@ class RealSettings:
     adapt_unlabelled: bool = False  # MaskInv-adapt also uses the photos of one-photo people (2,203 more features)
     freeze_bn: bool = True
     detector: str = "mtcnn"
-    renderer: str = "v1"          # training and LFW test masks: v1 (5-point) or mesh (468-point face mesh)
+    renderer: str = "mesh"        # training and LFW test masks: mesh (468-point face mesh, default) or v1 (5-point)
     feature_batch: int = 32
     n_boot: int = 1000
     with_hg: bool = True
