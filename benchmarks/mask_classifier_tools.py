@@ -1,0 +1,145 @@
+"""Tools around the service's mask classifier (round 4): out-of-fold diagnosis, speed, contact sheets.
+
+    python -m benchmarks.mask_classifier_tools diagnose --recipe r3   # which dev photos a recipe's CV gets wrong
+    python -m benchmarks.mask_classifier_tools speed --weights A.pt B.pt  # ms per face, one thread, one crop per call
+    python -m benchmarks.mask_classifier_tools sheet                  # the hard negatives, one row per kind
+
+``diagnose`` reads a recipe's out-of-fold probabilities on ``rmfd_dev`` (``train_mask_classifier cv`` /
+``choose``), never ``rmfd_test``. It sorts the errors at the recipe's chosen cut by the colour of the lower
+face (CIELAB lightness and chroma of rows 80-108, columns 30-82 of the 112 crop: dark < L 30, grey chroma < 12,
+white/light grey above L 70, else coloured or skin-like) and writes contact sheets of them to ``/tmp``
+(RMFD photos stay out of the repository).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.train_mask_classifier import (N_FOLDS, OCCLUDERS, RECIPES, CACHE, HARD_KINDS, occlude, pools,
+                                               rdir)
+
+COLOURS = ("dark", "grey", "white/light", "coloured/skin")
+
+
+def lower_face_colour(crop: np.ndarray) -> str:
+    """One of :data:`COLOURS` for the lower face of an aligned 112 crop."""
+    import cv2
+
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(float)[80:108, 30:82].reshape(-1, 3)
+    light = lab[:, 0].mean() * 100 / 255
+    chroma = float(np.hypot(lab[:, 1] - 128, lab[:, 2] - 128).mean())
+    if light < 30:
+        return "dark"
+    if chroma < 12:
+        return "white/light" if light > 70 else "grey"
+    return "coloured/skin"
+
+
+def out_of_fold(model_name: str, detector: str, recipe: str) -> tuple[dict, np.ndarray, float]:
+    P = pools(model_name, detector, RECIPES[recipe].get("hard_kinds", HARD_KINDS))
+    p = np.full(len(P["path"]), np.nan)
+    pos = {q: i for i, q in enumerate(P["path"])}
+    for k in range(N_FOLDS):
+        z = np.load(rdir(recipe) / f"oof_{model_name}_{detector}_fold{k}.npz")
+        for q, v in zip(z["path"], z["p"]):
+            p[pos[str(q)]] = v
+    cut = json.loads((rdir(recipe) / f"choose_{model_name}_{detector}.json").read_text())["masked_at"]
+    return P, p, float(cut)
+
+
+def diagnose(model_name: str, detector: str, recipe: str, out_dir: Path = Path("/tmp")) -> dict:
+    import cv2
+
+    P, p, cut = out_of_fold(model_name, detector, recipe)
+    found, m = P["n_faces"] > 0, P["masked"]
+    colour = np.array([lower_face_colour(c) for c in P["crops"]])
+    masked = found & m
+    out = {"recipe": recipe, "masked_at": cut, "detection_failures_masked": int((~found & m).sum()),
+           "masked_called_masked_by_colour": {c: f"{int((masked & (colour == c) & (p >= cut)).sum())} of "
+                                                 f"{int((masked & (colour == c)).sum())}" for c in COLOURS},
+           "missed_masked": {c: int(v) for c, v in Counter(colour[masked & (p < cut)]).items()},
+           "false_masked": [str(q) for q in P["path"][found & ~m & (p >= cut)]],
+           "unsure_unmasked": int((found & ~m & (p >= 0.2) & (p < cut)).sum())}
+    for name, sel in (("missed", masked & (p < cut)), ("unmasked_high", found & ~m & (p >= 0.2))):
+        idx = np.flatnonzero(sel)[np.argsort(p[sel])]
+        ims = [cv2.putText(cv2.cvtColor(P["crops"][i], cv2.COLOR_RGB2BGR), f"{p[i]:.2f}", (2, 12), 0, 0.4,
+                           (0, 255, 0), 1) for i in idx]
+        if ims:
+            ims += [np.zeros_like(ims[0])] * (-len(ims) % 10)
+            f = out_dir / f"maskcls_{recipe}_{name}.png"
+            cv2.imwrite(str(f), np.vstack([np.hstack(ims[i:i + 10]) for i in range(0, len(ims), 10)]))
+            out[f"sheet_{name}"] = str(f)
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def speed(weights: list[str], n: int = 300) -> dict:
+    """Milliseconds per face, one torch thread, one crop per call (as the service calls it): median and p95
+    of ``n`` calls after 20 warm-up calls, for each classifier file, interleaved in rounds so that load
+    from other jobs on the machine falls on all of them alike."""
+    import torch
+
+    from maskinv.masks.detect import load_mask_classifier
+    from maskinv.utils.machine import machine_line
+
+    torch.set_num_threads(1)
+    crop = np.random.default_rng(0).integers(0, 256, (1, 112, 112, 3), dtype=np.uint8)
+    clfs = {w: load_mask_classifier(w) for w in weights}
+    ts: dict[str, list[float]] = {w: [] for w in weights}
+    for c in clfs.values():
+        for _ in range(20):
+            c.predict_proba(crop)
+    for _ in range(n // 10):
+        for w, c in clfs.items():
+            for _ in range(10):
+                t0 = time.perf_counter()
+                c.predict_proba(crop)
+                ts[w].append(time.perf_counter() - t0)
+    out = {"machine": machine_line(), "torch_threads": 1, "calls": n}
+    for w, c in clfs.items():
+        out[w] = {"input_side": c.input_side, "ms_per_face_median": round(1000 * float(np.median(ts[w])), 3),
+                  "ms_per_face_p95": round(1000 * float(np.percentile(ts[w], 95)), 3),
+                  "bytes": Path(w).stat().st_size, "params": int(sum(q.numel() for q in c.net.parameters()))}
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def sheet(model_name: str, detector: str) -> None:
+    """A contact sheet of hard negatives (one row per kind) under the cache, to check them by eye."""
+    import cv2
+
+    P = pools(model_name, detector)
+    g = np.random.default_rng(0)
+    un = P["crops"][(P["n_faces"] > 0) & ~P["masked"]][:8]
+    rows = [np.hstack([occlude(c, g, k) for c in un]) for k in OCCLUDERS]
+    out = CACHE / "hard_negatives.png"
+    cv2.imwrite(str(out), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    print(out)
+
+
+def main(argv=None) -> None:
+    from benchmarks.serve_rmfd import DEFAULT_DETECTOR
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=("diagnose", "speed", "sheet"))
+    ap.add_argument("--model", default="sface")
+    ap.add_argument("--detector", default=DEFAULT_DETECTOR)
+    ap.add_argument("--recipe", choices=tuple(RECIPES), default="r3")
+    ap.add_argument("--weights", nargs="+", default=None, help="speed: classifier files (default: the shipped one)")
+    a = ap.parse_args(argv)
+    if a.step == "diagnose":
+        diagnose(a.model, a.detector, a.recipe)
+    elif a.step == "speed":
+        speed(a.weights or [str(Path(__file__).resolve().parents[1] / "src/maskinv/masks/mask_classifier.pt")])
+    else:
+        sheet(a.model, a.detector)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
