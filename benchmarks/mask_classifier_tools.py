@@ -3,6 +3,7 @@
     python -m benchmarks.mask_classifier_tools diagnose --recipe r3   # which dev photos a recipe's CV gets wrong
     python -m benchmarks.mask_classifier_tools speed --weights A.pt B.pt  # ms per face, one thread, one crop per call
     python -m benchmarks.mask_classifier_tools sheet                  # the hard negatives, one row per kind
+    python -m benchmarks.mask_classifier_tools test --look 4          # serve_rmfd test + which look at rmfd_test
 
 ``diagnose`` reads a recipe's out-of-fold probabilities on ``rmfd_dev`` (``train_mask_classifier cv`` /
 ``choose``), never ``rmfd_test``. It sorts the errors at the recipe's chosen cut by the colour of the lower
@@ -123,11 +124,32 @@ def sheet(model_name: str, detector: str) -> None:
     print(out)
 
 
+def test(model_name: str, detector: str, look: int) -> dict:
+    """``benchmarks.serve_rmfd test`` (the shipped classifier on ``rmfd_test``, once), with the round and how
+    many times the test split has been looked at recorded in its JSON."""
+    from benchmarks.serve_rmfd import OUT, test as rmfd_test
+    from maskinv.masks.detect import load_mask_classifier
+    from maskinv.utils.io import atomic_write_json
+
+    out = rmfd_test(model_name, detector)
+    meta = load_mask_classifier().meta
+    out["round"] = meta.get("round")
+    out["recipe"] = meta.get("recipe")
+    out["test_split_looks"] = {"this": look, "note": f"look {look} at rmfd_test: rounds 1-{look - 1} measured it "
+                                                    "once each; this round's recipe and cut were chosen on rmfd_dev "
+                                                    "cross-validation before this measurement"}
+    out["command"] = f"python -m benchmarks.mask_classifier_tools test --look {look} --model {model_name} " \
+                     f"--detector {detector}"
+    atomic_write_json(OUT / "mask_classifier_test.json", out)
+    return out
+
+
 def main(argv=None) -> None:
     from benchmarks.serve_rmfd import DEFAULT_DETECTOR
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("diagnose", "speed", "sheet"))
+    ap.add_argument("step", choices=("diagnose", "speed", "sheet", "test"))
+    ap.add_argument("--look", type=int, default=None, help="test: which look at rmfd_test this is (1 = the first)")
     ap.add_argument("--model", default="sface")
     ap.add_argument("--detector", default=DEFAULT_DETECTOR)
     ap.add_argument("--recipe", choices=tuple(RECIPES), default="r3")
@@ -135,6 +157,10 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     if a.step == "diagnose":
         diagnose(a.model, a.detector, a.recipe)
+    elif a.step == "test":
+        if not a.look or a.look < 1:
+            raise SystemExit("test: say which look at rmfd_test this is (--look N)")
+        test(a.model, a.detector, a.look)
     elif a.step == "speed":
         speed(a.weights or [str(Path(__file__).resolve().parents[1] / "src/maskinv/masks/mask_classifier.pt")])
     else:

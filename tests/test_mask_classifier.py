@@ -169,3 +169,14 @@ def test_person_bootstrap_is_wider_when_errors_cluster_in_people():
     sub[100:] = True
     c = person_bootstrap(person, {"rate": (~clustered, sub)}, n_boot=200)["rate"]
     assert c["point"] == 0.0 and c["ci95"] == [0.0, 0.0]
+
+
+def test_lower_face_colour_names_the_mask_colour():
+    from benchmarks.mask_classifier_tools import lower_face_colour
+
+    crop = np.full((112, 112, 3), (200, 160, 130), np.uint8)  # skin
+    assert lower_face_colour(crop) == "coloured/skin"
+    for rgb, name in (((30, 30, 34), "dark"), ((120, 120, 124), "grey"), ((228, 228, 226), "white/light")):
+        c = crop.copy()
+        c[78:110, 28:84] = rgb
+        assert lower_face_colour(c) == name, rgb
