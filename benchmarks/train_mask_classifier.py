@@ -364,7 +364,7 @@ def final(model_name: str, detector: str, recipe: str = "r3", compared: dict | N
     clf.save(DEFAULT_WEIGHTS, {
         "data": data_hashes(x, y),
         "trained_on": {"rmfd_dev_people": int(len(set(P["person"]))), **counts,
-                       "hard_negative_kinds": list(HARD_KINDS),
+                       "hard_negative_kinds": list(r.get("hard_kinds", HARD_KINDS)),
                        "splits": "benchmarks/splits/rmfd_dev.txt (all people); lfw_train_people.txt (<= 2 photos each)",
                        "crops": f"{detector} + ArcFace 112 crop through maskinv.serve.pipeline (RMFD); "
                                 "InsightFace aligned112 (LFW)"},
