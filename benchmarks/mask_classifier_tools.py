@@ -4,6 +4,7 @@
     python -m benchmarks.mask_classifier_tools speed --weights A.pt B.pt  # ms per face, one thread, one crop per call
     python -m benchmarks.mask_classifier_tools sheet                  # the hard negatives, one row per kind
     python -m benchmarks.mask_classifier_tools test --look 4          # serve_rmfd test + which look at rmfd_test
+    python -m benchmarks.mask_classifier_tools paired --recipe r3 r4c --weights OLD.pt NEW.pt  # differences
 
 ``diagnose`` reads a recipe's out-of-fold probabilities on ``rmfd_dev`` (``train_mask_classifier cv`` /
 ``choose``), never ``rmfd_test``. It sorts the errors at the recipe's chosen cut by the colour of the lower
@@ -144,19 +145,75 @@ def test(model_name: str, detector: str, look: int) -> dict:
     return out
 
 
+def _paired(person: np.ndarray, hits: dict, n_boot: int = 4000, seed: int = 0) -> dict:
+    """B - A of ratio statistics with the people resampled (both classifiers on the same draws).
+    ``hits``: name -> (hit_a, hit_b, counted) bool arrays over the same photos."""
+    names, inv = np.unique(person, return_inverse=True)
+    w = np.stack([np.bincount(d, minlength=len(names))
+                  for d in np.random.default_rng(seed).integers(0, len(names), (n_boot, len(names)))])
+    out = {"method": f"person-clustered paired bootstrap, {n_boot} resamples of {len(names)} people, percentile 95 %"}
+    for k, (a, b, counted) in hits.items():
+        ha, hb, n = (np.bincount(inv, weights=(v & counted).astype(float), minlength=len(names)) for v in (a, b, counted))
+        d = (w @ hb - w @ ha) / np.maximum(w @ n, 1)
+        out[k] = {"a": int(ha.sum()), "b": int(hb.sum()), "of": int(n.sum()), "b_minus_a": float((hb.sum() - ha.sum()) / n.sum()),
+                  "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]}
+    return out
+
+
+def paired(model_name: str, detector: str, recipes: list[str], weights: list[str]) -> dict:
+    """Recipe B against recipe A: out of fold on ``rmfd_dev`` (each at its chosen cut) and, given the two
+    classifier files, on ``rmfd_test`` (each at its own cut; detection failures are errors for both)."""
+    from benchmarks.serve_rmfd import load_cache
+    from maskinv.masks.detect import load_mask_classifier
+
+    out: dict = {"a": recipes[0], "b": recipes[1]}
+    (P, pa, ca), (_, pb, cb) = (out_of_fold(model_name, detector, r) for r in recipes)
+    found, m = P["n_faces"] > 0, P["masked"]
+    ok = [np.where(found, (p >= c) == m, False) for p, c in ((pa, ca), (pb, cb))]
+    fm = [found & ~m & (p >= c) for p, c in ((pa, ca), (pb, cb))]
+    out["rmfd_dev_out_of_fold"] = _paired(P["person"], {"accuracy": (ok[0], ok[1], np.ones(len(m), bool)),
+                                                        "false_masked": (fm[0], fm[1], found & ~m)})
+    if weights:
+        c = load_cache(model_name, detector)
+        te = c["split"] == "test"
+        found, m, crops = c["n_faces"][te] > 0, c["masked"][te], c["crops"][te]
+        ok, fm = [], []
+        for w in weights:
+            clf = load_mask_classifier(w)
+            p = np.zeros(len(m))
+            p[found] = clf.predict_proba(crops[found])
+            ok.append(np.where(found, (p >= clf.masked_at) == m, False))
+            fm.append(found & ~m & (p >= clf.masked_at))
+        out["weights"] = weights
+        out["rmfd_test"] = _paired(c["person"][te], {"accuracy": (ok[0], ok[1], np.ones(len(m), bool)),
+                                                     "false_masked": (fm[0], fm[1], found & ~m)})
+        from benchmarks.serve_rmfd import OUT
+        from maskinv.utils.io import atomic_write_json
+
+        out["command"] = (f"python -m benchmarks.mask_classifier_tools paired --recipe {' '.join(recipes)} "
+                          f"--weights {' '.join(weights)}")
+        atomic_write_json(OUT / f"mask_classifier_paired_{recipes[0]}_{recipes[1]}.json", out)
+    print(json.dumps(out, indent=2))
+    return out
+
+
 def main(argv=None) -> None:
     from benchmarks.serve_rmfd import DEFAULT_DETECTOR
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("diagnose", "speed", "sheet", "test"))
+    ap.add_argument("step", choices=("diagnose", "speed", "sheet", "test", "paired"))
     ap.add_argument("--look", type=int, default=None, help="test: which look at rmfd_test this is (1 = the first)")
     ap.add_argument("--model", default="sface")
     ap.add_argument("--detector", default=DEFAULT_DETECTOR)
-    ap.add_argument("--recipe", choices=tuple(RECIPES), default="r3")
+    ap.add_argument("--recipe", choices=tuple(RECIPES), nargs="+", default=["r3"], help="paired: A B")
     ap.add_argument("--weights", nargs="+", default=None, help="speed: classifier files (default: the shipped one)")
     a = ap.parse_args(argv)
     if a.step == "diagnose":
-        diagnose(a.model, a.detector, a.recipe)
+        diagnose(a.model, a.detector, a.recipe[0])
+    elif a.step == "paired":
+        if len(a.recipe) != 2:
+            raise SystemExit("paired: two recipes, A then B (--recipe r3 r4c)")
+        paired(a.model, a.detector, a.recipe, a.weights or [])
     elif a.step == "test":
         if not a.look or a.look < 1:
             raise SystemExit("test: say which look at rmfd_test this is (--look N)")
