@@ -1,4 +1,4 @@
-"""Train the service's mask classifier (round 2): all ``rmfd_dev`` people, hard negatives, cut by CV.
+"""Train the service's mask classifier (rounds 2-4): all ``rmfd_dev`` people, hard negatives, cut by CV.
 
     python -m benchmarks.serve_rmfd prep --model sface            # RMFD crops through the service's pipeline (cache)
     python -m benchmarks.train_mask_classifier cv --fold K        # K = 0..4: one person-grouped fold of rmfd_dev
@@ -400,7 +400,7 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="sface", help="the cache of benchmarks.serve_rmfd prep (crops are the same for any model)")
     ap.add_argument("--detector", default=DEFAULT_DETECTOR)
     ap.add_argument("--fold", type=int, default=None)
-    ap.add_argument("--recipe", choices=tuple(RECIPES), default="r4a")
+    ap.add_argument("--recipe", choices=tuple(RECIPES), default="r4c", help="default: the shipped one")
     a = ap.parse_args(argv)
     if a.step == "pools":
         P = pools(a.model, a.detector)

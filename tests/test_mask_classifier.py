@@ -180,3 +180,21 @@ def test_lower_face_colour_names_the_mask_colour():
         c = crop.copy()
         c[78:110, 28:84] = rgb
         assert lower_face_colour(c) == name, rgb
+
+
+def test_paired_bootstrap_of_a_difference_between_two_classifiers():
+    from benchmarks.mask_classifier_tools import _paired
+
+    person = np.repeat([f"p{i}" for i in range(20)], 10)
+    a = np.ones(200, bool)
+    a[::10] = False  # A: one error per person
+    counted = np.ones(200, bool)
+    same = _paired(person, {"acc": (a, a.copy(), counted)}, n_boot=300)["acc"]
+    assert same["b_minus_a"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    b = np.ones(200, bool)  # B: right everywhere, +0.1 for every person
+    up = _paired(person, {"acc": (a, b, counted)}, n_boot=300)["acc"]
+    assert up["b_minus_a"] == pytest.approx(0.1) and up["ci95"] == pytest.approx([0.1, 0.1])
+    c = a.copy()
+    c[:10] = True  # B fixes one person's error only: the interval must include 0
+    one = _paired(person, {"acc": (a, c, counted)}, n_boot=1000)["acc"]
+    assert one["a"] == 180 and one["b"] == 181 and one["ci95"][0] == 0.0 < one["ci95"][1]

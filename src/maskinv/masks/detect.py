@@ -10,9 +10,11 @@ RMFD dev people (real masks, identity split ``benchmarks/splits/rmfd_dev.txt``),
 photos with synthetic masks (:func:`maskinv.masks.apply_mask`) and with procedural occluders that are
 not masks (sunglasses, a beard, a scarf under the chin, a cut-off chin: labelled
 unmasked), and LFW training people likewise — RMFD's masked and unmasked photos come from different
-sources, and the synthetic copies make "mask" and "source" disagree in training. The masked cut-off
-comes from person-grouped cross-validation over the dev people. The weights ship as package data
-(``mask_classifier.pt`` + ``mask_classifier.json``: sha256, provenance, the chosen cut-offs).
+sources, and the synthetic copies make "mask" and "source" disagree in training. Round 4 adds a second
+synthetic mask per unmasked crop in the colours round 3 missed (beige, cream, white, grey, black). The
+recipe and the masked cut-off come from person-grouped cross-validation over the dev people. The weights
+ship as package data (``mask_classifier.pt`` + ``mask_classifier.json``: sha256, provenance, recipe,
+input side, data hashes, the chosen cut-offs).
 
 >>> clf = load_mask_classifier()
 >>> clf.predict_proba(crops)           # (N,) P(masked) of uint8 (N, 112, 112, 3) RGB crops
