@@ -10,9 +10,11 @@ RMFD dev people (real masks, identity split ``benchmarks/splits/rmfd_dev.txt``),
 photos with synthetic masks (:func:`maskinv.masks.apply_mask`) and with procedural occluders that are
 not masks (sunglasses, a beard, a scarf under the chin, a cut-off chin: labelled
 unmasked), and LFW training people likewise — RMFD's masked and unmasked photos come from different
-sources, and the synthetic copies make "mask" and "source" disagree in training. The masked cut-off
-comes from person-grouped cross-validation over the dev people. The weights ship as package data
-(``mask_classifier.pt`` + ``mask_classifier.json``: sha256, provenance, the chosen cut-offs).
+sources, and the synthetic copies make "mask" and "source" disagree in training. Round 4 adds a second
+synthetic mask per unmasked crop in the colours round 3 missed (beige, cream, white, grey, black). The
+recipe and the masked cut-off come from person-grouped cross-validation over the dev people. The weights
+ship as package data (``mask_classifier.pt`` + ``mask_classifier.json``: sha256, provenance, recipe,
+input side, data hashes, the chosen cut-offs).
 
 >>> clf = load_mask_classifier()
 >>> clf.predict_proba(crops)           # (N,) P(masked) of uint8 (N, 112, 112, 3) RGB crops
@@ -32,7 +34,12 @@ __all__ = ["MaskClassifier", "load_mask_classifier", "build_net", "train_classif
            "INPUT_SIDE"]
 
 #: The crop is resized to this side before the network (the mask covers the lower half: coarse is enough).
+#: A classifier's own side is in its sidecar (``input_side``); this is the default for new ones.
 INPUT_SIDE = 56
+#: Training augmentations: "v1" flip, brightness/contrast, a 3 px shift (rounds 1-3); "v2" adds, on half
+#: the batch, a rotation (+-25 deg), a zoom (0.75-1.1) and a shift (+-10 %) with black fill, as the
+#: service's alignment produces on faces it half-misses, and a per-channel colour gain / desaturation.
+AUGMENTS = ("v1", "v2")
 DEFAULT_WEIGHTS = Path(__file__).with_name("mask_classifier.pt")
 FORMAT = "maskinv-mask-classifier"
 
@@ -49,8 +56,8 @@ def build_net():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 1))
 
 
-def prepare(crops: np.ndarray):
-    """uint8 (N, H, W, 3) RGB crops -> float tensor (N, 3, 56, 56) in [-1, 1]."""
+def prepare(crops: np.ndarray, side: int = INPUT_SIDE):
+    """uint8 (N, H, W, 3) RGB crops -> float tensor (N, 3, side, side) in [-1, 1]."""
     import cv2
     import torch
 
@@ -59,9 +66,9 @@ def prepare(crops: np.ndarray):
         crops = crops[None]
     if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
         raise DataFormatError(f"mask classifier: expected uint8 (N, H, W, 3) RGB crops, got {crops.dtype} {crops.shape}")
-    if crops.shape[1:3] != (INPUT_SIDE, INPUT_SIDE):
-        crops = np.stack([cv2.resize(c, (INPUT_SIDE, INPUT_SIDE), interpolation=cv2.INTER_AREA) for c in crops]) \
-            if len(crops) else np.zeros((0, INPUT_SIDE, INPUT_SIDE, 3), np.uint8)
+    if crops.shape[1:3] != (side, side):
+        crops = np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in crops]) \
+            if len(crops) else np.zeros((0, side, side, 3), np.uint8)
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return x / 127.5 - 1.0
 
@@ -73,11 +80,15 @@ class MaskClassifier:
     people for few false "masked"); ``unmasked_below``: below it, unmasked; between: unsure.
     """
 
-    def __init__(self, net, masked_at: float, unmasked_below: float, meta: dict[str, Any] | None = None):
+    def __init__(self, net, masked_at: float, unmasked_below: float, meta: dict[str, Any] | None = None,
+                 input_side: int = INPUT_SIDE):
         if not 0.0 < unmasked_below <= masked_at < 1.0:
             raise CheckpointError(f"mask classifier cut-offs must satisfy 0 < unmasked_below <= masked_at < 1, "
                                   f"got {unmasked_below}, {masked_at}")
+        if not 16 <= int(input_side) <= 112:
+            raise CheckpointError(f"mask classifier input side must be 16..112 px, got {input_side}")
         self.net = net.eval()
+        self.input_side = int(input_side)
         self.masked_at = float(masked_at)
         self.unmasked_below = float(unmasked_below)
         self.meta = dict(meta or {})
@@ -86,7 +97,7 @@ class MaskClassifier:
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         import torch
 
-        x = prepare(crops)
+        x = prepare(crops, self.input_side)
         if len(x) == 0:
             return np.zeros(0, np.float32)
         with self._lock, torch.inference_mode():
@@ -107,7 +118,7 @@ class MaskClassifier:
 
         p = Path(path)
         atomic_torch_save(self.net.state_dict(), p)
-        info = {"format": FORMAT, "format_version": 1, "input_side": INPUT_SIDE, "masked_at": self.masked_at,
+        info = {"format": FORMAT, "format_version": 1, "input_side": self.input_side, "masked_at": self.masked_at,
                 "unmasked_below": self.unmasked_below, "sha256": file_sha256(p), **self.meta, **(meta or {})}
         atomic_write_json(p.with_suffix(".json"), info)
         self.meta = {k: v for k, v in info.items() if k not in ("format", "format_version")}
@@ -143,16 +154,37 @@ def load_mask_classifier(path: str | Path | None = None) -> MaskClassifier:
         except Exception as exc:  # noqa: BLE001 - re-raised typed, naming the file
             raise CheckpointError(f"{p}: not a mask classifier state dict: {exc}") from exc
         clf = MaskClassifier(net, info["masked_at"], info["unmasked_below"],
-                             {k: v for k, v in info.items() if k not in ("format", "format_version")})
+                             {k: v for k, v in info.items() if k not in ("format", "format_version")},
+                             info.get("input_side", INPUT_SIDE))
         _LOADED[key] = clf
         return clf
 
 
-def _augment(x, g):
-    """Random flip, brightness/contrast and a shift of up to 3 px (tensors (B, 3, S, S) in [-1, 1])."""
+def _augment(x, g, kind: str = "v1"):
+    """Random flip, brightness/contrast and a shift of up to 3 px (tensors (B, 3, S, S) in [-1, 1]); "v2" adds
+    geometry with black fill and colour jitter on random halves of the batch (see :data:`AUGMENTS`)."""
+    import math
+
     import torch
 
-    b = x.shape[0]
+    b, side = x.shape[0], x.shape[-1]
+    if kind == "v2":
+        F = torch.nn.functional
+        on = (torch.rand(b, generator=g) < 0.5).float()
+        ang = (torch.rand(b, generator=g) - 0.5) * (2 * math.radians(25)) * on
+        zoom = 1 / (0.75 + torch.rand(b, generator=g) * 0.35 * on + 0.25 * (1 - on))  # on: 0.75..1.1, off: 1
+        t = (torch.rand(b, 2, generator=g) - 0.5) * 0.4 * on[:, None]
+        cos, sin = torch.cos(ang) * zoom, torch.sin(ang) * zoom
+        theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1  # black fill
+        col = (torch.rand(b, generator=g) < 0.5).float()[:, None, None, None]
+        gain = 1 + (torch.rand(b, 3, 1, 1, generator=g) - 0.5) * 0.3
+        grey = x.mean(1, keepdim=True)
+        sat = torch.rand(b, 1, 1, 1, generator=g)
+        x = col * ((grey + (x - grey) * sat) * gain) + (1 - col) * x
+    elif kind != "v1":
+        raise DataFormatError(f"mask classifier: unknown augmentation {kind!r}; known: {AUGMENTS}")
     flip = torch.rand(b, generator=g) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     c = 1 + (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.6
@@ -160,12 +192,16 @@ def _augment(x, g):
     x = (x * c + br).clamp(-1, 1)
     pad = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="replicate")
     dx, dy = (int(v) for v in torch.randint(0, 7, (2,), generator=g))
-    return pad[:, :, dy:dy + INPUT_SIDE, dx:dx + INPUT_SIDE]
+    return pad[:, :, dy:dy + side, dx:dx + side]
 
 
 def train_classifier(crops: np.ndarray, labels: np.ndarray, *, epochs: int = 12, batch_size: int = 64,
-                     lr: float = 3e-3, seed: int = 0, weights: np.ndarray | None = None, log=None):
-    """Train :func:`build_net` on uint8 crops and 0/1 labels (1 = masked); returns the network."""
+                     lr: float = 3e-3, seed: int = 0, weights: np.ndarray | None = None, log=None,
+                     side: int = INPUT_SIDE, augment: str = "v1", bf16: bool = False):
+    """Train :func:`build_net` on uint8 crops and 0/1 labels (1 = masked); returns the network (float32).
+
+    side: the network's input side; augment: one of :data:`AUGMENTS`; bf16: forward/backward under CPU
+    bfloat16 autocast (faster where the CPU has AMX/AVX512-BF16; the weights stay float32)."""
     import torch
 
     labels = np.asarray(labels, np.float32)
@@ -174,7 +210,9 @@ def train_classifier(crops: np.ndarray, labels: np.ndarray, *, epochs: int = 12,
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = build_net()
-    x_all = prepare(crops)
+    if augment not in AUGMENTS:
+        raise DataFormatError(f"mask classifier: unknown augmentation {augment!r}; known: {AUGMENTS}")
+    x_all = prepare(crops, side)
     y_all = torch.from_numpy(labels)
     w_all = torch.from_numpy(np.ones(len(labels), np.float32) if weights is None else np.asarray(weights, np.float32))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -186,8 +224,9 @@ def train_classifier(crops: np.ndarray, labels: np.ndarray, *, epochs: int = 12,
         tot = 0.0
         for i in range(0, len(labels), batch_size):
             idx = perm[i:i + batch_size]
-            x = _augment(x_all[idx], g)
-            logit = net(x)[:, 0]
+            x = _augment(x_all[idx], g, augment)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logit = net(x)[:, 0].float()
             loss = (torch.nn.functional.binary_cross_entropy_with_logits(logit, y_all[idx], reduction="none")
                     * w_all[idx]).mean()
             opt.zero_grad()
