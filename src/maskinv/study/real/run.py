@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .core import StudyContext, open_out_dir
-from maskinv.masks.protocols import PROBE_REF
+from maskinv.masks.protocols import PROBE_REF, UU
 from maskinv.utils.machine import machine_line
 
 from .data import renderer_info
@@ -158,8 +158,9 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
                        "settings": other[0]["settings"], "command": other[0].get("command"),
                        "comparisons": compare_against(
                            ctx, other[1], scores, rmfd_keys=rmfd_keys, rmfd_set=rset, is_probe=is_probe,
-                           lfw_clean_keys=test_clean, pairs=pl, issame=issame, lfw_groups=lfw_groups,
-                           rmfd_boot=rmfd_boot, n_boot=s.n_boot, seed=s.seed)}
+                           rmfd_genuine=rmfd_gen, rmfd_groups=rmfd_groups, lfw_clean_keys=test_clean, pairs=pl,
+                           issame=issame, lfw_groups=lfw_groups, rmfd_boot=rmfd_boot, n_boot=s.n_boot, seed=s.seed,
+                           memo_rmfd=memo_r, memo_lfw_uu=memo_l.setdefault(UU, {}))}
 
     # plots
     plots = R.plots(out, scores, issame, rmfd_gen)
