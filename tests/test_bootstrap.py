@@ -70,6 +70,28 @@ def test_batched_metrics_equal_verification_metrics(n):
             assert got["eer"][r] == pytest.approx(ref["eer"], abs=1e-12)
 
 
+def test_clustered_resamples_are_whole_clusters_drawn_with_replacement_expanded_in_chunks():
+    """The lazy cluster bootstrap against a loop written from the definition: replicate r holds, for
+    each of its K draws, every pair of the drawn cluster, in original list order; chunks of any size
+    expand to the same entries as the whole; per-replicate sums agree."""
+    rng = np.random.default_rng(5)
+    n, k, B = 400, 13, 9
+    codes = rng.integers(0, k, n)
+    rs = Resamples.clustered(codes, B, np.random.default_rng(2), 10)
+    drawn = np.random.default_rng(2).integers(0, k, (B, k))   # the same draws, read back from the seed
+    for r in range(B):
+        want = np.sort(np.concatenate([np.flatnonzero(codes == c) for c in drawn[r]]))
+        assert np.array_equal(rs.pair[rs.rep == r], want)
+        assert rs.sizes[r] == want.size
+    w = rng.random(n)
+    sums = np.array([w[rs.pair[rs.rep == r]].sum() for r in range(B)])
+    assert np.allclose(rs.per_replicate(w), sums)
+    parts = [rs._expand(r0, r1) for r0, r1 in ((0, 2), (2, 3), (3, B))]
+    rep = np.concatenate([pr[0] + r0 for pr, r0 in zip(parts, (0, 2, 3))])
+    assert np.array_equal(rep, rs.rep) and np.array_equal(np.concatenate([pr[1] for pr in parts]), rs.pair)
+    assert np.array_equal(np.concatenate([pr[2] for pr in parts]), rs.fold)
+
+
 def test_stratified_resamples_keep_class_counts_and_are_seeded():
     a, b, g = _draw(np.random.default_rng(0), 101)
     rs = Resamples.stratified(g, 7, np.random.default_rng(3), 10)

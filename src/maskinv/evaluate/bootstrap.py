@@ -182,7 +182,7 @@ def _resamples(g: np.ndarray, groups: Any, n_boot: int, seed: int, folds: int) -
             return Resamples.dyadic(codes, n_boot, rng, folds, genuine=g), n_clusters, "identities (both sides of every pair)"
         unit = "clusters (groups)"
         rs = Resamples.clustered(codes, n_boot, rng, folds)
-        n_gen_rep = np.bincount(rs.rep, weights=g[rs.pair], minlength=n_boot)
+        n_gen_rep = rs.per_replicate(g.astype(np.float64))
         if np.any(n_gen_rep == 0) or np.any(n_gen_rep == rs.sizes):
             raise DataFormatError("groups: a cluster resample holds only genuine or only impostor pairs; "
                                   "use more clusters or clusters that hold both kinds")
