@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.train_mask_classifier import (N_FOLDS, OCCLUDERS, RECIPES, CACHE, HARD_KINDS, occlude, pools,
-                                               rdir)
+from benchmarks.train_mask_classifier import (OCCLUDERS, RECIPES, CACHE, HARD_KINDS, occlude, pools,
+                                               out_of_fold_p, rdir)
 
 COLOURS = ("dark", "grey", "white/light", "coloured/skin")
 
@@ -45,12 +45,7 @@ def lower_face_colour(crop: np.ndarray) -> str:
 
 def out_of_fold(model_name: str, detector: str, recipe: str) -> tuple[dict, np.ndarray, float]:
     P = pools(model_name, detector, RECIPES[recipe].get("hard_kinds", HARD_KINDS))
-    p = np.full(len(P["path"]), np.nan)
-    pos = {q: i for i, q in enumerate(P["path"])}
-    for k in range(N_FOLDS):
-        z = np.load(rdir(recipe) / f"oof_{model_name}_{detector}_fold{k}.npz")
-        for q, v in zip(z["path"], z["p"]):
-            p[pos[str(q)]] = v
+    p = out_of_fold_p(P, model_name, detector, recipe)
     cut = json.loads((rdir(recipe) / f"choose_{model_name}_{detector}.json").read_text())["masked_at"]
     return P, p, float(cut)
 

@@ -277,15 +277,21 @@ def run_fold(model_name: str, detector: str, k: int, recipe: str = "r3") -> Path
     return out
 
 
-def choose(model_name: str, detector: str, recipe: str = "r3") -> dict:
-    """masked_at from the out-of-fold probabilities of all dev photos (detection failures = errors)."""
-    P = pools(model_name, detector)
+def out_of_fold_p(P: dict, model_name: str, detector: str, recipe: str) -> np.ndarray:
+    """Each pool photo's out-of-fold probability (NaN where no fold wrote one)."""
     p = np.full(len(P["path"]), np.nan)
     pos = {q: i for i, q in enumerate(P["path"])}
     for k in range(N_FOLDS):
         z = np.load(rdir(recipe) / f"oof_{model_name}_{detector}_fold{k}.npz")
         for q, v in zip(z["path"], z["p"]):
             p[pos[str(q)]] = v
+    return p
+
+
+def choose(model_name: str, detector: str, recipe: str = "r3") -> dict:
+    """masked_at from the out-of-fold probabilities of all dev photos (detection failures = errors)."""
+    P = pools(model_name, detector)
+    p = out_of_fold_p(P, model_name, detector, recipe)
     found = P["n_faces"] > 0
     if np.isnan(p[found]).any():
         raise SystemExit("missing out-of-fold probabilities: run every fold")
