@@ -172,7 +172,11 @@ def test_a_tiny_run_trains_with_mesh_masks_and_records_the_renderer(tmp_path):
                              "masks.prob=0.5", "masks.renderer=mesh", "masks.kinds=[random]", "runtime.log_every=0"])
     summary = run_training(cfg, tmp_path / "run", max_steps=2)
     assert summary["status"] == "max_steps" and summary["step"] == 2 and summary["mask_renderer"] == "mesh"
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["mask_renderer"] == "mesh"
+    from maskinv.masks.mesh import renderer_revision
+
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["mask_renderer"] == "mesh" and saved["mask_renderer_revision"] == renderer_revision("mesh")
+    assert saved["mask_renderer_revision"].startswith("mesh-r")
     assert load_config(tmp_path / "run" / "config.yaml").masks.renderer == "mesh"
     meta = (tmp_path / "run" / "backbone.json").read_text()   # the exported backbone's sidecar
     assert '"mask_renderer": "mesh"' in meta
