@@ -315,6 +315,9 @@ def test_several_draws_are_all_probes_and_share_their_probe_weight(tmp_path):
         assert res["per_draw"][d]["ratio"]["eer"] == pytest.approx(R.realism_ratio(
             res["metrics"]["unmasked"]["eer"], res["per_draw"][d]["metrics"]["eer"], res["metrics"]["real"]["eer"]))
     assert res["ratio"]["eer"]["replicates"] > 20 and res["ratio"]["eer"]["ci95"] is not None
+    oc = res["draws_on_common_identities"]                    # nothing lost: every identity is common
+    assert oc["identities"] == 11 and oc["pooled"] == pytest.approx(res["metrics"]["synthetic"], abs=1e-12)
+    assert [m["eer"] for m in oc["per_draw"]] == pytest.approx([d["metrics"]["eer"] for d in res["per_draw"]], abs=1e-12)
     assert "draws 3" in R.realism_report(res)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ConfigError):

@@ -316,7 +316,7 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     metrics = {c: _metrics(comps[c], None, fmr) for c in CONDITIONS}
     metrics_upper = {c: _metrics(upper[c], None, fmr) for c in upper}
     fkey = f"fnmr@fmr{fmr:g}"
-    per_draw = []
+    per_draw, on_common = [], None
     if draws > 1:
         cdraw = np.repeat(draw_of, rid.size)
         for d in range(draws):
@@ -326,6 +326,14 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
                              "lost": len(lost[d]), "metrics": md,
                              "ratio": None if md is None else {m: realism_ratio(metrics["unmasked"][m], md[m],
                                                                                 metrics["real"][m]) for m in ("eer", fkey)}})
+        # The same on the identities every draw kept (no identity enters or leaves between draws):
+        # tells the pooling of draws apart from the identities that only some draws keep.
+        cpid = comps["synthetic"]["probe_identity"]
+        common = sorted(set.intersection(*(set(cpid[cdraw == d].tolist()) for d in range(draws))))
+        kc = np.isin(cpid, common)
+        on_common = {"identities": len(common), "pooled": _metrics(_subset(comps["synthetic"], kc), None, fmr),
+                     "per_draw": [_metrics(_subset(comps["synthetic"], kc & (cdraw == d)), None, fmr)
+                                  for d in range(draws)]} if common else None
     point = {m: realism_ratio(metrics["unmasked"][m], metrics["synthetic"][m], metrics["real"][m]) for m in ("eer", fkey)}
     rng = np.random.default_rng(derive_seed(seed, "realism_bootstrap"))
     boot = {m: [] for m in ("eer", fkey)}
@@ -364,6 +372,7 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
         "dropped_files": dropped,
         "synthetic_lost_per_draw": [len(lost[d]) for d in range(draws)],
         "per_draw": per_draw or None,
+        "draws_on_common_identities": on_common,
         "metrics": metrics,
         "ratio": {m: {"point": point[m], "ci95": ci(boot[m]), "replicates": len(boot[m])} for m in boot},
         "synthetic_minus_real": {m: {"point": metrics["synthetic"][m] - metrics["real"][m], "ci95": ci(boot_diff[m])}

@@ -50,6 +50,12 @@ def realism_report(res: dict[str, Any]) -> str:
         if len(e) > 1:
             lines.append(f"\nSynthetic EER across the {len(e)} draws: {100 * min(e):.2f} - {100 * max(e):.2f} % "
                          f"(SD {100 * statistics.stdev(e):.2f} points).")
+        oc = res.get("draws_on_common_identities")
+        if oc:
+            pe = [m["eer"] for m in oc["per_draw"]]
+            lines.append(f"On the {oc['identities']} identities every draw kept: pooled synthetic EER "
+                         f"{_pct(oc['pooled']['eer'])} %, the draws alone {', '.join(_pct(x) for x in pe)} % "
+                         f"(mean {_pct(sum(pe) / len(pe))} %).")
     up = res.get("upper_face_control")
     if up:
         lines += ["", f"Upper-face control (probe photos blanked from face-frame height {up['cut']:g} down, no mask "
