@@ -227,10 +227,14 @@ def test_realism_cli_writes_results_and_refuses_a_bad_people_file(tmp_path, monk
 
 
 # ----------------------------------------------------------------------------- several draws per probe
-def _reference_synthetic(root, lst, draws, seed=0):
+def _reference_synthetic(root, lst, draws, seed=0, lose=()):
     """The synthetic condition written out by hand: probe split, masks from image_rng(draw seed, i),
     the stand-in model's scores against the references and each identity's weight spread evenly
-    over its draws and references. Returns (scores, genuine, weights, draw per comparison)."""
+    over its draws and references. ``lose``: (identity, draw) pairs whose masked photo is dropped
+    (as if MTCNN missed it). Returns (scores, genuine, weights, draw per comparison, the dropped
+    photos' image keys)."""
+    from maskinv.masks.mesh import image_key
+
     import cv2
 
     from maskinv.evaluate.probe_ref import read_probe_list
@@ -245,7 +249,7 @@ def _reference_synthetic(root, lst, draws, seed=0):
     imgs = [cv2.imread(str(q))[..., ::-1].copy() for q in files]
     refs = [i for i in sp["references"] if det.detect(imgs[i])]
     re = model.embed_images([imgs[i] for i in refs], detector=det)[0]
-    rows = []                                    # (identity, draw, embedding)
+    rows, lost = [], set()                       # (identity, draw, embedding)
     for d in range(draws):
         for i in sp["unmasked_probes"]:
             faces = det.detect(imgs[i])
@@ -253,6 +257,9 @@ def _reference_synthetic(root, lst, draws, seed=0):
                 continue
             m = mask_photo(imgs[i], faces[0].landmarks, image_rng(draw_seed(seed, d), int(i)), "random",
                            renderer="v1").image
+            if (ids[i], d) in lose:
+                lost.add(image_key(m))
+                continue
             rows.append((ids[i], d, model.embed_images([m], detector=det)[0][0]))
     s, g, w, dr = [], [], [], []
     for name, d, e in rows:
@@ -265,7 +272,7 @@ def _reference_synthetic(root, lst, draws, seed=0):
             g.append(same)
             w.append(1.0 / (n_draws * (n_gen if same else n_imp)))
             dr.append(d)
-    return np.array(s), np.array(g), np.array(w), np.array(dr)
+    return np.array(s), np.array(g), np.array(w), np.array(dr), lost
 
 
 def _brute_force_eer(s, g, w):
@@ -284,7 +291,7 @@ def test_one_draw_is_the_single_draw_of_earlier_rounds(tmp_path):
     root, lst = _folder(tmp_path)
     one = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=100, seed=0, pad=0)
     assert one["masks"]["draws"] == 1 and one["per_draw"] is None
-    s, g, w, _ = _reference_synthetic(root, lst, 1)
+    s, g, w, _, _ = _reference_synthetic(root, lst, 1)
     assert one["metrics"]["synthetic"]["eer"] == pytest.approx(_brute_force_eer(s, g, w), abs=1e-12)
     # The default is one draw, and draw 0 of a five-draw run is that same draw.
     dflt = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=100, seed=0, pad=0, draws=1)
@@ -303,7 +310,7 @@ def test_several_draws_are_all_probes_and_share_their_probe_weight(tmp_path):
     one = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=0, seed=0, pad=0)
     assert res["counts"]["synthetic"]["probes"] == n * one["counts"]["synthetic"]["probes"]
     assert res["synthetic_lost_per_draw"] == [0] * n and [d["probes"] for d in res["per_draw"]] == [11] * n
-    s, g, w, dr = _reference_synthetic(root, lst, n)
+    s, g, w, dr, _ = _reference_synthetic(root, lst, n)
     assert g.sum() and (~g).sum() and 0.02 < _brute_force_eer(s, g, w) < 0.5
     # Each identity's genuine (and impostor) weights add up to 1 over all its draws.
     assert res["metrics"]["synthetic"]["eer"] == pytest.approx(_brute_force_eer(s, g, w), abs=1e-12)
@@ -335,3 +342,30 @@ def test_bad_draws_is_a_one_line_cli_error(tmp_path, capsys, bad):
     assert code == 2 and not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--draws" in err[0]
+
+
+class _LosingDet(_Det):
+    """The stand-in detector, blind to the given photos (by image key)."""
+
+    def __init__(self, blind):
+        self.blind = set(blind)
+
+    def detect(self, image):
+        from maskinv.masks.mesh import image_key
+
+        return [] if image_key(image) in self.blind else super().detect(image)
+
+
+def test_a_lost_draw_is_dropped_and_its_probe_keeps_its_weight(tmp_path):
+    root, lst = _folder(tmp_path, people=12, contrast=0.12)
+    lose = {("p0", 1), ("p3", 1), ("p3", 2)}
+    s, g, w, dr, blind = _reference_synthetic(root, lst, 3, lose=lose)
+    assert len(blind) == 3
+    res = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_LosingDet(blind), bootstrap=0, seed=0,
+                    pad=0, draws=3)
+    assert res["synthetic_lost_per_draw"] == [0, 2, 1] and res["dropped_no_face"]["synthetic"] == 3
+    assert res["counts"]["synthetic"]["probes"] == 3 * 11 - 3 and res["counts"]["synthetic"]["identities"] == 11
+    assert sum("[draw 1]" in k for k in res["dropped_files"]["synthetic"]) == 2
+    # p3's one remaining draw carries all of p3's weight; p0's two share it.
+    assert res["metrics"]["synthetic"]["eer"] == pytest.approx(_brute_force_eer(s, g, w), abs=1e-12)
+    assert res["draws_on_common_identities"]["identities"] == 9
