@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="dlib,sface")
     ap.add_argument("--renderers", default="v1,mesh")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--draws", type=int, default=1, help="synthetic masks per unmasked probe (default 1)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--cache", default=None,
                     help="pickle of photos, detections and clean/real/reference embeddings kept between runs "
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             res = realism(model, rmfd / "images", rmfd / "masked.txt",
                           people_file=ROOT / f"benchmarks/splits/rmfd_{a.split}.txt", renderer=rname,
-                          bootstrap=a.bootstrap, cache=cache)
+                          bootstrap=a.bootstrap, cache=cache, draws=a.draws)
             sheet = res.pop("_sheet")
             res["model_name"] = name
             res["machine"] = machine_line()
@@ -70,6 +71,9 @@ def main(argv=None) -> int:
             print(f"{a.split} {name} {rname}: ratio EER {r['eer']['point']:.3f} {r['eer']['ci95']}, "
                   f"FNMR@1e-2 {r['fnmr@fmr0.01']['point']:.3f} {r['fnmr@fmr0.01']['ci95']}; adjusted EER "
                   f"{up['adjusted_ratio']['eer']['point']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            for d in res["per_draw"] or []:
+                print(f"  draw {d['draw']}: synthetic EER {d['metrics']['eer']:.4f}, ratio EER {d['ratio']['eer']}, "
+                      f"lost {d['lost']}", flush=True)
     if a.cache:
         with open(a.cache + ".tmp", "wb") as f:
             pickle.dump({k: v for k, v in cache.items() if not (isinstance(k, tuple) and k[0] == "synth")}, f)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from maskinv.errors import DataFormatError
+from maskinv.errors import ConfigError, DataFormatError
 from maskinv.evaluate import realism as R
 
 
@@ -147,16 +147,20 @@ class _PhotoModel:
         return np.array(out, np.float32), [None] * len(images), {}
 
 
-def _folder(tmp_path):
+def _folder(tmp_path, people=6, contrast=1.0):
+    """A photo folder: ``people`` identities of four photos (photo 3 "really" masked); p5 lacks a photo
+    and p4's photo 0 is black. ``contrast`` < 1 makes the identities look more alike."""
     import cv2
 
     g = np.random.default_rng(1)
     root = tmp_path / "bench"
     masked = []
-    for k in range(6):
+    for k in range(people):
         d = root / f"p{k}"
         d.mkdir(parents=True)
         base = cv2.resize(g.integers(0, 256, (6, 6, 3)).astype(np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC)
+        if contrast != 1.0:
+            base = np.clip(128 + contrast * (base.astype(float) - 128), 0, 255).astype(np.uint8)
         for j in range(4):
             im = np.clip(base.astype(int) + g.integers(-12, 13, base.shape), 0, 255).astype(np.uint8)
             if j == 3:
@@ -220,3 +224,148 @@ def test_realism_cli_writes_results_and_refuses_a_bad_people_file(tmp_path, monk
     doc = json.loads((out / "realism.json").read_text())
     assert doc["masks"]["renderer"] == "v1" and "caveat" in doc
     assert "realism ratio" in (out / "realism.md").read_text()
+
+
+# ----------------------------------------------------------------------------- several draws per probe
+def _reference_synthetic(root, lst, draws, seed=0, lose=()):
+    """The synthetic condition written out by hand: probe split, masks from image_rng(draw seed, i),
+    the stand-in model's scores against the references and each identity's weight spread evenly
+    over its draws and references. ``lose``: (identity, draw) pairs whose masked photo is dropped
+    (as if MTCNN missed it). Returns (scores, genuine, weights, draw per comparison, the dropped
+    photos' image keys)."""
+    from maskinv.masks.mesh import image_key
+
+    import cv2
+
+    from maskinv.evaluate.probe_ref import read_probe_list
+    from maskinv.masks import image_rng, mask_photo
+    from maskinv.evaluate.realism_parts import draw_seed
+
+    files = sorted(q for q in root.rglob("*.png"))
+    keys = [q.relative_to(root).as_posix() for q in files]
+    ids = [k.split("/")[0] for k in keys]
+    sp = R.split_probes(ids, read_probe_list(lst, keys), holdout=1, seed=seed)
+    det, model = _Det(), _PhotoModel()
+    imgs = [cv2.imread(str(q))[..., ::-1].copy() for q in files]
+    refs = [i for i in sp["references"] if det.detect(imgs[i])]
+    re = model.embed_images([imgs[i] for i in refs], detector=det)[0]
+    rows, lost = [], set()                       # (identity, draw, embedding)
+    for d in range(draws):
+        for i in sp["unmasked_probes"]:
+            faces = det.detect(imgs[i])
+            if not faces:
+                continue
+            m = mask_photo(imgs[i], faces[0].landmarks, image_rng(draw_seed(seed, d), int(i)), "random",
+                           renderer="v1").image
+            if (ids[i], d) in lose:
+                lost.add(image_key(m))
+                continue
+            rows.append((ids[i], d, model.embed_images([m], detector=det)[0][0]))
+    s, g, w, dr = [], [], [], []
+    for name, d, e in rows:
+        n_draws = sum(1 for r in rows if r[0] == name)
+        n_gen = sum(1 for j in refs if ids[j] == name)
+        n_imp = len(refs) - n_gen
+        for j, rj in zip(refs, re):
+            same = ids[j] == name
+            s.append(float(np.dot(e.astype(np.float64), rj.astype(np.float64))))
+            g.append(same)
+            w.append(1.0 / (n_draws * (n_gen if same else n_imp)))
+            dr.append(d)
+    return np.array(s), np.array(g), np.array(w), np.array(dr), lost
+
+
+def _brute_force_eer(s, g, w):
+    """EER by trying every threshold (accept score >= t, plus accept nothing): the FNMR/FMR pair
+    closest to crossing, averaged."""
+    best = None
+    for t in np.r_[np.unique(s), np.inf]:
+        fnmr = w[g & (s < t)].sum() / w[g].sum()
+        fmr = w[~g & (s >= t)].sum() / w[~g].sum()
+        if best is None or abs(fnmr - fmr) < best[0] - 1e-15:
+            best = (abs(fnmr - fmr), (fnmr + fmr) / 2)
+    return best[1]
+
+
+def test_one_draw_is_the_single_draw_of_earlier_rounds(tmp_path):
+    root, lst = _folder(tmp_path)
+    one = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=100, seed=0, pad=0)
+    assert one["masks"]["draws"] == 1 and one["per_draw"] is None
+    s, g, w, _, _ = _reference_synthetic(root, lst, 1)
+    assert one["metrics"]["synthetic"]["eer"] == pytest.approx(_brute_force_eer(s, g, w), abs=1e-12)
+    # The default is one draw, and draw 0 of a five-draw run is that same draw.
+    dflt = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=100, seed=0, pad=0, draws=1)
+    assert dflt["metrics"] == one["metrics"] and dflt["ratio"] == one["ratio"]
+    five = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=100, seed=0, pad=0, draws=5)
+    assert five["per_draw"][0]["metrics"] == pytest.approx(one["metrics"]["synthetic"], abs=1e-12)
+    assert five["per_draw"][0]["seed"] == 0 and len({d["seed"] for d in five["per_draw"]}) == 5
+    for c in ("unmasked", "real"):
+        assert five["metrics"][c] == one["metrics"][c]
+
+
+def test_several_draws_are_all_probes_and_share_their_probe_weight(tmp_path):
+    root, lst = _folder(tmp_path, people=12, contrast=0.12)   # alike people: masked probes get confused
+    n = 3
+    res = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=100, seed=0, pad=0, draws=n)
+    one = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=0, seed=0, pad=0)
+    assert res["counts"]["synthetic"]["probes"] == n * one["counts"]["synthetic"]["probes"]
+    assert res["synthetic_lost_per_draw"] == [0] * n and [d["probes"] for d in res["per_draw"]] == [11] * n
+    s, g, w, dr, _ = _reference_synthetic(root, lst, n)
+    assert g.sum() and (~g).sum() and 0.02 < _brute_force_eer(s, g, w) < 0.5
+    # Each identity's genuine (and impostor) weights add up to 1 over all its draws.
+    assert res["metrics"]["synthetic"]["eer"] == pytest.approx(_brute_force_eer(s, g, w), abs=1e-12)
+    # ... which is not what equal weights per comparison give (the weighting matters here).
+    assert _brute_force_eer(s, g, np.ones_like(w)) != pytest.approx(_brute_force_eer(s, g, w), abs=1e-6)
+    for d in range(n):
+        k = dr == d
+        assert res["per_draw"][d]["metrics"]["eer"] == pytest.approx(_brute_force_eer(s[k], g[k], w[k]), abs=1e-12)
+        assert res["per_draw"][d]["ratio"]["eer"] == pytest.approx(R.realism_ratio(
+            res["metrics"]["unmasked"]["eer"], res["per_draw"][d]["metrics"]["eer"], res["metrics"]["real"]["eer"]))
+    assert res["ratio"]["eer"]["replicates"] > 20 and res["ratio"]["eer"]["ci95"] is not None
+    oc = res["draws_on_common_identities"]                    # nothing lost: every identity is common
+    assert oc["identities"] == 11 and oc["pooled"] == pytest.approx(res["metrics"]["synthetic"], abs=1e-12)
+    assert [m["eer"] for m in oc["per_draw"]] == pytest.approx([d["metrics"]["eer"] for d in res["per_draw"]], abs=1e-12)
+    assert "draws 3" in R.realism_report(res)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError):
+            R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_Det(), bootstrap=0, draws=bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "1.5", "five"])
+def test_bad_draws_is_a_one_line_cli_error(tmp_path, capsys, bad):
+    from maskinv.cli import main
+
+    root, lst = _folder(tmp_path)
+    out = tmp_path / "out"
+    code = main(["mask-realism", "--model", "dlib", "--bench", str(root), "--probe-list", str(lst),
+                 "--draws", bad, "--out", str(out)])
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--draws" in err[0]
+
+
+class _LosingDet(_Det):
+    """The stand-in detector, blind to the given photos (by image key)."""
+
+    def __init__(self, blind):
+        self.blind = set(blind)
+
+    def detect(self, image):
+        from maskinv.masks.mesh import image_key
+
+        return [] if image_key(image) in self.blind else super().detect(image)
+
+
+def test_a_lost_draw_is_dropped_and_its_probe_keeps_its_weight(tmp_path):
+    root, lst = _folder(tmp_path, people=12, contrast=0.12)
+    lose = {("p0", 1), ("p3", 1), ("p3", 2)}
+    s, g, w, dr, blind = _reference_synthetic(root, lst, 3, lose=lose)
+    assert len(blind) == 3
+    res = R.realism(_PhotoModel(), root, lst, renderer="v1", detector=_LosingDet(blind), bootstrap=0, seed=0,
+                    pad=0, draws=3)
+    assert res["synthetic_lost_per_draw"] == [0, 2, 1] and res["dropped_no_face"]["synthetic"] == 3
+    assert res["counts"]["synthetic"]["probes"] == 3 * 11 - 3 and res["counts"]["synthetic"]["identities"] == 11
+    assert sum("[draw 1]" in k for k in res["dropped_files"]["synthetic"]) == 2
+    # p3's one remaining draw carries all of p3's weight; p0's two share it.
+    assert res["metrics"]["synthetic"]["eer"] == pytest.approx(_brute_force_eer(s, g, w), abs=1e-12)
+    assert res["draws_on_common_identities"]["identities"] == 9

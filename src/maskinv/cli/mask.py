@@ -2,7 +2,7 @@
 
     maskinv mask INPUT OUTPUT [--kind K|random] [--seed S] [--landmarks FILE] [--preview grid.png]
     maskinv mask-bin IN.bin OUT.bin --protocol {mu,mm} --seed S [--kind K] [--format jpg|png]
-    maskinv mask-realism --model M --bench FOLDER --probe-list MASKED.txt [--people FILE] [--renderer v1|mesh] --out DIR
+    maskinv mask-realism --model M --bench FOLDER --probe-list MASKED.txt [--people FILE] [--renderer v1|mesh] [--draws N] --out DIR
 
 Image ``i`` (sorted relative path order for a folder, 0 for a single file) is masked with the
 generator ``image_rng(seed, i)``: reruns give the same bytes, and any image can be regenerated.
@@ -85,6 +85,9 @@ def register(subparsers) -> None:
                    help="unmasked photos per person held back as probes (at most all but one; default 1)")
     r.add_argument("--bootstrap", type=A.positive_int, default=1000,
                    help="bootstrap replicates over identities (default 1000)")
+    r.add_argument("--draws", type=A.positive_int, default=5,
+                   help="synthetic masks per unmasked probe, all scored (draw 0 = the single draw of --draws 1; "
+                        "each probe's draws share its weight; default 5)")
     r.add_argument("--out", required=True, type=A.output_dir, help="output folder")
     r.set_defaults(func=cmd_mask_realism)
 
@@ -185,7 +188,8 @@ def cmd_mask_realism(args: argparse.Namespace) -> int:
     results = []
     for rname in renderers:
         res = realism(model, args.bench, args.probe_list, people_file=args.people, renderer=rname,
-                      kind=args.kind, seed=args.seed, holdout=args.holdout, bootstrap=args.bootstrap, cache=cache)
+                      kind=args.kind, seed=args.seed, holdout=args.holdout, bootstrap=args.bootstrap, cache=cache,
+                      draws=args.draws)
         results.append((rname, res.pop("_sheet"), res))
     for rname, sheet, res in results:   # write only once every renderer has run
         sfx = f"_{rname}" if len(renderers) > 1 else ""

@@ -173,41 +173,7 @@ def split_probes(identities: Sequence[str], is_masked: np.ndarray, *, holdout: i
             "references": np.array(refs, np.int64), "people": kept}
 
 
-class _FixedDetector:
-    """A detector that returns precomputed faces for known images (keyed by pixel hash)."""
-
-    name = "mtcnn-cached"
-
-    def __init__(self, faces: dict[str, list]):
-        self._faces = faces
-
-    def detect(self, image):
-        from maskinv.masks.mesh import image_key
-
-        return list(self._faces.get(image_key(image), []))
-
-
-def _embed(model, images: list[np.ndarray], faces: list, batch_size: int = 64) -> np.ndarray:
-    """L2-normalised embeddings of photos with their given faces (MTCNN's), any model kind."""
-    from maskinv.align import align_face
-    from maskinv.masks.mesh import image_key
-
-    if not images:
-        return np.zeros((0, int(getattr(model, "embedding_size", 0) or 0)), np.float32)
-    if getattr(model, "needs_photo", False):
-        det = _FixedDetector({image_key(im): [f] for im, f in zip(images, faces)})
-        fn = getattr(model, "embed_photos", None) or getattr(model, "embed_images")
-        emb = fn(images, detector=det)[0]
-        return np.asarray(emb, np.float32)
-    size = int(getattr(model, "input_size", 112))
-    crops = np.stack([align_face(im, f.landmarks, size) for im, f in zip(images, faces)])
-    return np.asarray(model.embed_aligned(crops, flip=True, batch_size=batch_size), np.float32)
-
-
-def _scores(pe: np.ndarray, re: np.ndarray, pid: np.ndarray, rid: np.ndarray) -> dict[str, np.ndarray]:
-    s = (pe.astype(np.float64) @ re.astype(np.float64).T).ravel()
-    g = (pid[:, None] == rid[None, :]).ravel()
-    return {"scores": s, "genuine": g, "probe_identity": np.repeat(pid, rid.size), "order": np.argsort(-s, kind="stable")}
+from .realism_parts import _FixedDetector, _crop_view, _embed, _scores, _subset, draw_seed, draw_synthetic  # noqa: E402,F401
 
 
 def _metrics(c: dict, counts=None, fmr: float = 1e-2) -> dict[str, float]:
@@ -215,20 +181,11 @@ def _metrics(c: dict, counts=None, fmr: float = 1e-2) -> dict[str, float]:
     return weighted_error_rates(c["scores"], c["genuine"], w, (fmr,), order=c["order"])
 
 
-def _crop_view(image: np.ndarray, face, size: int = 112) -> np.ndarray:
-    import cv2
-
-    x0, y0, x1, y1 = face.box
-    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.2 * max(x1 - x0, y1 - y0)
-    M = np.float32([[size / side, 0, size / 2 - cx * size / side], [0, size / side, size / 2 - cy * size / side]])
-    return cv2.warpAffine(image, M, (size, size), flags=cv2.INTER_AREA, borderValue=(0, 0, 0))
-
-
 def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str | Path | None = None,
             renderer: str = "v1", kind: str = "random", seed: int = 0, holdout: int = 1,
             bootstrap: int = 1000, fmr: float = 1e-2, detector=None, sheet_rows: int = 8,
             pad: float = 0.25, progress=None, cache: dict | None = None,
-            upper_cut: float | None = 0.11) -> dict[str, Any]:
+            upper_cut: float | None = 0.11, draws: int = 1) -> dict[str, Any]:
     """Run the realism measurement (module doc). Returns a JSON-able result dict plus the contact
     sheet image under ``"_sheet"`` (uint8, real | synthetic | unmasked per row).
 
@@ -237,16 +194,22 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     ``cache``: a dict shared between calls on the same benchmark (e.g. one per renderer and model):
     photos, detections, the synthetic-masked photos (per renderer) and the embeddings of unmasked,
     real and reference photos (per model) are computed once.
-    ``upper_cut``: the upper-face control (module doc); None skips it."""
+    ``upper_cut``: the upper-face control (module doc); None skips it.
+    ``draws``: synthetic masks per unmasked probe (draw 0 = the single draw of ``draws=1``); all
+    draws are probes of the synthetic condition, and the identity weighting spreads each identity's
+    weight evenly over its comparisons, so the N draws of a probe share its weight (1/N each when all
+    are detected). ``per_draw`` in the result holds each draw scored alone."""
     from maskinv.align import resolve_detector
     from maskinv.align.image import read_image
-    from maskinv.masks import image_rng, mask_photo
     from maskinv.masks.mesh import check_renderer, renderer_revision
     from maskinv.utils.images import IMAGE_EXTENSIONS
 
     from .probe_ref import read_probe_list
 
     check_renderer(renderer, "realism: renderer")
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise ConfigError(f"realism: draws must be an integer >= 1, got {draws!r}")
+    draws = int(draws)
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(f"{root}: benchmark folder not found")
@@ -301,22 +264,13 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
                 progress(name, i)
         loaded[name] = ok
     # Synthetic: the unmasked probes (those with a face) masked on the full photo from the
-    # detector's five points, then detected again like any masked photo.
-    # (Cached per renderer, kind and seed: every model of a shared cache sees the same masked photos.)
-    skey = ("synth", renderer_revision(renderer), kind, seed, tuple(r[0] for r in loaded["unmasked"]))
-    if skey not in cache:
-        synth, lost = [], []
-        for i, img, face in loaded["unmasked"]:
-            res = mask_photo(img, face.landmarks, image_rng(seed, i), kind, renderer=renderer)
-            found = det.detect(res.image)
-            if not found:
-                lost.append(keys[i])
-                continue
-            synth.append((i, res.image, found[0]))
-        cache[skey] = (synth, lost)
-    synth, lost = cache[skey]
-    if lost:
-        dropped["synthetic"] = list(lost)
+    # detector's five points, ``draws`` times, then detected again like any masked photo.
+    # (Cached per renderer, kind, seed and draw: every model of a shared cache sees the same masked photos.)
+    synth, draw_of, lost = draw_synthetic(loaded["unmasked"], draws=draws, seed=seed, kind=kind,
+                                          renderer=renderer, det=det, keys=keys, cache=cache)
+    lost_all = [k if d == 0 else f"{k} [draw {d}]" for d in range(draws) for k in lost[d]]
+    if lost_all:
+        dropped["synthetic"] = lost_all
     t_detect = time.perf_counter() - t0
     names = sp["people"]
     code = {n: k for k, n in enumerate(names)}
@@ -362,6 +316,24 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     metrics = {c: _metrics(comps[c], None, fmr) for c in CONDITIONS}
     metrics_upper = {c: _metrics(upper[c], None, fmr) for c in upper}
     fkey = f"fnmr@fmr{fmr:g}"
+    per_draw, on_common = [], None
+    if draws > 1:
+        cdraw = np.repeat(draw_of, rid.size)
+        for d in range(draws):
+            keep = cdraw == d
+            md = _metrics(_subset(comps["synthetic"], keep), None, fmr) if keep.any() else None
+            per_draw.append({"draw": d, "seed": draw_seed(seed, d), "probes": int((draw_of == d).sum()),
+                             "lost": len(lost[d]), "metrics": md,
+                             "ratio": None if md is None else {m: realism_ratio(metrics["unmasked"][m], md[m],
+                                                                                metrics["real"][m]) for m in ("eer", fkey)}})
+        # The same on the identities every draw kept (no identity enters or leaves between draws):
+        # tells the pooling of draws apart from the identities that only some draws keep.
+        cpid = comps["synthetic"]["probe_identity"]
+        common = sorted(set.intersection(*(set(cpid[cdraw == d].tolist()) for d in range(draws))))
+        kc = np.isin(cpid, common)
+        on_common = {"identities": len(common), "pooled": _metrics(_subset(comps["synthetic"], kc), None, fmr),
+                     "per_draw": [_metrics(_subset(comps["synthetic"], kc & (cdraw == d)), None, fmr)
+                                  for d in range(draws)]} if common else None
     point = {m: realism_ratio(metrics["unmasked"][m], metrics["synthetic"][m], metrics["real"][m]) for m in ("eer", fkey)}
     rng = np.random.default_rng(derive_seed(seed, "realism_bootstrap"))
     boot = {m: [] for m in ("eer", fkey)}
@@ -392,11 +364,15 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     out: dict[str, Any] = {
         "benchmark": str(root), "probe_list": str(probe_list), "people_file": None if people_file is None else str(people_file),
         "model": getattr(model, "fingerprint", type(model).__name__),
-        "masks": {"renderer": renderer, "revision": renderer_revision(renderer), "kind": kind, "seed": seed},
+        "masks": {"renderer": renderer, "revision": renderer_revision(renderer), "kind": kind, "seed": seed,
+                  "draws": draws},
         "detector": getattr(det, "name", type(det).__name__), "pad": pad, "holdout": holdout, "fmr": fmr,
         "people": len(names), "references": len(ref),
         "counts": counts, "dropped_no_face": {k: len(v) for k, v in dropped.items()},
         "dropped_files": dropped,
+        "synthetic_lost_per_draw": [len(lost[d]) for d in range(draws)],
+        "per_draw": per_draw or None,
+        "draws_on_common_identities": on_common,
         "metrics": metrics,
         "ratio": {m: {"point": point[m], "ci95": ci(boot[m]), "replicates": len(boot[m])} for m in boot},
         "synthetic_minus_real": {m: {"point": metrics["synthetic"][m] - metrics["real"][m], "ci95": ci(boot_diff[m])}
@@ -422,8 +398,10 @@ def realism(model, root: str | Path, probe_list: str | Path, *, people_file: str
     rows = []
     by_real = {identities[i]: (img, f) for i, img, f in loaded["real"]}
     clean = {i: (img, f) for i, img, f in loaded["unmasked"]}
-    for i, simg, sf in synth:
+    for (i, simg, sf), d in zip(synth, draw_of.tolist()):
         n = identities[i]
+        if d != 0:
+            break
         if n in by_real:
             rimg, rf = by_real[n]
             rows.append(np.concatenate([_crop_view(rimg, rf), _crop_view(simg, sf), _crop_view(*clean[i])], 1))
