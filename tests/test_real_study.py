@@ -333,10 +333,25 @@ def test_against_pairs_rows_of_two_runs_that_differ_only_in_the_renderer(tiny, t
     with pytest.raises(ConfigError, match="lr_lg") as e:
         run_real_study(tmp_path / "d", tiny["lfw"], tiny["rmfd"], settings=other_lr, model=_tiny_model(),
                        against=tmp_path / "a", **kw)
-    assert e.value.key == "lr_lg" and not (tmp_path / "d" / "models").exists()
+    assert e.value.key == "lr_lg" and not (tmp_path / "d").exists()   # refused before anything is written
     with pytest.raises(DataFormatError, match="results.json"):
         run_real_study(tmp_path / "e", tiny["lfw"], tiny["rmfd"], settings=s, model=_tiny_model(),
                        against=tmp_path / "nothing", **kw)
+    assert not (tmp_path / "e").exists()
+
+
+def test_cli_against_a_folder_without_a_run_one_line_exit_2_nothing_written(tiny, tmp_path, capsys):
+    from maskinv.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad in (empty, tmp_path / "missing"):
+        out = tmp_path / "out"
+        code = main(["study-real", str(tiny["lfw"]), str(tiny["rmfd"]), "--out", str(out), "--splits",
+                     str(tiny["splits"]), "--against", str(bad)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and str(bad.name) in err[0], err
+        assert not out.exists()
 
 
 def test_cli_bad_split_dir_one_line_exit_2_nothing_written(tiny, tmp_path, capsys):

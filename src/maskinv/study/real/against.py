@@ -19,7 +19,7 @@ import numpy as np
 
 from maskinv.errors import CheckpointError, ConfigError, DataFormatError
 
-__all__ = ["AGAINST_MAY_DIFFER", "load_against", "compare_against"]
+__all__ = ["AGAINST_MAY_DIFFER", "read_against", "load_against", "compare_against"]
 
 #: Settings the two runs may differ in: the compared factor.
 AGAINST_MAY_DIFFER = ("renderer", "renderer_revision")
@@ -40,35 +40,38 @@ def _read_results(run_dir: Path) -> dict[str, Any]:
     return doc
 
 
-def _check_same_design(other: dict[str, Any], settings: dict[str, Any], fingerprint: str, splits_sha: str,
-                       where: Path) -> None:
-    theirs = other["settings"]
+def read_against(run_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The other run's results.json, after checking its settings differ from ``settings`` only in
+    :data:`AGAINST_MAY_DIFFER` (called before this run writes anything)."""
+    run_dir = Path(run_dir)
+    doc = _read_results(run_dir)
+    theirs = doc["settings"]
     for k in sorted(set(settings) | set(theirs)):
         if k in AGAINST_MAY_DIFFER or k in _IGNORED or k.startswith("select_"):
             continue
         if settings.get(k) != theirs.get(k):
-            raise ConfigError(f"--against {where}: setting {k} differs ({theirs.get(k)!r} there, {settings.get(k)!r} "
+            raise ConfigError(f"--against {run_dir}: setting {k} differs ({theirs.get(k)!r} there, {settings.get(k)!r} "
                               f"here); compared runs may differ only in {', '.join(AGAINST_MAY_DIFFER)}", key=k)
-    fp = (other.get("recogniser") or {}).get("weights_fingerprint")
-    if fp != fingerprint:
-        raise ConfigError(f"--against {where}: the recogniser's weights differ ({str(fp)[:16]}… there, "
-                          f"{fingerprint[:16]}… here)")
-    sp = (other.get("splits") or {}).get("sha256")
-    if sp != splits_sha:
-        raise ConfigError(f"--against {where}: the split files differ (sha256 {str(sp)[:16]}… there, "
-                          f"{splits_sha[:16]}… here)")
+    return doc
 
 
-def load_against(run_dir: str | Path, ctx: Any, rows: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the other run's results.json, {row: model}) for the rows both runs have, after checking the
-    two runs differ only in :data:`AGAINST_MAY_DIFFER` and each weights file matches its record."""
+def load_against(run_dir: str | Path, doc: dict[str, Any], ctx: Any, rows: list[str]) -> dict[str, Any]:
+    """{row: model} of the other run (``doc``: :func:`read_against`) for the rows both runs have,
+    after checking its recogniser weights and split files are this run's and each weights file
+    matches its record."""
     import torch
 
     from maskinv.utils.hashing import file_sha256
 
     run_dir = Path(run_dir)
-    doc = _read_results(run_dir)
-    _check_same_design(doc, ctx.s.to_dict(), ctx.weights_fingerprint, ctx.splits.sha256, run_dir)
+    fp = (doc.get("recogniser") or {}).get("weights_fingerprint")
+    if fp != ctx.weights_fingerprint:
+        raise ConfigError(f"--against {run_dir}: the recogniser's weights differ ({str(fp)[:16]}… there, "
+                          f"{ctx.weights_fingerprint[:16]}… here)")
+    sp = (doc.get("splits") or {}).get("sha256")
+    if sp != ctx.splits.sha256:
+        raise ConfigError(f"--against {run_dir}: the split files differ (sha256 {str(sp)[:16]}… there, "
+                          f"{ctx.splits.sha256[:16]}… here)")
     models: dict[str, Any] = {}
     for name in rows:
         if name not in doc["results"]:
@@ -85,7 +88,7 @@ def load_against(run_dir: str | Path, ctx: Any, rows: list[str]) -> tuple[dict[s
         models[name] = m.eval()
     if not models:
         raise DataFormatError(f"{run_dir}: none of the rows {', '.join(rows)} was trained there")
-    return doc, models
+    return models
 
 
 def compare_against(ctx: Any, other_models: dict[str, Any], scores: dict[str, Any], *, rmfd_keys: list[str],

@@ -59,15 +59,20 @@ def run_real_study(out_dir: str | Path, lfw_dir: str | Path, rmfd_dir: str | Pat
     from . import report as R
     from .scoring import PROTOCOLS, compare, lfw_metrics, lfw_scores, rmfd_metrics, rmfd_scores
 
+    against_doc_in = None
+    if against is not None:  # a missing or mismatched run fails before anything is written
+        from .against import read_against
+
+        against_doc_in = read_against(against, (settings or RealSettings()).validate().to_dict())
     s, out, log, cache = open_out_dir(out_dir, settings, cache_dir, log_name="study.log", quiet=quiet)
     t_start = time.perf_counter()
     ctx = StudyContext(Path(lfw_dir), Path(rmfd_dir), s, splits_dir=splits_dir, cache_dir=cache, model=model, log=log)
     specs = row_specs(s)
     other = None
-    if against is not None:  # checked before any training: a mismatched run must not cost an hour
+    if against is not None:  # weights and split files: checked before any training
         from .against import load_against
 
-        other = load_against(against, ctx, [sp.name for sp in specs])
+        other = (against_doc_in, load_against(against, against_doc_in, ctx, [sp.name for sp in specs]))
         log(f"--against {against}: rows {', '.join(other[1])} (renderer {other[0]['settings'].get('renderer')})")
 
     # cost arithmetic before any work (photo counts from the split lists)
