@@ -41,6 +41,8 @@ import numpy as np
 from maskinv.errors import ConfigError, DataFormatError
 from maskinv.utils.seeds import derive_seed
 
+from .realism_parts import _crop_view, _embed, _scores, _subset, draw_seed, draw_synthetic
+
 __all__ = ["weighted_error_rates", "realism_ratio", "adjusted_ratio", "blank_below", "identity_weights",
            "split_probes", "realism", "CONDITIONS", "SESSION_CAVEAT", "realism_report"]
 
@@ -173,7 +175,6 @@ def split_probes(identities: Sequence[str], is_masked: np.ndarray, *, holdout: i
             "references": np.array(refs, np.int64), "people": kept}
 
 
-from .realism_parts import _FixedDetector, _crop_view, _embed, _scores, _subset, draw_seed, draw_synthetic  # noqa: E402,F401
 
 
 def _metrics(c: dict, counts=None, fmr: float = 1e-2) -> dict[str, float]:

@@ -32,7 +32,7 @@ from .metrics import FAR_GRID, verification_metrics
 from .model_specs import EvalModel, ModelSpec, load_eval_model, model_specs
 from .probe_ref import probe_ref_from_embeddings, report_metrics
 from .protocols import evaluate_arrays, masked_images, pair_scores, resolve_precision
-from .realism import _FixedDetector
+from .realism_parts import _FixedDetector
 from .reports import new_results, write_report
 
 __all__ = ["evaluate_models", "evaluate_bin", "score_benchmark", "ScoreOptions", "metrics_of", "ModelSpec"]

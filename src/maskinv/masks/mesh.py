@@ -28,7 +28,9 @@ __all__ = ["RENDERERS", "DEFAULT_RENDERER", "RENDERER_REVISIONS", "renderer_revi
            "mesh_anchors", "mesh_outline", "sample_mesh_params", "face_light", "render_mesh_mask", "MeshCache",
            "image_key", "crop_meshes"]
 
-#: Renderer versions; the default stays ``v1`` until the studies pinning it have committed.
+#: Renderer versions. ``DEFAULT_RENDERER`` is the drawing tools' default (``apply_mask``,
+#: ``maskinv mask``, ``mask-realism``); training (``masks.renderer``) and ``maskinv study-real``
+#: default to ``mesh``.
 RENDERERS: tuple[str, ...] = ("v1", "mesh")
 DEFAULT_RENDERER = "v1"
 #: The revision of each renderer's looks. Bump a revision whenever what it draws changes visibly

@@ -6,7 +6,8 @@ batch, draws each selected image's mask with :class:`~maskinv.masks.mesh_batch.M
 from that record's mesh: the mask follows this face's pose, size and roll.
 
 **Failed meshes.** A record whose face score (sigmoid of the mesh network's face logit) is below
-``min_score`` has no trustworthy mesh (e.g. the synthetic SynthFaces faces, which score near 0).
+``min_score`` has no trustworthy mesh (e.g. non-face or tiny images; SynthFaces and LFW crops at
+112 px score >= 0.97, docs/masks.md).
 Those records fall back to the bank masks of ``BatchMasker(renderer="mesh")``: mesh looks rendered
 on the meshes of the best-scoring records, pasted at the aligned-crop position with a random shift
 (v1-shaped: the mask follows the template, not the face). ``failed`` counts them; the trainer

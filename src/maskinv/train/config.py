@@ -312,14 +312,15 @@ def load_config(path: str | Path | None, overrides: Overrides = None) -> TrainCo
         file = str(p)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
+        text = p.read_text(encoding="utf-8")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: invalid YAML{yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = _resolve_relative(data, Path(os.path.abspath(p.parent)), file)
-        if p.read_text(encoding="utf-8").startswith(RESOLVED_HEADER):
+        if text.startswith(RESOLVED_HEADER):
             data = saved_run_defaults(data)
     data, set_by = apply_overrides_traced(data, overrides)
     return config_from_dict(data, origin=Origin(file, set_by))
